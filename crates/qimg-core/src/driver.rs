@@ -1,0 +1,139 @@
+//! The format layer: a driver maps guest ranges of one image onto its storage.
+//!
+//! Drivers see one layer. A driver with a backing file is given the opened backing driver by the
+//! graph builder (TypeScript, through the implicit-open gate) with [`BlockDriver::set_backing`]; reads
+//! of unallocated ranges fall through to it. [`crate::chain`] composes block status across layers.
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// What one layer says about a guest range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerStatus {
+    /// Data stored in this layer; `host_offset` is where it starts in the storage when the data is
+    /// stored contiguously and uncompressed (`None` otherwise).
+    Data {
+        /// Host byte offset of the first byte, when meaningful.
+        host_offset: Option<u64>,
+        /// True if the data is stored compressed.
+        compressed: bool,
+    },
+    /// Reads as zeros, decided by this layer (a zero cluster, or a hole in a raw file).
+    /// `host_offset` is set when space stays allocated (a preallocated zero cluster).
+    Zero {
+        /// Host byte offset of preallocated space, if any.
+        host_offset: Option<u64>,
+    },
+    /// Not allocated in this layer: the backing layer decides (zeros without one).
+    Unallocated,
+}
+
+/// A run of guest bytes with one status in one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerExtent {
+    /// Guest byte offset.
+    pub start: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// What the layer holds there.
+    pub status: LayerStatus,
+}
+
+/// How `check` may repair an image (`qemu-img check -r`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairMode {
+    /// Report only.
+    None,
+    /// Repair leaked clusters only.
+    Leaks,
+    /// Repair leaks and errors.
+    All,
+}
+
+/// The result of a consistency check, with qemu-img's `ImageCheck` fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Corruptions found (and not fixed).
+    pub corruptions: u64,
+    /// Leaked clusters found (and not fixed).
+    pub leaks: u64,
+    /// Internal errors during the check (I/O errors reading metadata).
+    pub check_errors: u64,
+    /// Corruptions fixed.
+    pub corruptions_fixed: u64,
+    /// Leaks fixed.
+    pub leaks_fixed: u64,
+    /// End offset of the image's used host space.
+    pub image_end_offset: Option<u64>,
+    /// Clusters covering the virtual disk.
+    pub total_clusters: Option<u64>,
+    /// Guest clusters allocated in this layer.
+    pub allocated_clusters: Option<u64>,
+    /// Allocated clusters not contiguous with their predecessor.
+    pub fragmented_clusters: Option<u64>,
+    /// Compressed clusters.
+    pub compressed_clusters: Option<u64>,
+    /// Human-readable findings, one line each, as qemu-img prints them ("Leaked cluster 5 refcount=1 reference=0").
+    pub messages: Vec<String>,
+}
+
+/// Static facts a driver reports for `info`.
+#[derive(Debug, Clone, Default)]
+pub struct DriverInfo {
+    /// Cluster (or block) size, when the format has one.
+    pub cluster_size: Option<u64>,
+    /// True if the image is marked dirty (e.g. qcow2 lazy refcounts left dirty).
+    pub dirty: bool,
+    /// Backing file name as stored in the image.
+    pub backing_file: Option<String>,
+    /// Backing format as stored in the image.
+    pub backing_format: Option<String>,
+    /// qemu-img's `format-specific` object (`{"type": "...", "data": {...}}`), if any.
+    pub format_specific: Option<serde_json::Value>,
+}
+
+/// One opened image in one format.
+pub trait BlockDriver: Send + Sync {
+    /// The format name (`raw`, `qcow2`, …).
+    fn format_name(&self) -> &'static str;
+    /// The storage under this driver.
+    fn storage(&self) -> &Arc<dyn crate::Storage>;
+    /// Guest size in bytes.
+    fn virtual_size(&self) -> u64;
+    /// Read guest bytes; ranges beyond the virtual size are an error.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Write guest bytes.
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()>;
+    /// Make a guest range read as zeros. With `may_unmap`, space may be freed.
+    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()>;
+    /// Discard a guest range (its contents become unspecified-but-stable; qimg makes them read
+    /// as zeros or as the backing file, as QEMU does).
+    fn discard(&self, offset: u64, length: u64) -> Result<()>;
+    /// This layer's status of `[offset, offset+length)`: a non-empty list of consecutive extents
+    /// starting at `offset`, covering at most `length` bytes (a prefix is allowed).
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>>;
+    /// Make completed writes durable (data, then metadata).
+    fn flush(&self) -> Result<()>;
+    /// Flush, clear any dirty/in-use marks, and stop accepting I/O.
+    fn close(&self) -> Result<()>;
+    /// Facts for `info`.
+    fn info(&self) -> Result<DriverInfo>;
+    /// Check (and optionally repair) consistency.
+    fn check(&self, _repair: RepairMode) -> Result<CheckReport> {
+        Err(Error::unsupported(format!("This image format ({}) does not support checks", self.format_name())))
+    }
+    /// Change the virtual size.
+    fn resize(&self, _new_size: u64) -> Result<()> {
+        Err(Error::unsupported(format!("Image format {} does not support resize", self.format_name())))
+    }
+    /// The backing layer given with [`Self::set_backing`], if any.
+    fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
+        None
+    }
+    /// Attach (or detach) the backing layer; called by the graph builder before I/O.
+    fn set_backing(&self, backing: Option<Arc<dyn BlockDriver>>) -> Result<()> {
+        match backing {
+            None => Ok(()),
+            Some(_) => Err(Error::unsupported(format!("{} images have no backing file", self.format_name()))),
+        }
+    }
+}

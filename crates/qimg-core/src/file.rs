@@ -1,0 +1,202 @@
+//! The `file` protocol: a POSIX regular file (or block device) as a [`Storage`].
+use crate::error::{Error, Result};
+use crate::storage::{DataRun, Storage};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
+
+/// Options for opening a file.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// Open without write access.
+    pub read_only: bool,
+    /// Create the file (truncating) if it does not exist.
+    pub create: bool,
+    /// Locking policy.
+    pub locking: crate::lock::LockMode,
+    /// Share all permissions with other users (`-U` / force-share; read-only opens only).
+    pub force_share: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions { read_only: true, create: false, locking: crate::lock::LockMode::Auto, force_share: false }
+    }
+}
+
+/// An open host file.
+#[derive(Debug)]
+pub struct FileStorage {
+    file: File,
+    name: String,
+    read_only: bool,
+}
+
+impl FileStorage {
+    /// Open `path` with `opts`.
+    pub fn open(path: &str, opts: &FileOptions) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!opts.read_only)
+            .create(opts.create && !opts.read_only)
+            .truncate(opts.create && !opts.read_only)
+            .open(path)
+            .map_err(|e| Error::io(format!("Could not open '{path}'"), &e).with_path(path))?;
+        Ok(FileStorage { file, name: path.to_string(), read_only: opts.read_only })
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn ioerr(&self, what: &str, e: std::io::Error, offset: u64) -> Error {
+        Error::io(format!("{what} failed on '{}'", self.name), &e).with_path(&self.name).with_offset(offset)
+    }
+
+    fn ro_check(&self) -> Result<()> {
+        if self.read_only {
+            Err(Error::new(crate::ErrorCode::ReadOnly, format!("'{}' is opened read-only", self.name)).with_path(&self.name))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn fallocate(&self, mode: nix::fcntl::FallocateFlags, offset: u64, length: u64) -> std::result::Result<(), nix::errno::Errno> {
+        nix::fcntl::fallocate(std::os::fd::AsRawFd::as_raw_fd(&self.file), mode, offset as i64, length as i64)
+    }
+}
+
+impl Storage for FileStorage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    return Ok(());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.ioerr("read", e, offset + done as u64)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.ro_check()?;
+        self.file.write_all_at(buf, offset).map_err(|e| self.ioerr("write", e, offset))
+    }
+
+    fn size(&self) -> Result<u64> {
+        let md = self.file.metadata().map_err(|e| self.ioerr("stat", e, 0))?;
+        if md.file_type().is_file() {
+            return Ok(md.len());
+        }
+        // Block devices: seek to the end.
+        use std::io::{Seek, SeekFrom};
+        let mut f = &self.file;
+        f.seek(SeekFrom::End(0)).map_err(|e| self.ioerr("seek", e, 0))
+    }
+
+    fn truncate(&self, size: u64) -> Result<()> {
+        self.ro_check()?;
+        self.file.set_len(size).map_err(|e| self.ioerr("truncate", e, size))
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|e| self.ioerr("fdatasync", e, 0))
+    }
+
+    fn discard(&self, offset: u64, length: u64) -> Result<()> {
+        self.write_zeroes(offset, length, true)
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()> {
+        use nix::fcntl::FallocateFlags as F;
+        self.ro_check()?;
+        if length == 0 {
+            return Ok(());
+        }
+        let size = self.size()?;
+        if offset >= size {
+            // Past EOF reads as zeros already; extend only if asked to keep space.
+            if !may_unmap {
+                return self.allocate(offset, length);
+            }
+            return Ok(());
+        }
+        if may_unmap && self.fallocate(F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE, offset, length).is_ok() {
+            if offset + length > size {
+                self.truncate(offset + length)?;
+            }
+            return Ok(());
+        }
+        if self.fallocate(F::FALLOC_FL_ZERO_RANGE, offset, length).is_ok() {
+            return Ok(());
+        }
+        // Fallback: write zeros in bounded chunks.
+        let chunk = vec![0u8; (1 << 20).min(length as usize)];
+        let mut pos = 0u64;
+        while pos < length {
+            let n = chunk.len().min((length - pos) as usize);
+            self.write_at(&chunk[..n], offset + pos)?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    fn allocate(&self, offset: u64, length: u64) -> Result<()> {
+        self.ro_check()?;
+        if length == 0 {
+            return Ok(());
+        }
+        match self.fallocate(nix::fcntl::FallocateFlags::empty(), offset, length) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EOPNOTSUPP) => {
+                let end = offset + length;
+                if self.size()? < end {
+                    self.truncate(end)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.ioerr("fallocate", std::io::Error::from_raw_os_error(e as i32), offset)),
+        }
+    }
+
+    fn allocated_bytes(&self) -> Result<u64> {
+        let md = self.file.metadata().map_err(|e| self.ioerr("stat", e, 0))?;
+        Ok(md.blocks() * 512)
+    }
+
+    fn data_run(&self, offset: u64, length: u64) -> Result<DataRun> {
+        use nix::unistd::{lseek, Whence};
+        let size = self.size()?;
+        if offset >= size {
+            return Ok(DataRun { data: false, length });
+        }
+        let end = (offset + length).min(size);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        match lseek(fd, offset as i64, Whence::SeekData) {
+            Ok(d) if d as u64 > offset => Ok(DataRun { data: false, length: (d as u64).min(end) - offset }),
+            Ok(_) => match lseek(fd, offset as i64, Whence::SeekHole) {
+                Ok(h) => Ok(DataRun { data: true, length: (h as u64).min(end).max(offset + 1) - offset }),
+                Err(_) => Ok(DataRun { data: true, length: end - offset }),
+            },
+            Err(nix::errno::Errno::ENXIO) => Ok(DataRun { data: false, length: end - offset }),
+            Err(_) => Ok(DataRun { data: true, length: end - offset }),
+        }
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+}

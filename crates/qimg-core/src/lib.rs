@@ -1,0 +1,19 @@
+//! qimg core: the types every layer shares.
+//!
+//! - [`error`]: the stable error codes (`ERR_QIMG_*`) that cross into JavaScript.
+//! - [`storage`]: the protocol layer trait (bytes of a host file, device or remote export).
+//! - [`file`]: the `file` protocol on a POSIX file, with QEMU-compatible image locks ([`lock`]).
+//! - [`driver`]: the format layer trait (guest ranges mapped onto a storage) and block status.
+//! - [`zero`]: fast zero detection used by convert and write-zeroes detection.
+//! - [`chain`]: generic helpers over a driver and its backing chain (map extents).
+pub mod chain;
+pub mod driver;
+pub mod error;
+pub mod file;
+pub mod lock;
+pub mod storage;
+pub mod zero;
+
+pub use driver::{BlockDriver, CheckReport, DriverInfo, LayerExtent, LayerStatus, RepairMode};
+pub use error::{Error, ErrorCode, Result};
+pub use storage::Storage;

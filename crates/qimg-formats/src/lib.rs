@@ -1,0 +1,31 @@
+//! qimg's image format drivers.
+//!
+//! One folder per format, with the same file roles in each: `header` (on-disk header types and
+//! their bounds), `mapping` (guest → host lookups), `alloc` (space and refcounts), `check`,
+//! `create`, and `driver` (the [`qimg_core::BlockDriver`] implementation). [`open_driver`] and
+//! [`create_image`] dispatch by format name; TypeScript owns probing and the registry of names.
+pub mod options;
+pub mod qcow2;
+pub mod raw;
+
+pub use options::{CreateOptions, OpenOptions, Preallocation};
+use qimg_core::{BlockDriver, Error, Result, Storage};
+use std::sync::Arc;
+
+/// Open the image in `storage` as `format`.
+pub fn open_driver(format: &str, storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Arc<dyn BlockDriver>> {
+    match format {
+        "raw" => Ok(Arc::new(raw::RawDriver::open(storage, opts)?)),
+        "qcow2" => Ok(Arc::new(qcow2::Qcow2Driver::open(storage, opts)?)),
+        other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
+    }
+}
+
+/// Write a new, empty image of `format` into `storage` (already created and truncated to 0).
+pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
+    match format {
+        "raw" => raw::create(storage, opts),
+        "qcow2" => qcow2::create(storage, opts),
+        other => Err(Error::unsupported(format!("Format driver '{other}' does not support image creation"))),
+    }
+}
