@@ -9,5 +9,13 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** test fn */
+export declare function doThing(x: number): Promise<unknown>
+
 /** Version of the native core. */
 export declare function nativeVersion(): string
+
+/** A test */
+export interface Thing {
+  a: number
+}

@@ -1,4 +1,14 @@
-//! qimg's N-API boundary (placeholder while the skeleton builds).
+//! qimg's N-API boundary: the only Rust that knows Node.
+//!
+//! Coarse calls only: an image handle ([`image::NativeImage`]) with async range operations, image
+//! creation, and whole-range jobs (copy, compare) that run on libuv's thread pool. Errors cross as
+//! data (see [`error`]) and are unwrapped in one TypeScript function (`ts/native.ts`).
+pub mod create;
+pub mod error;
+pub mod image;
+pub mod jobs;
+pub mod work;
+
 use napi_derive::napi;
 
 /// Version of the native core.

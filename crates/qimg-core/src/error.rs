@@ -27,6 +27,8 @@ pub enum ErrorCode {
     Aborted,
     /// The image is not in the format that was asked for.
     WrongFormat,
+    /// A bug in qimg (a panic caught at the boundary).
+    Internal,
 }
 
 impl ErrorCode {
@@ -43,6 +45,7 @@ impl ErrorCode {
             ErrorCode::OutOfRange => "ERR_QIMG_OUT_OF_RANGE",
             ErrorCode::Aborted => "ERR_QIMG_ABORTED",
             ErrorCode::WrongFormat => "ERR_QIMG_WRONG_FORMAT",
+            ErrorCode::Internal => "ERR_QIMG_INTERNAL",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`zero`]: fast zero detection used by convert and write-zeroes detection.
 //! - [`chain`]: generic helpers over a driver and its backing chain (map extents).
 pub mod chain;
+pub mod copy;
 pub mod driver;
 pub mod error;
 pub mod file;

@@ -1,0 +1,178 @@
+//! The convert and compare hot loops over one guest range: block status, read, zero detection
+//! and write, all inside one call so the N-API boundary is crossed once per multi-MiB chunk.
+use crate::chain::map_extents;
+use crate::driver::BlockDriver;
+use crate::error::Result;
+use crate::zero::{is_zero, run_length};
+
+/// Largest single read the loops issue.
+const MAX_IO: u64 = 4 << 20;
+
+/// How [`copy_range`] treats zeros.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    /// `-S`: a run of at least this many zero bytes (aligned to this granule) is not written.
+    /// 0 writes every byte read (a fully allocated target).
+    pub sparse_size: u64,
+    /// The target already reads as zeros (freshly created, or `--target-is-zero`): zero ranges
+    /// need no write at all.
+    pub target_zeroed: bool,
+}
+
+/// What [`copy_range`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes written as data to the target.
+    pub bytes_written: u64,
+    /// Bytes that were zero in the source (skipped or written as zeroes).
+    pub bytes_zero: u64,
+}
+
+/// Copy guest bytes `[offset, offset+length)` of `src` (through its backing chain) to the same
+/// offsets of `dst`, skipping what reads as zeros where the target is already zeroed.
+pub fn copy_range(src: &dyn BlockDriver, dst: &dyn BlockDriver, offset: u64, length: u64, opts: &CopyOptions) -> Result<CopyStats> {
+    let mut stats = CopyStats::default();
+    let end = offset + length;
+    let mut pos = offset;
+    let mut buf = Vec::new();
+    while pos < end {
+        let extents = map_extents(src, pos, end - pos)?;
+        if extents.is_empty() {
+            return Err(crate::Error::new(crate::ErrorCode::Internal, "block status returned no extent"));
+        }
+        for e in extents {
+            let start = e.start.max(pos);
+            let stop = (e.start + e.length).min(end);
+            if stop <= start {
+                continue;
+            }
+            if e.zero && !e.data {
+                zero_target(dst, start, stop - start, opts, &mut stats)?;
+            } else {
+                copy_data(src, dst, start, stop - start, opts, &mut buf, &mut stats)?;
+            }
+            pos = stop;
+        }
+    }
+    Ok(stats)
+}
+
+fn zero_target(dst: &dyn BlockDriver, start: u64, len: u64, opts: &CopyOptions, stats: &mut CopyStats) -> Result<()> {
+    stats.bytes_zero += len;
+    if !opts.target_zeroed {
+        dst.write_zeroes(start, len, true)?;
+    }
+    Ok(())
+}
+
+fn copy_data(
+    src: &dyn BlockDriver,
+    dst: &dyn BlockDriver,
+    start: u64,
+    len: u64,
+    opts: &CopyOptions,
+    buf: &mut Vec<u8>,
+    stats: &mut CopyStats,
+) -> Result<()> {
+    let mut pos = start;
+    let end = start + len;
+    while pos < end {
+        let n = (end - pos).min(MAX_IO);
+        buf.resize(n as usize, 0);
+        src.read(pos, &mut buf[..n as usize])?;
+        stats.bytes_read += n;
+        if opts.sparse_size == 0 {
+            dst.write(pos, &buf[..n as usize])?;
+            stats.bytes_written += n;
+        } else {
+            write_sparse(dst, pos, &buf[..n as usize], opts, stats)?;
+        }
+        pos += n;
+    }
+    Ok(())
+}
+
+/// Write `data` at `pos`, leaving out zero runs of whole `sparse_size` granules (aligned to
+/// absolute guest offsets, so chunking does not change the result).
+fn write_sparse(dst: &dyn BlockDriver, pos: u64, data: &[u8], opts: &CopyOptions, stats: &mut CopyStats) -> Result<()> {
+    let g = opts.sparse_size;
+    let mut i = 0usize;
+    // A leading partial granule is always written as data unless it is zero and the target is zeroed.
+    let head = ((g - pos % g) % g).min(data.len() as u64) as usize;
+    if head > 0 {
+        emit(dst, pos, &data[..head], is_zero(&data[..head]), opts, stats)?;
+        i = head;
+    }
+    while i < data.len() {
+        let (zero, run) = run_length(&data[i..], g as usize);
+        emit(dst, pos + i as u64, &data[i..i + run], zero, opts, stats)?;
+        i += run;
+    }
+    Ok(())
+}
+
+fn emit(dst: &dyn BlockDriver, at: u64, chunk: &[u8], zero: bool, opts: &CopyOptions, stats: &mut CopyStats) -> Result<()> {
+    if zero {
+        zero_target(dst, at, chunk.len() as u64, opts, stats)
+    } else {
+        stats.bytes_written += chunk.len() as u64;
+        dst.write(at, chunk)
+    }
+}
+
+/// First guest offset in `[offset, offset+length)` where `a` and `b` differ, if any. Ranges that
+/// both chains report as zero are not read.
+pub fn compare_range(a: &dyn BlockDriver, b: &dyn BlockDriver, offset: u64, length: u64) -> Result<Option<u64>> {
+    let end = offset + length;
+    let mut pos = offset;
+    let (mut ba, mut bb) = (Vec::new(), Vec::new());
+    while pos < end {
+        let za = first_extent(a, pos, end - pos)?;
+        let zb = first_extent(b, pos, end - pos)?;
+        let n = za.1.min(zb.1).min(MAX_IO);
+        if za.0 && zb.0 {
+            pos += n;
+            continue;
+        }
+        ba.resize(n as usize, 0);
+        bb.resize(n as usize, 0);
+        a.read(pos, &mut ba)?;
+        b.read(pos, &mut bb)?;
+        if ba != bb {
+            let i = ba.iter().zip(bb.iter()).position(|(x, y)| x != y).unwrap_or(0);
+            return Ok(Some(pos + i as u64));
+        }
+        pos += n;
+    }
+    Ok(None)
+}
+
+/// First offset in `[offset, offset+length)` of `img` that does not read as zero, if any.
+pub fn first_nonzero(img: &dyn BlockDriver, offset: u64, length: u64) -> Result<Option<u64>> {
+    let end = offset + length;
+    let mut pos = offset;
+    let mut buf = Vec::new();
+    while pos < end {
+        let (zero, len) = first_extent(img, pos, end - pos)?;
+        let n = len.min(MAX_IO);
+        if !zero {
+            buf.resize(n as usize, 0);
+            img.read(pos, &mut buf)?;
+            if let Some(i) = buf.iter().position(|&x| x != 0) {
+                return Ok(Some(pos + i as u64));
+            }
+        }
+        pos += n;
+    }
+    Ok(None)
+}
+
+/// (reads-as-zero, length) of the first extent at `pos`.
+fn first_extent(img: &dyn BlockDriver, pos: u64, len: u64) -> Result<(bool, u64)> {
+    let ex = map_extents(img, pos, len)?;
+    let e = ex.first().ok_or_else(|| crate::Error::new(crate::ErrorCode::Internal, "block status returned no extent"))?;
+    let l = (e.start + e.length).saturating_sub(pos).clamp(1, len);
+    Ok((e.zero && !e.data, l))
+}

@@ -1,0 +1,63 @@
+//! Image creation: create the host file, then let the format write its empty image.
+use crate::image::open_storage;
+use crate::work::{spawn, Work};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use qimg_formats::{CreateOptions, Preallocation};
+
+/// Create options, validated in TypeScript (`-o` names mapped to fields).
+#[napi(object)]
+pub struct NativeCreateOptions {
+    /// Host file name.
+    pub filename: String,
+    /// Format name.
+    pub format: String,
+    /// Virtual size in bytes.
+    pub size: f64,
+    /// `preallocation=`.
+    pub preallocation: Option<String>,
+    /// raw `nocow=`.
+    pub nocow: Option<bool>,
+    /// qcow2 `compat=`.
+    pub compat: Option<String>,
+    /// qcow2 `cluster_size=`.
+    pub cluster_size: Option<f64>,
+    /// qcow2 `refcount_bits=`.
+    pub refcount_bits: Option<u32>,
+    /// qcow2 `lazy_refcounts=`.
+    pub lazy_refcounts: Option<bool>,
+    /// `backing_file=`.
+    pub backing_file: Option<String>,
+    /// `backing_fmt=`.
+    pub backing_fmt: Option<String>,
+    /// qcow2 `extended_l2=`.
+    pub extended_l2: Option<bool>,
+    /// qcow2 `compression_type=`.
+    pub compression_type: Option<String>,
+    /// qcow2 `data_file=`.
+    pub data_file: Option<String>,
+}
+
+/// Create (or overwrite) an image file.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
+    spawn(None, move || {
+        let co = CreateOptions {
+            size: crate::error::to_u64(opts.size, "size")?,
+            preallocation: Preallocation::parse(opts.preallocation.as_deref().unwrap_or("off"))?,
+            nocow: opts.nocow.unwrap_or(false),
+            compat: opts.compat,
+            cluster_size: opts.cluster_size.map(|c| crate::error::to_u64(c, "cluster_size")).transpose()?,
+            refcount_bits: opts.refcount_bits,
+            lazy_refcounts: opts.lazy_refcounts.unwrap_or(false),
+            backing_file: opts.backing_file,
+            backing_fmt: opts.backing_fmt,
+            extended_l2: opts.extended_l2.unwrap_or(false),
+            compression_type: opts.compression_type,
+            data_file: opts.data_file,
+        };
+        let storage = open_storage(&opts.filename, false, None, false, true)?;
+        qimg_formats::create_image(&opts.format, storage.clone(), &co).map_err(|e| e.with_path(&opts.filename))?;
+        storage.flush()
+    })
+}

@@ -1,0 +1,284 @@
+//! `NativeImage`: one opened image (format driver over a file) with async range operations.
+use crate::error::{invalid, to_napi, to_u64};
+use crate::work::{spawn, Work};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use qimg_core::chain::map_extents;
+use qimg_core::file::{FileOptions, FileStorage};
+use qimg_core::lock::LockMode;
+use qimg_core::{BlockDriver, RepairMode, Storage};
+use std::sync::{Arc, Mutex};
+
+/// How to open an image (already validated and normalized by TypeScript).
+#[napi(object)]
+pub struct OpenImageOptions {
+    /// Host file name.
+    pub filename: String,
+    /// Format driver name (`raw`, `qcow2`).
+    pub format: String,
+    /// Open read-only.
+    pub read_only: bool,
+    /// `file.locking`: `on`, `off` or `auto` (default `auto`).
+    pub locking: Option<String>,
+    /// `-U` / `force-share`: share every permission (read-only opens only).
+    pub force_share: Option<bool>,
+}
+
+/// One extent of `qemu-img map --output=json`.
+#[napi(object)]
+pub struct MapEntry {
+    /// Guest offset.
+    pub start: f64,
+    /// Length in bytes.
+    pub length: f64,
+    /// Layer that decided the range (0 = top).
+    pub depth: u32,
+    /// Allocated in some layer.
+    pub present: bool,
+    /// Reads as zeros.
+    pub zero: bool,
+    /// Holds data.
+    pub data: bool,
+    /// Stored compressed.
+    pub compressed: bool,
+    /// Host offset in the deciding layer, when meaningful.
+    pub offset: Option<f64>,
+}
+
+/// Facts about an opened image for `info`.
+#[napi(object)]
+pub struct NativeInfo {
+    /// Format driver name.
+    pub format: String,
+    /// Guest size.
+    pub virtual_size: f64,
+    /// Host bytes used by the image file.
+    pub actual_size: f64,
+    /// Cluster size, if the format has one.
+    pub cluster_size: Option<f64>,
+    /// Dirty flag.
+    pub dirty: bool,
+    /// Backing file as stored in the image.
+    pub backing_file: Option<String>,
+    /// Backing format as stored in the image.
+    pub backing_format: Option<String>,
+    /// qemu-img's `format-specific` object, as JSON text.
+    pub format_specific_json: Option<String>,
+}
+
+/// The result of a consistency check.
+#[napi(object)]
+pub struct NativeCheck {
+    /// Corruptions left.
+    pub corruptions: f64,
+    /// Leaks left.
+    pub leaks: f64,
+    /// Errors while checking.
+    pub check_errors: f64,
+    /// Corruptions fixed.
+    pub corruptions_fixed: f64,
+    /// Leaks fixed.
+    pub leaks_fixed: f64,
+    /// End of used host space.
+    pub image_end_offset: Option<f64>,
+    /// Total clusters.
+    pub total_clusters: Option<f64>,
+    /// Allocated clusters.
+    pub allocated_clusters: Option<f64>,
+    /// Fragmented clusters.
+    pub fragmented_clusters: Option<f64>,
+    /// Compressed clusters.
+    pub compressed_clusters: Option<f64>,
+    /// Findings, one line each.
+    pub messages: Vec<String>,
+}
+
+/// An opened image. Close it explicitly: closing flushes and releases the image locks.
+#[napi]
+pub struct NativeImage {
+    slot: Arc<Mutex<Option<Arc<dyn BlockDriver>>>>,
+    format: String,
+    virtual_size: f64,
+}
+
+impl NativeImage {
+    /// The driver, or an error once closed.
+    pub fn driver(&self) -> qimg_core::Result<Arc<dyn BlockDriver>> {
+        let guard = self.slot.lock().map_err(|_| invalid("image lock poisoned"))?;
+        guard.clone().ok_or_else(|| invalid("the image is closed"))
+    }
+
+    fn run<T: Send + ToNapiValue + TypeName + 'static>(
+        &self,
+        f: impl FnOnce(Arc<dyn BlockDriver>) -> qimg_core::Result<T> + Send + 'static,
+    ) -> AsyncTask<Work<T>> {
+        let d = self.driver();
+        spawn(None, move || f(d?))
+    }
+}
+
+fn parse_locking(s: Option<&str>) -> qimg_core::Result<LockMode> {
+    match s.unwrap_or("auto") {
+        "on" | "true" => Ok(LockMode::On),
+        "off" | "false" => Ok(LockMode::Off),
+        "auto" => Ok(LockMode::Auto),
+        other => Err(invalid(format!("Parameter 'locking' does not accept value '{other}'"))),
+    }
+}
+
+/// Open the file protocol for an image.
+pub fn open_storage(filename: &str, read_only: bool, locking: Option<&str>, force_share: bool, create: bool) -> qimg_core::Result<Arc<dyn Storage>> {
+    let opts = FileOptions { read_only, create, locking: parse_locking(locking)?, force_share };
+    Ok(Arc::new(FileStorage::open(filename, &opts)?))
+}
+
+/// Open an image: the file protocol, then the format driver on top.
+#[napi(ts_return_type = "Promise<NativeImage>")]
+pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
+    spawn(None, move || {
+        let storage = open_storage(&opts.filename, opts.read_only, opts.locking.as_deref(), opts.force_share.unwrap_or(false), false)?;
+        let fo = qimg_formats::OpenOptions { read_only: opts.read_only };
+        let driver = qimg_formats::open_driver(&opts.format, storage, &fo).map_err(|e| e.with_path(&opts.filename))?;
+        Ok(NativeImage { format: driver.format_name().to_string(), virtual_size: driver.virtual_size() as f64, slot: Arc::new(Mutex::new(Some(driver))) })
+    })
+}
+
+fn to_entry(e: &qimg_core::chain::MapExtent) -> MapEntry {
+    MapEntry {
+        start: e.start as f64,
+        length: e.length as f64,
+        depth: e.depth,
+        present: e.present,
+        zero: e.zero,
+        data: e.data,
+        compressed: e.compressed,
+        offset: e.offset.map(|o| o as f64),
+    }
+}
+
+#[napi]
+impl NativeImage {
+    /// Format driver name.
+    #[napi(getter)]
+    pub fn format(&self) -> String {
+        self.format.clone()
+    }
+
+    /// Guest size in bytes (as of open or the last resize through this handle).
+    #[napi(getter)]
+    pub fn virtual_size(&self) -> f64 {
+        self.driver().map(|d| d.virtual_size() as f64).unwrap_or(self.virtual_size)
+    }
+
+    /// Read `buf.length` guest bytes at `offset` into `buf`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn read(&self, offset: f64, mut buf: Buffer) -> AsyncTask<Work<()>> {
+        self.run(move |d| d.read(to_u64(offset, "offset")?, buf.as_mut()))
+    }
+
+    /// Write all of `buf` at guest `offset`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write(&self, offset: f64, buf: Buffer) -> AsyncTask<Work<()>> {
+        self.run(move |d| d.write(to_u64(offset, "offset")?, buf.as_ref()))
+    }
+
+    /// Make a guest range read as zeros (`mayUnmap` lets the driver free space).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write_zeroes(&self, offset: f64, length: f64, may_unmap: Option<bool>) -> AsyncTask<Work<()>> {
+        self.run(move |d| d.write_zeroes(to_u64(offset, "offset")?, to_u64(length, "length")?, may_unmap.unwrap_or(false)))
+    }
+
+    /// Discard a guest range.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn discard(&self, offset: f64, length: f64) -> AsyncTask<Work<()>> {
+        self.run(move |d| d.discard(to_u64(offset, "offset")?, to_u64(length, "length")?))
+    }
+
+    /// Block status of a guest range through the backing chain (a prefix may be returned).
+    #[napi(ts_return_type = "Promise<Array<MapEntry>>")]
+    pub fn block_status(&self, offset: f64, length: f64) -> AsyncTask<Work<Vec<MapEntry>>> {
+        self.run(move |d| Ok(map_extents(d.as_ref(), to_u64(offset, "offset")?, to_u64(length, "length")?)?.iter().map(to_entry).collect()))
+    }
+
+    /// Flush data then metadata to stable storage.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn flush(&self) -> AsyncTask<Work<()>> {
+        self.run(|d| d.flush())
+    }
+
+    /// Change the guest size.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn resize(&self, size: f64) -> AsyncTask<Work<()>> {
+        self.run(move |d| d.resize(to_u64(size, "size")?))
+    }
+
+    /// Facts for `info`.
+    #[napi(ts_return_type = "Promise<NativeInfo>")]
+    pub fn info(&self) -> AsyncTask<Work<NativeInfo>> {
+        self.run(|d| {
+            let i = d.info()?;
+            Ok(NativeInfo {
+                format: d.format_name().to_string(),
+                virtual_size: d.virtual_size() as f64,
+                actual_size: d.storage().allocated_bytes()? as f64,
+                cluster_size: i.cluster_size.map(|c| c as f64),
+                dirty: i.dirty,
+                backing_file: i.backing_file,
+                backing_format: i.backing_format,
+                format_specific_json: i.format_specific.map(|v| v.to_string()),
+            })
+        })
+    }
+
+    /// Check consistency; `repair` is `none`, `leaks` or `all`.
+    #[napi(ts_return_type = "Promise<NativeCheck>")]
+    pub fn check(&self, repair: String) -> AsyncTask<Work<NativeCheck>> {
+        self.run(move |d| {
+            let mode = match repair.as_str() {
+                "none" => RepairMode::None,
+                "leaks" => RepairMode::Leaks,
+                "all" => RepairMode::All,
+                o => return Err(invalid(format!("Unknown option for -r: '{o}'"))),
+            };
+            let r = d.check(mode)?;
+            let f = |v: Option<u64>| v.map(|x| x as f64);
+            Ok(NativeCheck {
+                corruptions: r.corruptions as f64,
+                leaks: r.leaks as f64,
+                check_errors: r.check_errors as f64,
+                corruptions_fixed: r.corruptions_fixed as f64,
+                leaks_fixed: r.leaks_fixed as f64,
+                image_end_offset: f(r.image_end_offset),
+                total_clusters: f(r.total_clusters),
+                allocated_clusters: f(r.allocated_clusters),
+                fragmented_clusters: f(r.fragmented_clusters),
+                compressed_clusters: f(r.compressed_clusters),
+                messages: r.messages,
+            })
+        })
+    }
+
+    /// Attach the backing image (opened by the graph builder), or detach with `null`.
+    #[napi]
+    pub fn set_backing(&self, backing: Option<&NativeImage>) -> napi::Result<()> {
+        let d = self.driver().map_err(to_napi)?;
+        let b = match backing {
+            Some(b) => Some(b.driver().map_err(to_napi)?),
+            None => None,
+        };
+        d.set_backing(b).map_err(to_napi)
+    }
+
+    /// Flush, clear dirty marks and release locks. Further calls fail; closing twice is a no-op.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close(&self) -> AsyncTask<Work<()>> {
+        let slot = self.slot.clone();
+        spawn(None, move || {
+            let d = slot.lock().map_err(|_| invalid("image lock poisoned"))?.take();
+            match d {
+                Some(d) => d.close(),
+                None => Ok(()),
+            }
+        })
+    }
+}
