@@ -1,0 +1,110 @@
+/**
+ * `open()`: build the node graph for an image — format over the file protocol, then the backing
+ * chain through the implicit-open gate, each layer read-only below the top.
+ */
+import { QimgError } from "../errors.js";
+import { Image } from "../image.js";
+import { callNative, type NativeImage, native } from "../native.js";
+import { parseJsonFilename } from "../options/json.js";
+import { getFormat } from "../registry/index.js";
+import { admitImplicit, type ImplicitPolicy } from "./gate.js";
+import { probeFile } from "./probe.js";
+import { type ImageOptions, type NodeSpec, normalizeSpec } from "./spec.js";
+
+/** Options of {@link open}. */
+export interface OpenOptions {
+  /** Format of the top image (`-f`); probed when absent. Always honoured. */
+  format?: string;
+  /** Open read-only (default false). */
+  readOnly?: boolean;
+  /** `-U`: share every permission with other users (read-only only). */
+  forceShare?: boolean;
+  /** `file.locking` for every layer. */
+  locking?: "on" | "off" | "auto";
+  /** Do not open the backing chain (`backing: null`). */
+  noBacking?: boolean;
+  /** Which implicit references to follow (default `files`; `none` for untrusted images). */
+  implicit?: ImplicitPolicy;
+  /** Longest backing chain accepted (default 64). */
+  maxChainDepth?: number;
+}
+
+const parseJson = (s: string) => parseJsonFilename(s) as ImageOptions;
+
+/** Normalize a spec (filename, `json:` string or options object). */
+export function toNodeSpec(spec: string | ImageOptions): NodeSpec {
+  return normalizeSpec(spec, parseJson);
+}
+
+async function openNode(node: NodeSpec, readOnly: boolean, opts: OpenOptions, explicitFormat?: string): Promise<NativeImage> {
+  let format = explicitFormat ?? node.format;
+  if (!format) {
+    format = await probeFile(node.filename);
+    if (format === "raw" && !readOnly) {
+      throw new QimgError(
+        "ERR_QIMG_INVALID_ARGUMENT",
+        `Image format was not specified for '${node.filename}' and probing guessed raw. ` +
+          "Automatically detecting the format is dangerous for raw images, write operations on block 0 " +
+          "will be restricted. Specify the 'raw' format explicitly to remove the restrictions.",
+        { path: node.filename },
+      );
+    }
+  }
+  getFormat(format);
+  return callNative(() =>
+    native.openImage({
+      filename: node.filename,
+      format: format as string,
+      readOnly,
+      locking: node.locking ?? opts.locking,
+      forceShare: node.forceShare ?? opts.forceShare ?? false,
+    }),
+  );
+}
+
+/** Open an image and its backing chain. */
+export async function open(spec: string | ImageOptions, opts: OpenOptions = {}): Promise<Image> {
+  const top = toNodeSpec(spec);
+  const readOnly = top.readOnly ?? opts.readOnly ?? false;
+  if (opts.forceShare && !readOnly) {
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "force-share=on can only be used with read-only images");
+  }
+  const maxDepth = opts.maxChainDepth ?? 64;
+  const chain: NativeImage[] = [];
+  const names: string[] = [];
+  try {
+    let node: NodeSpec | null | undefined = top;
+    let fmt = opts.format;
+    let ro = readOnly;
+    while (node) {
+      if (chain.length > maxDepth) {
+        throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Backing chain is longer than ${maxDepth} images`, {
+          path: top.filename,
+        });
+      }
+      const n = await openNode(node, ro, opts, fmt);
+      if (chain.length > 0) chain[chain.length - 1].setBacking(n);
+      chain.push(n);
+      names.push(node.filename);
+      ro = true;
+      fmt = undefined;
+      if (opts.noBacking || node.backing === null) break;
+      if (node.backing) {
+        node = node.backing;
+        continue;
+      }
+      const info = await callNative(() => n.info());
+      if (!info.backingFile) break;
+      const filename = admitImplicit(info.backingFile, node.filename, opts.implicit ?? "files");
+      if (names.includes(filename)) {
+        throw new QimgError("ERR_QIMG_CORRUPT", `Backing chain loops back to '${filename}'`, { path: node.filename });
+      }
+      node = filename.startsWith("json:") ? toNodeSpec(filename) : { filename };
+      if (info.backingFormat && !node.format) node.format = info.backingFormat;
+    }
+  } catch (e) {
+    for (const n of chain) await n.close().catch(() => undefined);
+    throw e;
+  }
+  return new Image(chain, names, readOnly);
+}

@@ -1,0 +1,88 @@
+/**
+ * Image specs: what `open()` accepts (a filename, a `json:{…}` string, or an options object in
+ * QEMU's `--image-opts` shape), normalized into one {@link NodeSpec}.
+ */
+import { QimgError } from "../errors.js";
+
+/** An image described as QEMU's block options (`driver`, `file.*`, `backing`). */
+export interface ImageOptions {
+  /** Format driver (`qcow2`, `raw`); probed when absent. */
+  driver?: string;
+  /** The protocol node: a filename or `{driver: 'file', filename, locking}`. */
+  file?: string | { driver?: string; filename?: string; locking?: string; [k: string]: unknown };
+  /** Shorthand for `file.filename`. */
+  filename?: string;
+  /** Backing image: a spec, or `null` to open without the backing file. */
+  backing?: ImageOptions | string | null;
+  /** Open read-only. */
+  "read-only"?: boolean | string;
+  /** Share all permissions (`-U`). */
+  "force-share"?: boolean | string;
+  /** Other driver options (kept for drivers that take them). */
+  [key: string]: unknown;
+}
+
+/** A normalized node: format over a file, with the backing choice. */
+export interface NodeSpec {
+  /** Format, or undefined to probe. */
+  format?: string;
+  /** Host file name. */
+  filename: string;
+  /** `file.locking`. */
+  locking?: "on" | "off" | "auto";
+  /** Read-only from the spec itself. */
+  readOnly?: boolean;
+  /** Force-share from the spec itself. */
+  forceShare?: boolean;
+  /** `undefined`: use the image's own backing file; `null`: none; otherwise this spec. */
+  backing?: NodeSpec | null;
+}
+
+const PROTOCOLS = /^([a-z][a-z0-9+.-]*):\/\//i;
+
+function boolOpt(v: unknown, name: string): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (v === true || v === "on" || v === "true") return true;
+  if (v === false || v === "off" || v === "false") return false;
+  throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter '${name}' expects 'on' or 'off'`);
+}
+
+/** Normalize a spec string or object. `parseJson` turns a `json:` string into options. */
+export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string) => ImageOptions): NodeSpec {
+  if (typeof spec === "string") {
+    if (spec.startsWith("json:")) return normalizeSpec(parseJson(spec), parseJson);
+    const m = PROTOCOLS.exec(spec);
+    if (m || /^(nbd|nvme|iscsi|ssh|gluster|sheepdog|fat):/.test(spec)) {
+      const proto = m ? m[1] : spec.split(":")[0];
+      throw new QimgError("ERR_QIMG_UNSUPPORTED", `Unknown protocol '${proto}'`, { path: spec });
+    }
+    return { filename: spec };
+  }
+  const file = spec.file;
+  let filename = spec.filename;
+  let locking: string | undefined;
+  if (typeof file === "string") filename = file;
+  else if (file) {
+    if (file.driver !== undefined && file.driver !== "file") {
+      throw new QimgError("ERR_QIMG_UNSUPPORTED", `Unknown protocol driver '${file.driver}'`);
+    }
+    filename = file.filename;
+    locking = file.locking;
+  }
+  if (typeof filename !== "string" || filename === "") {
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "A block device must be specified for \"file\"");
+  }
+  if (locking !== undefined && !["on", "off", "auto"].includes(locking)) {
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter 'locking' does not accept value '${locking}'`);
+  }
+  const node: NodeSpec = { filename };
+  if (spec.driver !== undefined && spec.driver !== "file") node.format = spec.driver;
+  if (locking) node.locking = locking as NodeSpec["locking"];
+  const ro = boolOpt(spec["read-only"], "read-only");
+  if (ro !== undefined) node.readOnly = ro;
+  const fs = boolOpt(spec["force-share"], "force-share");
+  if (fs !== undefined) node.forceShare = fs;
+  if (spec.backing === null) node.backing = null;
+  else if (spec.backing !== undefined) node.backing = normalizeSpec(spec.backing, parseJson);
+  return node;
+}

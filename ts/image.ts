@@ -1,0 +1,169 @@
+/**
+ * `Image`: an opened image (its whole backing chain) with async I/O. Close it explicitly with
+ * `close()` or `await using` — closing flushes and releases the image locks; nothing relies on GC.
+ */
+import { QimgError } from "./errors.js";
+import { callNative, type MapEntry, type NativeImage, native } from "./native.js";
+
+/** One extent of block status, as `qemu-img map --output=json` reports it. */
+export interface BlockStatusEntry {
+  /** Guest offset. */
+  start: number;
+  /** Length in bytes. */
+  length: number;
+  /** Chain depth that decided this range (0 = this image). */
+  depth: number;
+  /** Allocated in some layer. */
+  present: boolean;
+  /** Reads as zeros. */
+  zero: boolean;
+  /** Holds data. */
+  data: boolean;
+  /** Stored compressed. */
+  compressed: boolean;
+  /** Host offset in the deciding layer's file, when meaningful. */
+  offset?: number;
+}
+
+function toBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** An opened image and its backing chain. */
+export class Image implements AsyncDisposable {
+  /** @internal The native handles, top first. */
+  readonly chain: NativeImage[];
+  /** Host file name of the top image. */
+  readonly filename: string;
+  /** Format of the top image. */
+  readonly format: string;
+  /** True if opened read-only. */
+  readonly readOnly: boolean;
+  /** File names of the chain, top first. */
+  readonly chainFilenames: string[];
+  #closed = false;
+
+  /** @internal Use `open()`. */
+  constructor(chain: NativeImage[], filenames: string[], readOnly: boolean) {
+    this.chain = chain;
+    this.chainFilenames = filenames;
+    this.filename = filenames[0];
+    this.format = chain[0].format;
+    this.readOnly = readOnly;
+  }
+
+  /** @internal The top native handle. */
+  get native(): NativeImage {
+    if (this.#closed) throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "the image is closed", { path: this.filename });
+    return this.chain[0];
+  }
+
+  /** Guest size in bytes. */
+  get virtualSize(): number {
+    return this.native.virtualSize;
+  }
+
+  #range(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `invalid range ${offset}+${length}`, { path: this.filename });
+    }
+    if (offset + length > this.virtualSize) {
+      throw new QimgError(
+        "ERR_QIMG_OUT_OF_RANGE",
+        `range ${offset}+${length} is beyond the end of the image (${this.virtualSize} bytes)`,
+        { path: this.filename, offset },
+      );
+    }
+  }
+
+  /** Read `length` guest bytes at `offset`. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.alloc(length);
+    await this.readInto(offset, buf);
+    return buf;
+  }
+
+  /** Read `buf.length` guest bytes at `offset` into `buf`. */
+  async readInto(offset: number, buf: Uint8Array): Promise<void> {
+    this.#range(offset, buf.byteLength);
+    await callNative(() => this.native.read(offset, toBuffer(buf)));
+  }
+
+  /** Write `data` at guest `offset`. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.#range(offset, data.byteLength);
+    await callNative(() => this.native.write(offset, toBuffer(data)));
+  }
+
+  /** Make a guest range read as zeros; `mayUnmap` lets the format free the space. */
+  async writeZeroes(offset: number, length: number, opts: { mayUnmap?: boolean } = {}): Promise<void> {
+    this.#range(offset, length);
+    await callNative(() => this.native.writeZeroes(offset, length, opts.mayUnmap ?? false));
+  }
+
+  /** Discard a guest range. */
+  async discard(offset: number, length: number): Promise<void> {
+    this.#range(offset, length);
+    await callNative(() => this.native.discard(offset, length));
+  }
+
+  /** Block status of `[offset, offset+length)` through the backing chain, like `qemu-img map`. */
+  async blockStatus(offset = 0, length = this.virtualSize - offset): Promise<BlockStatusEntry[]> {
+    this.#range(offset, length);
+    const out: BlockStatusEntry[] = [];
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const part: MapEntry[] = await callNative(() => this.native.blockStatus(pos, end - pos));
+      if (part.length === 0) break;
+      for (const e of part) {
+        const entry: BlockStatusEntry = {
+          start: e.start,
+          length: Math.min(e.length, end - e.start),
+          depth: e.depth,
+          present: e.present,
+          zero: e.zero,
+          data: e.data,
+          compressed: e.compressed,
+        };
+        if (e.offset !== undefined && e.offset !== null) entry.offset = e.offset;
+        out.push(entry);
+        pos = e.start + entry.length;
+      }
+    }
+    return out;
+  }
+
+  /** Flush data then metadata to stable storage. */
+  async flush(): Promise<void> {
+    await callNative(() => this.native.flush());
+  }
+
+  /** Change the virtual size (active layer). */
+  async resize(size: number): Promise<void> {
+    await callNative(() => this.native.resize(size));
+  }
+
+  /** Close the whole chain: flush, clear dirty marks, release locks. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    let first: unknown;
+    for (const n of this.chain) {
+      try {
+        await callNative(() => n.close());
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    if (first) throw first;
+  }
+
+  /** `await using img = await open(...)` closes the image at scope exit. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** @internal Access to the addon for jobs. */
+export const nativeJobs = native;
