@@ -835,5 +835,10 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.doThing = nativeBinding.doThing
+module.exports.NativeImage = nativeBinding.NativeImage
+module.exports.compareRange = nativeBinding.compareRange
+module.exports.copyRange = nativeBinding.copyRange
+module.exports.createImage = nativeBinding.createImage
+module.exports.firstNonzeroOffset = nativeBinding.firstNonzeroOffset
 module.exports.nativeVersion = nativeBinding.nativeVersion
+module.exports.openImage = nativeBinding.openImage

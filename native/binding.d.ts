@@ -9,13 +9,180 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** test fn */
-export declare function doThing(x: number): Promise<unknown>
+/** An opened image. Close it explicitly: closing flushes and releases the image locks. */
+export declare class NativeImage {
+  /** Format driver name. */
+  get format(): string
+  /** Guest size in bytes (as of open or the last resize through this handle). */
+  get virtualSize(): number
+  /** Read `buf.length` guest bytes at `offset` into `buf`. */
+  read(offset: number, buf: Buffer): Promise<void>
+  /** Write all of `buf` at guest `offset`. */
+  write(offset: number, buf: Buffer): Promise<void>
+  /** Make a guest range read as zeros (`mayUnmap` lets the driver free space). */
+  writeZeroes(offset: number, length: number, mayUnmap?: boolean | undefined | null): Promise<void>
+  /** Discard a guest range. */
+  discard(offset: number, length: number): Promise<void>
+  /** Block status of a guest range through the backing chain (a prefix may be returned). */
+  blockStatus(offset: number, length: number): Promise<Array<MapEntry>>
+  /** Flush data then metadata to stable storage. */
+  flush(): Promise<void>
+  /** Change the guest size. */
+  resize(size: number): Promise<void>
+  /** Facts for `info`. */
+  info(): Promise<NativeInfo>
+  /** Check consistency; `repair` is `none`, `leaks` or `all`. */
+  check(repair: string): Promise<NativeCheck>
+  /** Attach the backing image (opened by the graph builder), or detach with `null`. */
+  setBacking(backing?: NativeImage | undefined | null): void
+  /** Flush, clear dirty marks and release locks. Further calls fail; closing twice is a no-op. */
+  close(): Promise<void>
+}
+
+/** First offset in the range where `a` and `b` differ, or null. */
+export declare function compareRange(a: NativeImage, b: NativeImage, offset: number, length: number): Promise<number | null>
+
+/** Copy `[offset, offset+length)` from `src` (through its chain) to `dst`. */
+export declare function copyRange(src: NativeImage, dst: NativeImage, offset: number, length: number, opts: CopyRangeOptions): Promise<CopyRangeStats>
+
+/** Options of one copy chunk. */
+export interface CopyRangeOptions {
+  /** `-S` in bytes; 0 writes everything. */
+  sparseSize: number
+  /** The target already reads as zeros there. */
+  targetZeroed: boolean
+}
+
+/** What one copy chunk did. */
+export interface CopyRangeStats {
+  /** Bytes read. */
+  bytesRead: number
+  /** Bytes written as data. */
+  bytesWritten: number
+  /** Bytes that were zero. */
+  bytesZero: number
+}
+
+/** Create (or overwrite) an image file. */
+export declare function createImage(opts: NativeCreateOptions): Promise<void>
+
+/** First offset in the range of `img` that is not zero, or null. */
+export declare function firstNonzeroOffset(img: NativeImage, offset: number, length: number): Promise<number | null>
+
+/** One extent of `qemu-img map --output=json`. */
+export interface MapEntry {
+  /** Guest offset. */
+  start: number
+  /** Length in bytes. */
+  length: number
+  /** Layer that decided the range (0 = top). */
+  depth: number
+  /** Allocated in some layer. */
+  present: boolean
+  /** Reads as zeros. */
+  zero: boolean
+  /** Holds data. */
+  data: boolean
+  /** Stored compressed. */
+  compressed: boolean
+  /** Host offset in the deciding layer, when meaningful. */
+  offset?: number
+}
+
+/** The result of a consistency check. */
+export interface NativeCheck {
+  /** Corruptions left. */
+  corruptions: number
+  /** Leaks left. */
+  leaks: number
+  /** Errors while checking. */
+  checkErrors: number
+  /** Corruptions fixed. */
+  corruptionsFixed: number
+  /** Leaks fixed. */
+  leaksFixed: number
+  /** End of used host space. */
+  imageEndOffset?: number
+  /** Total clusters. */
+  totalClusters?: number
+  /** Allocated clusters. */
+  allocatedClusters?: number
+  /** Fragmented clusters. */
+  fragmentedClusters?: number
+  /** Compressed clusters. */
+  compressedClusters?: number
+  /** Findings, one line each. */
+  messages: Array<string>
+}
+
+/** Create options, validated in TypeScript (`-o` names mapped to fields). */
+export interface NativeCreateOptions {
+  /** Host file name. */
+  filename: string
+  /** Format name. */
+  format: string
+  /** Virtual size in bytes. */
+  size: number
+  /** `preallocation=`. */
+  preallocation?: string
+  /** raw `nocow=`. */
+  nocow?: boolean
+  /** qcow2 `compat=`. */
+  compat?: string
+  /** qcow2 `cluster_size=`. */
+  clusterSize?: number
+  /** qcow2 `refcount_bits=`. */
+  refcountBits?: number
+  /** qcow2 `lazy_refcounts=`. */
+  lazyRefcounts?: boolean
+  /** `backing_file=`. */
+  backingFile?: string
+  /** `backing_fmt=`. */
+  backingFmt?: string
+  /** qcow2 `extended_l2=`. */
+  extendedL2?: boolean
+  /** qcow2 `compression_type=`. */
+  compressionType?: string
+  /** qcow2 `data_file=`. */
+  dataFile?: string
+}
+
+/** Facts about an opened image for `info`. */
+export interface NativeInfo {
+  /** Format driver name. */
+  format: string
+  /** Guest size. */
+  virtualSize: number
+  /** Host bytes used by the image file. */
+  actualSize: number
+  /** Cluster size, if the format has one. */
+  clusterSize?: number
+  /** Dirty flag. */
+  dirty: boolean
+  /** Backing file as stored in the image. */
+  backingFile?: string
+  /** Backing format as stored in the image. */
+  backingFormat?: string
+  /** qemu-img's `format-specific` object, as JSON text. */
+  formatSpecificJson?: string
+}
 
 /** Version of the native core. */
 export declare function nativeVersion(): string
 
-/** A test */
-export interface Thing {
-  a: number
+/** Open an image: the file protocol, then the format driver on top. */
+export declare function openImage(opts: OpenImageOptions): Promise<NativeImage>
+
+/** How to open an image (already validated and normalized by TypeScript). */
+export interface OpenImageOptions {
+  /** Host file name. */
+  filename: string
+  /** Format driver name (`raw`, `qcow2`). */
+  format: string
+  /** Open read-only. */
+  readOnly: boolean
+  /** `file.locking`: `on`, `off` or `auto` (default `auto`). */
+  locking?: string
+  /** `-U` / `force-share`: share every permission (read-only opens only). */
+  forceShare?: boolean
 }

@@ -15,7 +15,14 @@ export const rawFormat: FormatEntry = {
       type: "string",
       help: "Preallocation mode (allowed values: off, falloc, full)",
       default: "off",
+      protocol: true,
     },
-    { name: "nocow", type: "bool", help: "Turn off copy-on-write (valid only on btrfs)", default: "off" },
+    {
+      name: "nocow",
+      type: "bool",
+      help: "Turn off copy-on-write (valid only on btrfs)",
+      default: "off",
+      protocol: true,
+    },
   ],
 };

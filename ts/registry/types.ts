@@ -10,6 +10,8 @@ export interface CreateOptionSpec {
   help: string;
   /** Default, as `-o help` prints it. */
   default?: string;
+  /** A protocol-level option (file): accepted, but not listed by the format's `-o help`. */
+  protocol?: boolean;
 }
 
 /** A format qimg knows. */

@@ -1,0 +1,90 @@
+/**
+ * Model-based random test (fast-check): random write / writeZeroes / discard / flush / reopen
+ * sequences on a qimg-opened qcow2, checked after every step against a plain in-memory model,
+ * then `qemu-img check` (clean) and `qemu-img compare` (equal to the model) on the result.
+ */
+import { writeFileSync } from "node:fs";
+import fc from "fast-check";
+import { afterAll, describe, expect, it } from "vitest";
+import { create, type Image, open } from "../../ts/index.js";
+import { hasPeer, qemuCheck, run, tempDir } from "../helpers/peers.js";
+
+const have = hasPeer("qemu-img");
+const t = tempDir();
+afterAll(() => t.cleanup());
+
+const SIZE = 2 << 20;
+
+type Op =
+  | { kind: "write"; off: number; len: number; byte: number }
+  | { kind: "zero"; off: number; len: number; unmap: boolean }
+  | { kind: "discard"; off: number; len: number }
+  | { kind: "flush" }
+  | { kind: "reopen" };
+
+const range = fc
+  .tuple(fc.integer({ min: 0, max: SIZE - 1 }), fc.integer({ min: 1, max: 300_000 }))
+  .map(([off, len]) => ({ off, len: Math.min(len, SIZE - off) }));
+
+const op: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 5, arbitrary: fc.tuple(range, fc.integer({ min: 1, max: 255 })).map(([r, byte]) => ({ kind: "write" as const, ...r, byte })) },
+  { weight: 2, arbitrary: fc.tuple(range, fc.boolean()).map(([r, unmap]) => ({ kind: "zero" as const, ...r, unmap })) },
+  { weight: 2, arbitrary: range.map((r) => ({ kind: "discard" as const, ...r })) },
+  { weight: 1, arbitrary: fc.constant({ kind: "flush" as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: "reopen" as const }) },
+);
+
+describe.skipIf(!have)("qcow2 model-based random operations", () => {
+  it("matches the model, and QEMU agrees", async () => {
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(512, 4096, 65536),
+        fc.constantFrom("0.10", "1.1"),
+        fc.boolean(),
+        fc.array(op, { minLength: 1, maxLength: 25 }),
+        async (cluster, compat, lazy, ops) => {
+          const file = t.path(`model-${n++}.qcow2`);
+          const options: Record<string, string> = { cluster_size: String(cluster), compat };
+          if (lazy && compat === "1.1") options.lazy_refcounts = "on";
+          await create(file, { format: "qcow2", size: SIZE, options });
+          const model = Buffer.alloc(SIZE);
+          let img: Image = await open(file, { format: "qcow2" });
+          try {
+            for (const o of ops) {
+              if (o.kind === "write") {
+                await img.write(o.off, Buffer.alloc(o.len, o.byte));
+                model.fill(o.byte, o.off, o.off + o.len);
+              } else if (o.kind === "zero") {
+                await img.writeZeroes(o.off, o.len, { mayUnmap: o.unmap });
+                model.fill(0, o.off, o.off + o.len);
+              } else if (o.kind === "discard") {
+                await img.discard(o.off, o.len);
+                const a = Math.ceil(o.off / cluster) * cluster;
+                const b = Math.floor((o.off + o.len) / cluster) * cluster;
+                if (b > a) model.fill(0, a, b);
+              } else if (o.kind === "flush") {
+                await img.flush();
+              } else {
+                await img.close();
+                img = await open(file, { format: "qcow2" });
+              }
+            }
+            expect((await img.read(0, SIZE)).equals(model)).toBe(true);
+          } finally {
+            await img.close();
+          }
+          const c = qemuCheck(file);
+          expect(c.json).not.toHaveProperty("leaks");
+          expect(c.json).not.toHaveProperty("corruptions");
+          expect(c.status).toBe(0);
+          const raw = `${file}.raw`;
+          writeFileSync(raw, model);
+          const cmp = run("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", file, raw]);
+          expect(cmp.status).toBe(0);
+        },
+      ),
+      { numRuns: 30, seed: 20261125 },
+    );
+  });
+});
