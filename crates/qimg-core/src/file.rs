@@ -42,7 +42,26 @@ impl FileStorage {
             .truncate(opts.create && !opts.read_only)
             .open(path)
             .map_err(|e| Error::io(format!("Could not open '{path}'"), &e).with_path(path))?;
+        if opts.force_share && !opts.read_only {
+            return Err(Error::invalid("force-share=on can only be used with read-only images").with_path(path));
+        }
+        let perms = crate::lock::PermSet::for_open(opts.read_only, opts.force_share);
+        crate::lock::apply(std::os::fd::AsRawFd::as_raw_fd(&file), perms, opts.locking, path)?;
         Ok(FileStorage { file, name: path.to_string(), read_only: opts.read_only })
+    }
+
+    /// Set FS_NOCOW_FL (`nocow=on`); harmless where the file system has no such flag.
+    pub fn set_nocow(&self) {
+        const FS_NOCOW_FL: libc::c_long = 0x0080_0000;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        let mut flags: libc::c_long = 0;
+        // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read/write one long through a valid pointer on an open fd.
+        unsafe {
+            if libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) == 0 {
+                flags |= FS_NOCOW_FL;
+                libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags);
+            }
+        }
     }
 
     /// The underlying file.

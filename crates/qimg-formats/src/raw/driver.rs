@@ -1,0 +1,110 @@
+//! The raw driver: every call forwards to the storage at the same offset.
+use crate::options::OpenOptions;
+use qimg_core::storage::DataRun;
+use qimg_core::{BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// An opened raw image.
+pub struct RawDriver {
+    storage: Arc<dyn Storage>,
+    size: AtomicU64,
+    read_only: bool,
+}
+
+impl RawDriver {
+    /// Open `storage` as a raw image; the virtual size is the storage size.
+    pub fn open(storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Self> {
+        let size = storage.size()?;
+        Ok(RawDriver { storage, size: AtomicU64::new(size), read_only: opts.read_only })
+    }
+
+    fn bounds(&self, offset: u64, len: u64) -> Result<()> {
+        let size = self.virtual_size();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::new(ErrorCode::OutOfRange, format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"))
+                .with_path(self.storage.name()));
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::new(ErrorCode::ReadOnly, "the image is opened read-only").with_path(self.storage.name()));
+        }
+        Ok(())
+    }
+}
+
+impl BlockDriver for RawDriver {
+    fn format_name(&self) -> &'static str {
+        "raw"
+    }
+
+    fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.bounds(offset, buf.len() as u64)?;
+        self.storage.read_at(buf, offset)
+    }
+
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.writable()?;
+        self.bounds(offset, buf.len() as u64)?;
+        self.storage.write_at(buf, offset)
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()> {
+        self.writable()?;
+        self.bounds(offset, length)?;
+        self.storage.write_zeroes(offset, length, may_unmap)
+    }
+
+    fn discard(&self, offset: u64, length: u64) -> Result<()> {
+        self.writable()?;
+        self.bounds(offset, length)?;
+        self.storage.discard(offset, length)
+    }
+
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
+        self.bounds(offset, length)?;
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        // A hole in the file reads as zeros but is still this layer's answer (QEMU reports
+        // present=true, zero=true, data=false with the host offset).
+        let DataRun { data, length: run } = self.storage.data_run(offset, length)?;
+        let run = run.clamp(1, length);
+        let status = if data {
+            LayerStatus::Data { host_offset: Some(offset), compressed: false }
+        } else {
+            LayerStatus::Zero { host_offset: Some(offset) }
+        };
+        Ok(vec![LayerExtent { start: offset, length: run, status }])
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.storage.flush()
+    }
+
+    fn close(&self) -> Result<()> {
+        self.storage.flush()
+    }
+
+    fn info(&self) -> Result<DriverInfo> {
+        Ok(DriverInfo::default())
+    }
+
+    fn resize(&self, new_size: u64) -> Result<()> {
+        self.writable()?;
+        self.storage.truncate(new_size)?;
+        self.size.store(new_size, Ordering::Relaxed);
+        Ok(())
+    }
+}
