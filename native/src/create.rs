@@ -47,7 +47,10 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             preallocation: Preallocation::parse(opts.preallocation.as_deref().unwrap_or("off"))?,
             nocow: opts.nocow.unwrap_or(false),
             compat: opts.compat,
-            cluster_size: opts.cluster_size.map(|c| crate::error::to_u64(c, "cluster_size")).transpose()?,
+            cluster_size: opts
+                .cluster_size
+                .map(|c| crate::error::to_u64(c, "cluster_size"))
+                .transpose()?,
             refcount_bits: opts.refcount_bits,
             lazy_refcounts: opts.lazy_refcounts.unwrap_or(false),
             backing_file: opts.backing_file,
@@ -57,7 +60,8 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             data_file: opts.data_file,
         };
         let storage = open_storage(&opts.filename, false, None, false, true)?;
-        qimg_formats::create_image(&opts.format, storage.clone(), &co).map_err(|e| e.with_path(&opts.filename))?;
+        qimg_formats::create_image(&opts.format, storage.clone(), &co)
+            .map_err(|e| e.with_path(&opts.filename))?;
         storage.flush()
     })
 }

@@ -18,7 +18,10 @@ pub fn to_napi(e: qimg_core::Error) -> NapiError {
     if let Some(n) = e.errno {
         obj.insert("errno".into(), n.into());
     }
-    NapiError::new(Status::GenericFailure, format!("QIMG:{}", serde_json::Value::Object(obj)))
+    NapiError::new(
+        Status::GenericFailure,
+        format!("QIMG:{}", serde_json::Value::Object(obj)),
+    )
 }
 
 /// An invalid-argument error raised at the boundary itself (bad offsets, closed handles).
@@ -29,7 +32,9 @@ pub fn invalid(message: impl Into<String>) -> qimg_core::Error {
 /// Convert a JS number offset/length to u64, refusing negatives and non-integers.
 pub fn to_u64(v: f64, what: &str) -> qimg_core::Result<u64> {
     if !(v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0) {
-        return Err(invalid(format!("{what} must be a non-negative safe integer, got {v}")));
+        return Err(invalid(format!(
+            "{what} must be a non-negative safe integer, got {v}"
+        )));
     }
     Ok(v as u64)
 }

@@ -104,7 +104,10 @@ pub struct NativeImage {
 impl NativeImage {
     /// The driver, or an error once closed.
     pub fn driver(&self) -> qimg_core::Result<Arc<dyn BlockDriver>> {
-        let guard = self.slot.lock().map_err(|_| invalid("image lock poisoned"))?;
+        let guard = self
+            .slot
+            .lock()
+            .map_err(|_| invalid("image lock poisoned"))?;
         guard.clone().ok_or_else(|| invalid("the image is closed"))
     }
 
@@ -122,13 +125,26 @@ fn parse_locking(s: Option<&str>) -> qimg_core::Result<LockMode> {
         "on" | "true" => Ok(LockMode::On),
         "off" | "false" => Ok(LockMode::Off),
         "auto" => Ok(LockMode::Auto),
-        other => Err(invalid(format!("Parameter 'locking' does not accept value '{other}'"))),
+        other => Err(invalid(format!(
+            "Parameter 'locking' does not accept value '{other}'"
+        ))),
     }
 }
 
 /// Open the file protocol for an image.
-pub fn open_storage(filename: &str, read_only: bool, locking: Option<&str>, force_share: bool, create: bool) -> qimg_core::Result<Arc<dyn Storage>> {
-    let opts = FileOptions { read_only, create, locking: parse_locking(locking)?, force_share };
+pub fn open_storage(
+    filename: &str,
+    read_only: bool,
+    locking: Option<&str>,
+    force_share: bool,
+    create: bool,
+) -> qimg_core::Result<Arc<dyn Storage>> {
+    let opts = FileOptions {
+        read_only,
+        create,
+        locking: parse_locking(locking)?,
+        force_share,
+    };
     Ok(Arc::new(FileStorage::open(filename, &opts)?))
 }
 
@@ -136,10 +152,23 @@ pub fn open_storage(filename: &str, read_only: bool, locking: Option<&str>, forc
 #[napi(ts_return_type = "Promise<NativeImage>")]
 pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
     spawn(None, move || {
-        let storage = open_storage(&opts.filename, opts.read_only, opts.locking.as_deref(), opts.force_share.unwrap_or(false), false)?;
-        let fo = qimg_formats::OpenOptions { read_only: opts.read_only };
-        let driver = qimg_formats::open_driver(&opts.format, storage, &fo).map_err(|e| e.with_path(&opts.filename))?;
-        Ok(NativeImage { format: driver.format_name().to_string(), virtual_size: driver.virtual_size() as f64, slot: Arc::new(Mutex::new(Some(driver))) })
+        let storage = open_storage(
+            &opts.filename,
+            opts.read_only,
+            opts.locking.as_deref(),
+            opts.force_share.unwrap_or(false),
+            false,
+        )?;
+        let fo = qimg_formats::OpenOptions {
+            read_only: opts.read_only,
+        };
+        let driver = qimg_formats::open_driver(&opts.format, storage, &fo)
+            .map_err(|e| e.with_path(&opts.filename))?;
+        Ok(NativeImage {
+            format: driver.format_name().to_string(),
+            virtual_size: driver.virtual_size() as f64,
+            slot: Arc::new(Mutex::new(Some(driver))),
+        })
     })
 }
 
@@ -167,7 +196,9 @@ impl NativeImage {
     /// Guest size in bytes (as of open or the last resize through this handle).
     #[napi(getter)]
     pub fn virtual_size(&self) -> f64 {
-        self.driver().map(|d| d.virtual_size() as f64).unwrap_or(self.virtual_size)
+        self.driver()
+            .map(|d| d.virtual_size() as f64)
+            .unwrap_or(self.virtual_size)
     }
 
     /// Read `buf.length` guest bytes at `offset` into `buf`.
@@ -184,8 +215,19 @@ impl NativeImage {
 
     /// Make a guest range read as zeros (`mayUnmap` lets the driver free space).
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn write_zeroes(&self, offset: f64, length: f64, may_unmap: Option<bool>) -> AsyncTask<Work<()>> {
-        self.run(move |d| d.write_zeroes(to_u64(offset, "offset")?, to_u64(length, "length")?, may_unmap.unwrap_or(false)))
+    pub fn write_zeroes(
+        &self,
+        offset: f64,
+        length: f64,
+        may_unmap: Option<bool>,
+    ) -> AsyncTask<Work<()>> {
+        self.run(move |d| {
+            d.write_zeroes(
+                to_u64(offset, "offset")?,
+                to_u64(length, "length")?,
+                may_unmap.unwrap_or(false),
+            )
+        })
     }
 
     /// Discard a guest range.
@@ -197,7 +239,16 @@ impl NativeImage {
     /// Block status of a guest range through the backing chain (a prefix may be returned).
     #[napi(ts_return_type = "Promise<Array<MapEntry>>")]
     pub fn block_status(&self, offset: f64, length: f64) -> AsyncTask<Work<Vec<MapEntry>>> {
-        self.run(move |d| Ok(map_extents(d.as_ref(), to_u64(offset, "offset")?, to_u64(length, "length")?)?.iter().map(to_entry).collect()))
+        self.run(move |d| {
+            Ok(map_extents(
+                d.as_ref(),
+                to_u64(offset, "offset")?,
+                to_u64(length, "length")?,
+            )?
+            .iter()
+            .map(to_entry)
+            .collect())
+        })
     }
 
     /// Flush data then metadata to stable storage.
@@ -274,7 +325,10 @@ impl NativeImage {
     pub fn close(&self) -> AsyncTask<Work<()>> {
         let slot = self.slot.clone();
         spawn(None, move || {
-            let d = slot.lock().map_err(|_| invalid("image lock poisoned"))?.take();
+            let d = slot
+                .lock()
+                .map_err(|_| invalid("image lock poisoned"))?
+                .take();
             match d {
                 Some(d) => d.close(),
                 None => Ok(()),

@@ -4,7 +4,9 @@ use crate::image::NativeImage;
 use crate::work::{spawn, Work};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use qimg_core::copy::{compare_range as core_compare, copy_range as core_copy, first_nonzero, CopyOptions};
+use qimg_core::copy::{
+    compare_range as core_compare, copy_range as core_copy, first_nonzero, CopyOptions,
+};
 
 /// Options of one copy chunk.
 #[napi(object)]
@@ -28,25 +30,68 @@ pub struct CopyRangeStats {
 
 /// Copy `[offset, offset+length)` from `src` (through its chain) to `dst`.
 #[napi(ts_return_type = "Promise<CopyRangeStats>")]
-pub fn copy_range(src: &NativeImage, dst: &NativeImage, offset: f64, length: f64, opts: CopyRangeOptions) -> AsyncTask<Work<CopyRangeStats>> {
+pub fn copy_range(
+    src: &NativeImage,
+    dst: &NativeImage,
+    offset: f64,
+    length: f64,
+    opts: CopyRangeOptions,
+) -> AsyncTask<Work<CopyRangeStats>> {
     let (s, d) = (src.driver(), dst.driver());
     spawn(None, move || {
-        let o = CopyOptions { sparse_size: to_u64(opts.sparse_size, "sparse size")?, target_zeroed: opts.target_zeroed };
-        let st = core_copy(s?.as_ref(), d?.as_ref(), to_u64(offset, "offset")?, to_u64(length, "length")?, &o)?;
-        Ok(CopyRangeStats { bytes_read: st.bytes_read as f64, bytes_written: st.bytes_written as f64, bytes_zero: st.bytes_zero as f64 })
+        let o = CopyOptions {
+            sparse_size: to_u64(opts.sparse_size, "sparse size")?,
+            target_zeroed: opts.target_zeroed,
+        };
+        let st = core_copy(
+            s?.as_ref(),
+            d?.as_ref(),
+            to_u64(offset, "offset")?,
+            to_u64(length, "length")?,
+            &o,
+        )?;
+        Ok(CopyRangeStats {
+            bytes_read: st.bytes_read as f64,
+            bytes_written: st.bytes_written as f64,
+            bytes_zero: st.bytes_zero as f64,
+        })
     })
 }
 
 /// First offset in the range where `a` and `b` differ, or null.
 #[napi(ts_return_type = "Promise<number | null>")]
-pub fn compare_range(a: &NativeImage, b: &NativeImage, offset: f64, length: f64) -> AsyncTask<Work<Option<f64>>> {
+pub fn compare_range(
+    a: &NativeImage,
+    b: &NativeImage,
+    offset: f64,
+    length: f64,
+) -> AsyncTask<Work<Option<f64>>> {
     let (a, b) = (a.driver(), b.driver());
-    spawn(None, move || Ok(core_compare(a?.as_ref(), b?.as_ref(), to_u64(offset, "offset")?, to_u64(length, "length")?)?.map(|x| x as f64)))
+    spawn(None, move || {
+        Ok(core_compare(
+            a?.as_ref(),
+            b?.as_ref(),
+            to_u64(offset, "offset")?,
+            to_u64(length, "length")?,
+        )?
+        .map(|x| x as f64))
+    })
 }
 
 /// First offset in the range of `img` that is not zero, or null.
 #[napi(ts_return_type = "Promise<number | null>")]
-pub fn first_nonzero_offset(img: &NativeImage, offset: f64, length: f64) -> AsyncTask<Work<Option<f64>>> {
+pub fn first_nonzero_offset(
+    img: &NativeImage,
+    offset: f64,
+    length: f64,
+) -> AsyncTask<Work<Option<f64>>> {
     let d = img.driver();
-    spawn(None, move || Ok(first_nonzero(d?.as_ref(), to_u64(offset, "offset")?, to_u64(length, "length")?)?.map(|x| x as f64)))
+    spawn(None, move || {
+        Ok(first_nonzero(
+            d?.as_ref(),
+            to_u64(offset, "offset")?,
+            to_u64(length, "length")?,
+        )?
+        .map(|x| x as f64))
+    })
 }

@@ -15,7 +15,9 @@ pub struct Work<T: Send + 'static> {
 impl<T: Send + 'static> Work<T> {
     /// Wrap a closure.
     pub fn new(f: impl FnOnce() -> qimg_core::Result<T> + Send + 'static) -> Self {
-        Work { job: Some(Box::new(f)) }
+        Work {
+            job: Some(Box::new(f)),
+        }
     }
 }
 
@@ -32,7 +34,10 @@ impl<T: Send + ToNapiValue + TypeName + 'static> Task for Work<T> {
     type JsValue = T;
 
     fn compute(&mut self) -> Result<T> {
-        let job = self.job.take().ok_or_else(|| Error::from_reason("task ran twice"))?;
+        let job = self
+            .job
+            .take()
+            .ok_or_else(|| Error::from_reason("task ran twice"))?;
         // A panic in a driver must not take the host process down: report it as an error.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
             Ok(r) => r.map_err(crate::error::to_napi),

@@ -32,23 +32,42 @@ pub fn map_extents(top: &dyn BlockDriver, offset: u64, length: u64) -> Result<Ve
     Ok(out)
 }
 
-fn map_layer(layer: &dyn BlockDriver, offset: u64, length: u64, depth: u32, out: &mut Vec<MapExtent>) -> Result<()> {
+fn map_layer(
+    layer: &dyn BlockDriver,
+    offset: u64,
+    length: u64,
+    depth: u32,
+    out: &mut Vec<MapExtent>,
+) -> Result<()> {
     let size = layer.virtual_size();
     if offset >= size {
         // Beyond a (shorter) backing file: reads as zeros, decided at this depth.
-        out.push(MapExtent { start: offset, length, depth, present: false, zero: true, data: false, compressed: false, offset: None });
+        out.push(MapExtent {
+            start: offset,
+            length,
+            depth,
+            present: false,
+            zero: true,
+            data: false,
+            compressed: false,
+            offset: None,
+        });
         return Ok(());
     }
     let in_range = length.min(size - offset);
     let extents = layer.block_status(offset, in_range)?;
     for e in &extents {
         match e.status {
-            LayerStatus::Data { host_offset, compressed } => out.push(MapExtent {
+            LayerStatus::Data {
+                host_offset,
+                compressed,
+                reads_zero,
+            } => out.push(MapExtent {
                 start: e.start,
                 length: e.length,
                 depth,
                 present: true,
-                zero: false,
+                zero: reads_zero,
                 data: true,
                 compressed,
                 offset: host_offset,

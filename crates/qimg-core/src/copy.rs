@@ -32,7 +32,13 @@ pub struct CopyStats {
 
 /// Copy guest bytes `[offset, offset+length)` of `src` (through its backing chain) to the same
 /// offsets of `dst`, skipping what reads as zeros where the target is already zeroed.
-pub fn copy_range(src: &dyn BlockDriver, dst: &dyn BlockDriver, offset: u64, length: u64, opts: &CopyOptions) -> Result<CopyStats> {
+pub fn copy_range(
+    src: &dyn BlockDriver,
+    dst: &dyn BlockDriver,
+    offset: u64,
+    length: u64,
+    opts: &CopyOptions,
+) -> Result<CopyStats> {
     let mut stats = CopyStats::default();
     let end = offset + length;
     let mut pos = offset;
@@ -40,7 +46,10 @@ pub fn copy_range(src: &dyn BlockDriver, dst: &dyn BlockDriver, offset: u64, len
     while pos < end {
         let extents = map_extents(src, pos, end - pos)?;
         if extents.is_empty() {
-            return Err(crate::Error::new(crate::ErrorCode::Internal, "block status returned no extent"));
+            return Err(crate::Error::new(
+                crate::ErrorCode::Internal,
+                "block status returned no extent",
+            ));
         }
         for e in extents {
             let start = e.start.max(pos);
@@ -48,7 +57,7 @@ pub fn copy_range(src: &dyn BlockDriver, dst: &dyn BlockDriver, offset: u64, len
             if stop <= start {
                 continue;
             }
-            if e.zero && !e.data {
+            if e.zero {
                 zero_target(dst, start, stop - start, opts, &mut stats)?;
             } else {
                 copy_data(src, dst, start, stop - start, opts, &mut buf, &mut stats)?;
@@ -59,7 +68,13 @@ pub fn copy_range(src: &dyn BlockDriver, dst: &dyn BlockDriver, offset: u64, len
     Ok(stats)
 }
 
-fn zero_target(dst: &dyn BlockDriver, start: u64, len: u64, opts: &CopyOptions, stats: &mut CopyStats) -> Result<()> {
+fn zero_target(
+    dst: &dyn BlockDriver,
+    start: u64,
+    len: u64,
+    opts: &CopyOptions,
+    stats: &mut CopyStats,
+) -> Result<()> {
     stats.bytes_zero += len;
     if !opts.target_zeroed {
         dst.write_zeroes(start, len, true)?;
@@ -96,7 +111,13 @@ fn copy_data(
 
 /// Write `data` at `pos`, leaving out zero runs of whole `sparse_size` granules (aligned to
 /// absolute guest offsets, so chunking does not change the result).
-fn write_sparse(dst: &dyn BlockDriver, pos: u64, data: &[u8], opts: &CopyOptions, stats: &mut CopyStats) -> Result<()> {
+fn write_sparse(
+    dst: &dyn BlockDriver,
+    pos: u64,
+    data: &[u8],
+    opts: &CopyOptions,
+    stats: &mut CopyStats,
+) -> Result<()> {
     let g = opts.sparse_size;
     let mut i = 0usize;
     // A leading partial granule is always written as data unless it is zero and the target is zeroed.
@@ -113,7 +134,14 @@ fn write_sparse(dst: &dyn BlockDriver, pos: u64, data: &[u8], opts: &CopyOptions
     Ok(())
 }
 
-fn emit(dst: &dyn BlockDriver, at: u64, chunk: &[u8], zero: bool, opts: &CopyOptions, stats: &mut CopyStats) -> Result<()> {
+fn emit(
+    dst: &dyn BlockDriver,
+    at: u64,
+    chunk: &[u8],
+    zero: bool,
+    opts: &CopyOptions,
+    stats: &mut CopyStats,
+) -> Result<()> {
     if zero {
         zero_target(dst, at, chunk.len() as u64, opts, stats)
     } else {
@@ -124,7 +152,12 @@ fn emit(dst: &dyn BlockDriver, at: u64, chunk: &[u8], zero: bool, opts: &CopyOpt
 
 /// First guest offset in `[offset, offset+length)` where `a` and `b` differ, if any. Ranges that
 /// both chains report as zero are not read.
-pub fn compare_range(a: &dyn BlockDriver, b: &dyn BlockDriver, offset: u64, length: u64) -> Result<Option<u64>> {
+pub fn compare_range(
+    a: &dyn BlockDriver,
+    b: &dyn BlockDriver,
+    offset: u64,
+    length: u64,
+) -> Result<Option<u64>> {
     let end = offset + length;
     let mut pos = offset;
     let (mut ba, mut bb) = (Vec::new(), Vec::new());
@@ -141,7 +174,11 @@ pub fn compare_range(a: &dyn BlockDriver, b: &dyn BlockDriver, offset: u64, leng
         a.read(pos, &mut ba)?;
         b.read(pos, &mut bb)?;
         if ba != bb {
-            let i = ba.iter().zip(bb.iter()).position(|(x, y)| x != y).unwrap_or(0);
+            let i = ba
+                .iter()
+                .zip(bb.iter())
+                .position(|(x, y)| x != y)
+                .unwrap_or(0);
             return Ok(Some(pos + i as u64));
         }
         pos += n;
@@ -172,7 +209,12 @@ pub fn first_nonzero(img: &dyn BlockDriver, offset: u64, length: u64) -> Result<
 /// (reads-as-zero, length) of the first extent at `pos`.
 fn first_extent(img: &dyn BlockDriver, pos: u64, len: u64) -> Result<(bool, u64)> {
     let ex = map_extents(img, pos, len)?;
-    let e = ex.first().ok_or_else(|| crate::Error::new(crate::ErrorCode::Internal, "block status returned no extent"))?;
+    let e = ex.first().ok_or_else(|| {
+        crate::Error::new(
+            crate::ErrorCode::Internal,
+            "block status returned no extent",
+        )
+    })?;
     let l = (e.start + e.length).saturating_sub(pos).clamp(1, len);
-    Ok((e.zero && !e.data, l))
+    Ok((e.zero, l))
 }

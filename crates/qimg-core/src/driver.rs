@@ -16,6 +16,9 @@ pub enum LayerStatus {
         host_offset: Option<u64>,
         /// True if the data is stored compressed.
         compressed: bool,
+        /// True if the layer below (the host file) reports the range as a hole: allocated here,
+        /// but reading as zeros (QEMU's DATA|ZERO, e.g. metadata-preallocated qcow2 clusters).
+        reads_zero: bool,
     },
     /// Reads as zeros, decided by this layer (a zero cluster, or a hole in a raw file).
     /// `host_offset` is set when space stays allocated (a preallocated zero cluster).
@@ -119,11 +122,17 @@ pub trait BlockDriver: Send + Sync {
     fn info(&self) -> Result<DriverInfo>;
     /// Check (and optionally repair) consistency.
     fn check(&self, _repair: RepairMode) -> Result<CheckReport> {
-        Err(Error::unsupported(format!("This image format ({}) does not support checks", self.format_name())))
+        Err(Error::unsupported(format!(
+            "This image format ({}) does not support checks",
+            self.format_name()
+        )))
     }
     /// Change the virtual size.
     fn resize(&self, _new_size: u64) -> Result<()> {
-        Err(Error::unsupported(format!("Image format {} does not support resize", self.format_name())))
+        Err(Error::unsupported(format!(
+            "Image format {} does not support resize",
+            self.format_name()
+        )))
     }
     /// The backing layer given with [`Self::set_backing`], if any.
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
@@ -133,7 +142,10 @@ pub trait BlockDriver: Send + Sync {
     fn set_backing(&self, backing: Option<Arc<dyn BlockDriver>>) -> Result<()> {
         match backing {
             None => Ok(()),
-            Some(_) => Err(Error::unsupported(format!("{} images have no backing file", self.format_name()))),
+            Some(_) => Err(Error::unsupported(format!(
+                "{} images have no backing file",
+                self.format_name()
+            ))),
         }
     }
 }

@@ -71,7 +71,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// A new error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), path: None, offset: None, errno: None }
+        Error {
+            code,
+            message: message.into(),
+            path: None,
+            offset: None,
+            errno: None,
+        }
     }
     /// Corrupt or hostile metadata.
     pub fn corrupt(message: impl Into<String>) -> Self {
@@ -92,7 +98,13 @@ impl Error {
             std::io::ErrorKind::NotFound => ErrorCode::NotFound,
             _ => ErrorCode::Io,
         };
-        Error { code, message: format!("{}: {}", message.into(), err), path: None, offset: None, errno }
+        Error {
+            code,
+            message: format!("{}: {}", message.into(), err),
+            path: None,
+            offset: None,
+            errno,
+        }
     }
     /// Attach the path this error concerns (kept if already set).
     pub fn with_path(mut self, path: impl Into<String>) -> Self {

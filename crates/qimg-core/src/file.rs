@@ -20,7 +20,12 @@ pub struct FileOptions {
 
 impl Default for FileOptions {
     fn default() -> Self {
-        FileOptions { read_only: true, create: false, locking: crate::lock::LockMode::Auto, force_share: false }
+        FileOptions {
+            read_only: true,
+            create: false,
+            locking: crate::lock::LockMode::Auto,
+            force_share: false,
+        }
     }
 }
 
@@ -43,11 +48,23 @@ impl FileStorage {
             .open(path)
             .map_err(|e| Error::io(format!("Could not open '{path}'"), &e).with_path(path))?;
         if opts.force_share && !opts.read_only {
-            return Err(Error::invalid("force-share=on can only be used with read-only images").with_path(path));
+            return Err(
+                Error::invalid("force-share=on can only be used with read-only images")
+                    .with_path(path),
+            );
         }
         let perms = crate::lock::PermSet::for_open(opts.read_only, opts.force_share);
-        crate::lock::apply(std::os::fd::AsRawFd::as_raw_fd(&file), perms, opts.locking, path)?;
-        Ok(FileStorage { file, name: path.to_string(), read_only: opts.read_only })
+        crate::lock::apply(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            perms,
+            opts.locking,
+            path,
+        )?;
+        Ok(FileStorage {
+            file,
+            name: path.to_string(),
+            read_only: opts.read_only,
+        })
     }
 
     /// Set FS_NOCOW_FL (`nocow=on`); harmless where the file system has no such flag.
@@ -70,19 +87,35 @@ impl FileStorage {
     }
 
     fn ioerr(&self, what: &str, e: std::io::Error, offset: u64) -> Error {
-        Error::io(format!("{what} failed on '{}'", self.name), &e).with_path(&self.name).with_offset(offset)
+        Error::io(format!("{what} failed on '{}'", self.name), &e)
+            .with_path(&self.name)
+            .with_offset(offset)
     }
 
     fn ro_check(&self) -> Result<()> {
         if self.read_only {
-            Err(Error::new(crate::ErrorCode::ReadOnly, format!("'{}' is opened read-only", self.name)).with_path(&self.name))
+            Err(Error::new(
+                crate::ErrorCode::ReadOnly,
+                format!("'{}' is opened read-only", self.name),
+            )
+            .with_path(&self.name))
         } else {
             Ok(())
         }
     }
 
-    fn fallocate(&self, mode: nix::fcntl::FallocateFlags, offset: u64, length: u64) -> std::result::Result<(), nix::errno::Errno> {
-        nix::fcntl::fallocate(std::os::fd::AsRawFd::as_raw_fd(&self.file), mode, offset as i64, length as i64)
+    fn fallocate(
+        &self,
+        mode: nix::fcntl::FallocateFlags,
+        offset: u64,
+        length: u64,
+    ) -> std::result::Result<(), nix::errno::Errno> {
+        nix::fcntl::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&self.file),
+            mode,
+            offset as i64,
+            length as i64,
+        )
     }
 }
 
@@ -109,7 +142,9 @@ impl Storage for FileStorage {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.ro_check()?;
-        self.file.write_all_at(buf, offset).map_err(|e| self.ioerr("write", e, offset))
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.ioerr("write", e, offset))
     }
 
     fn size(&self) -> Result<u64> {
@@ -120,19 +155,24 @@ impl Storage for FileStorage {
         // Block devices: seek to the end.
         use std::io::{Seek, SeekFrom};
         let mut f = &self.file;
-        f.seek(SeekFrom::End(0)).map_err(|e| self.ioerr("seek", e, 0))
+        f.seek(SeekFrom::End(0))
+            .map_err(|e| self.ioerr("seek", e, 0))
     }
 
     fn truncate(&self, size: u64) -> Result<()> {
         self.ro_check()?;
-        self.file.set_len(size).map_err(|e| self.ioerr("truncate", e, size))
+        self.file
+            .set_len(size)
+            .map_err(|e| self.ioerr("truncate", e, size))
     }
 
     fn flush(&self) -> Result<()> {
         if self.read_only {
             return Ok(());
         }
-        self.file.sync_data().map_err(|e| self.ioerr("fdatasync", e, 0))
+        self.file
+            .sync_data()
+            .map_err(|e| self.ioerr("fdatasync", e, 0))
     }
 
     fn discard(&self, offset: u64, length: u64) -> Result<()> {
@@ -153,13 +193,24 @@ impl Storage for FileStorage {
             }
             return Ok(());
         }
-        if may_unmap && self.fallocate(F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE, offset, length).is_ok() {
+        if may_unmap
+            && self
+                .fallocate(
+                    F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE,
+                    offset,
+                    length,
+                )
+                .is_ok()
+        {
             if offset + length > size {
                 self.truncate(offset + length)?;
             }
             return Ok(());
         }
-        if self.fallocate(F::FALLOC_FL_ZERO_RANGE, offset, length).is_ok() {
+        if self
+            .fallocate(F::FALLOC_FL_ZERO_RANGE, offset, length)
+            .is_ok()
+        {
             return Ok(());
         }
         // Fallback: write zeros in bounded chunks.
@@ -187,7 +238,11 @@ impl Storage for FileStorage {
                 }
                 Ok(())
             }
-            Err(e) => Err(self.ioerr("fallocate", std::io::Error::from_raw_os_error(e as i32), offset)),
+            Err(e) => Err(self.ioerr(
+                "fallocate",
+                std::io::Error::from_raw_os_error(e as i32),
+                offset,
+            )),
         }
     }
 
@@ -200,18 +255,36 @@ impl Storage for FileStorage {
         use nix::unistd::{lseek, Whence};
         let size = self.size()?;
         if offset >= size {
-            return Ok(DataRun { data: false, length });
+            return Ok(DataRun {
+                data: false,
+                length,
+            });
         }
         let end = (offset + length).min(size);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
         match lseek(fd, offset as i64, Whence::SeekData) {
-            Ok(d) if d as u64 > offset => Ok(DataRun { data: false, length: (d as u64).min(end) - offset }),
+            Ok(d) if d as u64 > offset => Ok(DataRun {
+                data: false,
+                length: (d as u64).min(end) - offset,
+            }),
             Ok(_) => match lseek(fd, offset as i64, Whence::SeekHole) {
-                Ok(h) => Ok(DataRun { data: true, length: (h as u64).min(end).max(offset + 1) - offset }),
-                Err(_) => Ok(DataRun { data: true, length: end - offset }),
+                Ok(h) => Ok(DataRun {
+                    data: true,
+                    length: (h as u64).min(end).max(offset + 1) - offset,
+                }),
+                Err(_) => Ok(DataRun {
+                    data: true,
+                    length: end - offset,
+                }),
             },
-            Err(nix::errno::Errno::ENXIO) => Ok(DataRun { data: false, length: end - offset }),
-            Err(_) => Ok(DataRun { data: true, length: end - offset }),
+            Err(nix::errno::Errno::ENXIO) => Ok(DataRun {
+                data: false,
+                length: end - offset,
+            }),
+            Err(_) => Ok(DataRun {
+                data: true,
+                length: end - offset,
+            }),
         }
     }
 

@@ -52,8 +52,16 @@ impl PermSet {
     /// force-share (`-U`).
     pub fn for_open(read_only: bool, force_share: bool) -> PermSet {
         let bit = |p: Perm| 1u8 << (p as u8);
-        let held = if read_only { bit(Perm::ConsistentRead) } else { bit(Perm::ConsistentRead) | bit(Perm::Write) | bit(Perm::Resize) };
-        let unshared = if force_share { 0 } else { bit(Perm::Write) | bit(Perm::Resize) };
+        let held = if read_only {
+            bit(Perm::ConsistentRead)
+        } else {
+            bit(Perm::ConsistentRead) | bit(Perm::Write) | bit(Perm::Resize)
+        };
+        let unshared = if force_share {
+            0
+        } else {
+            bit(Perm::Write) | bit(Perm::Resize)
+        };
         PermSet { held, unshared }
     }
 }
@@ -91,7 +99,11 @@ fn held_by_other(fd: RawFd, start: i64) -> std::io::Result<bool> {
 }
 
 fn locked_error(msg: String, path: &str) -> Error {
-    Error::new(ErrorCode::Locked, format!("{msg}\nIs another process using the image [{path}]?")).with_path(path)
+    Error::new(
+        ErrorCode::Locked,
+        format!("{msg}\nIs another process using the image [{path}]?"),
+    )
+    .with_path(path)
 }
 
 /// Take the lock bytes for `perms` on `fd` and check for conflicts with other users of the file.
@@ -100,7 +112,12 @@ pub fn apply(fd: RawFd, perms: PermSet, mode: LockMode, path: &str) -> Result<()
     if mode == LockMode::Off {
         return Ok(());
     }
-    let unsupported = |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOLCK));
+    let unsupported = |e: &std::io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOLCK)
+        )
+    };
     for i in 0..4 {
         let start = [(perms.held, PERM_BASE), (perms.unshared, SHARED_BASE)];
         for (bits, base) in start {
@@ -109,19 +126,30 @@ pub fn apply(fd: RawFd, perms: PermSet, mode: LockMode, path: &str) -> Result<()
                     if mode == LockMode::Auto && unsupported(&e) {
                         return Ok(());
                     }
-                    return Err(Error::io(format!("Failed to lock byte {}", base + i), &e).with_path(path));
+                    return Err(
+                        Error::io(format!("Failed to lock byte {}", base + i), &e).with_path(path)
+                    );
                 }
             }
         }
     }
     for i in 0..4 {
         let bit = 1u8 << i;
-        let probe = |start: i64| held_by_other(fd, start).map_err(|e| Error::io("Failed to check lock", &e).with_path(path));
+        let probe = |start: i64| {
+            held_by_other(fd, start)
+                .map_err(|e| Error::io("Failed to check lock", &e).with_path(path))
+        };
         if perms.held & bit != 0 && probe(SHARED_BASE + i)? {
-            return Err(locked_error(format!("Failed to get \"{}\" lock", NAMES[i as usize]), path));
+            return Err(locked_error(
+                format!("Failed to get \"{}\" lock", NAMES[i as usize]),
+                path,
+            ));
         }
         if perms.unshared & bit != 0 && probe(PERM_BASE + i)? {
-            return Err(locked_error(format!("Failed to get shared \"{}\" lock", NAMES[i as usize]), path));
+            return Err(locked_error(
+                format!("Failed to get shared \"{}\" lock", NAMES[i as usize]),
+                path,
+            ));
         }
     }
     Ok(())
@@ -134,9 +162,27 @@ mod tests {
 
     #[test]
     fn perm_sets_match_qemu() {
-        assert_eq!(PermSet::for_open(true, false), PermSet { held: 0b0001, unshared: 0b1010 });
-        assert_eq!(PermSet::for_open(false, false), PermSet { held: 0b1011, unshared: 0b1010 });
-        assert_eq!(PermSet::for_open(true, true), PermSet { held: 0b0001, unshared: 0 });
+        assert_eq!(
+            PermSet::for_open(true, false),
+            PermSet {
+                held: 0b0001,
+                unshared: 0b1010
+            }
+        );
+        assert_eq!(
+            PermSet::for_open(false, false),
+            PermSet {
+                held: 0b1011,
+                unshared: 0b1010
+            }
+        );
+        assert_eq!(
+            PermSet::for_open(true, true),
+            PermSet {
+                held: 0b0001,
+                unshared: 0
+            }
+        );
     }
 
     #[test]
@@ -145,18 +191,68 @@ mod tests {
         let p = dir.path().join("img");
         std::fs::write(&p, vec![0u8; 4096]).unwrap();
         let ps = p.to_str().unwrap();
-        let a = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
-        apply(a.as_raw_fd(), PermSet::for_open(false, false), LockMode::On, ps).unwrap();
-        let b = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
-        let e = apply(b.as_raw_fd(), PermSet::for_open(false, false), LockMode::On, ps).unwrap_err();
+        let a = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        apply(
+            a.as_raw_fd(),
+            PermSet::for_open(false, false),
+            LockMode::On,
+            ps,
+        )
+        .unwrap();
+        let b = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        let e = apply(
+            b.as_raw_fd(),
+            PermSet::for_open(false, false),
+            LockMode::On,
+            ps,
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::Locked);
-        assert!(e.message.starts_with("Failed to get \"write\" lock"), "{}", e.message);
+        assert!(
+            e.message.starts_with("Failed to get \"write\" lock"),
+            "{}",
+            e.message
+        );
         let c = std::fs::File::open(&p).unwrap();
-        let e = apply(c.as_raw_fd(), PermSet::for_open(true, false), LockMode::On, ps).unwrap_err();
-        assert!(e.message.starts_with("Failed to get shared \"write\" lock"), "{}", e.message);
+        let e = apply(
+            c.as_raw_fd(),
+            PermSet::for_open(true, false),
+            LockMode::On,
+            ps,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.starts_with("Failed to get shared \"write\" lock"),
+            "{}",
+            e.message
+        );
         let d = std::fs::File::open(&p).unwrap();
-        apply(d.as_raw_fd(), PermSet::for_open(true, true), LockMode::On, ps).unwrap();
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
-        apply(f.as_raw_fd(), PermSet::for_open(false, false), LockMode::Off, ps).unwrap();
+        apply(
+            d.as_raw_fd(),
+            PermSet::for_open(true, true),
+            LockMode::On,
+            ps,
+        )
+        .unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        apply(
+            f.as_raw_fd(),
+            PermSet::for_open(false, false),
+            LockMode::Off,
+            ps,
+        )
+        .unwrap();
     }
 }

@@ -9,7 +9,9 @@ pub fn is_zero(buf: &[u8]) -> bool {
     };
     head.iter().all(|&b| b == 0)
         && tail.iter().all(|&b| b == 0)
-        && body.chunks(8).all(|c| c.iter().fold(0u64, |a, &w| a | w) == 0)
+        && body
+            .chunks(8)
+            .all(|c| c.iter().fold(0u64, |a, &w| a | w) == 0)
 }
 
 /// Length of the leading run of `buf` that is all-zero (`zero == true`) or not all-zero, in

@@ -13,7 +13,11 @@ use qimg_core::{BlockDriver, Error, Result, Storage};
 use std::sync::Arc;
 
 /// Open the image in `storage` as `format`.
-pub fn open_driver(format: &str, storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Arc<dyn BlockDriver>> {
+pub fn open_driver(
+    format: &str,
+    storage: Arc<dyn Storage>,
+    opts: &OpenOptions,
+) -> Result<Arc<dyn BlockDriver>> {
     match format {
         "raw" => Ok(Arc::new(raw::RawDriver::open(storage, opts)?)),
         "qcow2" => Ok(Arc::new(qcow2::Qcow2Driver::open(storage, opts)?)),
@@ -26,6 +30,8 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
     match format {
         "raw" => raw::create(storage, opts),
         "qcow2" => qcow2::create(storage, opts),
-        other => Err(Error::unsupported(format!("Format driver '{other}' does not support image creation"))),
+        other => Err(Error::unsupported(format!(
+            "Format driver '{other}' does not support image creation"
+        ))),
     }
 }

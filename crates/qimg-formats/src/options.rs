@@ -23,7 +23,9 @@ impl Preallocation {
             "metadata" => Ok(Self::Metadata),
             "falloc" => Ok(Self::Falloc),
             "full" => Ok(Self::Full),
-            _ => Err(qimg_core::Error::invalid(format!("Invalid parameter '{s}'"))),
+            _ => Err(qimg_core::Error::invalid(format!(
+                "Invalid parameter '{s}'"
+            ))),
         }
     }
 }

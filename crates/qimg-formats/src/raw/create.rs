@@ -6,7 +6,9 @@ use std::sync::Arc;
 /// Write a new raw image of `opts.size` bytes into `storage`.
 pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     if opts.backing_file.is_some() {
-        return Err(Error::unsupported("Driver 'raw' does not support backing files"));
+        return Err(Error::unsupported(
+            "Driver 'raw' does not support backing files",
+        ));
     }
     storage.truncate(0)?;
     match opts.preallocation {

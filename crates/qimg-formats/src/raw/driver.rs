@@ -1,7 +1,9 @@
 //! The raw driver: every call forwards to the storage at the same offset.
 use crate::options::OpenOptions;
 use qimg_core::storage::DataRun;
-use qimg_core::{BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage};
+use qimg_core::{
+    BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,21 +18,31 @@ impl RawDriver {
     /// Open `storage` as a raw image; the virtual size is the storage size.
     pub fn open(storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Self> {
         let size = storage.size()?;
-        Ok(RawDriver { storage, size: AtomicU64::new(size), read_only: opts.read_only })
+        Ok(RawDriver {
+            storage,
+            size: AtomicU64::new(size),
+            read_only: opts.read_only,
+        })
     }
 
     fn bounds(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.virtual_size();
         if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::new(ErrorCode::OutOfRange, format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"))
-                .with_path(self.storage.name()));
+            return Err(Error::new(
+                ErrorCode::OutOfRange,
+                format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"),
+            )
+            .with_path(self.storage.name()));
         }
         Ok(())
     }
 
     fn writable(&self) -> Result<()> {
         if self.read_only {
-            return Err(Error::new(ErrorCode::ReadOnly, "the image is opened read-only").with_path(self.storage.name()));
+            return Err(
+                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
+                    .with_path(self.storage.name()),
+            );
         }
         Ok(())
     }
@@ -82,11 +94,21 @@ impl BlockDriver for RawDriver {
         let DataRun { data, length: run } = self.storage.data_run(offset, length)?;
         let run = run.clamp(1, length);
         let status = if data {
-            LayerStatus::Data { host_offset: Some(offset), compressed: false }
+            LayerStatus::Data {
+                host_offset: Some(offset),
+                compressed: false,
+                reads_zero: false,
+            }
         } else {
-            LayerStatus::Zero { host_offset: Some(offset) }
+            LayerStatus::Zero {
+                host_offset: Some(offset),
+            }
         };
-        Ok(vec![LayerExtent { start: offset, length: run, status }])
+        Ok(vec![LayerExtent {
+            start: offset,
+            length: run,
+            status,
+        }])
     }
 
     fn flush(&self) -> Result<()> {

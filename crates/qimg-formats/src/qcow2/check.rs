@@ -1,0 +1,236 @@
+//! Consistency check and repair: count every reference to every host cluster from the header,
+//! L1, L2 and refcount structures, then compare with the stored refcounts (as `qemu-img check`).
+use super::driver::{Qcow2Driver, State, HOST_MASK};
+use super::mapping::{decode_l2, Cluster, COMPRESSED, COPIED};
+use qimg_core::{CheckReport, Error, RepairMode, Result};
+
+/// Most host clusters a check will count (bounds the reference array to 1 GiB of u32).
+const MAX_CHECK_CLUSTERS: u64 = 1 << 28;
+
+struct Refs {
+    refs: Vec<u32>,
+    report: CheckReport,
+    /// (is_l1, index, entry) whose COPIED flag must be recomputed.
+    copied: Vec<(bool, u64, u64)>,
+}
+
+impl Refs {
+    fn add(&mut self, cs: u64, off: u64, len: u64, what: &str) {
+        let first = off / cs;
+        let last = (off + len.max(1) - 1) / cs;
+        for c in first..=last {
+            if c >= MAX_CHECK_CLUSTERS {
+                self.report.corruptions += 1;
+                self.report.messages.push(format!(
+                    "ERROR: {what} at {off:#x} is beyond the checkable range"
+                ));
+                return;
+            }
+            if c as usize >= self.refs.len() {
+                self.refs.resize(c as usize + 1, 0);
+            }
+            self.refs[c as usize] = self.refs[c as usize].saturating_add(1);
+        }
+    }
+}
+
+impl Qcow2Driver {
+    fn count_refs(&self, st: &mut State) -> Result<Refs> {
+        let cs = self.cs;
+        if st.header.nb_snapshots > 0 {
+            return Err(Error::unsupported(
+                "checking qcow2 images with internal snapshots is not supported yet",
+            ));
+        }
+        let file_size = self.storage.size()?;
+        let mut r = Refs {
+            refs: vec![0; file_size.div_ceil(cs) as usize],
+            report: CheckReport::default(),
+            copied: Vec::new(),
+        };
+        r.add(cs, 0, cs, "header");
+        r.add(
+            cs,
+            st.header.l1_table_offset,
+            st.l1.len() as u64 * 8,
+            "L1 table",
+        );
+        r.add(
+            cs,
+            st.rc.table_offset,
+            st.rc.table.len() as u64 * 8,
+            "refcount table",
+        );
+        let blocks: Vec<u64> = st.rc.block_offsets().map(|(_, o)| o).collect();
+        for o in blocks {
+            if o % cs != 0 {
+                r.report.corruptions += 1;
+                r.report.messages.push(format!(
+                    "ERROR refcount block at {o:#x} is not cluster aligned"
+                ));
+                continue;
+            }
+            r.add(cs, o, cs, "refcount block");
+        }
+        let l2e = cs / 8;
+        let guest_clusters = st.header.size.div_ceil(cs);
+        let mut next_host = 0u64;
+        let (mut allocated, mut fragmented, mut compressed) = (0u64, 0u64, 0u64);
+        for l1i in 0..st.l1.len() {
+            let e = st.l1[l1i];
+            let l2off = e & HOST_MASK;
+            if l2off == 0 {
+                continue;
+            }
+            if !l2off.is_multiple_of(cs) {
+                r.report.corruptions += 1;
+                r.report.messages.push(format!(
+                    "ERROR l2_offset={l2off:x}: Table is not cluster aligned; L1 entry corrupted"
+                ));
+                continue;
+            }
+            r.add(cs, l2off, cs, "L2 table");
+            r.copied.push((true, l1i as u64, e));
+            let entries = st.l2.get(self.storage.as_ref(), l2off, cs)?.entries.clone();
+            for (i, &ent) in entries.iter().enumerate() {
+                let gc = l1i as u64 * l2e + i as u64;
+                if ent & COMPRESSED != 0 {
+                    let x = 62 - (self.cluster_bits - 8);
+                    let coff = ent & ((1u64 << x) - 1);
+                    let sectors = ((ent >> x) & ((1u64 << (self.cluster_bits - 8)) - 1)) + 1;
+                    r.add(
+                        cs,
+                        coff & !511,
+                        sectors * 512 - (coff & 511).min(sectors * 512 - 1),
+                        "compressed cluster",
+                    );
+                    allocated += 1;
+                    compressed += 1;
+                    continue;
+                }
+                match decode_l2(ent, self.cluster_bits) {
+                    Err(_) => {
+                        r.report.corruptions += 1;
+                        r.report.messages.push(format!("ERROR offset={:x}: Cluster is not properly aligned; L2 entry corrupted.", ent & HOST_MASK));
+                    }
+                    Ok(Cluster::Data { host, .. }) | Ok(Cluster::Zero(Some(host))) => {
+                        if gc >= guest_clusters {
+                            // Entries past the guest size still count as references, as in QEMU.
+                        }
+                        r.add(cs, host, cs, "data cluster");
+                        r.copied.push((false, gc, ent));
+                        allocated += 1;
+                        if next_host != 0 && host != next_host {
+                            fragmented += 1;
+                        }
+                        next_host = host + cs;
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        r.report.total_clusters = Some(guest_clusters);
+        r.report.allocated_clusters = Some(allocated);
+        r.report.fragmented_clusters = Some(fragmented);
+        r.report.compressed_clusters = Some(compressed);
+        Ok(r)
+    }
+
+    /// Check, and with `mode` repair, the image (lock held). Also used to rebuild refcounts of a
+    /// dirty lazy-refcounts image on open.
+    pub(super) fn repair_locked(&self, st: &mut State, mode: RepairMode) -> Result<CheckReport> {
+        let cs = self.cs;
+        let mut r = self.count_refs(st)?;
+        let per_block = st.rc.per_block();
+        // Every cluster that has a refcount or a reference.
+        let mut span = r.refs.len() as u64;
+        if let Some((b, _)) = st.rc.block_offsets().last() {
+            span = span.max((b as u64 + 1) * per_block);
+        }
+        let mut fixes: Vec<(u64, u64)> = Vec::new();
+        let mut highest = 0u64;
+        for c in 0..span {
+            let refs = r.refs.get(c as usize).copied().unwrap_or(0) as u64;
+            let rc = st.rc.get(self.storage.as_ref(), c)?;
+            if rc > 0 || refs > 0 {
+                highest = c + 1;
+            }
+            if rc == refs {
+                continue;
+            }
+            let leak = rc > refs;
+            if leak {
+                r.report
+                    .messages
+                    .push(format!("Leaked cluster {c} refcount={rc} reference={refs}"));
+            } else {
+                r.report
+                    .messages
+                    .push(format!("ERROR cluster {c} refcount={rc} reference={refs}"));
+            }
+            let fix = match mode {
+                RepairMode::None => false,
+                RepairMode::Leaks => leak,
+                RepairMode::All => true,
+            };
+            if fix {
+                fixes.push((c, refs));
+                if leak {
+                    r.report.leaks_fixed += 1;
+                } else {
+                    r.report.corruptions_fixed += 1;
+                }
+            } else if leak {
+                r.report.leaks += 1;
+            } else {
+                r.report.corruptions += 1;
+            }
+        }
+        // COPIED must be set exactly where the refcount is 1.
+        for (is_l1, idx, ent) in std::mem::take(&mut r.copied) {
+            let host = ent & HOST_MASK;
+            let rc = match fixes.iter().find(|(c, _)| *c == host / cs) {
+                Some((_, v)) => *v,
+                None => st.rc.get(self.storage.as_ref(), host / cs)?,
+            };
+            let want = rc == 1;
+            if (ent & COPIED != 0) == want {
+                continue;
+            }
+            let kind = if is_l1 { "L2 cluster" } else { "data cluster" };
+            r.report.messages.push(format!(
+                "ERROR OFLAG_COPIED {kind}: entry={ent:#x} refcount={rc}"
+            ));
+            if mode == RepairMode::All {
+                let fixed = if want { ent | COPIED } else { ent & !COPIED };
+                if is_l1 {
+                    st.l1[idx as usize] = fixed;
+                    st.l1_dirty = true;
+                } else {
+                    let l2e = cs / 8;
+                    let l2off = st.l1[(idx / l2e) as usize] & HOST_MASK;
+                    let t = st.l2.get(self.storage.as_ref(), l2off, cs)?;
+                    t.entries[(idx % l2e) as usize] = fixed;
+                    t.dirty = true;
+                }
+                r.report.corruptions_fixed += 1;
+            } else {
+                r.report.corruptions += 1;
+            }
+        }
+        if !fixes.is_empty() {
+            st.rc.in_use = Some(r.refs.clone());
+            st.rc.new_meta.clear();
+            for (c, v) in fixes {
+                if st.rc.new_meta.contains(&c) {
+                    continue;
+                }
+                st.rc.set(self.storage.as_ref(), c, v)?;
+            }
+            st.rc.in_use = None;
+            self.sync_reftable_header(st)?;
+        }
+        r.report.image_end_offset = Some(highest * cs);
+        Ok(r.report)
+    }
+}

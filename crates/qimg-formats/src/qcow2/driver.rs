@@ -1,0 +1,879 @@
+//! The qcow2 [`BlockDriver`]: open, read, write, zeroes, discard, block status, flush, resize.
+//!
+//! Metadata lives behind one mutex. Reads map under the lock and move data outside it; writes
+//! hold it. Flush order: data → flush → refcount blocks/table → flush → L2 tables, L1 → flush →
+//! queued frees → flush, so a crash can leak clusters but never corrupt the image.
+use super::alloc::Refcounts;
+use super::header::{self, Header};
+use super::mapping::{decode_l1, decode_l2, Cluster, L2Cache, COPIED, OFFSET_MASK, ZERO};
+use crate::options::OpenOptions;
+use qimg_core::{
+    BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage,
+};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// L2 cache size in bytes (bounded so memory stays small for any image).
+const L2_CACHE_BYTES: u64 = 32 << 20;
+
+/// Mutable metadata of an open image.
+pub(super) struct State {
+    pub(super) header: Header,
+    pub(super) l1: Vec<u64>,
+    pub(super) l1_dirty: bool,
+    pub(super) l2: L2Cache,
+    pub(super) rc: Refcounts,
+    /// The lazy-refcounts dirty bit is set on disk.
+    dirty_on_disk: bool,
+    closed: bool,
+}
+
+/// An open qcow2 image.
+pub struct Qcow2Driver {
+    pub(super) storage: Arc<dyn Storage>,
+    read_only: bool,
+    pub(super) cluster_bits: u32,
+    pub(super) cs: u64,
+    pub(super) state: Mutex<State>,
+    backing: RwLock<Option<Arc<dyn BlockDriver>>>,
+}
+
+/// One planned piece of a read.
+enum ReadPiece {
+    Host(u64),
+    Zero,
+    Backing,
+}
+
+impl Qcow2Driver {
+    /// Open and validate a qcow2 image.
+    pub fn open(storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Self> {
+        let file_size = storage.size()?;
+        let mut first = vec![0u8; 4096.min(file_size.max(112)) as usize];
+        storage.read_at(&mut first, 0)?;
+        if file_size < 72 {
+            return Err(Error::corrupt(
+                "Image is not in qcow2 format (header truncated)",
+            ));
+        }
+        let bits = u32::from_be_bytes([first[20], first[21], first[22], first[23]]);
+        if (9..=21).contains(&bits) && (1u64 << bits) > first.len() as u64 {
+            first = vec![0u8; (1u64 << bits).min(file_size) as usize];
+            storage.read_at(&mut first, 0)?;
+        }
+        let header = Header::parse(&first, file_size)?;
+        check_features(&header, opts.read_only)?;
+        let cs = header.cluster_size();
+        let mut raw = vec![0u8; header.l1_size as usize * 8];
+        storage.read_at(&mut raw, header.l1_table_offset)?;
+        let l1: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let rc = Refcounts::load(
+            storage.as_ref(),
+            header.refcount_table_offset,
+            header.refcount_table_clusters,
+            header.cluster_bits,
+            header.refcount_order,
+            file_size,
+        )?;
+        let dirty = header.incompatible & header::INCOMPAT_DIRTY != 0;
+        let drv = Qcow2Driver {
+            storage,
+            read_only: opts.read_only,
+            cluster_bits: header.cluster_bits,
+            cs,
+            state: Mutex::new(State {
+                header,
+                l1,
+                l1_dirty: false,
+                l2: L2Cache::new((L2_CACHE_BYTES / cs) as usize),
+                rc,
+                dirty_on_disk: dirty,
+                closed: false,
+            }),
+            backing: RwLock::new(None),
+        };
+        if !opts.read_only {
+            let mut st = drv.lock()?;
+            if dirty {
+                // Lazy refcounts left dirty by a crash: rebuild them from the tables, as QEMU does.
+                drv.repair_locked(&mut st, qimg_core::RepairMode::All)?;
+                drv.flush_locked(&mut st)?;
+                st.header.incompatible &= !header::INCOMPAT_DIRTY;
+                drv.write_header_field(&st, 72, &st.header.incompatible.to_be_bytes())?;
+                drv.storage.flush()?;
+                st.dirty_on_disk = false;
+            }
+            if st.header.version >= 3 && st.header.autoclear != 0 {
+                // qimg does not maintain bitmaps: clearing the autoclear bits tells QEMU they are stale.
+                st.header.autoclear = 0;
+                drv.write_header_field(&st, 88, &0u64.to_be_bytes())?;
+                drv.storage.flush()?;
+            }
+        }
+        Ok(drv)
+    }
+
+    pub(super) fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        let st = self
+            .state
+            .lock()
+            .map_err(|_| Error::new(ErrorCode::Internal, "qcow2 state lock poisoned"))?;
+        if st.closed {
+            return Err(Error::invalid("the image is closed"));
+        }
+        Ok(st)
+    }
+
+    fn l2_entries(&self) -> u64 {
+        self.cs / 8
+    }
+
+    pub(super) fn write_header_field(&self, _st: &State, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.storage.write_at(bytes, offset)
+    }
+
+    fn bounds(&self, st: &State, offset: u64, len: u64) -> Result<()> {
+        let size = st.header.size;
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(Error::new(
+                ErrorCode::OutOfRange,
+                format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"),
+            )
+            .with_path(self.storage.name()));
+        }
+        Ok(())
+    }
+
+    fn begin_write(&self, st: &mut State) -> Result<()> {
+        if self.read_only {
+            return Err(
+                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
+                    .with_path(self.storage.name()),
+            );
+        }
+        if st.header.compatible & header::COMPAT_LAZY_REFCOUNTS != 0 && !st.dirty_on_disk {
+            st.header.incompatible |= header::INCOMPAT_DIRTY;
+            self.write_header_field(st, 72, &st.header.incompatible.to_be_bytes())?;
+            self.storage.flush()?;
+            st.dirty_on_disk = true;
+        }
+        Ok(())
+    }
+
+    /// The mapping of guest cluster `gc`.
+    pub(super) fn lookup(&self, st: &mut State, gc: u64) -> Result<Cluster> {
+        let l2e = self.l2_entries();
+        let l1i = (gc / l2e) as usize;
+        let Some(&l1e) = st.l1.get(l1i) else {
+            return Ok(Cluster::Unallocated);
+        };
+        let l2off = decode_l1(l1e, self.cluster_bits)?;
+        if l2off == 0 {
+            return Ok(Cluster::Unallocated);
+        }
+        let t = st.l2.get(self.storage.as_ref(), l2off, self.cs)?;
+        decode_l2(t.entries[(gc % l2e) as usize], self.cluster_bits)
+    }
+
+    /// The L2 table offset for guest cluster `gc`, allocating the table if needed.
+    fn ensure_l2(&self, st: &mut State, gc: u64) -> Result<u64> {
+        let l1i = (gc / self.l2_entries()) as usize;
+        if l1i >= st.l1.len() {
+            return Err(Error::corrupt(format!(
+                "L1 index {l1i} beyond the L1 table"
+            )));
+        }
+        let cur = decode_l1(st.l1[l1i], self.cluster_bits)?;
+        if cur != 0 {
+            if st.l1[l1i] & COPIED == 0 {
+                return Err(Error::unsupported(
+                    "writing through a shared L2 table (internal snapshots) is not supported yet",
+                ));
+            }
+            return Ok(cur);
+        }
+        let off = st.rc.allocate(self.storage.as_ref(), 1)?;
+        self.sync_reftable_header(st)?;
+        st.l2.insert_new(off, self.l2_entries() as usize);
+        st.l1[l1i] = off | COPIED;
+        st.l1_dirty = true;
+        Ok(off)
+    }
+
+    /// Set the L2 entry of guest cluster `gc` (creation and preallocation use it too).
+    pub(super) fn set_l2_pub(&self, st: &mut State, gc: u64, entry: u64) -> Result<()> {
+        self.set_l2(st, gc, entry)
+    }
+
+    /// Allocate `n` host clusters for guest clusters from `gc` (their L2 table first).
+    pub(super) fn alloc_for_prealloc(&self, st: &mut State, gc: u64, n: u64) -> Result<u64> {
+        self.ensure_l2(st, gc)?;
+        let host = st.rc.allocate(self.storage.as_ref(), n)?;
+        self.sync_reftable_header(st)?;
+        Ok(host)
+    }
+
+    /// Host offset of guest cluster `gc` (0 if not allocated).
+    pub(super) fn host_of(&self, st: &mut State, gc: u64) -> Result<u64> {
+        Ok(match self.lookup(st, gc)? {
+            Cluster::Data { host, .. } | Cluster::Zero(Some(host)) => host,
+            _ => 0,
+        })
+    }
+
+    fn set_l2(&self, st: &mut State, gc: u64, entry: u64) -> Result<()> {
+        let l2off = self.ensure_l2(st, gc)?;
+        let idx = (gc % self.l2_entries()) as usize;
+        let t = st.l2.get(self.storage.as_ref(), l2off, self.cs)?;
+        t.entries[idx] = entry;
+        t.dirty = true;
+        Ok(())
+    }
+
+    /// After an allocation: if the refcount table moved, point the header at it.
+    pub(super) fn sync_reftable_header(&self, st: &mut State) -> Result<()> {
+        if let Some((off, clusters)) = st.rc.table_moved.take() {
+            st.header.refcount_table_offset = off;
+            st.header.refcount_table_clusters = clusters;
+            let mut b = off.to_be_bytes().to_vec();
+            b.extend_from_slice(&clusters.to_be_bytes());
+            self.storage.write_at(&b, 48)?;
+            self.storage.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Read guest bytes of this layer into `buf`, reading the backing layer where unallocated.
+    fn read_backing(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let backing = self
+            .backing
+            .read()
+            .map_err(|_| Error::new(ErrorCode::Internal, "backing lock poisoned"))?
+            .clone();
+        match backing {
+            None => buf.fill(0),
+            Some(b) => {
+                let bsize = b.virtual_size();
+                let n = bsize.saturating_sub(offset).min(buf.len() as u64) as usize;
+                if n > 0 {
+                    b.read(offset, &mut buf[..n])?;
+                }
+                buf[n..].fill(0);
+            }
+        }
+        Ok(())
+    }
+
+    fn has_backing(&self) -> bool {
+        self.backing.read().map(|b| b.is_some()).unwrap_or(false)
+    }
+
+    /// Write `data` at guest `offset` (lock held).
+    fn write_locked(&self, st: &mut State, offset: u64, data: &[u8]) -> Result<()> {
+        let cs = self.cs;
+        let end = offset + data.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            // A run of clusters needing allocation, or one in-place run with contiguous host offsets.
+            let gc = pos / cs;
+            let within = pos % cs;
+            let take = (cs - within).min(end - pos);
+            match self.lookup(st, gc)? {
+                Cluster::Data { host, copied: true } => {
+                    // Extend over following in-place clusters with contiguous host offsets.
+                    let mut len = take;
+                    let mut next_host = host + cs;
+                    while pos + len < end {
+                        match self.lookup(st, (pos + len) / cs)? {
+                            Cluster::Data {
+                                host: h,
+                                copied: true,
+                            } if h == next_host => {
+                                len += (cs).min(end - pos - len);
+                                next_host += cs;
+                            }
+                            _ => break,
+                        }
+                    }
+                    let s = (pos - offset) as usize;
+                    self.storage
+                        .write_at(&data[s..s + len as usize], host + within)?;
+                    pos += len;
+                }
+                Cluster::Compressed => {
+                    return Err(Error::unsupported(
+                        "writing to a compressed cluster is not supported yet",
+                    )
+                    .with_offset(pos));
+                }
+                _ => {
+                    // Count following clusters that also need allocation (stop at in-place ones).
+                    let mut n = 1u64;
+                    while pos - within + n * cs < end {
+                        match self.lookup(st, gc + n)? {
+                            Cluster::Data { copied: true, .. } | Cluster::Compressed => break,
+                            _ => n += 1,
+                        }
+                        if n >= 4096 {
+                            break;
+                        }
+                    }
+                    // L2 tables first, so data runs stay contiguous.
+                    for k in 0..n {
+                        if k == 0 || (gc + k).is_multiple_of(self.l2_entries()) {
+                            self.ensure_l2(st, gc + k)?;
+                        }
+                    }
+                    let host = st.rc.allocate(self.storage.as_ref(), n)?;
+                    self.sync_reftable_header(st)?;
+                    let run_start = gc * cs;
+                    let run_end = (gc + n) * cs;
+                    let copy_end = run_end.min(end);
+                    let full = within == 0 && copy_end == run_end;
+                    if full {
+                        let s = (pos - offset) as usize;
+                        self.storage
+                            .write_at(&data[s..s + (run_end - pos) as usize], host)?;
+                    } else {
+                        let mut buf = vec![0u8; (n * cs) as usize];
+                        for k in 0..n {
+                            let g = gc + k;
+                            let (a, b) = ((g * cs).max(pos), ((g + 1) * cs).min(end));
+                            let covers = a == g * cs && b == (g + 1) * cs;
+                            if !covers {
+                                let slot = &mut buf[(k * cs) as usize..((k + 1) * cs) as usize];
+                                self.fill_base(st, g, slot)?;
+                            }
+                        }
+                        let s = (pos - offset) as usize;
+                        let d = (pos - run_start) as usize;
+                        let len = (copy_end - pos) as usize;
+                        buf[d..d + len].copy_from_slice(&data[s..s + len]);
+                        self.storage.write_at(&buf, host)?;
+                    }
+                    for k in 0..n {
+                        let old = self.lookup(st, gc + k)?;
+                        if let Cluster::Data { host: h, .. } | Cluster::Zero(Some(h)) = old {
+                            st.rc.free_later(h, 1);
+                        }
+                        self.set_l2(st, gc + k, (host + k * cs) | COPIED)?;
+                    }
+                    pos = copy_end;
+                }
+            }
+        }
+        self.maybe_shrink_cache(st)
+    }
+
+    /// The current contents of guest cluster `gc` (for copy-on-write of a partial write).
+    fn fill_base(&self, st: &mut State, gc: u64, slot: &mut [u8]) -> Result<()> {
+        match self.lookup(st, gc)? {
+            Cluster::Unallocated => self.read_backing(gc * self.cs, slot),
+            Cluster::Zero(_) => {
+                slot.fill(0);
+                Ok(())
+            }
+            Cluster::Data { host, .. } => self.storage.read_at(slot, host),
+            Cluster::Compressed => Err(Error::unsupported(
+                "compressed clusters are not supported yet",
+            )),
+        }
+    }
+
+    fn maybe_shrink_cache(&self, st: &mut State) -> Result<()> {
+        if st.l2.over_capacity() {
+            // Dirty tables may only be written once the refcounts they rely on are durable.
+            self.flush_locked(st)?;
+            st.l2.evict_clean();
+        }
+        Ok(())
+    }
+
+    /// The flush sequence (lock held).
+    pub(super) fn flush_locked(&self, st: &mut State) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let meta = st.rc.is_dirty() || st.l2.is_dirty() || st.l1_dirty;
+        self.storage.flush()?;
+        if !meta && !st.rc.has_pending_frees() {
+            return Ok(());
+        }
+        if st.rc.is_dirty() {
+            st.rc.write_back(self.storage.as_ref())?;
+            self.storage.flush()?;
+        }
+        if st.l2.is_dirty() || st.l1_dirty {
+            st.l2.write_back(self.storage.as_ref())?;
+            if st.l1_dirty {
+                let mut raw = Vec::with_capacity(st.l1.len() * 8);
+                for e in &st.l1 {
+                    raw.extend_from_slice(&e.to_be_bytes());
+                }
+                self.storage.write_at(&raw, st.header.l1_table_offset)?;
+                st.l1_dirty = false;
+            }
+            self.storage.flush()?;
+        }
+        if st.rc.has_pending_frees() {
+            st.rc.apply_frees(self.storage.as_ref())?;
+            st.rc.write_back(self.storage.as_ref())?;
+            self.storage.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Guest clusters wholly inside `[offset, offset+len)`.
+    fn whole_clusters(&self, offset: u64, len: u64) -> std::ops::Range<u64> {
+        offset.div_ceil(self.cs)..(offset + len) / self.cs
+    }
+
+    /// True if guest cluster `gc` currently reads as zeros.
+    fn reads_zero(&self, st: &mut State, gc: u64) -> Result<bool> {
+        Ok(match self.lookup(st, gc)? {
+            Cluster::Zero(_) => true,
+            Cluster::Unallocated => !self.has_backing() || self.backing_size() <= gc * self.cs,
+            _ => false,
+        })
+    }
+
+    fn backing_size(&self) -> u64 {
+        self.backing
+            .read()
+            .ok()
+            .and_then(|b| b.as_ref().map(|d| d.virtual_size()))
+            .unwrap_or(0)
+    }
+
+    /// Write explicit zeros over a sub-cluster range unless it already reads as zeros.
+    fn zero_partial(&self, st: &mut State, offset: u64, len: u64) -> Result<()> {
+        if len == 0 || self.reads_zero(st, offset / self.cs)? {
+            return Ok(());
+        }
+        self.write_locked(st, offset, &vec![0u8; len as usize])
+    }
+
+    fn set_entry_freeing(&self, st: &mut State, gc: u64, new: u64, free_old: bool) -> Result<()> {
+        let old = self.lookup(st, gc)?;
+        match old {
+            Cluster::Compressed => {
+                return Err(Error::unsupported(
+                    "discarding a compressed cluster is not supported yet",
+                ))
+            }
+            Cluster::Data { host, .. } | Cluster::Zero(Some(host)) if free_old => {
+                st.rc.free_later(host, 1)
+            }
+            _ => {}
+        }
+        self.set_l2(st, gc, new)
+    }
+}
+
+/// Refuse what this driver cannot handle safely.
+fn check_features(h: &Header, read_only: bool) -> Result<()> {
+    if h.crypt_method != 0 {
+        return Err(Error::unsupported(format!(
+            "qcow2 encryption (method {}) is not supported yet",
+            h.crypt_method
+        )));
+    }
+    let known = header::INCOMPAT_DIRTY | header::INCOMPAT_CORRUPT;
+    let unknown = h.incompatible & !known;
+    if unknown != 0 {
+        let names: Vec<String> = (0..64)
+            .filter(|b| unknown & (1 << b) != 0)
+            .map(|b| match h.feature_name(0, b as u8) {
+                Some(n) => n.to_string(),
+                None => format!("Unknown incompatible feature: {:x}", 1u64 << b),
+            })
+            .collect();
+        return Err(Error::unsupported(format!(
+            "Unsupported qcow2 feature(s): {}",
+            names.join(", ")
+        )));
+    }
+    if h.compression_type != 0 {
+        return Err(Error::unsupported(format!(
+            "Unsupported qcow2 compression type {}",
+            h.compression_type
+        )));
+    }
+    if h.incompatible & header::INCOMPAT_CORRUPT != 0 && !read_only {
+        return Err(Error::corrupt(
+            "qcow2: Image is corrupt; cannot be opened read/write",
+        ));
+    }
+    if h.nb_snapshots > 0 && !read_only {
+        return Err(Error::unsupported(
+            "qcow2 images with internal snapshots can only be opened read-only for now",
+        ));
+    }
+    Ok(())
+}
+
+impl BlockDriver for Qcow2Driver {
+    fn format_name(&self) -> &'static str {
+        "qcow2"
+    }
+
+    fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.state.lock().map(|s| s.header.size).unwrap_or(0)
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let cs = self.cs;
+        let mut plan: Vec<(usize, usize, ReadPiece)> = Vec::new();
+        {
+            let mut st = self.lock()?;
+            self.bounds(&st, offset, buf.len() as u64)?;
+            let mut pos = offset;
+            let end = offset + buf.len() as u64;
+            while pos < end {
+                let gc = pos / cs;
+                let within = pos % cs;
+                let take = (cs - within).min(end - pos) as usize;
+                let piece = match self.lookup(&mut st, gc)? {
+                    Cluster::Data { host, .. } => ReadPiece::Host(host + within),
+                    Cluster::Zero(_) => ReadPiece::Zero,
+                    Cluster::Unallocated => ReadPiece::Backing,
+                    Cluster::Compressed => {
+                        return Err(Error::unsupported(
+                            "compressed qcow2 clusters are not supported yet",
+                        )
+                        .with_offset(pos)
+                        .with_path(self.storage.name()))
+                    }
+                };
+                let at = (pos - offset) as usize;
+                match (plan.last_mut(), &piece) {
+                    (Some((s, l, ReadPiece::Host(h))), ReadPiece::Host(nh))
+                        if *h + *l as u64 == *nh && *s + *l == at =>
+                    {
+                        *l += take
+                    }
+                    (Some((s, l, ReadPiece::Zero)), ReadPiece::Zero) if *s + *l == at => *l += take,
+                    (Some((s, l, ReadPiece::Backing)), ReadPiece::Backing) if *s + *l == at => {
+                        *l += take
+                    }
+                    _ => plan.push((at, take, piece)),
+                }
+                pos += take as u64;
+            }
+        }
+        for (at, len, piece) in plan {
+            let slot = &mut buf[at..at + len];
+            match piece {
+                ReadPiece::Host(h) => self.storage.read_at(slot, h)?,
+                ReadPiece::Zero => slot.fill(0),
+                ReadPiece::Backing => self.read_backing(offset + at as u64, slot)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let mut st = self.lock()?;
+        self.bounds(&st, offset, buf.len() as u64)?;
+        self.begin_write(&mut st)?;
+        self.write_locked(&mut st, offset, buf)
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()> {
+        let mut st = self.lock()?;
+        self.bounds(&st, offset, length)?;
+        self.begin_write(&mut st)?;
+        let whole = self.whole_clusters(offset, length);
+        if whole.is_empty() {
+            return self.zero_partial(&mut st, offset, length);
+        }
+        let head_end = whole.start * self.cs;
+        let tail_start = whole.end * self.cs;
+        self.zero_partial(&mut st, offset, head_end - offset)?;
+        let v3 = st.header.version >= 3;
+        let backing = self.has_backing();
+        for gc in whole.clone() {
+            let cur = self.lookup(&mut st, gc)?;
+            if v3 {
+                match cur {
+                    Cluster::Zero(None) => {}
+                    Cluster::Zero(Some(_)) if !may_unmap => {}
+                    Cluster::Data { host, copied: true } if !may_unmap => {
+                        self.set_l2(&mut st, gc, host | COPIED | ZERO)?
+                    }
+                    _ => self.set_entry_freeing(&mut st, gc, ZERO, true)?,
+                }
+            } else if !backing {
+                // Version 2 has no zero flag; without a backing file, unallocated reads as zeros.
+                if !matches!(cur, Cluster::Unallocated) {
+                    self.set_entry_freeing(&mut st, gc, 0, true)?;
+                }
+            } else {
+                let z = vec![0u8; self.cs as usize];
+                self.write_locked(&mut st, gc * self.cs, &z)?;
+            }
+        }
+        self.zero_partial(&mut st, tail_start, offset + length - tail_start)?;
+        self.maybe_shrink_cache(&mut st)
+    }
+
+    fn discard(&self, offset: u64, length: u64) -> Result<()> {
+        let mut st = self.lock()?;
+        self.bounds(&st, offset, length)?;
+        self.begin_write(&mut st)?;
+        let v3 = st.header.version >= 3;
+        let backing = self.has_backing();
+        // As QEMU: only whole clusters are discarded; they then read as zeros on v3 images.
+        for gc in self.whole_clusters(offset, length) {
+            let cur = self.lookup(&mut st, gc)?;
+            let allocated = matches!(
+                cur,
+                Cluster::Data { .. } | Cluster::Zero(Some(_)) | Cluster::Compressed
+            );
+            if allocated || (backing && !matches!(cur, Cluster::Zero(None))) {
+                self.set_entry_freeing(&mut st, gc, if v3 { ZERO } else { 0 }, true)?;
+            }
+        }
+        self.maybe_shrink_cache(&mut st)
+    }
+
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
+        let cs = self.cs;
+        let mut out: Vec<LayerExtent> = Vec::new();
+        {
+            let mut st = self.lock()?;
+            self.bounds(&st, offset, length)?;
+            let end = offset + length;
+            let mut pos = offset;
+            let limit = 1 << 20; // clusters per call; callers ask again for the rest
+            let mut n = 0;
+            while pos < end && n < limit {
+                let gc = pos / cs;
+                let take = (cs - pos % cs).min(end - pos);
+                let status = match self.lookup(&mut st, gc)? {
+                    Cluster::Data { host, .. } => LayerStatus::Data {
+                        host_offset: Some(host + pos % cs),
+                        compressed: false,
+                        reads_zero: false,
+                    },
+                    Cluster::Compressed => LayerStatus::Data {
+                        host_offset: None,
+                        compressed: true,
+                        reads_zero: false,
+                    },
+                    Cluster::Zero(h) => LayerStatus::Zero {
+                        host_offset: h.map(|h| h + pos % cs),
+                    },
+                    Cluster::Unallocated => LayerStatus::Unallocated,
+                };
+                push_merged(
+                    &mut out,
+                    LayerExtent {
+                        start: pos,
+                        length: take,
+                        status,
+                    },
+                );
+                pos += take;
+                n += 1;
+            }
+        }
+        // Allocated clusters over holes in the host file read as zeros (QEMU reports DATA|ZERO).
+        let mut split = Vec::with_capacity(out.len());
+        for e in out {
+            if let LayerStatus::Data {
+                host_offset: Some(h),
+                compressed: false,
+                ..
+            } = e.status
+            {
+                let mut done = 0;
+                while done < e.length {
+                    let run = self.storage.data_run(h + done, e.length - done)?;
+                    let len = run.length.clamp(1, e.length - done);
+                    split.push(LayerExtent {
+                        start: e.start + done,
+                        length: len,
+                        status: LayerStatus::Data {
+                            host_offset: Some(h + done),
+                            compressed: false,
+                            reads_zero: !run.data,
+                        },
+                    });
+                    done += len;
+                }
+            } else {
+                split.push(e);
+            }
+        }
+        Ok(split)
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut st = self.lock()?;
+        self.flush_locked(&mut st)
+    }
+
+    fn close(&self) -> Result<()> {
+        let mut st = self.lock()?;
+        self.flush_locked(&mut st)?;
+        if st.dirty_on_disk && !self.read_only {
+            st.header.incompatible &= !header::INCOMPAT_DIRTY;
+            self.write_header_field(&st, 72, &st.header.incompatible.to_be_bytes())?;
+            self.storage.flush()?;
+            st.dirty_on_disk = false;
+        }
+        st.closed = true;
+        Ok(())
+    }
+
+    fn info(&self) -> Result<DriverInfo> {
+        let st = self.lock()?;
+        let h = &st.header;
+        let data = if h.version >= 3 {
+            serde_json::json!({
+                "compat": "1.1",
+                "compression-type": "zlib",
+                "lazy-refcounts": h.compatible & header::COMPAT_LAZY_REFCOUNTS != 0,
+                "refcount-bits": h.refcount_bits(),
+                "corrupt": h.incompatible & header::INCOMPAT_CORRUPT != 0,
+                "extended-l2": false,
+            })
+        } else {
+            serde_json::json!({ "compat": "0.10", "compression-type": "zlib", "refcount-bits": h.refcount_bits() })
+        };
+        Ok(DriverInfo {
+            cluster_size: Some(self.cs),
+            dirty: h.incompatible & header::INCOMPAT_DIRTY != 0,
+            backing_file: h.backing_file.clone(),
+            backing_format: h.backing_format.clone(),
+            format_specific: Some(serde_json::json!({ "type": "qcow2", "data": data })),
+        })
+    }
+
+    fn check(&self, repair: qimg_core::RepairMode) -> Result<qimg_core::CheckReport> {
+        let mut st = self.lock()?;
+        if repair != qimg_core::RepairMode::None && self.read_only {
+            return Err(Error::new(
+                ErrorCode::ReadOnly,
+                "repairing needs a writable image",
+            ));
+        }
+        let r = self.repair_locked(&mut st, repair)?;
+        if repair != qimg_core::RepairMode::None {
+            self.flush_locked(&mut st)?;
+        }
+        Ok(r)
+    }
+
+    fn resize(&self, new_size: u64) -> Result<()> {
+        let mut st = self.lock()?;
+        self.begin_write(&mut st)?;
+        if new_size < st.header.size {
+            return Err(Error::unsupported("qcow2 shrinking is not supported yet"));
+        }
+        let per_l2 = self.cs * self.l2_entries();
+        let need = new_size.div_ceil(per_l2);
+        if need * 8 > header::MAX_L1_BYTES {
+            return Err(Error::invalid("Image size too large for this cluster size"));
+        }
+        if need > st.l1.len() as u64 {
+            self.flush_locked(&mut st)?;
+            let clusters = (need * 8).div_ceil(self.cs);
+            let off = st.rc.allocate(self.storage.as_ref(), clusters)?;
+            self.sync_reftable_header(&mut st)?;
+            st.rc.write_back(self.storage.as_ref())?;
+            let mut l1 = st.l1.clone();
+            l1.resize(need as usize, 0);
+            let mut raw: Vec<u8> = l1.iter().flat_map(|e| e.to_be_bytes()).collect();
+            raw.resize((clusters * self.cs) as usize, 0);
+            self.storage.write_at(&raw, off)?;
+            self.storage.flush()?;
+            let old = (
+                st.header.l1_table_offset,
+                (st.l1.len() as u64 * 8).div_ceil(self.cs),
+            );
+            let mut hb = (need as u32).to_be_bytes().to_vec();
+            hb.extend_from_slice(&off.to_be_bytes());
+            self.storage.write_at(&hb, 36)?;
+            self.storage.flush()?;
+            st.header.l1_size = need as u32;
+            st.header.l1_table_offset = off;
+            st.l1 = l1;
+            if old.0 != 0 && old.1 > 0 {
+                st.rc.free_later(old.0, old.1);
+            }
+        }
+        self.storage.write_at(&new_size.to_be_bytes(), 24)?;
+        self.storage.flush()?;
+        st.header.size = new_size;
+        self.flush_locked(&mut st)
+    }
+
+    fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
+        self.backing.read().ok().and_then(|b| b.clone())
+    }
+
+    fn set_backing(&self, backing: Option<Arc<dyn BlockDriver>>) -> Result<()> {
+        *self
+            .backing
+            .write()
+            .map_err(|_| Error::new(ErrorCode::Internal, "backing lock poisoned"))? = backing;
+        Ok(())
+    }
+}
+
+fn push_merged(out: &mut Vec<LayerExtent>, e: LayerExtent) {
+    if let Some(last) = out.last_mut() {
+        let contiguous = last.start + last.length == e.start;
+        let same = match (last.status, e.status) {
+            (
+                LayerStatus::Data {
+                    host_offset: Some(a),
+                    compressed: false,
+                    ..
+                },
+                LayerStatus::Data {
+                    host_offset: Some(b),
+                    compressed: false,
+                    ..
+                },
+            ) => a + last.length == b,
+            (
+                LayerStatus::Data {
+                    compressed: true, ..
+                },
+                LayerStatus::Data {
+                    compressed: true, ..
+                },
+            ) => true,
+            (LayerStatus::Zero { host_offset: None }, LayerStatus::Zero { host_offset: None }) => {
+                true
+            }
+            (
+                LayerStatus::Zero {
+                    host_offset: Some(a),
+                },
+                LayerStatus::Zero {
+                    host_offset: Some(b),
+                },
+            ) => a + last.length == b,
+            (LayerStatus::Unallocated, LayerStatus::Unallocated) => true,
+            _ => false,
+        };
+        if contiguous && same {
+            last.length += e.length;
+            return;
+        }
+    }
+    out.push(e);
+}
+
+/// Host offset mask, re-exported for check.
+pub(super) const HOST_MASK: u64 = OFFSET_MASK;

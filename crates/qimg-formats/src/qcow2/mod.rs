@@ -1,0 +1,29 @@
+//! qcow2, QEMU's copy-on-write format (versions 2 and 3).
+//!
+//! Roles as in every format folder: [`header`] (on-disk header, extensions, bounds), [`mapping`]
+//! (L1/L2 entries and the L2 cache), [`alloc`] (refcounts and cluster allocation), [`check`],
+//! [`create`], and [`driver`] (the [`qimg_core::BlockDriver`] implementation).
+//!
+//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: compressed
+//! clusters, encryption, writable opens of images with internal snapshots, extended L2 entries,
+//! external data files, zstd compression, unknown incompatible features.
+pub mod alloc;
+pub mod check;
+pub mod create;
+pub mod driver;
+pub mod header;
+pub mod mapping;
+
+pub use create::create;
+pub use driver::Qcow2Driver;
+
+/// Probe score: 100 for the qcow2 magic with version 2 or 3, as QEMU.
+pub fn probe(first: &[u8]) -> u32 {
+    if first.len() >= 8 && first[..4] == header::MAGIC.to_be_bytes() {
+        let v = u32::from_be_bytes([first[4], first[5], first[6], first[7]]);
+        if v == 2 || v == 3 {
+            return 100;
+        }
+    }
+    0
+}
