@@ -227,15 +227,9 @@ impl Refcounts {
         let at = if own_free {
             first
         } else {
-            // Repair only: the range is partly used but uncounted. Put the block past the end,
-            // in a fresh range whose own block describes itself.
-            let used_end = self
-                .end_cluster
-                .max(self.in_use.as_ref().map_or(0, |u| u.len() as u64));
-            let fresh = used_end.div_ceil(self.per_block) * self.per_block;
-            self.ensure_block(storage, fresh / self.per_block)?;
-            let at = fresh + 1 + self.new_meta.len() as u64;
-            self.table[b as usize] = at * self.cs();
+            // Repair only: the range is partly used but uncounted. Put the block past the end.
+            let off = self.allocate_fresh(storage, 1)?;
+            self.table[b as usize] = off;
             self.blocks.insert(
                 b,
                 Block {
@@ -244,8 +238,7 @@ impl Refcounts {
                 },
             );
             self.table_dirty = true;
-            self.new_meta.insert(at);
-            self.set(storage, at, 1)?;
+            self.new_meta.insert(off / self.cs());
             return Ok(());
         };
         self.table[b as usize] = at * self.cs();
@@ -258,6 +251,65 @@ impl Refcounts {
         Ok(())
     }
 
+    /// First cluster past everything in use (nothing there is counted).
+    fn fresh_start(&self) -> u64 {
+        self.end_cluster
+            .max(self.in_use.as_ref().map_or(0, |u| u.len() as u64))
+    }
+
+    /// Blocks missing (or beyond the table) for the clusters `[p0, p0+len)`.
+    fn missing_blocks(&self, p0: u64, len: u64) -> Vec<u64> {
+        let (first, last) = (p0 / self.per_block, (p0 + len.max(1) - 1) / self.per_block);
+        (first..=last)
+            .filter(|&b| self.table.get(b as usize).is_none_or(|&e| e == 0))
+            .collect()
+    }
+
+    /// For `k` clusters at `p0`: the missing blocks that must follow them so that every cluster
+    /// of the run, and every new block, is counted.
+    fn fresh_blocks(&self, p0: u64, k: u64) -> Vec<u64> {
+        let mut miss = self.missing_blocks(p0, k);
+        loop {
+            let again = self.missing_blocks(p0, k + miss.len() as u64);
+            if again.len() == miss.len() {
+                return miss;
+            }
+            miss = again;
+        }
+    }
+
+    /// Place `k` contiguous clusters at `p0` (past everything in use), followed by the refcount
+    /// blocks `blocks` that count them and themselves. Works for any `k`, unlike first-fit with
+    /// self-describing blocks, whose block starts split runs longer than a block's range.
+    fn place_fresh(
+        &mut self,
+        storage: &dyn Storage,
+        p0: u64,
+        k: u64,
+        blocks: &[u64],
+    ) -> Result<()> {
+        let cs = self.cs();
+        for (i, &b) in blocks.iter().enumerate() {
+            let at = p0 + k + i as u64;
+            self.table[b as usize] = at * cs;
+            self.blocks.insert(
+                b,
+                Block {
+                    data: vec![0u8; cs as usize],
+                    dirty: true,
+                },
+            );
+            self.new_meta.insert(at);
+        }
+        if !blocks.is_empty() {
+            self.table_dirty = true;
+        }
+        for c in p0..p0 + k + blocks.len() as u64 {
+            self.set(storage, c, 1)?;
+        }
+        Ok(())
+    }
+
     /// Move the refcount table to a larger place holding at least `min_entries` entries.
     fn grow_table(&mut self, storage: &dyn Storage, min_entries: u64) -> Result<()> {
         let cs = self.cs();
@@ -266,46 +318,27 @@ impl Refcounts {
             .max(self.table.len() as u64 * 2)
             .div_ceil(per_cluster)
             * per_cluster;
-        let used_end = self
-            .end_cluster
-            .max(self.in_use.as_ref().map_or(0, |u| u.len() as u64));
-        let mut start = used_end;
-        let k = loop {
+        let p0 = self.fresh_start();
+        let (k, blocks) = loop {
             let k = entries / per_cluster;
             if k * cs > MAX_REFTABLE_BYTES {
                 return Err(Error::unsupported(
                     "The refcount table would exceed its maximum size (8 MiB)",
                 ));
             }
-            // Blocks for the new table's clusters that do not exist yet describe themselves at the
-            // start of their ranges; the table must not cover one of those spots.
-            let mut clash = None;
-            for ci in start..start + k {
-                let b = ci / self.per_block;
-                let missing = self.table.get(b as usize).is_none_or(|&e| e == 0);
-                if missing && ci == b * self.per_block {
-                    clash = Some(ci);
-                }
-            }
-            if let Some(c) = clash {
-                start = c + 1;
-                continue;
-            }
-            let need = (start + k).div_ceil(self.per_block);
+            let blocks = self.fresh_blocks(p0, k);
+            let need = (p0 + k + blocks.len() as u64).div_ceil(self.per_block);
             if need > entries {
                 entries = need.div_ceil(per_cluster) * per_cluster;
                 continue;
             }
-            break k;
+            break (k, blocks);
         };
         let old_offset = self.table_offset;
         let old_clusters = (self.table.len() as u64 * 8).div_ceil(cs);
         self.table.resize(entries as usize, 0);
-        for ci in start..start + k {
-            self.new_meta.insert(ci);
-            self.set(storage, ci, 1)?;
-        }
-        self.table_offset = start * cs;
+        self.place_fresh(storage, p0, k, &blocks)?;
+        self.table_offset = p0 * cs;
         // Blocks first, then the table, so the new table never points at unwritten blocks.
         self.write_blocks(storage)?;
         self.write_table(storage)?;
@@ -317,14 +350,43 @@ impl Refcounts {
         Ok(())
     }
 
+    /// Allocate `n` contiguous clusters past everything in use (for runs that must be
+    /// contiguous however long, like L1 tables). Returns the host offset.
+    pub fn allocate_fresh(&mut self, storage: &dyn Storage, n: u64) -> Result<u64> {
+        for _ in 0..4 {
+            let p0 = self.fresh_start();
+            let blocks = self.fresh_blocks(p0, n);
+            let need = (p0 + n + blocks.len() as u64).div_ceil(self.per_block);
+            if need > self.table.len() as u64 {
+                self.grow_table(storage, need)?;
+                continue;
+            }
+            self.place_fresh(storage, p0, n, &blocks)?;
+            return Ok(p0 * self.cs());
+        }
+        Err(Error::new(
+            qimg_core::ErrorCode::Internal,
+            "could not place a contiguous run",
+        ))
+    }
+
+    /// Longest run [`Self::allocate`] accepts (runs are split at refcount block starts).
+    pub fn max_run(&self) -> u64 {
+        (self.per_block / 2).max(1)
+    }
+
     /// Allocate `n` contiguous free clusters with refcount 1; returns the host offset.
     pub fn allocate(&mut self, storage: &dyn Storage, n: u64) -> Result<u64> {
+        if n > self.max_run() {
+            return self.allocate_fresh(storage, n);
+        }
         let mut ci = self.hint;
         'search: loop {
-            for j in 0..n {
-                let c = ci + j;
-                // Create missing blocks first so their self-describing spots are taken.
-                self.ensure_block(storage, c / self.per_block)?;
+            // Blocks first (they may take spots in the run, or move the table), then the check.
+            for b in ci / self.per_block..=(ci + n - 1) / self.per_block {
+                self.ensure_block(storage, b)?;
+            }
+            for c in ci..ci + n {
                 if !self.is_free(storage, c)? {
                     ci = c + 1;
                     continue 'search;
@@ -374,7 +436,6 @@ impl Refcounts {
     }
 
     fn write_blocks(&mut self, storage: &dyn Storage) -> Result<()> {
-        let cs = self.cs();
         for (b, blk) in self.blocks.iter_mut() {
             if blk.dirty {
                 let off = self.table[*b as usize] & !0x1ff;
@@ -382,7 +443,6 @@ impl Refcounts {
                 blk.dirty = false;
             }
         }
-        let _ = cs;
         Ok(())
     }
 

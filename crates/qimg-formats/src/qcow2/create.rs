@@ -174,7 +174,9 @@ fn preallocate(storage: Arc<dyn Storage>, mode: Preallocation, size: u64) -> Res
         let mut st = drv.lock()?;
         let mut gc = 0;
         while gc < clusters {
-            let n = (per_l2 - gc % per_l2).min(clusters - gc);
+            let n = (per_l2 - gc % per_l2)
+                .min(clusters - gc)
+                .min(st.rc.max_run());
             drv.prealloc_run(&mut st, gc, n)?;
             let host = drv.host_of(&mut st, gc)?;
             ranges.push((host, n * cs));

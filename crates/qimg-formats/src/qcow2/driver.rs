@@ -316,7 +316,7 @@ impl Qcow2Driver {
                             Cluster::Data { copied: true, .. } | Cluster::Compressed => break,
                             _ => n += 1,
                         }
-                        if n >= 4096 {
+                        if n >= 4096 || n >= st.rc.max_run() {
                             break;
                         }
                     }
