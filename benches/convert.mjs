@@ -62,8 +62,11 @@ for (const p of paths) {
   const q = best(["qemu-img", "convert", "-f", p.f, "-O", p.O, p.in, out], out);
   const m = best([...qimg, "convert", "-f", p.f, "-O", p.O, p.in, out], out);
   const cmp = spawnSync("qemu-img", ["compare", "-f", p.f, "-F", p.O, p.in, out]);
-  const fmt = (t, r) => `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(10)}`;
+  const fmt = (t, r) =>
+    `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(10)}`;
   console.log(`${p.name.padEnd(13)} ${fmt("qemu-img", q)}`);
-  console.log(`${"".padEnd(13)} ${fmt("qimg", m)}   ${(m.secs / q.secs).toFixed(2)}${cmp.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}`);
+  console.log(
+    `${"".padEnd(13)} ${fmt("qimg", m)}   ${(m.secs / q.secs).toFixed(2)}${cmp.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}`,
+  );
   rmSync(out, { force: true });
 }

@@ -54,7 +54,8 @@ export class Image implements AsyncDisposable {
 
   /** @internal The top native handle. */
   get native(): NativeImage {
-    if (this.#closed) throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "the image is closed", { path: this.filename });
+    if (this.#closed)
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "the image is closed", { path: this.filename });
     return this.chain[0];
   }
 
@@ -65,7 +66,9 @@ export class Image implements AsyncDisposable {
 
   #range(offset: number, length: number): void {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `invalid range ${offset}+${length}`, { path: this.filename });
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `invalid range ${offset}+${length}`, {
+        path: this.filename,
+      });
     }
     if (offset + length > this.virtualSize) {
       throw new QimgError(

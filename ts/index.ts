@@ -4,15 +4,21 @@
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
  * `create`, `convert`, `check`, `compare`, `info`, `map`.
  */
-export { QimgError, type QimgErrorCode, isQimgError } from "./errors.js";
-export { open, type OpenOptions } from "./graph/open.js";
+export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
+export { type OpenOptions, open } from "./graph/open.js";
 export type { ImageOptions } from "./graph/spec.js";
-export { Image, type BlockStatusEntry } from "./image.js";
-export { check, checkExitCode, type CheckOptions, type CheckOutcome, type CheckResult } from "./jobs/check.js";
-export { compare, type CompareOptions, type CompareResult } from "./jobs/compare.js";
-export { convert, type ConvertOptions, type ConvertResult } from "./jobs/convert.js";
-export { create, type CreateOptions } from "./jobs/create.js";
-export { info, type ImageInfo, type InfoOptions } from "./jobs/info.js";
+export { type BlockStatusEntry, Image } from "./image.js";
+export {
+  type CheckOptions,
+  type CheckOutcome,
+  type CheckResult,
+  check,
+  checkExitCode,
+} from "./jobs/check.js";
+export { type CompareOptions, type CompareResult, compare } from "./jobs/compare.js";
+export { type ConvertOptions, type ConvertResult, convert } from "./jobs/convert.js";
+export { type CreateOptions, create } from "./jobs/create.js";
+export { type ImageInfo, type InfoOptions, info } from "./jobs/info.js";
 export { Job, type Progress } from "./jobs/job.js";
-export { map, type MapOptions, type MapResultEntry } from "./jobs/map.js";
+export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
 export { formatNames } from "./registry/index.js";

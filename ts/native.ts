@@ -26,7 +26,8 @@ export function unwrapNativeError(e: unknown): unknown {
       offset?: number;
       errno?: number;
     };
-    const cause = d.errno === undefined ? undefined : Object.assign(new Error(`errno ${d.errno}`), { errno: d.errno });
+    const cause =
+      d.errno === undefined ? undefined : Object.assign(new Error(`errno ${d.errno}`), { errno: d.errno });
     return new QimgError(d.code, d.message, { path: d.path, offset: d.offset, errno: d.errno, cause });
   } catch {
     return e;

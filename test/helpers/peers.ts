@@ -13,7 +13,9 @@ import { fileURLToPath } from "node:url";
 export function hasPeer(cmd: string): boolean {
   const r = spawnSync(cmd, ["--version"], { encoding: "utf8" });
   if (r.error || r.status !== 0) {
-    console.warn(`SKIP: ${cmd} is not installed (apt-get install qemu-utils); tests that need it are skipped`);
+    console.warn(
+      `SKIP: ${cmd} is not installed (apt-get install qemu-utils); tests that need it are skipped`,
+    );
     return false;
   }
   return true;
@@ -42,7 +44,11 @@ export function runOk(cmd: string, args: string[]): string {
 }
 
 /** A fresh temporary directory and its cleanup. */
-export function tempDir(prefix = "qimg-test-"): { dir: string; path: (n: string) => string; cleanup: () => void } {
+export function tempDir(prefix = "qimg-test-"): {
+  dir: string;
+  path: (n: string) => string;
+  cleanup: () => void;
+} {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, path: (n) => join(dir, n), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
@@ -61,7 +67,10 @@ export function qemuDecode(image: string, format: string, out: string): Buffer {
 }
 
 /** `qemu-img check --output=json`: exit status and parsed JSON. */
-export function qemuCheck(image: string, format = "qcow2"): { status: number; json: Record<string, unknown> } {
+export function qemuCheck(
+  image: string,
+  format = "qcow2",
+): { status: number; json: Record<string, unknown> } {
   const r = run("qemu-img", ["check", "--output=json", "-f", format, image]);
   let json: Record<string, unknown> = {};
   try {

@@ -22,7 +22,9 @@ async function waitFor(cond: () => boolean, ms = 10_000): Promise<void> {
 }
 
 async function serve(file: string, sock: string): Promise<ChildProcess> {
-  const p = spawn("qemu-nbd", ["-k", sock, "-f", "qcow2", "--persistent", "--shared=4", file], { stdio: "ignore" });
+  const p = spawn("qemu-nbd", ["-k", sock, "-f", "qcow2", "--persistent", "--shared=4", file], {
+    stdio: "ignore",
+  });
   await waitFor(() => existsSync(sock) && readFileSync("/proc/locks", "utf8").includes("OFDLCK"));
   return p;
 }
@@ -78,7 +80,10 @@ describe.skipIf(!have)("QEMU-compatible image locks", () => {
     const a = await open(file, { format: "qcow2" });
     try {
       await expect(open(file, { format: "qcow2" })).rejects.toMatchObject({ code: "ERR_QIMG_LOCKED" });
-      const b = await open({ driver: "qcow2", file: { driver: "file", filename: file, locking: "off" } }, { readOnly: true });
+      const b = await open(
+        { driver: "qcow2", file: { driver: "file", filename: file, locking: "off" } },
+        { readOnly: true },
+      );
       await b.close();
     } finally {
       await a.close();

@@ -43,7 +43,11 @@ async function qimgDecode(image: string): Promise<Buffer> {
 const cases: Array<{ name: string; opts: string; cluster: number }> = [];
 for (const compat of ["0.10", "1.1"]) {
   for (const cluster of [512, 4096, 65536, 2 << 20]) {
-    cases.push({ name: `compat=${compat} cluster=${cluster}`, opts: `compat=${compat},cluster_size=${cluster}`, cluster });
+    cases.push({
+      name: `compat=${compat} cluster=${cluster}`,
+      opts: `compat=${compat},cluster_size=${cluster}`,
+      cluster,
+    });
   }
 }
 for (const bits of [1, 2, 8, 32, 64]) {

@@ -31,9 +31,28 @@ const cases: Array<{ name: string; patch: Patch; code: string; writable?: boolea
   { name: "encrypted", patch: (h) => be32(h, 32, 1), code: "ERR_QIMG_UNSUPPORTED" },
   { name: "external data file bit", patch: (h) => be64(h, 72, 1n << 2n), code: "ERR_QIMG_UNSUPPORTED" },
   { name: "extended L2 bit", patch: (h) => be64(h, 72, 1n << 4n), code: "ERR_QIMG_UNSUPPORTED" },
-  { name: "corrupt bit, writable", patch: (h) => be64(h, 72, 1n << 1n), code: "ERR_QIMG_CORRUPT", writable: true },
-  { name: "backing name too long", patch: (h) => { be64(h, 8, 0x200n); be32(h, 16, 5000); }, code: "ERR_QIMG_CORRUPT" },
-  { name: "backing name past the header cluster", patch: (h) => { be64(h, 8, 0x1fff0n); be32(h, 16, 100); }, code: "ERR_QIMG_CORRUPT" },
+  {
+    name: "corrupt bit, writable",
+    patch: (h) => be64(h, 72, 1n << 1n),
+    code: "ERR_QIMG_CORRUPT",
+    writable: true,
+  },
+  {
+    name: "backing name too long",
+    patch: (h) => {
+      be64(h, 8, 0x200n);
+      be32(h, 16, 5000);
+    },
+    code: "ERR_QIMG_CORRUPT",
+  },
+  {
+    name: "backing name past the header cluster",
+    patch: (h) => {
+      be64(h, 8, 0x1fff0n);
+      be32(h, 16, 100);
+    },
+    code: "ERR_QIMG_CORRUPT",
+  },
   { name: "header_length too small", patch: (h) => be32(h, 100, 50), code: "ERR_QIMG_CORRUPT" },
   { name: "size overflow", patch: (h) => be64(h, 24, 0xffffffffffffff00n), code: "ERR_QIMG_CORRUPT" },
   { name: "truncated header", patch: () => undefined, code: "ERR_QIMG_CORRUPT" },

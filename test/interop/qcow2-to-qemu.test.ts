@@ -16,7 +16,9 @@ const SIZE = 6 << 20;
 
 /** Write a fixed pattern set through qimg and return the expected raw contents. */
 async function scribble(file: string, cluster: number, base?: Buffer): Promise<Buffer> {
-  const model = base ? Buffer.concat([base, Buffer.alloc(Math.max(0, SIZE - base.length))]).subarray(0, SIZE) : Buffer.alloc(SIZE);
+  const model = base
+    ? Buffer.concat([base, Buffer.alloc(Math.max(0, SIZE - base.length))]).subarray(0, SIZE)
+    : Buffer.alloc(SIZE);
   const img = await open(file, { format: "qcow2" });
   try {
     const ops: Array<[string, number, number, number]> = [
@@ -84,7 +86,10 @@ const variants: Array<Record<string, string>> = [
 
 describe.skipIf(!have)("qcow2 written by qimg passes qemu-img check and compare", () => {
   for (const v of variants) {
-    const name = Object.entries(v).map(([k, x]) => `${k}=${x}`).join(",") || "defaults";
+    const name =
+      Object.entries(v)
+        .map(([k, x]) => `${k}=${x}`)
+        .join(",") || "defaults";
     it(name, async () => {
       const file = t.path(`${name.replace(/[^a-z0-9]/gi, "_")}.qcow2`);
       await create(file, { format: "qcow2", size: SIZE, options: v });
@@ -94,7 +99,15 @@ describe.skipIf(!have)("qcow2 written by qimg passes qemu-img check and compare"
       expectSame(file, model, name.replace(/[^a-z0-9]/gi, "_"));
       const q = JSON.parse(runOk("qemu-img", ["info", "--output=json", file]));
       const [m] = await info(file);
-      for (const k of ["virtual-size", "format", "cluster-size", "format-specific", "dirty-flag", "actual-size", "filename"]) {
+      for (const k of [
+        "virtual-size",
+        "format",
+        "cluster-size",
+        "format-specific",
+        "dirty-flag",
+        "actual-size",
+        "filename",
+      ]) {
         expect([k, (m as unknown as Record<string, unknown>)[k]]).toEqual([k, q[k]]);
       }
       expect(m.children[0].info["virtual-size"]).toBe(q.children[0].info["virtual-size"]);
@@ -112,7 +125,12 @@ describe.skipIf(!have)("qcow2 written by qimg passes qemu-img check and compare"
     expectSame(top, model, "b-top");
     const q = JSON.parse(runOk("qemu-img", ["info", "--output=json", top]));
     const [m] = await info(top);
-    for (const k of ["backing-filename", "full-backing-filename", "backing-filename-format", "virtual-size"]) {
+    for (const k of [
+      "backing-filename",
+      "full-backing-filename",
+      "backing-filename-format",
+      "virtual-size",
+    ]) {
       expect([k, (m as unknown as Record<string, unknown>)[k]]).toEqual([k, q[k]]);
     }
   });

@@ -27,8 +27,16 @@ const range = fc
   .map(([off, len]) => ({ off, len: Math.min(len, SIZE - off) }));
 
 const op: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 5, arbitrary: fc.tuple(range, fc.integer({ min: 1, max: 255 })).map(([r, byte]) => ({ kind: "write" as const, ...r, byte })) },
-  { weight: 2, arbitrary: fc.tuple(range, fc.boolean()).map(([r, unmap]) => ({ kind: "zero" as const, ...r, unmap })) },
+  {
+    weight: 5,
+    arbitrary: fc
+      .tuple(range, fc.integer({ min: 1, max: 255 }))
+      .map(([r, byte]) => ({ kind: "write" as const, ...r, byte })),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.tuple(range, fc.boolean()).map(([r, unmap]) => ({ kind: "zero" as const, ...r, unmap })),
+  },
   { weight: 2, arbitrary: range.map((r) => ({ kind: "discard" as const, ...r })) },
   { weight: 1, arbitrary: fc.constant({ kind: "flush" as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: "reopen" as const }) },

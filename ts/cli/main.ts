@@ -121,12 +121,19 @@ async function run(argv: string[]): Promise<number> {
     }
     case "info":
       return infoCommand(
-        { image: image(p, one(p)), format: last(p, "f"), output: output(p), backingChain: has(p, "backing-chain"), forceShare },
+        {
+          image: image(p, one(p)),
+          format: last(p, "f"),
+          output: output(p),
+          backingChain: has(p, "backing-chain"),
+          forceShare,
+        },
         io,
       );
     case "check": {
       const r = last(p, "r");
-      if (r !== undefined && r !== "leaks" && r !== "all") fail(`Unknown option value for -r (expecting 'leaks' or 'all'): ${r}`);
+      if (r !== undefined && r !== "leaks" && r !== "all")
+        fail(`Unknown option value for -r (expecting 'leaks' or 'all'): ${r}`);
       return checkCommand(
         { image: image(p, one(p)), format: last(p, "f"), output: output(p), repair: r, forceShare, quiet },
         io,
@@ -172,12 +179,16 @@ async function run(argv: string[]): Promise<number> {
       }
       for (const unsupported of ["B", "c", "l", "s", "r", "C", "salvage", "bitmaps", "target-image-opts"]) {
         if (has(p, unsupported)) {
-          throw new QimgError("ERR_QIMG_UNSUPPORTED", `convert option ${unsupported.length > 1 ? "--" : "-"}${unsupported} is not supported yet`);
+          throw new QimgError(
+            "ERR_QIMG_UNSUPPORTED",
+            `convert option ${unsupported.length > 1 ? "--" : "-"}${unsupported} is not supported yet`,
+          );
         }
       }
       if (p.positionals.length < 2) fail("Expecting image file name");
       const m = Number(last(p, "m") ?? "8");
-      if (!Number.isInteger(m) || m < 1 || m > 32) fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 32");
+      if (!Number.isInteger(m) || m < 1 || m > 32)
+        fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 32");
       const S = last(p, "S");
       const sparse = S === undefined ? 4096 : parseSize(S);
       if (has(p, "target-is-zero") && !has(p, "n")) fail("--target-is-zero requires use of -n flag");

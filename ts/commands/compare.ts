@@ -26,7 +26,12 @@ export interface CompareArgs {
 
 /** Run `compare`; returns the exit code. */
 export async function compareCommand(a: CompareArgs, io: Io): Promise<number> {
-  const job = compare(a.a, a.b, { formatA: a.formatA, formatB: a.formatB, strict: a.strict, forceShare: a.forceShare });
+  const job = compare(a.a, a.b, {
+    formatA: a.formatA,
+    formatB: a.formatB,
+    strict: a.strict,
+    forceShare: a.forceShare,
+  });
   if (a.progress && !a.quiet) progressBar(job, io);
   const r = await job;
   if (r.identical) {

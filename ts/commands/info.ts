@@ -1,6 +1,7 @@
 /** `qimg info`: qemu-img's human and JSON output. */
-import { type ImageInfo, info } from "../jobs/info.js";
+
 import type { ImageOptions } from "../graph/spec.js";
+import { type ImageInfo, info } from "../jobs/info.js";
 import { type Io, qemuJson, sizeToStr } from "./output.js";
 
 /** What the `info` command needs. */
@@ -40,9 +41,12 @@ export function humanInfo(i: ImageInfo): string {
   if (i["cluster-size"] !== undefined) l.push(`cluster_size: ${i["cluster-size"]}`);
   if (i["backing-filename"] !== undefined) {
     const full = i["full-backing-filename"];
-    l.push(`backing file: ${i["backing-filename"]}${full && full !== i["backing-filename"] ? ` (actual path: ${full})` : ""}`);
+    l.push(
+      `backing file: ${i["backing-filename"]}${full && full !== i["backing-filename"] ? ` (actual path: ${full})` : ""}`,
+    );
   }
-  if (i["backing-filename-format"] !== undefined) l.push(`backing file format: ${i["backing-filename-format"]}`);
+  if (i["backing-filename-format"] !== undefined)
+    l.push(`backing file format: ${i["backing-filename-format"]}`);
   if (i["dirty-flag"]) l.push("cleanly shut down: no");
   const fs = i["format-specific"];
   if (fs && Object.keys(fs.data).length > 0) {
@@ -61,7 +65,11 @@ export function humanInfo(i: ImageInfo): string {
 
 /** Run `info`; returns the exit code. */
 export async function infoCommand(a: InfoArgs, io: Io): Promise<number> {
-  const chain = await info(a.image, { format: a.format, backingChain: a.backingChain, forceShare: a.forceShare });
+  const chain = await info(a.image, {
+    format: a.format,
+    backingChain: a.backingChain,
+    forceShare: a.forceShare,
+  });
   if (a.output === "json") {
     io.out(`${qemuJson(a.backingChain ? chain : chain[0])}\n`);
   } else {

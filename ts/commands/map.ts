@@ -40,7 +40,9 @@ export async function mapCommand(a: MapArgs, io: Io): Promise<number> {
   io.out(`${"Offset".padEnd(16)}${"Length".padEnd(16)}${"Mapped to".padEnd(16)}File\n`);
   for (const e of entries) {
     if (e.data && e.offset !== undefined) {
-      io.out(`${hex(e.start).padEnd(16)}${hex(e.length).padEnd(16)}${hex(e.offset).padEnd(16)}${e.filename}\n`);
+      io.out(
+        `${hex(e.start).padEnd(16)}${hex(e.length).padEnd(16)}${hex(e.offset).padEnd(16)}${e.filename}\n`,
+      );
     }
   }
   return 0;

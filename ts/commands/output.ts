@@ -27,13 +27,12 @@ export function formatG3(v: number): string {
   const decimals = Math.max(0, 2 - Math.floor(Math.log10(v)));
   const scaled = v * 10 ** decimals;
   let r = Math.round(scaled);
-  if (Math.abs(scaled - Math.trunc(scaled)) === 0.5) r = Math.trunc(scaled) % 2 === 0 ? Math.trunc(scaled) : Math.trunc(scaled) + 1;
+  if (Math.abs(scaled - Math.trunc(scaled)) === 0.5)
+    r = Math.trunc(scaled) % 2 === 0 ? Math.trunc(scaled) : Math.trunc(scaled) + 1;
   return String(Number((r / 10 ** decimals).toFixed(decimals)));
 }
 
 /** qemu-img's JSON pretty printer: 4-space indent, and empty containers opened on their own line. */
 export function qemuJson(v: unknown): string {
-  return JSON.stringify(v, null, 4)
-    .replace(/\[\]/g, "[\n    ]")
-    .replace(/\{\}/g, "{\n    }");
+  return JSON.stringify(v, null, 4).replace(/\[\]/g, "[\n    ]").replace(/\{\}/g, "{\n    }");
 }

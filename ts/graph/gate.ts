@@ -12,7 +12,12 @@ import { QimgError } from "../errors.js";
 export type ImplicitPolicy = "none" | "files" | "all";
 
 /** Resolve and admit a reference `name` found inside the image at `from`; throws if refused. */
-export function admitImplicit(name: string, from: string, policy: ImplicitPolicy, what = "backing file"): string {
+export function admitImplicit(
+  name: string,
+  from: string,
+  policy: ImplicitPolicy,
+  what = "backing file",
+): string {
   if (policy === "none") {
     throw new QimgError(
       "ERR_QIMG_UNSUPPORTED",

@@ -36,7 +36,12 @@ export function toNodeSpec(spec: string | ImageOptions): NodeSpec {
   return normalizeSpec(spec, parseJson);
 }
 
-async function openNode(node: NodeSpec, readOnly: boolean, opts: OpenOptions, explicitFormat?: string): Promise<NativeImage> {
+async function openNode(
+  node: NodeSpec,
+  readOnly: boolean,
+  opts: OpenOptions,
+  explicitFormat?: string,
+): Promise<NativeImage> {
   let format = explicitFormat ?? node.format;
   if (!format) {
     format = await probeFile(node.filename);
@@ -97,7 +102,9 @@ export async function open(spec: string | ImageOptions, opts: OpenOptions = {}):
       if (!info.backingFile) break;
       const filename = admitImplicit(info.backingFile, node.filename, opts.implicit ?? "files");
       if (names.includes(filename)) {
-        throw new QimgError("ERR_QIMG_CORRUPT", `Backing chain loops back to '${filename}'`, { path: node.filename });
+        throw new QimgError("ERR_QIMG_CORRUPT", `Backing chain loops back to '${filename}'`, {
+          path: node.filename,
+        });
       }
       node = filename.startsWith("json:") ? toNodeSpec(filename) : { filename };
       if (info.backingFormat && !node.format) node.format = info.backingFormat;

@@ -70,10 +70,13 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
     locking = file.locking;
   }
   if (typeof filename !== "string" || filename === "") {
-    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "A block device must be specified for \"file\"");
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", 'A block device must be specified for "file"');
   }
   if (locking !== undefined && !["on", "off", "auto"].includes(locking)) {
-    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter 'locking' does not accept value '${locking}'`);
+    throw new QimgError(
+      "ERR_QIMG_INVALID_ARGUMENT",
+      `Parameter 'locking' does not accept value '${locking}'`,
+    );
   }
   const node: NodeSpec = { filename };
   if (spec.driver !== undefined && spec.driver !== "file") node.format = spec.driver;

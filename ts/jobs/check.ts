@@ -1,6 +1,6 @@
 /** `check()`: qemu-img's `ImageCheck`, with its JSON fields and exit-code meaning. */
 import { QimgError } from "../errors.js";
-import { open, type OpenOptions } from "../graph/open.js";
+import { type OpenOptions, open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { callNative, type NativeCheck } from "../native.js";
 import { getFormat } from "../registry/index.js";
@@ -79,7 +79,9 @@ export async function check(spec: string | ImageOptions, opts: CheckOptions = {}
   });
   try {
     if (!getFormat(img.format).supportsCheck) {
-      throw new QimgError("ERR_QIMG_UNSUPPORTED", `This image format does not support checks`, { path: img.filename });
+      throw new QimgError("ERR_QIMG_UNSUPPORTED", `This image format does not support checks`, {
+        path: img.filename,
+      });
     }
     const first = await callNative(() => img.native.check(opts.repair ?? "none"));
     if (!opts.repair) return { result: shape(first, img.filename, img.format), messages: first.messages };

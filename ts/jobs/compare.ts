@@ -1,5 +1,5 @@
 /** `compare()`: are two images' guest contents equal? (qemu-img compare semantics) */
-import { open, type OpenOptions } from "../graph/open.js";
+import { type OpenOptions, open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { callNative, native } from "../native.js";
 import { Job, throwIfAborted } from "./job.js";
@@ -29,11 +29,25 @@ export interface CompareResult {
 const CHUNK = 64 << 20;
 
 /** Compare two images. Without `strict`, a size difference is allowed if the extra tail reads as zeros. */
-export function compare(a: string | ImageOptions, b: string | ImageOptions, opts: CompareOptions = {}): Job<CompareResult> {
+export function compare(
+  a: string | ImageOptions,
+  b: string | ImageOptions,
+  opts: CompareOptions = {},
+): Job<CompareResult> {
   return new Job(async (report) => {
-    const ia = await open(a, { format: opts.formatA, readOnly: true, forceShare: opts.forceShare, locking: opts.locking });
+    const ia = await open(a, {
+      format: opts.formatA,
+      readOnly: true,
+      forceShare: opts.forceShare,
+      locking: opts.locking,
+    });
     try {
-      const ib = await open(b, { format: opts.formatB, readOnly: true, forceShare: opts.forceShare, locking: opts.locking });
+      const ib = await open(b, {
+        format: opts.formatB,
+        readOnly: true,
+        forceShare: opts.forceShare,
+        locking: opts.locking,
+      });
       try {
         const sa = ia.virtualSize;
         const sb = ib.virtualSize;

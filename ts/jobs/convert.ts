@@ -69,7 +69,10 @@ async function runConvert(
 ): Promise<ConvertResult> {
   const parallel = opts.parallel ?? 8;
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 32) {
-    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Invalid number of coroutines. Allowed number of coroutines is between 1 and 32");
+    throw new QimgError(
+      "ERR_QIMG_INVALID_ARGUMENT",
+      "Invalid number of coroutines. Allowed number of coroutines is between 1 and 32",
+    );
   }
   if (opts.targetIsZero && !opts.noCreate) {
     throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "--target-is-zero requires use of -n flag");
@@ -77,6 +80,8 @@ async function runConvert(
   const sparseSize = opts.sparseSize ?? 4096;
   const sources: Image[] = [];
   let dst: Image | undefined;
+  let failure: unknown;
+  let out: ConvertResult | undefined;
   try {
     for (const s of specs) {
       sources.push(await open(s, { format: opts.sourceFormat, readOnly: true, forceShare: opts.forceShare }));
@@ -88,7 +93,9 @@ async function runConvert(
     }
     dst = await open(target, { format: targetFormat, readOnly: false });
     if (opts.noCreate && dst.virtualSize < total) {
-      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Target image is smaller than the source", { path: target });
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Target image is smaller than the source", {
+        path: target,
+      });
     }
     const targetZeroed = !opts.noCreate || !!opts.targetIsZero;
     const result: ConvertResult = { totalBytes: total, bytesRead: 0, bytesWritten: 0, bytesZero: 0 };
@@ -110,7 +117,10 @@ async function runConvert(
         throwIfAborted(opts.signal);
         const j = jobs[next++];
         if (j.srcOff !== j.dstOff) {
-          throw new QimgError("ERR_QIMG_UNSUPPORTED", "converting several sources into one target is not supported yet");
+          throw new QimgError(
+            "ERR_QIMG_UNSUPPORTED",
+            "converting several sources into one target is not supported yet",
+          );
         }
         const st = await callNative(() =>
           native.copyRange(j.src.native, d.native, j.srcOff, j.len, { sparseSize, targetZeroed }),
@@ -127,12 +137,13 @@ async function runConvert(
     const failed = settled.find((s) => s.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
     await dst.flush();
-    return result;
-  } finally {
-    // Close flushes the target even after a failure or abort, so what was written stays consistent.
-    let err: unknown;
-    if (dst) await dst.close().catch((e) => (err = e));
-    for (const s of sources) await s.close().catch(() => undefined);
-    if (err) throw err;
+    out = result;
+  } catch (e) {
+    failure = e;
   }
+  // Close flushes the target even after a failure or abort, so what was written stays consistent.
+  if (dst) await dst.close().catch((e) => (failure ??= e));
+  for (const s of sources) await s.close().catch(() => undefined);
+  if (failure !== undefined || !out) throw failure;
+  return out;
 }

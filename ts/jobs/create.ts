@@ -29,7 +29,8 @@ function toBool(name: string, v: string | number | boolean): boolean {
 
 function toSize(name: string, v: string | number | boolean): number {
   if (typeof v === "number") return v;
-  if (typeof v !== "string") throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter '${name}' expects a size`);
+  if (typeof v !== "string")
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter '${name}' expects a size`);
   return parseSize(v);
 }
 
@@ -62,7 +63,9 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
     }
     if (!opts.unsafe) {
       const path = await import("node:path");
-      const resolved = path.isAbsolute(backingFile) ? backingFile : path.join(path.dirname(filename), backingFile);
+      const resolved = path.isAbsolute(backingFile)
+        ? backingFile
+        : path.join(path.dirname(filename), backingFile);
       const b = await open(resolved, { format: backingFormat, readOnly: true, forceShare: true });
       try {
         size ??= b.virtualSize;
@@ -72,7 +75,9 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
     }
   }
   if (size === undefined) {
-    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Image creation needs a size parameter", { path: filename });
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Image creation needs a size parameter", {
+      path: filename,
+    });
   }
   const get = (k: string) => o[k];
   for (const k of ["encryption", "encrypt.format", "data_file_raw"]) {
@@ -88,9 +93,11 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       preallocation: get("preallocation") === undefined ? undefined : String(get("preallocation")),
       nocow: get("nocow") === undefined ? undefined : toBool("nocow", get("nocow")),
       compat: get("compat") === undefined ? undefined : normalizeCompat(String(get("compat"))),
-      clusterSize: get("cluster_size") === undefined ? undefined : toSize("cluster_size", get("cluster_size")),
+      clusterSize:
+        get("cluster_size") === undefined ? undefined : toSize("cluster_size", get("cluster_size")),
       refcountBits: get("refcount_bits") === undefined ? undefined : Number(get("refcount_bits")),
-      lazyRefcounts: get("lazy_refcounts") === undefined ? undefined : toBool("lazy_refcounts", get("lazy_refcounts")),
+      lazyRefcounts:
+        get("lazy_refcounts") === undefined ? undefined : toBool("lazy_refcounts", get("lazy_refcounts")),
       backingFile,
       backingFmt: backingFormat,
       extendedL2: get("extended_l2") === undefined ? undefined : toBool("extended_l2", get("extended_l2")),

@@ -3,7 +3,7 @@
  * `children` (protocol node) section of qemu-img 10.
  */
 import * as fs from "node:fs/promises";
-import { open, type OpenOptions } from "../graph/open.js";
+import { type OpenOptions, open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { callNative, type NativeImage } from "../native.js";
 
@@ -47,7 +47,13 @@ async function nodeInfo(n: NativeImage, filename: string): Promise<ImageInfo> {
     "format-specific": { type: "file", data: {} },
     "dirty-flag": false,
   };
-  const out: ImageInfo = { children: [{ name: "file", info: file }], "virtual-size": i.virtualSize, filename, format: i.format, "dirty-flag": i.dirty };
+  const out: ImageInfo = {
+    children: [{ name: "file", info: file }],
+    "virtual-size": i.virtualSize,
+    filename,
+    format: i.format,
+    "dirty-flag": i.dirty,
+  };
   // Field order follows qemu-img 10's JSON output.
   const ordered: ImageInfo = { children: out.children } as ImageInfo;
   if (i.backingFormat) ordered["backing-filename-format"] = i.backingFormat;
@@ -59,9 +65,10 @@ async function nodeInfo(n: NativeImage, filename: string): Promise<ImageInfo> {
   if (i.formatSpecificJson) ordered["format-specific"] = JSON.parse(i.formatSpecificJson);
   if (i.backingFile) {
     const path = await import("node:path");
-    ordered["full-backing-filename"] = path.isAbsolute(i.backingFile) || /^[a-z]+:/.test(i.backingFile)
-      ? i.backingFile
-      : path.join(path.dirname(filename), i.backingFile);
+    ordered["full-backing-filename"] =
+      path.isAbsolute(i.backingFile) || /^[a-z]+:/.test(i.backingFile)
+        ? i.backingFile
+        : path.join(path.dirname(filename), i.backingFile);
     ordered["backing-filename"] = i.backingFile;
   }
   ordered["dirty-flag"] = i.dirty;

@@ -40,5 +40,6 @@ export class Job<T> extends EventEmitter implements PromiseLike<T> {
 
 /** Throw `ERR_QIMG_ABORTED` if `signal` is aborted. */
 export function throwIfAborted(signal?: AbortSignal): void {
-  if (signal?.aborted) throw new QimgError("ERR_QIMG_ABORTED", "The operation was aborted", { cause: signal.reason });
+  if (signal?.aborted)
+    throw new QimgError("ERR_QIMG_ABORTED", "The operation was aborted", { cause: signal.reason });
 }

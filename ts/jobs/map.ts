@@ -1,5 +1,5 @@
 /** `map()`: the allocation map of an image through its chain, merged as qemu-img merges it. */
-import { open, type OpenOptions } from "../graph/open.js";
+import { type OpenOptions, open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import type { BlockStatusEntry } from "../image.js";
 
@@ -33,7 +33,12 @@ function mergeable(a: MapResultEntry, b: MapResultEntry): boolean {
 
 /** Map `[startOffset, startOffset+maxLength)` of an image. */
 export async function map(spec: string | ImageOptions, opts: MapOptions = {}): Promise<MapResultEntry[]> {
-  const img = await open(spec, { format: opts.format, readOnly: true, forceShare: opts.forceShare, locking: opts.locking });
+  const img = await open(spec, {
+    format: opts.format,
+    readOnly: true,
+    forceShare: opts.forceShare,
+    locking: opts.locking,
+  });
   try {
     const size = img.virtualSize;
     const start = Math.min(opts.startOffset ?? 0, size);

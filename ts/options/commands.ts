@@ -14,14 +14,39 @@ const common: OptionSpec["long"] = {
 export const COMMAND_SPECS: Record<string, OptionSpec> = {
   create: {
     short: { F: true, b: true, f: true, h: false, o: true, q: false, u: false },
-    long: { ...common, options: [true, "o"], backing: [true, "b"], "backing-format": [true, "F"], "backing-unsafe": [false, "u"] },
+    long: {
+      ...common,
+      options: [true, "o"],
+      backing: [true, "b"],
+      "backing-format": [true, "F"],
+      "backing-unsafe": [false, "u"],
+    },
   },
   info: {
     short: { f: true, h: false, U: false },
     long: { ...common, output: [true, "output"], "backing-chain": [false, "backing-chain"] },
   },
   convert: {
-    short: { h: false, f: true, O: true, B: true, C: false, c: false, o: true, l: true, S: true, p: false, t: true, T: true, q: false, n: false, m: true, W: false, U: false, r: true },
+    short: {
+      h: false,
+      f: true,
+      O: true,
+      B: true,
+      C: false,
+      c: false,
+      o: true,
+      l: true,
+      S: true,
+      p: false,
+      t: true,
+      T: true,
+      q: false,
+      n: false,
+      m: true,
+      W: false,
+      U: false,
+      r: true,
+    },
     long: {
       ...common,
       "target-image-opts": [false, "target-image-opts"],
@@ -41,7 +66,13 @@ export const COMMAND_SPECS: Record<string, OptionSpec> = {
   },
   compare: {
     short: { h: false, f: true, F: true, T: true, p: false, q: false, s: false, U: false },
-    long: { ...common, "a-format": [true, "f"], "b-format": [true, "F"], strict: [false, "s"], progress: [false, "p"] },
+    long: {
+      ...common,
+      "a-format": [true, "f"],
+      "b-format": [true, "F"],
+      strict: [false, "s"],
+      progress: [false, "p"],
+    },
   },
   map: {
     short: { f: true, h: false, U: false, s: true, l: true },

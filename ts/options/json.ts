@@ -22,10 +22,16 @@ export function parseJsonFilename(s: string): Record<string, unknown> {
   try {
     v = JSON.parse(s.slice(5));
   } catch (e) {
-    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Could not parse the JSON options: ${(e as Error).message}`);
+    throw new QimgError(
+      "ERR_QIMG_INVALID_ARGUMENT",
+      `Could not parse the JSON options: ${(e as Error).message}`,
+    );
   }
   if (v === null || typeof v !== "object" || Array.isArray(v)) {
-    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Could not parse the JSON options: an object is required");
+    throw new QimgError(
+      "ERR_QIMG_INVALID_ARGUMENT",
+      "Could not parse the JSON options: an object is required",
+    );
   }
   const flat: Record<string, unknown> = {};
   flatten(v, "", flat, 0);

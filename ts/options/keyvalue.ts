@@ -83,12 +83,16 @@ export function crumple(flat: Record<string, unknown>): Record<string, unknown> 
       const next = node[p];
       if (next === undefined) node[p] = {};
       else if (typeof next !== "object" || next === null || Array.isArray(next)) {
-        throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter '${parts.slice(0, i + 1).join(".")}' conflicts with '${k}'`);
+        throw new QimgError(
+          "ERR_QIMG_INVALID_ARGUMENT",
+          `Parameter '${parts.slice(0, i + 1).join(".")}' conflicts with '${k}'`,
+        );
       }
       node = node[p] as Record<string, unknown>;
     }
     const leaf = parts[parts.length - 1];
-    if (leaf in node) throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter '${k}' is given twice or conflicts`);
+    if (leaf in node)
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter '${k}' is given twice or conflicts`);
     node[leaf] = v;
   }
   return root;

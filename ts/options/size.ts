@@ -1,7 +1,18 @@
 /** Sizes as qemu-img takes them: `qemu_strtosz` with k/K, M, G, T, P, E suffixes (powers of 1024). */
 import { QimgError } from "../errors.js";
 
-const SUFFIX: Record<string, number> = { "": 1, b: 1, B: 1, k: 2 ** 10, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40, P: 2 ** 50, E: 2 ** 60 };
+const SUFFIX: Record<string, number> = {
+  "": 1,
+  b: 1,
+  B: 1,
+  k: 2 ** 10,
+  K: 2 ** 10,
+  M: 2 ** 20,
+  G: 2 ** 30,
+  T: 2 ** 40,
+  P: 2 ** 50,
+  E: 2 ** 60,
+};
 
 /**
  * Parse a size. A bare number is in bytes (or in `defaultUnit`); decimals are allowed with a

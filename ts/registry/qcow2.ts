@@ -16,7 +16,12 @@ export const qcow2Format: FormatEntry = {
   supportsCheck: true,
   createOptions: [
     { name: "size", type: "size", help: "Virtual disk size" },
-    { name: "compat", type: "string", help: "qcow2 compatibility level (v2 [0.10] or v3 [1.1])", default: "v3" },
+    {
+      name: "compat",
+      type: "string",
+      help: "qcow2 compatibility level (v2 [0.10] or v3 [1.1])",
+      default: "v3",
+    },
     { name: "backing_file", type: "string", help: "File name of a base image" },
     { name: "backing_fmt", type: "string", help: "Image format of the base image" },
     { name: "data_file", type: "string", help: "File name of an external data file" },
@@ -26,7 +31,11 @@ export const qcow2Format: FormatEntry = {
       help: "The external data file must stay valid as a raw image",
       default: "off",
     },
-    { name: "encryption", type: "bool", help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
+    {
+      name: "encryption",
+      type: "bool",
+      help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)",
+    },
     { name: "encrypt.format", type: "string", help: "Encrypt the image, format choices: 'aes', 'luks'" },
     { name: "cluster_size", type: "size", help: "qcow2 cluster size", default: "65536" },
     {
@@ -36,7 +45,12 @@ export const qcow2Format: FormatEntry = {
       default: "off",
     },
     { name: "lazy_refcounts", type: "bool", help: "Postpone refcount updates", default: "off" },
-    { name: "refcount_bits", type: "number", help: "Width of a reference count entry in bits", default: "16" },
+    {
+      name: "refcount_bits",
+      type: "number",
+      help: "Width of a reference count entry in bits",
+      default: "16",
+    },
     {
       name: "compression_type",
       type: "string",
