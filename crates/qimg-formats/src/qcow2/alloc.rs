@@ -381,18 +381,22 @@ impl Refcounts {
             return self.allocate_fresh(storage, n);
         }
         let mut ci = self.hint;
-        'search: loop {
+        loop {
             // Blocks first (they may take spots in the run, or move the table), then the check.
             for b in ci / self.per_block..=(ci + n - 1) / self.per_block {
                 self.ensure_block(storage, b)?;
             }
+            let mut busy = None;
             for c in ci..ci + n {
                 if !self.is_free(storage, c)? {
-                    ci = c + 1;
-                    continue 'search;
+                    busy = Some(c);
+                    break;
                 }
             }
-            break;
+            match busy {
+                Some(c) => ci = c + 1,
+                None => break,
+            }
         }
         for j in 0..n {
             self.set(storage, ci + j, 1)?;

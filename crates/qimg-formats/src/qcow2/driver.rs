@@ -25,6 +25,8 @@ pub(super) struct State {
     /// The lazy-refcounts dirty bit is set on disk.
     dirty_on_disk: bool,
     closed: bool,
+    /// `None` until block status first asks: does the image look metadata-preallocated?
+    metadata_prealloc: Option<bool>,
 }
 
 /// An open qcow2 image.
@@ -91,6 +93,7 @@ impl Qcow2Driver {
                 rc,
                 dirty_on_disk: dirty,
                 closed: false,
+                metadata_prealloc: None,
             }),
             backing: RwLock::new(None),
         };
@@ -425,6 +428,25 @@ impl Qcow2Driver {
         Ok(())
     }
 
+    /// QEMU's heuristic: more clusters counted in use than the host file really allocates
+    /// (beyond 10%) means metadata preallocation, and only then does block status ask the host
+    /// file which allocated clusters are holes.
+    fn detect_metadata_prealloc(&self, st: &mut State) -> Result<bool> {
+        let real = self.storage.allocated_bytes()? / self.cs;
+        let threshold = (real * 10 / 9).max(real + 2);
+        let clusters = self.storage.size()?.div_ceil(self.cs);
+        let mut counted = 0;
+        for c in 0..clusters {
+            if st.rc.get(self.storage.as_ref(), c)? > 0 {
+                counted += 1;
+                if counted > threshold {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Guest clusters wholly inside `[offset, offset+len)`.
     fn whole_clusters(&self, offset: u64, len: u64) -> std::ops::Range<u64> {
         offset.div_ceil(self.cs)..(offset + len) / self.cs
@@ -646,9 +668,18 @@ impl BlockDriver for Qcow2Driver {
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
         let cs = self.cs;
         let mut out: Vec<LayerExtent> = Vec::new();
+        let recurse;
         {
             let mut st = self.lock()?;
             self.bounds(&st, offset, length)?;
+            recurse = match st.metadata_prealloc {
+                Some(v) => v,
+                None => {
+                    let v = self.detect_metadata_prealloc(&mut st)?;
+                    st.metadata_prealloc = Some(v);
+                    v
+                }
+            };
             let end = offset + length;
             let mut pos = offset;
             let limit = 1 << 20; // clusters per call; callers ask again for the rest
@@ -683,6 +714,9 @@ impl BlockDriver for Qcow2Driver {
                 pos += take;
                 n += 1;
             }
+        }
+        if !recurse {
+            return Ok(out);
         }
         // Allocated clusters over holes in the host file read as zeros (QEMU reports DATA|ZERO).
         let mut split = Vec::with_capacity(out.len());
