@@ -1,9 +1,12 @@
 //! Image creation: create the host file, then let the format write its empty image.
-use crate::image::open_storage;
 use crate::work::{spawn, Work};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use qimg_core::file::{FileOptions, FileStorage};
+use qimg_core::lock::LockMode;
+use qimg_core::Storage;
 use qimg_formats::{CreateOptions, Preallocation};
+use std::sync::Arc;
 
 /// Create options, validated in TypeScript (`-o` names mapped to fields).
 #[napi(object)]
@@ -59,7 +62,19 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             compression_type: opts.compression_type,
             data_file: opts.data_file,
         };
-        let storage = open_storage(&opts.filename, false, None, false, true)?;
+        let file = FileStorage::open(
+            &opts.filename,
+            &FileOptions {
+                read_only: false,
+                create: true,
+                locking: LockMode::Auto,
+                force_share: false,
+            },
+        )?;
+        if co.nocow {
+            file.set_nocow();
+        }
+        let storage: Arc<dyn Storage> = Arc::new(file);
         qimg_formats::create_image(&opts.format, storage.clone(), &co)
             .map_err(|e| e.with_path(&opts.filename))?;
         storage.flush()

@@ -8,6 +8,12 @@ use crate::zero::{is_zero, run_length};
 /// Largest single read the loops issue.
 const MAX_IO: u64 = 4 << 20;
 
+thread_local! {
+    /// One reusable I/O buffer per worker thread: allocating (and unmapping) a fresh multi-MiB
+    /// buffer per chunk costs page faults and cross-CPU TLB shootdowns.
+    static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// How [`copy_range`] treats zeros.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyOptions {
@@ -42,28 +48,36 @@ pub fn copy_range(
     let mut stats = CopyStats::default();
     let end = offset + length;
     let mut pos = offset;
-    let mut buf = Vec::new();
-    while pos < end {
-        let extents = map_extents(src, pos, end - pos)?;
-        if extents.is_empty() {
-            return Err(crate::Error::new(
-                crate::ErrorCode::Internal,
-                "block status returned no extent",
-            ));
-        }
-        for e in extents {
-            let start = e.start.max(pos);
-            let stop = (e.start + e.length).min(end);
-            if stop <= start {
-                continue;
+    let mut buf = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let result = (|| -> Result<()> {
+        while pos < end {
+            let extents = map_extents(src, pos, end - pos)?;
+            if extents.is_empty() {
+                return Err(crate::Error::new(
+                    crate::ErrorCode::Internal,
+                    "block status returned no extent",
+                ));
             }
-            if e.zero {
-                zero_target(dst, start, stop - start, opts, &mut stats)?;
-            } else {
-                copy_data(src, dst, start, stop - start, opts, &mut buf, &mut stats)?;
+            for e in extents {
+                let start = e.start.max(pos);
+                let stop = (e.start + e.length).min(end);
+                if stop <= start {
+                    continue;
+                }
+                if e.zero {
+                    zero_target(dst, start, stop - start, opts, &mut stats)?;
+                } else {
+                    copy_data(src, dst, start, stop - start, opts, &mut buf, &mut stats)?;
+                }
+                pos = stop;
             }
-            pos = stop;
         }
+        Ok(())
+    })();
+    BUF.with(|b| *b.borrow_mut() = buf);
+    result?;
+    if stats.bytes_written > 0 {
+        dst.storage().start_writeback();
     }
     Ok(stats)
 }

@@ -291,4 +291,15 @@ impl Storage for FileStorage {
     fn read_only(&self) -> bool {
         self.read_only
     }
+
+    fn start_writeback(&self) {
+        if !self.read_only {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+            // SAFETY: sync_file_range only reads its integer arguments; fd is open. Errors are
+            // ignored: this is a hint, the flush that follows reports real failures.
+            unsafe {
+                libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+    }
 }

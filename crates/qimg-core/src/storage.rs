@@ -39,4 +39,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn data_run(&self, offset: u64, length: u64) -> Result<DataRun>;
     /// True if writes are refused.
     fn read_only(&self) -> bool;
+    /// Start writing dirty data back without waiting (a hint; bulk writers call it per chunk so
+    /// the final flush has little left to do).
+    fn start_writeback(&self) {}
 }

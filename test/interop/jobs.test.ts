@@ -1,0 +1,88 @@
+/**
+ * Library jobs: progress events, cancellation through an AbortSignal (the job rejects with
+ * ERR_QIMG_ABORTED and the partial target still passes `qemu-img check`), the typed errors of
+ * `open()`, and the implicit-open gate for backing files.
+ */
+import { afterAll, describe, expect, it } from "vitest";
+import { convert, create, info, open } from "../../ts/index.js";
+import { hasPeer, qemuCheck, runOk, tempDir } from "../helpers/peers.js";
+
+const have = hasPeer("qemu-img") && hasPeer("qemu-io");
+const t = tempDir();
+afterAll(() => t.cleanup());
+
+describe.skipIf(!have)("jobs", () => {
+  it("convert reports progress up to the total and resolves after the flush", async () => {
+    const src = t.path("p.raw");
+    runOk("qemu-img", ["create", "-q", "-f", "raw", src, "24M"]);
+    runOk("qemu-io", ["-f", "raw", "-c", "write -P 0x3c 0 24M", src]);
+    const seen: number[] = [];
+    const job = convert(src, t.path("p.qcow2"), { sourceFormat: "raw", targetFormat: "qcow2", chunkSize: 1 << 20 });
+    job.on("progress", ({ done, total }) => {
+      expect(total).toBe(24 << 20);
+      seen.push(done);
+    });
+    const r = await job;
+    expect(r.totalBytes).toBe(24 << 20);
+    expect(r.bytesWritten).toBe(24 << 20);
+    expect(seen[seen.length - 1]).toBe(24 << 20);
+    expect(seen.every((v, i) => i === 0 || v >= seen[i - 1])).toBe(true);
+    expect(qemuCheck(t.path("p.qcow2")).status).toBe(0);
+  });
+
+  it("an aborted convert rejects with ERR_QIMG_ABORTED and leaves a consistent target", async () => {
+    const src = t.path("a.raw");
+    runOk("qemu-img", ["create", "-q", "-f", "raw", src, "256M"]);
+    runOk("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 0 256M", src]);
+    const ac = new AbortController();
+    const dst = t.path("a.qcow2");
+    const job = convert(src, dst, { sourceFormat: "raw", targetFormat: "qcow2", signal: ac.signal, chunkSize: 1 << 20, parallel: 2 });
+    let doneAtAbort = 0;
+    job.on("progress", ({ done }) => {
+      if (done >= 8 << 20 && !ac.signal.aborted) {
+        doneAtAbort = done;
+        ac.abort();
+      }
+    });
+    await expect(job).rejects.toMatchObject({ code: "ERR_QIMG_ABORTED" });
+    expect(doneAtAbort).toBeGreaterThan(0);
+    const c = qemuCheck(dst);
+    expect(c.status).toBe(0);
+    // It stopped early: far less than the whole source was copied.
+    const [i] = await info(dst);
+    expect(i["actual-size"]).toBeLessThan(128 << 20);
+  });
+
+  it("open() gives typed errors for missing files, wrong formats and closed handles", async () => {
+    await expect(open(t.path("nope.qcow2"))).rejects.toMatchObject({ code: "ERR_QIMG_NOT_FOUND" });
+    const raw = t.path("plain.raw");
+    runOk("qemu-img", ["create", "-q", "-f", "raw", raw, "1M"]);
+    await expect(open(raw, { format: "qcow2", readOnly: true })).rejects.toMatchObject({ code: "ERR_QIMG_WRONG_FORMAT" });
+    // Probing never picks raw for a writable open; -f raw always works.
+    await expect(open(raw)).rejects.toMatchObject({ code: "ERR_QIMG_INVALID_ARGUMENT" });
+    const img = await open(raw, { format: "raw" });
+    await expect(img.read(1 << 20, 1)).rejects.toMatchObject({ code: "ERR_QIMG_OUT_OF_RANGE" });
+    await img.close();
+    await expect(img.read(0, 1)).rejects.toMatchObject({ code: "ERR_QIMG_INVALID_ARGUMENT" });
+    await expect(open("nbd://127.0.0.1/x")).rejects.toMatchObject({ code: "ERR_QIMG_UNSUPPORTED" });
+  });
+
+  it("the implicit-open gate follows plain backing paths, refuses json: names and everything when untrusted", async () => {
+    const base = t.path("g-base.qcow2");
+    await create(base, { format: "qcow2", size: 1 << 20 });
+    const top = t.path("g-top.qcow2");
+    await create(top, { format: "qcow2", backingFile: "g-base.qcow2", backingFormat: "qcow2" });
+    const img = await open(top, { readOnly: true });
+    expect(img.chainFilenames).toEqual([top, base]);
+    await img.close();
+    await expect(open(top, { readOnly: true, implicit: "none" })).rejects.toMatchObject({ code: "ERR_QIMG_UNSUPPORTED" });
+    const js = t.path("g-json.qcow2");
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", "-u", "-b", `json:{"driver":"qcow2","file":{"driver":"file","filename":"${base}"}}`, "-F", "qcow2", js, "1M"]);
+    await expect(open(js, { readOnly: true })).rejects.toMatchObject({ code: "ERR_QIMG_UNSUPPORTED" });
+    const ok = await open(js, { readOnly: true, implicit: "all" });
+    expect(ok.chainFilenames.length).toBe(2);
+    await ok.close();
+    const [i] = await info(js);
+    expect(i["backing-filename"]).toContain("json:");
+  });
+});
