@@ -17,7 +17,11 @@ describe.skipIf(!have)("jobs", () => {
     runOk("qemu-img", ["create", "-q", "-f", "raw", src, "24M"]);
     runOk("qemu-io", ["-f", "raw", "-c", "write -P 0x3c 0 24M", src]);
     const seen: number[] = [];
-    const job = convert(src, t.path("p.qcow2"), { sourceFormat: "raw", targetFormat: "qcow2", chunkSize: 1 << 20 });
+    const job = convert(src, t.path("p.qcow2"), {
+      sourceFormat: "raw",
+      targetFormat: "qcow2",
+      chunkSize: 1 << 20,
+    });
     job.on("progress", ({ done, total }) => {
       expect(total).toBe(24 << 20);
       seen.push(done);
@@ -36,7 +40,13 @@ describe.skipIf(!have)("jobs", () => {
     runOk("qemu-io", ["-f", "raw", "-c", "write -P 0x5a 0 256M", src]);
     const ac = new AbortController();
     const dst = t.path("a.qcow2");
-    const job = convert(src, dst, { sourceFormat: "raw", targetFormat: "qcow2", signal: ac.signal, chunkSize: 1 << 20, parallel: 2 });
+    const job = convert(src, dst, {
+      sourceFormat: "raw",
+      targetFormat: "qcow2",
+      signal: ac.signal,
+      chunkSize: 1 << 20,
+      parallel: 2,
+    });
     let doneAtAbort = 0;
     job.on("progress", ({ done }) => {
       if (done >= 8 << 20 && !ac.signal.aborted) {
@@ -57,7 +67,9 @@ describe.skipIf(!have)("jobs", () => {
     await expect(open(t.path("nope.qcow2"))).rejects.toMatchObject({ code: "ERR_QIMG_NOT_FOUND" });
     const raw = t.path("plain.raw");
     runOk("qemu-img", ["create", "-q", "-f", "raw", raw, "1M"]);
-    await expect(open(raw, { format: "qcow2", readOnly: true })).rejects.toMatchObject({ code: "ERR_QIMG_WRONG_FORMAT" });
+    await expect(open(raw, { format: "qcow2", readOnly: true })).rejects.toMatchObject({
+      code: "ERR_QIMG_WRONG_FORMAT",
+    });
     // Probing never picks raw for a writable open; -f raw always works.
     await expect(open(raw)).rejects.toMatchObject({ code: "ERR_QIMG_INVALID_ARGUMENT" });
     const img = await open(raw, { format: "raw" });
@@ -75,9 +87,23 @@ describe.skipIf(!have)("jobs", () => {
     const img = await open(top, { readOnly: true });
     expect(img.chainFilenames).toEqual([top, base]);
     await img.close();
-    await expect(open(top, { readOnly: true, implicit: "none" })).rejects.toMatchObject({ code: "ERR_QIMG_UNSUPPORTED" });
+    await expect(open(top, { readOnly: true, implicit: "none" })).rejects.toMatchObject({
+      code: "ERR_QIMG_UNSUPPORTED",
+    });
     const js = t.path("g-json.qcow2");
-    runOk("qemu-img", ["create", "-q", "-f", "qcow2", "-u", "-b", `json:{"driver":"qcow2","file":{"driver":"file","filename":"${base}"}}`, "-F", "qcow2", js, "1M"]);
+    runOk("qemu-img", [
+      "create",
+      "-q",
+      "-f",
+      "qcow2",
+      "-u",
+      "-b",
+      `json:{"driver":"qcow2","file":{"driver":"file","filename":"${base}"}}`,
+      "-F",
+      "qcow2",
+      js,
+      "1M",
+    ]);
     await expect(open(js, { readOnly: true })).rejects.toMatchObject({ code: "ERR_QIMG_UNSUPPORTED" });
     const ok = await open(js, { readOnly: true, implicit: "all" });
     expect(ok.chainFilenames.length).toBe(2);
