@@ -42,8 +42,11 @@ export declare class NativeImage {
 /** First offset in the range where `a` and `b` differ, or null. */
 export declare function compareRange(a: NativeImage, b: NativeImage, offset: number, length: number): Promise<number | null>
 
-/** Copy `[offset, offset+length)` from `src` (through its chain) to `dst`. */
-export declare function copyRange(src: NativeImage, dst: NativeImage, offset: number, length: number, opts: CopyRangeOptions): Promise<CopyRangeStats>
+/**
+ * Copy `[offset, offset+length)` from `src` (through its chain) to `dst` at `dstOffset`
+ * (≥ `offset`; larger when several sources are concatenated).
+ */
+export declare function copyRange(src: NativeImage, dst: NativeImage, offset: number, length: number, dstOffset: number, opts: CopyRangeOptions): Promise<CopyRangeStats>
 
 /** Options of one copy chunk. */
 export interface CopyRangeOptions {

@@ -28,13 +28,15 @@ pub struct CopyRangeStats {
     pub bytes_zero: f64,
 }
 
-/// Copy `[offset, offset+length)` from `src` (through its chain) to `dst`.
+/// Copy `[offset, offset+length)` from `src` (through its chain) to `dst` at `dstOffset`
+/// (≥ `offset`; larger when several sources are concatenated).
 #[napi(ts_return_type = "Promise<CopyRangeStats>")]
 pub fn copy_range(
     src: &NativeImage,
     dst: &NativeImage,
     offset: f64,
     length: f64,
+    dst_offset: f64,
     opts: CopyRangeOptions,
 ) -> AsyncTask<Work<CopyRangeStats>> {
     let (s, d) = (src.driver(), dst.driver());
@@ -43,11 +45,16 @@ pub fn copy_range(
             sparse_size: to_u64(opts.sparse_size, "sparse size")?,
             target_zeroed: opts.target_zeroed,
         };
+        let (off, dst_off) = (to_u64(offset, "offset")?, to_u64(dst_offset, "dstOffset")?);
+        let delta = dst_off
+            .checked_sub(off)
+            .ok_or_else(|| qimg_core::Error::invalid("dstOffset must not be below offset"))?;
         let st = core_copy(
             s?.as_ref(),
             d?.as_ref(),
-            to_u64(offset, "offset")?,
+            off,
             to_u64(length, "length")?,
+            delta,
             &o,
         )?;
         Ok(CopyRangeStats {

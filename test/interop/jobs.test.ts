@@ -34,6 +34,32 @@ describe.skipIf(!have)("jobs", () => {
     expect(qemuCheck(t.path("p.qcow2")).status).toBe(0);
   });
 
+  it("convert concatenates several sources like qemu-img", async () => {
+    const a = t.path("cat-a.raw");
+    const b = t.path("cat-b.qcow2");
+    runOk("qemu-img", ["create", "-q", "-f", "raw", a, "3000000"]);
+    runOk("qemu-io", ["-f", "raw", "-c", "write -P 0x11 0 2999808", a]);
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", b, "5M"]);
+    runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 0x22 1M 1M", b]);
+    const ours = t.path("cat.qcow2");
+    await convert([{ driver: "raw", file: a }, b, { driver: "raw", file: a }], ours, {
+      targetFormat: "qcow2",
+    });
+    const ref = t.path("cat-ref.raw");
+    runOk("qemu-img", [
+      "convert",
+      "-O",
+      "raw",
+      "--image-opts",
+      `driver=raw,file.filename=${a}`,
+      `driver=qcow2,file.filename=${b}`,
+      `driver=raw,file.filename=${a}`,
+      ref,
+    ]);
+    expect(qemuCheck(ours).status).toBe(0);
+    expect(runOk("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", ours, ref])).toContain("identical");
+  });
+
   it("an aborted convert rejects with ERR_QIMG_ABORTED and leaves a consistent target", async () => {
     const src = t.path("a.raw");
     runOk("qemu-img", ["create", "-q", "-f", "raw", src, "256M"]);

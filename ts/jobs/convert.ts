@@ -116,14 +116,8 @@ async function runConvert(
       while (next < jobs.length) {
         throwIfAborted(opts.signal);
         const j = jobs[next++];
-        if (j.srcOff !== j.dstOff) {
-          throw new QimgError(
-            "ERR_QIMG_UNSUPPORTED",
-            "converting several sources into one target is not supported yet",
-          );
-        }
         const st = await callNative(() =>
-          native.copyRange(j.src.native, d.native, j.srcOff, j.len, { sparseSize, targetZeroed }),
+          native.copyRange(j.src.native, d.native, j.srcOff, j.len, j.dstOff, { sparseSize, targetZeroed }),
         );
         result.bytesRead += st.bytesRead;
         result.bytesWritten += st.bytesWritten;

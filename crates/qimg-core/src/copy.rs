@@ -36,15 +36,21 @@ pub struct CopyStats {
     pub bytes_zero: u64,
 }
 
-/// Copy guest bytes `[offset, offset+length)` of `src` (through its backing chain) to the same
-/// offsets of `dst`, skipping what reads as zeros where the target is already zeroed.
+/// Copy guest bytes `[offset, offset+length)` of `src` (through its backing chain) to `dst` at
+/// `offset + dst_delta` (non-zero when several sources are concatenated), skipping what reads as
+/// zeros where the target is already zeroed.
 pub fn copy_range(
     src: &dyn BlockDriver,
     dst: &dyn BlockDriver,
     offset: u64,
     length: u64,
+    dst_delta: u64,
     opts: &CopyOptions,
 ) -> Result<CopyStats> {
+    let dst = &Shifted {
+        inner: dst,
+        delta: dst_delta,
+    };
     let mut stats = CopyStats::default();
     let end = offset + length;
     let mut pos = offset;
@@ -65,9 +71,9 @@ pub fn copy_range(
                     continue;
                 }
                 if e.zero {
-                    zero_target(dst, start, stop - start, opts, &mut stats)?;
+                    zero_target(&dst, start, stop - start, opts, &mut stats)?;
                 } else {
-                    copy_data(src, dst, start, stop - start, opts, &mut buf, &mut stats)?;
+                    copy_data(src, &dst, start, stop - start, opts, &mut buf, &mut stats)?;
                 }
                 pos = stop;
             }
@@ -77,13 +83,29 @@ pub fn copy_range(
     BUF.with(|b| *b.borrow_mut() = buf);
     result?;
     if stats.bytes_written > 0 {
-        dst.storage().start_writeback();
+        dst.inner.storage().start_writeback();
     }
     Ok(stats)
 }
 
+/// The target seen `delta` bytes further on: the copy loop works in source offsets.
+struct Shifted<'a> {
+    inner: &'a dyn BlockDriver,
+    delta: u64,
+}
+
+impl Shifted<'_> {
+    fn write(&self, at: u64, buf: &[u8]) -> Result<()> {
+        self.inner.write(at + self.delta, buf)
+    }
+
+    fn write_zeroes(&self, at: u64, len: u64, may_unmap: bool) -> Result<()> {
+        self.inner.write_zeroes(at + self.delta, len, may_unmap)
+    }
+}
+
 fn zero_target(
-    dst: &dyn BlockDriver,
+    dst: &Shifted,
     start: u64,
     len: u64,
     opts: &CopyOptions,
@@ -98,7 +120,7 @@ fn zero_target(
 
 fn copy_data(
     src: &dyn BlockDriver,
-    dst: &dyn BlockDriver,
+    dst: &Shifted,
     start: u64,
     len: u64,
     opts: &CopyOptions,
@@ -126,7 +148,7 @@ fn copy_data(
 /// Write `data` at `pos`, leaving out zero runs of whole `sparse_size` granules (aligned to
 /// absolute guest offsets, so chunking does not change the result).
 fn write_sparse(
-    dst: &dyn BlockDriver,
+    dst: &Shifted,
     pos: u64,
     data: &[u8],
     opts: &CopyOptions,
@@ -149,7 +171,7 @@ fn write_sparse(
 }
 
 fn emit(
-    dst: &dyn BlockDriver,
+    dst: &Shifted,
     at: u64,
     chunk: &[u8],
     zero: bool,
