@@ -9,7 +9,7 @@ import { closeSync, existsSync, ftruncateSync, openSync, statSync, writeSync } f
 const BLOCK = 1 << 20;
 
 /** A small deterministic PRNG (xorshift32). */
-function rng(seed) {
+export function rng(seed) {
   let x = seed >>> 0 || 1;
   return () => {
     x ^= x << 13;

@@ -14,6 +14,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { rng } from "./workload.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const work = join(here, "work", "zstd-napi");
@@ -32,15 +33,7 @@ if (!existsSync(join(work, "node_modules", "zstd-napi", "build", "Release", "bin
 const zstd = createRequire(join(work, "package.json"))("zstd-napi");
 
 // Clusters like a disk image's: half text-like, a quarter runs, a quarter random (fixed seed).
-let x = 12345;
-const rnd = () => {
-  x ^= x << 13;
-  x >>>= 0;
-  x ^= x >>> 17;
-  x ^= x << 5;
-  x >>>= 0;
-  return x;
-};
+const rnd = rng(12345);
 const words = ["qemu ", "cluster ", "refcount ", "0000 ", "block ", "image "];
 const frames = [];
 for (let i = 0; i < count; i++) {

@@ -15,6 +15,9 @@ step() { # name, command...
 
 bash test/peers/install.sh
 step "build (napi + tsc)" npm run --silent build
+# The generated native/binding.d.ts is committed: an API change must show up in review.
+api_unchanged() { ! git rev-parse --git-dir >/dev/null 2>&1 || git diff --exit-code -- native/binding.d.ts; }
+step "binding.d.ts matches the committed API" api_unchanged
 step "rustfmt" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "biome" npx biome check ts test benches

@@ -23,6 +23,22 @@ pub struct MapExtent {
     pub offset: Option<u64>,
 }
 
+impl MapExtent {
+    /// A range no layer allocates: reads as zeros, decided at `depth`.
+    fn absent(start: u64, length: u64, depth: u32) -> Self {
+        MapExtent {
+            start,
+            length,
+            depth,
+            present: false,
+            zero: true,
+            data: false,
+            compressed: false,
+            offset: None,
+        }
+    }
+}
+
 /// Walk the chain below `top` for the range `[offset, offset+length)` and return the extents of the
 /// first call's worth (a prefix of the range may be returned; call again for the rest). Adjacent
 /// extents with the same flags and contiguous host offsets are merged by the caller if wanted.
@@ -42,16 +58,7 @@ fn map_layer(
     let size = layer.virtual_size();
     if offset >= size {
         // Beyond a (shorter) backing file: reads as zeros, decided at this depth.
-        out.push(MapExtent {
-            start: offset,
-            length,
-            depth,
-            present: false,
-            zero: true,
-            data: false,
-            compressed: false,
-            offset: None,
-        });
+        out.push(MapExtent::absent(offset, length, depth));
         return Ok(());
     }
     let in_range = length.min(size - offset);
@@ -84,16 +91,7 @@ fn map_layer(
             }),
             LayerStatus::Unallocated => match layer.backing() {
                 Some(b) => map_layer(b.as_ref(), e.start, e.length, depth + 1, out)?,
-                None => out.push(MapExtent {
-                    start: e.start,
-                    length: e.length,
-                    depth,
-                    present: false,
-                    zero: true,
-                    data: false,
-                    compressed: false,
-                    offset: None,
-                }),
+                None => out.push(MapExtent::absent(e.start, e.length, depth)),
             },
         }
     }

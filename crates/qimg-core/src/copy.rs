@@ -71,9 +71,9 @@ pub fn copy_range(
                     continue;
                 }
                 if e.zero {
-                    zero_target(&dst, start, stop - start, opts, &mut stats)?;
+                    zero_target(dst, start, stop - start, opts, &mut stats)?;
                 } else {
-                    copy_data(src, &dst, start, stop - start, opts, &mut buf, &mut stats)?;
+                    copy_data(src, dst, start, stop - start, opts, &mut buf, &mut stats)?;
                 }
                 pos = stop;
             }

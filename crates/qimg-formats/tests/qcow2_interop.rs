@@ -1,11 +1,11 @@
 //! qcow2 driver against real qemu-img / qemu-io (skips with a printed reason when absent):
 //! images QEMU writes read back identically; images the driver writes pass `qemu-img check`
 //! and compare equal; hostile headers give typed errors.
-use qimg_core::file::{FileOptions, FileStorage};
-use qimg_core::{ErrorCode, Storage};
+mod common;
+use common::{have_qemu, storage};
+use qimg_core::ErrorCode;
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions};
 use std::process::Command;
-use std::sync::Arc;
 
 /// Tests in this file run one at a time: a child forked by one test holds (until its exec) the
 /// open file descriptions of files another test has just closed, and with them their OFD locks.
@@ -13,32 +13,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIP: qemu-img is not installed (apt-get install qemu-utils)");
-    }
-    ok
-}
-
-fn storage(path: &str, read_only: bool, create: bool) -> Arc<dyn Storage> {
-    Arc::new(
-        FileStorage::open(
-            path,
-            &FileOptions {
-                read_only,
-                create,
-                ..Default::default()
-            },
-        )
-        .expect("open"),
-    )
 }
 
 fn run(cmd: &str, args: &[&str]) -> std::process::Output {

@@ -1,24 +1,10 @@
 //! raw driver: creation with each preallocation mode (size and allocated bytes), reads and
 //! writes, and block status against `qemu-img map` on a sparse file.
-use qimg_core::file::{FileOptions, FileStorage};
-use qimg_core::{LayerStatus, Storage};
+mod common;
+use common::{have_qemu, storage};
+use qimg_core::LayerStatus;
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions, Preallocation};
 use std::process::Command;
-use std::sync::Arc;
-
-fn storage(path: &str, read_only: bool, create: bool) -> Arc<dyn Storage> {
-    Arc::new(
-        FileStorage::open(
-            path,
-            &FileOptions {
-                read_only,
-                create,
-                ..Default::default()
-            },
-        )
-        .expect("open"),
-    )
-}
 
 #[test]
 fn preallocation_modes_size_and_allocate() {
@@ -63,13 +49,7 @@ fn preallocation_modes_size_and_allocate() {
 
 #[test]
 fn block_status_matches_qemu_map() {
-    if !Command::new("qemu-img")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-    {
-        eprintln!("SKIP: qemu-img is not installed (apt-get install qemu-utils)");
+    if !have_qemu() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
