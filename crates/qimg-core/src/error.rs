@@ -98,9 +98,14 @@ impl Error {
             std::io::ErrorKind::NotFound => ErrorCode::NotFound,
             _ => ErrorCode::Io,
         };
+        // QEMU's wording: "Could not open 'x': No such file or directory" (no "(os error 2)").
+        let reason = match errno {
+            Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+            None => err.to_string(),
+        };
         Error {
             code,
-            message: format!("{}: {}", message.into(), err),
+            message: format!("{}: {}", message.into(), reason),
             path: None,
             offset: None,
             errno,
