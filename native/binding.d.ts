@@ -54,6 +54,8 @@ export interface CopyRangeOptions {
   sparseSize: number
   /** The target already reads as zeros there. */
   targetZeroed: boolean
+  /** `convert -B`: copy only what the source's top layer allocates. */
+  topOnly?: boolean
 }
 
 /** What one copy chunk did. */

@@ -3,6 +3,7 @@
  * `close()` or `await using` — closing flushes and releases the image locks; nothing relies on GC.
  */
 import { QimgError } from "./errors.js";
+import { type ImageInfo, nodeInfo } from "./jobs/node-info.js";
 import { callNative, type MapEntry, type NativeImage, native } from "./native.js";
 
 /** One extent of block status, as `qemu-img map --output=json` reports it. */
@@ -135,6 +136,11 @@ export class Image implements AsyncDisposable {
       }
     }
     return out;
+  }
+
+  /** `qemu-img info --output=json` of this image (the top layer). */
+  async info(): Promise<ImageInfo> {
+    return nodeInfo(this.native, this.filename);
   }
 
   /** Flush data then metadata to stable storage. */

@@ -15,6 +15,8 @@ pub struct CopyRangeOptions {
     pub sparse_size: f64,
     /// The target already reads as zeros there.
     pub target_zeroed: bool,
+    /// `convert -B`: copy only what the source's top layer allocates.
+    pub top_only: Option<bool>,
 }
 
 /// What one copy chunk did.
@@ -44,6 +46,7 @@ pub fn copy_range(
         let o = CopyOptions {
             sparse_size: to_u64(opts.sparse_size, "sparse size")?,
             target_zeroed: opts.target_zeroed,
+            top_only: opts.top_only.unwrap_or(false),
         };
         let (off, dst_off) = (to_u64(offset, "offset")?, to_u64(dst_offset, "dstOffset")?);
         let delta = dst_off

@@ -122,6 +122,27 @@ describe.skipIf(!have)("qimg CLI vs qemu-img", () => {
     expect(run("qemu-img", ["compare", "-f", "raw", "-F", "raw", src, n]).status).toBe(0);
   });
 
+  it("convert -B writes only the source's top layer over the new backing file, as qemu-img", () => {
+    const base = t.path("B-base.qcow2");
+    const top = t.path("B-top.qcow2");
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", base, "8M"]);
+    runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 1 0 8M", base]);
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top]);
+    runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 2 1M 1M", "-c", "write -z 4M 64k", top]);
+    const ours = t.path("B-ours.qcow2");
+    const theirs = t.path("B-theirs.qcow2");
+    expect(qimg(["convert", "-O", "qcow2", "-B", base, "-F", "qcow2", top, ours]).status).toBe(0);
+    runOk("qemu-img", ["convert", "-O", "qcow2", "-B", base, "-F", "qcow2", top, theirs]);
+    expect(run("qemu-img", ["compare", top, ours]).status).toBe(0);
+    expect(run("qemu-img", ["check", ours]).status).toBe(0);
+    const shape = (f: string) =>
+      JSON.parse(runOk("qemu-img", ["map", "--output=json", f])).map((e: Record<string, unknown>) => ({
+        ...e,
+        offset: undefined,
+      }));
+    expect(shape(ours)).toEqual(shape(theirs));
+  });
+
   it("create -o help lists the format's options; bad input gives qemu-img's errors", () => {
     const h = qimg(["create", "-f", "qcow2", "-o", "help"]);
     expect(h.status).toBe(0);

@@ -130,6 +130,8 @@ describe.skipIf(!have)("jobs", () => {
     // Probing never picks raw for a writable open; -f raw always works.
     await expect(open(raw)).rejects.toMatchObject({ code: "ERR_QIMG_INVALID_ARGUMENT" });
     const img = await open(raw, { format: "raw" });
+    expect((await img.info())["virtual-size"]).toBe(1 << 20);
+    expect((await img.info()).format).toBe("raw");
     await expect(img.read(1 << 20, 1)).rejects.toMatchObject({ code: "ERR_QIMG_OUT_OF_RANGE" });
     await img.close();
     await expect(img.read(0, 1)).rejects.toMatchObject({ code: "ERR_QIMG_INVALID_ARGUMENT" });

@@ -26,6 +26,10 @@ export interface ConvertArgs {
   parallel: number;
   /** `-W`. */
   outOfOrder: boolean;
+  /** `-B`. */
+  backingFile?: string;
+  /** `-F`. */
+  backingFormat?: string;
   /** `-U`. */
   forceShare: boolean;
   /** `-p`. */
@@ -48,6 +52,8 @@ export async function convertCommand(a: ConvertArgs, io: Io): Promise<number> {
     parallel: a.parallel,
     outOfOrder: a.outOfOrder,
     forceShare: a.forceShare,
+    backingFile: a.backingFile,
+    backingFormat: a.backingFormat,
     signal: a.signal,
   });
   if (a.progress && !a.quiet) progressBar(job, io);

@@ -32,6 +32,10 @@ export interface ConvertOptions {
   parallel?: number;
   /** `-W`: allow out-of-order writes (qimg always writes whole chunks; accepted for compatibility). */
   outOfOrder?: boolean;
+  /** `-B`: the target gets this backing file and only the source's top layer is copied. */
+  backingFile?: string;
+  /** `-F`: format of the `-B` backing file. */
+  backingFormat?: string;
   /** `-U` for the sources. */
   forceShare?: boolean;
   /** Cancellation. */
@@ -89,7 +93,13 @@ async function runConvert(
     const total = sources.reduce((a, s) => a + s.virtualSize, 0);
     const targetFormat = opts.targetFormat ?? "raw";
     if (!opts.noCreate) {
-      await create(target, { format: targetFormat, size: total, options: opts.targetOptions });
+      await create(target, {
+        format: targetFormat,
+        size: total,
+        options: opts.targetOptions,
+        backingFile: opts.backingFile,
+        backingFormat: opts.backingFormat,
+      });
     }
     dst = await open(target, { format: targetFormat, readOnly: false });
     if (opts.noCreate && dst.virtualSize < total) {
@@ -98,6 +108,10 @@ async function runConvert(
       });
     }
     const targetZeroed = !opts.noCreate || !!opts.targetIsZero;
+    const topOnly = opts.backingFile !== undefined;
+    if (topOnly && opts.noCreate) {
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Use of -B and -n together is not supported");
+    }
     const result: ConvertResult = { totalBytes: total, bytesRead: 0, bytesWritten: 0, bytesZero: 0 };
     const chunk = opts.chunkSize ?? 4 << 20;
     const jobs: Array<{ src: Image; srcOff: number; dstOff: number; len: number }> = [];
@@ -117,7 +131,11 @@ async function runConvert(
         throwIfAborted(opts.signal);
         const j = jobs[next++];
         const st = await callNative(() =>
-          native.copyRange(j.src.native, d.native, j.srcOff, j.len, j.dstOff, { sparseSize, targetZeroed }),
+          native.copyRange(j.src.native, d.native, j.srcOff, j.len, j.dstOff, {
+            sparseSize,
+            targetZeroed,
+            topOnly,
+          }),
         );
         result.bytesRead += st.bytesRead;
         result.bytesWritten += st.bytesWritten;

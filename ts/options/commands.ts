@@ -30,6 +30,7 @@ export const COMMAND_SPECS: Record<string, OptionSpec> = {
     short: {
       h: false,
       f: true,
+      F: true,
       O: true,
       B: true,
       C: false,

@@ -23,6 +23,9 @@ pub struct CopyOptions {
     /// The target already reads as zeros (freshly created, or `--target-is-zero`): zero ranges
     /// need no write at all.
     pub target_zeroed: bool,
+    /// `convert -B`: the target has its own backing file, so copy only what the source's top
+    /// layer allocates (zeros included, written explicitly) and leave the rest unallocated.
+    pub top_only: bool,
 }
 
 /// What [`copy_range`] did.
@@ -51,6 +54,11 @@ pub fn copy_range(
         inner: dst,
         delta: dst_delta,
     };
+    // With a backing file under the target, nothing there is known to read as zeros.
+    let opts = &CopyOptions {
+        target_zeroed: opts.target_zeroed && !opts.top_only,
+        ..*opts
+    };
     let mut stats = CopyStats::default();
     let end = offset + length;
     let mut pos = offset;
@@ -70,7 +78,9 @@ pub fn copy_range(
                 if stop <= start {
                     continue;
                 }
-                if e.zero {
+                if opts.top_only && (e.depth > 0 || !e.present) {
+                    // Left unallocated: the target's own backing file provides it.
+                } else if e.zero {
                     zero_target(dst, start, stop - start, opts, &mut stats)?;
                 } else {
                     copy_data(src, dst, start, stop - start, opts, &mut buf, &mut stats)?;
