@@ -43,6 +43,25 @@ describe.skipIf(!have)("qimg CLI vs qemu-img", () => {
     expect(r.stdout).toBe(q);
   });
 
+  it("info --backing-chain and map through a chain agree with qemu-img", () => {
+    const base = t.path("chain-base.qcow2");
+    const top = t.path("chain-top.qcow2");
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", base, "16M"]);
+    runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 1 0 3M", "-c", "write -P 3 9M 64k", base]);
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", "-b", "chain-base.qcow2", "-F", "qcow2", top]);
+    runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 2 1M 512k", "-c", "write -z 2M 64k", top]);
+    const r = qimg(["info", "--backing-chain", "--output=json", top]);
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(
+      JSON.parse(runOk("qemu-img", ["info", "--backing-chain", "--output=json", top])),
+    );
+    expect(qimg(["info", "--backing-chain", top]).stdout).toBe(
+      runOk("qemu-img", ["info", "--backing-chain", top]),
+    );
+    expect(qimg(["map", "--output=json", top]).stdout).toBe(runOk("qemu-img", ["map", "--output=json", top]));
+    expect(qimg(["map", top]).stdout).toBe(runOk("qemu-img", ["map", top]));
+  });
+
   it("map --output=json is identical", () => {
     const f = qemuMade("map.qcow2");
     expect(qimg(["map", "--output=json", f]).stdout).toBe(runOk("qemu-img", ["map", "--output=json", f]));
