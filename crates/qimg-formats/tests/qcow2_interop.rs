@@ -231,8 +231,16 @@ fn hostile_headers_are_typed_errors() {
             ErrorCode::Corrupt,
         ),
         (
-            "compression type zstd",
+            "zstd without its incompatible bit",
             Box::new(|b| b[104] = 1),
+            ErrorCode::Corrupt,
+        ),
+        (
+            "unknown compression type",
+            Box::new(|b| {
+                b[104] = 7;
+                b[79] |= 8;
+            }),
             ErrorCode::Unsupported,
         ),
     ];

@@ -156,10 +156,24 @@ impl Refcounts {
             ))
             .with_offset(off));
         }
+        if self.blocks.len() >= self.capacity() {
+            // Bounded memory: drop clean blocks (dirty ones go at the next flush).
+            self.blocks.retain(|_, blk| blk.dirty);
+        }
         let mut data = vec![0u8; self.cs() as usize];
         storage.read_at(&mut data, off)?;
         self.blocks.insert(b, Block { data, dirty: false });
         Ok(true)
+    }
+
+    /// Most refcount blocks kept cached (about 32 MiB).
+    fn capacity(&self) -> usize {
+        ((32u64 << 20) >> self.cluster_bits).max(16) as usize
+    }
+
+    /// True if more blocks are cached than the cache should hold (a flush lets them go).
+    pub fn over_capacity(&self) -> bool {
+        self.blocks.len() > self.capacity()
     }
 
     /// Refcount of host cluster `ci`.

@@ -4,8 +4,8 @@ use super::driver::{Qcow2Driver, State, HOST_MASK};
 use super::mapping::{decode_l2, Cluster, COMPRESSED, COPIED};
 use qimg_core::{CheckReport, Error, RepairMode, Result};
 
-/// Most host clusters a check will count (bounds the reference array to 1 GiB of u32).
-const MAX_CHECK_CLUSTERS: u64 = 1 << 28;
+/// Most host clusters a check will count (bounds the reference array to 128 MiB of u32).
+const MAX_CHECK_CLUSTERS: u64 = 1 << 25;
 
 struct Refs {
     refs: Vec<u32>,
@@ -15,22 +15,22 @@ struct Refs {
 }
 
 impl Refs {
-    fn add(&mut self, cs: u64, off: u64, len: u64, what: &str) {
+    /// Count one reference to every cluster of `[off, off+len)`; false if out of range.
+    fn add(&mut self, cs: u64, off: u64, len: u64, what: &str) -> bool {
         let first = off / cs;
         let last = (off + len.max(1) - 1) / cs;
+        if last >= self.refs.len() as u64 {
+            // Never grow the array from an on-disk value: a hostile entry could ask for GiBs.
+            self.report.corruptions += 1;
+            self.report.messages.push(format!(
+                "ERROR {what} at offset {off:#x} is beyond the end of the image file"
+            ));
+            return false;
+        }
         for c in first..=last {
-            if c >= MAX_CHECK_CLUSTERS {
-                self.report.corruptions += 1;
-                self.report.messages.push(format!(
-                    "ERROR: {what} at {off:#x} is beyond the checkable range"
-                ));
-                return;
-            }
-            if c as usize >= self.refs.len() {
-                self.refs.resize(c as usize + 1, 0);
-            }
             self.refs[c as usize] = self.refs[c as usize].saturating_add(1);
         }
+        true
     }
 }
 
@@ -43,8 +43,15 @@ impl Qcow2Driver {
             ));
         }
         let file_size = self.storage.size()?;
+        // Clusters in the file, or allocated by this driver and not written yet.
+        let clusters = file_size.div_ceil(cs).max(st.rc.end_cluster);
+        if clusters > MAX_CHECK_CLUSTERS {
+            return Err(Error::unsupported(format!(
+                "checking images of more than {MAX_CHECK_CLUSTERS} host clusters is not supported"
+            )));
+        }
         let mut r = Refs {
-            refs: vec![0; file_size.div_ceil(cs) as usize],
+            refs: vec![0; clusters as usize],
             report: CheckReport::default(),
             copied: Vec::new(),
         };
@@ -89,23 +96,20 @@ impl Qcow2Driver {
                 ));
                 continue;
             }
-            r.add(cs, l2off, cs, "L2 table");
+            if !r.add(cs, l2off, cs, "L2 table") {
+                continue;
+            }
             r.copied.push((true, l1i as u64, e));
             let entries = st.l2.get(self.storage.as_ref(), l2off, cs)?.entries.clone();
             for (i, &ent) in entries.iter().enumerate() {
                 let gc = l1i as u64 * l2e + i as u64;
                 if ent & COMPRESSED != 0 {
-                    let x = 62 - (self.cluster_bits - 8);
-                    let coff = ent & ((1u64 << x) - 1);
-                    let sectors = ((ent >> x) & ((1u64 << (self.cluster_bits - 8)) - 1)) + 1;
-                    r.add(
-                        cs,
-                        coff & !511,
-                        sectors * 512 - (coff & 511).min(sectors * 512 - 1),
-                        "compressed cluster",
-                    );
+                    let (coff, clen) = super::compress::locate(ent, self.cluster_bits);
+                    r.add(cs, coff, clen, "compressed cluster");
+                    // Compressed clusters count as fragmented, as qemu-img reports them.
                     allocated += 1;
                     compressed += 1;
+                    fragmented += 1;
                     continue;
                 }
                 match decode_l2(ent, self.cluster_bits) {
@@ -117,7 +121,9 @@ impl Qcow2Driver {
                         if gc >= guest_clusters {
                             // Entries past the guest size still count as references, as in QEMU.
                         }
-                        r.add(cs, host, cs, "data cluster");
+                        if !r.add(cs, host, cs, "data cluster") {
+                            continue;
+                        }
                         r.copied.push((false, gc, ent));
                         allocated += 1;
                         if next_host != 0 && host != next_host {
@@ -141,12 +147,8 @@ impl Qcow2Driver {
     pub(super) fn repair_locked(&self, st: &mut State, mode: RepairMode) -> Result<CheckReport> {
         let cs = self.cs;
         let mut r = self.count_refs(st)?;
-        let per_block = st.rc.per_block();
-        // Every cluster that has a refcount or a reference.
-        let mut span = r.refs.len() as u64;
-        if let Some((b, _)) = st.rc.block_offsets().last() {
-            span = span.max((b as u64 + 1) * per_block);
-        }
+        // Every cluster of the file (refcounts past its end are not looked at, as in QEMU).
+        let span = r.refs.len() as u64;
         let mut fixes: Vec<(u64, u64)> = Vec::new();
         let mut highest = 0u64;
         for c in 0..span {

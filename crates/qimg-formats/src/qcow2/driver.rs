@@ -4,6 +4,7 @@
 //! hold it. Flush order: data → flush → refcount blocks/table → flush → L2 tables, L1 → flush →
 //! queued frees → flush, so a crash can leak clusters but never corrupt the image.
 use super::alloc::Refcounts;
+use super::compress;
 use super::header::{self, Header};
 use super::mapping::{decode_l1, decode_l2, Cluster, L2Cache, COPIED, OFFSET_MASK, ZERO};
 use crate::options::OpenOptions;
@@ -35,6 +36,8 @@ pub struct Qcow2Driver {
     read_only: bool,
     pub(super) cluster_bits: u32,
     pub(super) cs: u64,
+    /// Header compression type (0 zlib, 1 zstd).
+    compression: u8,
     pub(super) state: Mutex<State>,
     backing: RwLock<Option<Arc<dyn BlockDriver>>>,
 }
@@ -44,6 +47,8 @@ enum ReadPiece {
     Host(u64),
     Zero,
     Backing,
+    /// A compressed cluster's L2 entry and the offset of the wanted bytes within the cluster.
+    Compressed(u64, usize),
 }
 
 impl Qcow2Driver {
@@ -85,6 +90,7 @@ impl Qcow2Driver {
             read_only: opts.read_only,
             cluster_bits: header.cluster_bits,
             cs,
+            compression: header.compression_type,
             state: Mutex::new(State {
                 header,
                 l1,
@@ -176,8 +182,26 @@ impl Qcow2Driver {
         if l2off == 0 {
             return Ok(Cluster::Unallocated);
         }
+        self.check_host(st, l2off, "L2 table")?;
         let t = st.l2.get(self.storage.as_ref(), l2off, self.cs)?;
-        decode_l2(t.entries[(gc % l2e) as usize], self.cluster_bits)
+        let c = decode_l2(t.entries[(gc % l2e) as usize], self.cluster_bits)?;
+        if let Cluster::Data { host, .. } | Cluster::Zero(Some(host)) = c {
+            self.check_host(st, host, "Data cluster")?;
+        }
+        Ok(c)
+    }
+
+    /// Refuse a host cluster offset at or past the end of the image file (a hostile or torn
+    /// mapping; the file never ends before a cluster this driver allocated).
+    fn check_host(&self, st: &State, host: u64, what: &str) -> Result<()> {
+        if host >= st.rc.end_cluster.saturating_mul(self.cs) {
+            return Err(Error::corrupt(format!(
+                "{what} offset {host:#x} is beyond the end of the image file"
+            ))
+            .with_offset(host)
+            .with_path(self.storage.name()));
+        }
+        Ok(())
     }
 
     /// The L2 table offset for guest cluster `gc`, allocating the table if needed.
@@ -305,18 +329,12 @@ impl Qcow2Driver {
                         .write_at(&data[s..s + len as usize], host + within)?;
                     pos += len;
                 }
-                Cluster::Compressed => {
-                    return Err(Error::unsupported(
-                        "writing to a compressed cluster is not supported yet",
-                    )
-                    .with_offset(pos));
-                }
                 _ => {
                     // Count following clusters that also need allocation (stop at in-place ones).
                     let mut n = 1u64;
                     while pos - within + n * cs < end {
                         match self.lookup(st, gc + n)? {
-                            Cluster::Data { copied: true, .. } | Cluster::Compressed => break,
+                            Cluster::Data { copied: true, .. } => break,
                             _ => n += 1,
                         }
                         if n >= 4096 || n >= st.rc.max_run() {
@@ -358,9 +376,7 @@ impl Qcow2Driver {
                     }
                     for k in 0..n {
                         let old = self.lookup(st, gc + k)?;
-                        if let Cluster::Data { host: h, .. } | Cluster::Zero(Some(h)) = old {
-                            st.rc.free_later(h, 1);
-                        }
+                        self.free_cluster_of(st, old);
                         self.set_l2(st, gc + k, (host + k * cs) | COPIED)?;
                     }
                     pos = copy_end;
@@ -379,14 +395,35 @@ impl Qcow2Driver {
                 Ok(())
             }
             Cluster::Data { host, .. } => self.storage.read_at(slot, host),
-            Cluster::Compressed => Err(Error::unsupported(
-                "compressed clusters are not supported yet",
-            )),
+            Cluster::Compressed(entry) => self.read_compressed(entry, slot),
+        }
+    }
+
+    /// Inflate compressed cluster `entry` into `slot` (one cluster).
+    fn read_compressed(&self, entry: u64, slot: &mut [u8]) -> Result<()> {
+        let (host, len) = compress::locate(entry, self.cluster_bits);
+        let mut input = vec![0u8; len as usize];
+        self.storage.read_at(&mut input, host)?;
+        compress::decompress(self.compression, &input, slot).map_err(|e| e.with_offset(host))
+    }
+
+    /// Queue the host space of a cluster's old mapping for freeing (a compressed cluster holds
+    /// one reference on every host cluster its data touches).
+    fn free_cluster_of(&self, st: &mut State, old: Cluster) {
+        match old {
+            Cluster::Data { host, .. } | Cluster::Zero(Some(host)) => st.rc.free_later(host, 1),
+            Cluster::Compressed(entry) => {
+                let (host, len) = compress::locate(entry, self.cluster_bits);
+                for c in host / self.cs..=(host + len - 1) / self.cs {
+                    st.rc.free_later(c * self.cs, 1);
+                }
+            }
+            _ => {}
         }
     }
 
     fn maybe_shrink_cache(&self, st: &mut State) -> Result<()> {
-        if st.l2.over_capacity() {
+        if st.l2.over_capacity() || st.rc.over_capacity() {
             // Dirty tables may only be written once the refcounts they rely on are durable.
             self.flush_locked(st)?;
             st.l2.evict_clean();
@@ -435,6 +472,10 @@ impl Qcow2Driver {
         let real = self.storage.allocated_bytes()? / self.cs;
         let threshold = (real * 10 / 9).max(real + 2);
         let clusters = self.storage.size()?.div_ceil(self.cs);
+        if clusters > 1 << 27 {
+            // Only a heuristic: do not spend minutes on a huge sparse file.
+            return Ok(false);
+        }
         let mut counted = 0;
         for c in 0..clusters {
             if st.rc.get(self.storage.as_ref(), c)? > 0 {
@@ -479,16 +520,8 @@ impl Qcow2Driver {
 
     fn set_entry_freeing(&self, st: &mut State, gc: u64, new: u64, free_old: bool) -> Result<()> {
         let old = self.lookup(st, gc)?;
-        match old {
-            Cluster::Compressed => {
-                return Err(Error::unsupported(
-                    "discarding a compressed cluster is not supported yet",
-                ))
-            }
-            Cluster::Data { host, .. } | Cluster::Zero(Some(host)) if free_old => {
-                st.rc.free_later(host, 1)
-            }
-            _ => {}
+        if free_old {
+            self.free_cluster_of(st, old);
         }
         self.set_l2(st, gc, new)
     }
@@ -502,7 +535,7 @@ fn check_features(h: &Header, read_only: bool) -> Result<()> {
             h.crypt_method
         )));
     }
-    let known = header::INCOMPAT_DIRTY | header::INCOMPAT_CORRUPT;
+    let known = header::INCOMPAT_DIRTY | header::INCOMPAT_CORRUPT | header::INCOMPAT_COMPRESSION;
     let unknown = h.incompatible & !known;
     if unknown != 0 {
         let names: Vec<String> = (0..64)
@@ -517,11 +550,16 @@ fn check_features(h: &Header, read_only: bool) -> Result<()> {
             names.join(", ")
         )));
     }
-    if h.compression_type != 0 {
+    if h.compression_type > compress::ZSTD {
         return Err(Error::unsupported(format!(
-            "Unsupported qcow2 compression type {}",
+            "Unknown compression type {}",
             h.compression_type
         )));
+    }
+    if h.compression_type != compress::ZLIB && h.incompatible & header::INCOMPAT_COMPRESSION == 0 {
+        return Err(Error::corrupt(
+            "Compression type differs from zlib, but the compression type bit is not set",
+        ));
     }
     if h.incompatible & header::INCOMPAT_CORRUPT != 0 && !read_only {
         return Err(Error::corrupt(
@@ -565,13 +603,7 @@ impl BlockDriver for Qcow2Driver {
                     Cluster::Data { host, .. } => ReadPiece::Host(host + within),
                     Cluster::Zero(_) => ReadPiece::Zero,
                     Cluster::Unallocated => ReadPiece::Backing,
-                    Cluster::Compressed => {
-                        return Err(Error::unsupported(
-                            "compressed qcow2 clusters are not supported yet",
-                        )
-                        .with_offset(pos)
-                        .with_path(self.storage.name()))
-                    }
+                    Cluster::Compressed(entry) => ReadPiece::Compressed(entry, within as usize),
                 };
                 let at = (pos - offset) as usize;
                 match (plan.last_mut(), &piece) {
@@ -595,6 +627,12 @@ impl BlockDriver for Qcow2Driver {
                 ReadPiece::Host(h) => self.storage.read_at(slot, h)?,
                 ReadPiece::Zero => slot.fill(0),
                 ReadPiece::Backing => self.read_backing(offset + at as u64, slot)?,
+                ReadPiece::Compressed(entry, within) => {
+                    let mut cluster = vec![0u8; cs as usize];
+                    self.read_compressed(entry, &mut cluster)
+                        .map_err(|e| e.with_path(self.storage.name()))?;
+                    slot.copy_from_slice(&cluster[within..within + len]);
+                }
             }
         }
         Ok(())
@@ -656,7 +694,7 @@ impl BlockDriver for Qcow2Driver {
             let cur = self.lookup(&mut st, gc)?;
             let allocated = matches!(
                 cur,
-                Cluster::Data { .. } | Cluster::Zero(Some(_)) | Cluster::Compressed
+                Cluster::Data { .. } | Cluster::Zero(Some(_)) | Cluster::Compressed(_)
             );
             if allocated || (backing && !matches!(cur, Cluster::Zero(None))) {
                 self.set_entry_freeing(&mut st, gc, if v3 { ZERO } else { 0 }, true)?;
@@ -693,7 +731,7 @@ impl BlockDriver for Qcow2Driver {
                         compressed: false,
                         reads_zero: false,
                     },
-                    Cluster::Compressed => LayerStatus::Data {
+                    Cluster::Compressed(_) => LayerStatus::Data {
                         host_offset: None,
                         compressed: true,
                         reads_zero: false,
@@ -773,7 +811,7 @@ impl BlockDriver for Qcow2Driver {
         let data = if h.version >= 3 {
             serde_json::json!({
                 "compat": "1.1",
-                "compression-type": "zlib",
+                "compression-type": if h.compression_type == compress::ZSTD { "zstd" } else { "zlib" },
                 "lazy-refcounts": h.compatible & header::COMPAT_LAZY_REFCOUNTS != 0,
                 "refcount-bits": h.refcount_bits(),
                 "corrupt": h.incompatible & header::INCOMPAT_CORRUPT != 0,

@@ -39,14 +39,14 @@ pub enum Cluster {
         /// COPIED flag.
         copied: bool,
     },
-    /// A compressed cluster (not supported yet by this driver).
-    Compressed,
+    /// A compressed cluster: the raw L2 entry (see `compress::locate`).
+    Compressed(u64),
 }
 
 /// Decode a standard L2 entry.
 pub fn decode_l2(entry: u64, cluster_bits: u32) -> Result<Cluster> {
     if entry & COMPRESSED != 0 {
-        return Ok(Cluster::Compressed);
+        return Ok(Cluster::Compressed(entry));
     }
     let host = entry & OFFSET_MASK;
     if host & ((1 << cluster_bits) - 1) != 0 {
@@ -114,6 +114,9 @@ impl L2Cache {
     ) -> Result<&mut L2Table> {
         self.clock += 1;
         let clock = self.clock;
+        if self.tables.len() >= self.capacity && !self.tables.contains_key(&off) {
+            self.evict_clean();
+        }
         if let std::collections::hash_map::Entry::Vacant(e) = self.tables.entry(off) {
             let mut raw = vec![0u8; cluster_size as usize];
             storage.read_at(&mut raw, off)?;
@@ -173,9 +176,11 @@ impl L2Cache {
         Ok(())
     }
 
-    /// Drop clean tables, least recently used first, until within capacity.
+    /// Drop clean tables, least recently used first, down to three quarters of the capacity
+    /// (in batches, so a scan does not sort the cache on every miss).
     pub fn evict_clean(&mut self) {
-        if self.tables.len() <= self.capacity {
+        let keep = self.capacity * 3 / 4;
+        if self.tables.len() <= keep {
             return;
         }
         let mut clean: Vec<(u64, u64)> = self
@@ -185,7 +190,7 @@ impl L2Cache {
             .map(|(o, t)| (t.last_used, *o))
             .collect();
         clean.sort_unstable();
-        let excess = self.tables.len() - self.capacity;
+        let excess = self.tables.len() - keep;
         for (_, off) in clean.into_iter().take(excess) {
             self.tables.remove(&off);
         }

@@ -4,11 +4,12 @@
 //! (L1/L2 entries and the L2 cache), [`alloc`] (refcounts and cluster allocation), [`check`],
 //! [`create`], and [`driver`] (the [`qimg_core::BlockDriver`] implementation).
 //!
-//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: compressed
-//! clusters, encryption, writable opens of images with internal snapshots, extended L2 entries,
+//! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
+//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption, writable opens of images with internal snapshots, extended L2 entries,
 //! external data files, zstd compression, unknown incompatible features.
 pub mod alloc;
 pub mod check;
+pub mod compress;
 pub mod create;
 pub mod driver;
 pub mod header;

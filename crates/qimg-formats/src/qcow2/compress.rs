@@ -1,0 +1,105 @@
+//! Compressed clusters: raw deflate (QEMU writes a 4 KiB window; any inflater reads it) and zstd
+//! (one or more frames, possibly followed by padding). Output is bounded by the cluster size.
+//!
+//! On-disk layout of a compressed L2 entry (x = 62 - (cluster_bits - 8)):
+//! ```text
+//!   bits 0 .. x-1    host byte offset of the compressed data (not cluster aligned)
+//!   bits x .. 61     number of additional 512-byte sectors the data may span
+//!   bit  62          1 (compressed)
+//!   bit  63          0 (compressed clusters are never COPIED)
+//! ```
+use qimg_core::{Error, Result};
+
+/// Compression type 0 (header field): raw deflate.
+pub const ZLIB: u8 = 0;
+/// Compression type 1: zstd.
+pub const ZSTD: u8 = 1;
+
+/// Host offset and maximum byte length of a compressed cluster's data.
+pub fn locate(entry: u64, cluster_bits: u32) -> (u64, u64) {
+    let x = 62 - (cluster_bits - 8);
+    let off = entry & ((1u64 << x) - 1);
+    let sectors = ((entry >> x) & ((1u64 << (cluster_bits - 8)) - 1)) + 1;
+    (off, sectors * 512 - (off & 511))
+}
+
+/// Decompress `input` into exactly `out.len()` bytes (one cluster). Trailing input is ignored,
+/// as QEMU does; output that would not fill the cluster is an error.
+pub fn decompress(kind: u8, input: &[u8], out: &mut [u8]) -> Result<()> {
+    match kind {
+        ZLIB => {
+            let mut d = flate2::Decompress::new(false);
+            match d.decompress(input, out, flate2::FlushDecompress::Finish) {
+                Ok(_) if d.total_out() as usize == out.len() => Ok(()),
+                Ok(_) => Err(Error::corrupt(format!(
+                    "compressed cluster inflates to {} of {} bytes",
+                    d.total_out(),
+                    out.len()
+                ))),
+                Err(e) => Err(Error::corrupt(format!(
+                    "compressed cluster does not inflate: {e}"
+                ))),
+            }
+        }
+        ZSTD => {
+            use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+            let mut dec = Decoder::new().map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
+            let mut inb = InBuffer::around(input);
+            let mut outb = OutBuffer::around(out);
+            while outb.pos() < outb.capacity() {
+                let before = (inb.pos, outb.pos());
+                dec.run(&mut inb, &mut outb).map_err(|e| {
+                    Error::corrupt(format!("compressed cluster does not decode (zstd): {e}"))
+                })?;
+                if (inb.pos, outb.pos()) == before {
+                    return Err(Error::corrupt(
+                        "compressed cluster ends before the cluster is full (zstd)",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        k => Err(Error::unsupported(format!("Unknown compression type {k}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn inflates_raw_deflate_with_a_small_window_and_rejects_short_output() {
+        let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&data).unwrap();
+        let mut z = e.finish().unwrap();
+        z.extend_from_slice(&[0u8; 300]);
+        let mut out = vec![0u8; 65536];
+        decompress(ZLIB, &z, &mut out).unwrap();
+        assert_eq!(out, data);
+        let mut big = vec![0u8; 65536 * 2];
+        assert_eq!(
+            decompress(ZLIB, &z, &mut big).unwrap_err().code,
+            qimg_core::ErrorCode::Corrupt
+        );
+        assert_eq!(
+            decompress(ZLIB, &[1, 2, 3], &mut out).unwrap_err().code,
+            qimg_core::ErrorCode::Corrupt
+        );
+    }
+
+    #[test]
+    fn decodes_several_zstd_frames_with_padding() {
+        let a = vec![7u8; 30000];
+        let b: Vec<u8> = (0..35536u32).map(|i| (i * 7) as u8).collect();
+        let mut z = zstd::bulk::compress(&a, 3).unwrap();
+        z.extend(zstd::bulk::compress(&b, 3).unwrap());
+        z.extend_from_slice(&[0u8; 100]);
+        let mut out = vec![0u8; 65536];
+        decompress(ZSTD, &z, &mut out).unwrap();
+        assert_eq!(&out[..30000], &a[..]);
+        assert_eq!(&out[30000..], &b[..]);
+        assert!(decompress(ZSTD, &z[..10], &mut out).is_err());
+    }
+}
