@@ -81,7 +81,6 @@ impl Qcow2Driver {
         }
         let l2e = cs / 8;
         let guest_clusters = st.header.size.div_ceil(cs);
-        let mut next_host = 0u64;
         let (mut allocated, mut fragmented, mut compressed) = (0u64, 0u64, 0u64);
         for l1i in 0..st.l1.len() {
             let e = st.l1[l1i];
@@ -100,6 +99,8 @@ impl Qcow2Driver {
                 continue;
             }
             r.copied.push((true, l1i as u64, e));
+            // Fragmentation counts within one L2 table, as qemu-img does.
+            let mut next_host = 0u64;
             let entries = st.l2.get(self.storage.as_ref(), l2off, cs)?.entries.clone();
             for (i, &ent) in entries.iter().enumerate() {
                 let gc = l1i as u64 * l2e + i as u64;

@@ -139,7 +139,12 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         e.extend_from_slice(&n);
         table_ext.extend_from_slice(&e);
     }
-    push_extension(&mut first, header::EXT_FEATURE_TABLE, &table_ext);
+    let name_len = o.backing_file.as_ref().map_or(0, |b| b.len());
+    // As QEMU: the feature name table is optional and left out when the header cluster is
+    // too small for it (512-byte clusters with a backing file).
+    if (first.len() + 8 + table_ext.len() + 8 + name_len) as u64 <= cs {
+        push_extension(&mut first, header::EXT_FEATURE_TABLE, &table_ext);
+    }
     first.extend_from_slice(&[0u8; 8]);
     if let Some(b) = &o.backing_file {
         if b.len() > header::MAX_BACKING_NAME as usize {
