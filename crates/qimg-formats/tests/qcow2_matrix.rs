@@ -746,3 +746,111 @@ fn create_rejects_what_qemu_rejects() {
         assert_eq!(e.code, code, "{o:?}: {}", e.message);
     }
 }
+
+/// `qemu-img map` without host offsets: (start, length, present, zero, data).
+fn map_shape(path: &str) -> Vec<(u64, u64, bool, bool, bool)> {
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        "qemu-img",
+        &["map", "--output=json", "-f", "qcow2", path],
+    ))
+    .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["start"].as_u64().unwrap(),
+                e["length"].as_u64().unwrap(),
+                e["present"].as_bool().unwrap(),
+                e["zero"].as_bool().unwrap(),
+                e["data"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn zeroes_and_discards_map_like_qemu() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let k = 65536u64;
+    // (qemu-io command, driver operation)
+    type Op = Box<dyn Fn(&dyn BlockDriver)>;
+    let ops: Vec<(String, Op)> = vec![
+        (
+            format!("write -P 7 0 {}", 6 * k),
+            Box::new(move |d| d.write(0, &vec![7u8; 6 * k as usize]).unwrap()),
+        ),
+        (
+            format!("write -z {k} {k}"),
+            Box::new(move |d| d.write_zeroes(k, k, false).unwrap()),
+        ),
+        (
+            format!("write -z -u {} {k}", 2 * k),
+            Box::new(move |d| d.write_zeroes(2 * k, k, true).unwrap()),
+        ),
+        (
+            format!("discard {} {k}", 3 * k),
+            Box::new(move |d| d.discard(3 * k, k).unwrap()),
+        ),
+        (
+            format!("write -z {} {}", 8 * k, 2 * k),
+            Box::new(move |d| d.write_zeroes(8 * k, 2 * k, false).unwrap()),
+        ),
+        (
+            format!("discard {} {k}", 12 * k),
+            Box::new(move |d| d.discard(12 * k, k).unwrap()),
+        ),
+        (
+            format!("write -z 300000 1000"),
+            Box::new(|d| d.write_zeroes(300_000, 1000, false).unwrap()),
+        ),
+    ];
+    for compat in ["1.1", "0.10"] {
+        let (q, m) = (dir.path().join("q.qcow2"), dir.path().join("m.qcow2"));
+        let (q, m) = (q.to_str().unwrap(), m.to_str().unwrap());
+        ok(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("compat={compat}"),
+                q,
+                "1M",
+            ],
+        );
+        let mut args = vec!["-f".to_string(), "qcow2".to_string()];
+        for (c, _) in &ops {
+            args.push("-c".into());
+            args.push(c.clone());
+        }
+        args.push(q.into());
+        ok(
+            "qemu-io",
+            &args.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        );
+        create(
+            m,
+            &CreateOptions {
+                size: 1 << 20,
+                compat: Some(compat.into()),
+                ..Default::default()
+            },
+        );
+        let d = open(m, false);
+        for (_, op) in &ops {
+            op(d.as_ref());
+        }
+        d.close().unwrap();
+        drop(d);
+        assert_eq!(map_shape(m), map_shape(q), "compat={compat}");
+        qemu_check_clean(m);
+        ok("qemu-img", &["compare", "-f", "qcow2", "-F", "qcow2", m, q]);
+    }
+}
