@@ -805,7 +805,7 @@ fn zeroes_and_discards_map_like_qemu() {
             Box::new(move |d| d.discard(12 * k, k).unwrap()),
         ),
         (
-            format!("write -z 300000 1000"),
+            "write -z 300000 1000".to_string(),
             Box::new(|d| d.write_zeroes(300_000, 1000, false).unwrap()),
         ),
     ];
