@@ -56,6 +56,8 @@ export interface CopyRangeOptions {
   targetZeroed: boolean
   /** `convert -B`: copy only what the source's top layer allocates. */
   topOnly?: boolean
+  /** `convert -c`: write non-zero clusters compressed. */
+  compress?: boolean
 }
 
 /** What one copy chunk did. */

@@ -17,6 +17,8 @@ pub struct CopyRangeOptions {
     pub target_zeroed: bool,
     /// `convert -B`: copy only what the source's top layer allocates.
     pub top_only: Option<bool>,
+    /// `convert -c`: write non-zero clusters compressed.
+    pub compress: Option<bool>,
 }
 
 /// What one copy chunk did.
@@ -47,6 +49,7 @@ pub fn copy_range(
             sparse_size: to_u64(opts.sparse_size, "sparse size")?,
             target_zeroed: opts.target_zeroed,
             top_only: opts.top_only.unwrap_or(false),
+            compress: opts.compress.unwrap_or(false),
         };
         let (off, dst_off) = (to_u64(offset, "offset")?, to_u64(dst_offset, "dstOffset")?);
         let delta = dst_off

@@ -177,7 +177,7 @@ async function run(argv: string[]): Promise<number> {
         io.out(optionsHelp(targetFormat));
         return 0;
       }
-      for (const unsupported of ["c", "l", "s", "r", "C", "salvage", "bitmaps", "target-image-opts"]) {
+      for (const unsupported of ["l", "s", "r", "C", "salvage", "bitmaps", "target-image-opts"]) {
         if (has(p, unsupported)) {
           throw new QimgError(
             "ERR_QIMG_UNSUPPORTED",
@@ -207,6 +207,7 @@ async function run(argv: string[]): Promise<number> {
           parallel: m,
           outOfOrder: has(p, "W"),
           forceShare,
+          compress: has(p, "c"),
           backingFile: last(p, "B"),
           backingFormat: last(p, "F"),
           progress: has(p, "p"),

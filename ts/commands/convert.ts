@@ -26,6 +26,8 @@ export interface ConvertArgs {
   parallel: number;
   /** `-W`. */
   outOfOrder: boolean;
+  /** `-c`. */
+  compress: boolean;
   /** `-B`. */
   backingFile?: string;
   /** `-F`. */
@@ -54,6 +56,7 @@ export async function convertCommand(a: ConvertArgs, io: Io): Promise<number> {
     forceShare: a.forceShare,
     backingFile: a.backingFile,
     backingFormat: a.backingFormat,
+    compress: a.compress,
     signal: a.signal,
   });
   if (a.progress && !a.quiet) progressBar(job, io);

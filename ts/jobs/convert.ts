@@ -36,6 +36,8 @@ export interface ConvertOptions {
   backingFile?: string;
   /** `-F`: format of the `-B` backing file. */
   backingFormat?: string;
+  /** `-c`: write the target's clusters compressed (qcow2; `-o compression_type=zlib|zstd`). */
+  compress?: boolean;
   /** `-U` for the sources. */
   forceShare?: boolean;
   /** Cancellation. */
@@ -135,6 +137,7 @@ async function runConvert(
             sparseSize,
             targetZeroed,
             topOnly,
+            compress: !!opts.compress,
           }),
         );
         result.bytesRead += st.bytesRead;

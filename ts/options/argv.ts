@@ -1,7 +1,8 @@
 /**
- * A getopt_long-compatible parser: clustered short options (`-fqcow2`, `-qp`), separate or
- * attached arguments (`-f qcow2`), long options with `=` or a separate value, `--` ending
- * options, and GNU permutation (options may follow positionals), as qemu-img parses.
+ * A getopt_long-compatible parser, as glibc's behind qemu-img: clustered short options (`-qp`),
+ * attached or separate arguments (`-fqcow2`, `-f qcow2`), long options with `=` or a separate
+ * value, unambiguous prefixes of long names (`--back` for `--backing-chain`), `--` ending options,
+ * and GNU permutation (options may follow positionals). Messages are glibc's, without the prefix.
  */
 import { QimgError } from "../errors.js";
 
@@ -19,16 +20,44 @@ export interface ParsedArgs {
   opts: Array<[string, string | true]>;
   /** Positional arguments. */
   positionals: string[];
+  /** Set when parsing stopped at a key listed in `stopAt` (e.g. `h`, as qemu-img's help()). */
+  stoppedAt?: string;
+}
+
+/** Options for {@link parseArgs}. */
+export interface ParseArgsOptions {
+  /** Keys that end parsing at once (qemu-img prints help and exits on `-h`). */
+  stopAt?: readonly string[];
 }
 
 function bad(msg: string): QimgError {
   return new QimgError("ERR_QIMG_INVALID_ARGUMENT", msg);
 }
 
-/** Parse `argv` against `spec`. */
-export function parseArgs(argv: string[], spec: OptionSpec): ParsedArgs {
+/** Resolve a long name: exact match, else unique prefix (or prefixes that all mean the same). */
+function lookupLong(spec: OptionSpec, name: string, arg: string): [string, [boolean, string]] {
+  const exact = Object.hasOwn(spec.long, name) ? spec.long[name] : undefined;
+  if (exact) return [name, exact];
+  const matches = Object.keys(spec.long).filter((n) => n.startsWith(name));
+  if (matches.length === 0 || name === "") throw bad(`unrecognized option '${arg}'`);
+  const [h0, k0] = spec.long[matches[0]];
+  if (matches.some((m) => spec.long[m][0] !== h0 || spec.long[m][1] !== k0)) {
+    throw bad(`option '--${name}' is ambiguous; possibilities:${matches.map((m) => ` '--${m}'`).join("")}`);
+  }
+  return [matches[0], spec.long[matches[0]]];
+}
+
+/** Parse `argv` (without the command word) against `spec`. Throws getopt's messages. */
+export function parseArgs(
+  argv: readonly string[],
+  spec: OptionSpec,
+  options: ParseArgsOptions = {},
+): ParsedArgs {
   const opts: ParsedArgs["opts"] = [];
   const positionals: string[] = [];
+  const stop = new Set(options.stopAt ?? []);
+  const done = (key: string): ParsedArgs | undefined =>
+    stop.has(key) ? { opts, positionals, stoppedAt: key } : undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--") {
@@ -38,27 +67,27 @@ export function parseArgs(argv: string[], spec: OptionSpec): ParsedArgs {
     if (a.startsWith("--")) {
       const eq = a.indexOf("=");
       const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
-      const entry = spec.long[name];
-      if (!entry) throw bad(`unrecognized option '${a}'`);
-      const [hasArg, key] = entry;
+      const [full, [hasArg, key]] = lookupLong(spec, name, a);
       if (hasArg) {
         let v: string;
         if (eq >= 0) v = a.slice(eq + 1);
         else {
-          if (i + 1 >= argv.length) throw bad(`option '--${name}' requires an argument`);
+          if (i + 1 >= argv.length) throw bad(`option '--${full}' requires an argument`);
           v = argv[++i];
         }
         opts.push([key, v]);
       } else {
-        if (eq >= 0) throw bad(`option '--${name}' doesn't allow an argument`);
+        if (eq >= 0) throw bad(`option '--${full}' doesn't allow an argument`);
         opts.push([key, true]);
       }
+      const r = done(key);
+      if (r) return r;
       continue;
     }
     if (a.startsWith("-") && a.length > 1) {
       for (let j = 1; j < a.length; j++) {
         const c = a[j];
-        if (!(c in spec.short)) throw bad(`invalid option -- '${c}'`);
+        if (!Object.hasOwn(spec.short, c)) throw bad(`invalid option -- '${c}'`);
         if (spec.short[c]) {
           let v = a.slice(j + 1);
           if (v === "") {
@@ -66,9 +95,13 @@ export function parseArgs(argv: string[], spec: OptionSpec): ParsedArgs {
             v = argv[++i];
           }
           opts.push([c, v]);
+          const r = done(c);
+          if (r) return r;
           break;
         }
         opts.push([c, true]);
+        const r = done(c);
+        if (r) return r;
       }
       continue;
     }
@@ -77,7 +110,7 @@ export function parseArgs(argv: string[], spec: OptionSpec): ParsedArgs {
   return { opts, positionals };
 }
 
-/** Last value given for `key`. */
+/** Last value given for `key` (`""` for a flag), or undefined. */
 export function last(p: ParsedArgs, key: string): string | undefined {
   for (let i = p.opts.length - 1; i >= 0; i--) {
     const [k, v] = p.opts[i];
@@ -86,7 +119,7 @@ export function last(p: ParsedArgs, key: string): string | undefined {
   return undefined;
 }
 
-/** True if flag `key` was given. */
+/** True if `key` was given. */
 export function has(p: ParsedArgs, key: string): boolean {
   return p.opts.some(([k]) => k === key);
 }

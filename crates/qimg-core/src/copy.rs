@@ -26,6 +26,8 @@ pub struct CopyOptions {
     /// `convert -B`: the target has its own backing file, so copy only what the source's top
     /// layer allocates (zeros included, written explicitly) and leave the rest unallocated.
     pub top_only: bool,
+    /// `convert -c`: write every non-zero cluster compressed.
+    pub compress: bool,
 }
 
 /// What [`copy_range`] did.
@@ -59,6 +61,9 @@ pub fn copy_range(
         target_zeroed: opts.target_zeroed && !opts.top_only,
         ..*opts
     };
+    if opts.compress {
+        return copy_compressed(src, dst, offset, length, opts);
+    }
     let mut stats = CopyStats::default();
     let end = offset + length;
     let mut pos = offset;
@@ -94,6 +99,45 @@ pub fn copy_range(
     result?;
     if stats.bytes_written > 0 {
         dst.inner.storage().start_writeback();
+    }
+    Ok(stats)
+}
+
+/// `convert -c`: read cluster by cluster; skip (or zero) all-zero clusters, compress the rest.
+/// The range must start on a target cluster boundary.
+fn copy_compressed(
+    src: &dyn BlockDriver,
+    dst: &Shifted,
+    offset: u64,
+    length: u64,
+    opts: &CopyOptions,
+) -> Result<CopyStats> {
+    let cs = dst.inner.compressed_cluster_size().ok_or_else(|| {
+        crate::Error::unsupported(format!(
+            "Compression not supported for this file format ({})",
+            dst.inner.format_name()
+        ))
+    })?;
+    if !(offset + dst.delta).is_multiple_of(cs) {
+        return Err(crate::Error::unsupported(
+            "compressed convert needs each source to start on a target cluster boundary",
+        ));
+    }
+    let mut stats = CopyStats::default();
+    let mut buf = vec![0u8; cs as usize];
+    let mut pos = offset;
+    let end = offset + length;
+    while pos < end {
+        let n = cs.min(end - pos) as usize;
+        src.read(pos, &mut buf[..n])?;
+        stats.bytes_read += n as u64;
+        if is_zero(&buf[..n]) {
+            zero_target(dst, pos, n as u64, opts, &mut stats)?;
+        } else {
+            dst.inner.write_compressed(pos + dst.delta, &buf[..n])?;
+            stats.bytes_written += n as u64;
+        }
+        pos += n as u64;
     }
     Ok(stats)
 }

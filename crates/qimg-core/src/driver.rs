@@ -134,6 +134,17 @@ pub trait BlockDriver: Send + Sync {
             self.format_name()
         )))
     }
+    /// Cluster size of compressed writes, or `None` if the format cannot store compressed data.
+    fn compressed_cluster_size(&self) -> Option<u64> {
+        None
+    }
+    /// Write one whole cluster (the image's last, partial cluster is zero-padded) compressed.
+    fn write_compressed(&self, _offset: u64, _data: &[u8]) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Compression not supported for this file format ({})",
+            self.format_name()
+        )))
+    }
     /// The backing layer given with [`Self::set_backing`], if any.
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
         None

@@ -63,6 +63,30 @@ pub fn decompress(kind: u8, input: &[u8], out: &mut [u8]) -> Result<()> {
     }
 }
 
+/// Compress one cluster: raw deflate with a 4 KiB window (QEMU inflates with window bits -12, so
+/// a larger window would write clusters QEMU cannot read), or one zstd frame.
+pub fn compress(kind: u8, level: Option<u32>, input: &[u8]) -> Result<Vec<u8>> {
+    match kind {
+        ZLIB => {
+            let lvl = flate2::Compression::new(level.unwrap_or(6).min(9));
+            let mut c = flate2::Compress::new_with_window_bits(lvl, false, 12);
+            let mut out = Vec::with_capacity(input.len() + input.len() / 8 + 64);
+            match c.compress_vec(input, &mut out, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => Ok(out),
+                // Did not fit: the caller stores the cluster uncompressed.
+                Ok(_) => Ok(vec![0u8; input.len() + 1]),
+                Err(e) => Err(Error::new(
+                    qimg_core::ErrorCode::Internal,
+                    format!("deflate: {e}"),
+                )),
+            }
+        }
+        ZSTD => zstd::bulk::compress(input, level.map_or(3, |l| l.min(19) as i32))
+            .map_err(|e| Error::new(qimg_core::ErrorCode::Internal, format!("zstd: {e}"))),
+        k => Err(Error::unsupported(format!("Unknown compression type {k}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +111,25 @@ mod tests {
             decompress(ZLIB, &[1, 2, 3], &mut out).unwrap_err().code,
             qimg_core::ErrorCode::Corrupt
         );
+    }
+
+    #[test]
+    fn compress_round_trips_and_uses_a_4k_window() {
+        let data: Vec<u8> = (0..65536u32).map(|i| ((i / 7) % 13) as u8).collect();
+        for kind in [ZLIB, ZSTD] {
+            let z = compress(kind, None, &data).unwrap();
+            assert!(z.len() < data.len() / 4);
+            let mut out = vec![0u8; data.len()];
+            decompress(kind, &z, &mut out).unwrap();
+            assert_eq!(out, data);
+        }
+        // A 4 KiB-window inflater (what QEMU uses) accepts our deflate stream.
+        let z = compress(ZLIB, None, &data).unwrap();
+        let mut d = flate2::Decompress::new_with_window_bits(false, 12);
+        let mut out = vec![0u8; data.len()];
+        d.decompress(&z, &mut out, flate2::FlushDecompress::Finish)
+            .unwrap();
+        assert_eq!(out, data);
     }
 
     #[test]

@@ -43,13 +43,20 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
     if o.data_file.is_some() {
         return Err(Error::unsupported("data_file is not supported yet"));
     }
-    if let Some(c) = o.compression_type.as_deref() {
-        if c != "zlib" {
-            return Err(Error::unsupported(format!(
-                "compression_type={c} is not supported yet"
-            )));
+    let compression = match o.compression_type.as_deref() {
+        None | Some("zlib") => super::compress::ZLIB,
+        Some("zstd") if v3 => super::compress::ZSTD,
+        Some("zstd") => {
+            return Err(Error::invalid(
+                "Compression type 'zstd' requires compatibility level 1.1 or above (use compat=1.1 or greater)",
+            ))
         }
-    }
+        Some(c) => {
+            return Err(Error::invalid(format!(
+                "Parameter 'compression_type' does not accept value '{c}'"
+            )))
+        }
+    };
     if o.backing_fmt.is_some() && o.backing_file.is_none() {
         return Err(Error::invalid(
             "Backing format cannot be used without backing file",
@@ -80,7 +87,11 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         refcount_table_clusters: 1,
         nb_snapshots: 0,
         snapshots_offset: 0,
-        incompatible: 0,
+        incompatible: if compression == super::compress::ZSTD {
+            header::INCOMPAT_COMPRESSION
+        } else {
+            0
+        },
         compatible: if o.lazy_refcounts {
             header::COMPAT_LAZY_REFCOUNTS
         } else {
@@ -89,7 +100,7 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         autoclear: 0,
         refcount_order: bits.trailing_zeros(),
         header_length: if v3 { 112 } else { 72 },
-        compression_type: 0,
+        compression_type: compression,
         backing_file: o.backing_file.clone(),
         backing_format: o.backing_fmt.clone(),
         feature_names: Vec::new(),

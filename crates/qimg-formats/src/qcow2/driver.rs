@@ -6,7 +6,7 @@
 use super::alloc::Refcounts;
 use super::compress;
 use super::header::{self, Header};
-use super::mapping::{decode_l1, decode_l2, Cluster, L2Cache, COPIED, OFFSET_MASK, ZERO};
+use super::mapping::{self, decode_l1, decode_l2, Cluster, L2Cache, COPIED, OFFSET_MASK, ZERO};
 use crate::options::OpenOptions;
 use qimg_core::{
     BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage,
@@ -28,6 +28,8 @@ pub(super) struct State {
     closed: bool,
     /// `None` until block status first asks: does the image look metadata-preallocated?
     metadata_prealloc: Option<bool>,
+    /// Next free byte in the cluster that compressed clusters are being packed into (0: none).
+    compressed_cursor: u64,
 }
 
 /// An open qcow2 image.
@@ -100,6 +102,7 @@ impl Qcow2Driver {
                 dirty_on_disk: dirty,
                 closed: false,
                 metadata_prealloc: None,
+                compressed_cursor: 0,
             }),
             backing: RwLock::new(None),
         };
@@ -458,6 +461,8 @@ impl Qcow2Driver {
             self.storage.flush()?;
         }
         if st.rc.has_pending_frees() {
+            // A freed cluster may be the one compressed clusters were packed into.
+            st.compressed_cursor = 0;
             st.rc.apply_frees(self.storage.as_ref())?;
             st.rc.write_back(self.storage.as_ref())?;
             self.storage.flush()?;
@@ -886,6 +891,62 @@ impl BlockDriver for Qcow2Driver {
         self.storage.flush()?;
         st.header.size = new_size;
         self.flush_locked(&mut st)
+    }
+
+    fn compressed_cluster_size(&self) -> Option<u64> {
+        Some(self.cs)
+    }
+
+    fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let cs = self.cs;
+        let size = self.virtual_size();
+        let last = offset + data.len() as u64 == size;
+        if !offset.is_multiple_of(cs)
+            || data.len() as u64 > cs
+            || (data.len() as u64 != cs && !last)
+        {
+            return Err(Error::invalid(
+                "compressed writes must cover whole clusters",
+            ));
+        }
+        let mut padded;
+        let cluster = if data.len() as u64 == cs {
+            data
+        } else {
+            padded = vec![0u8; cs as usize];
+            padded[..data.len()].copy_from_slice(data);
+            &padded[..]
+        };
+        // Compress outside the lock, so several clusters compress on several threads.
+        let z = compress::compress(self.compression, None, cluster)?;
+        if z.len() as u64 >= cs - 512 {
+            return self.write(offset, data);
+        }
+        let mut st = self.lock()?;
+        self.bounds(&st, offset, data.len() as u64)?;
+        self.begin_write(&mut st)?;
+        let span = (z.len() as u64).div_ceil(512) * 512;
+        let cur = st.compressed_cursor;
+        let host = if cur != 0 && cur % cs != 0 && cur % cs + span <= cs {
+            // Pack into the current cluster: one more compressed cluster references it.
+            let c = cur / cs;
+            let r = st.rc.get(self.storage.as_ref(), c)?;
+            st.rc.set(self.storage.as_ref(), c, r + 1)?;
+            cur
+        } else {
+            let h = st.rc.allocate(self.storage.as_ref(), span.div_ceil(cs))?;
+            self.sync_reftable_header(&mut st)?;
+            h
+        };
+        st.compressed_cursor = host + span;
+        self.storage.write_at(&z, host)?;
+        let gc = offset / cs;
+        let x = 62 - (self.cluster_bits - 8);
+        let entry = mapping::COMPRESSED | ((span / 512 - 1) << x) | host;
+        let old = self.lookup(&mut st, gc)?;
+        self.free_cluster_of(&mut st, old);
+        self.set_l2(&mut st, gc, entry)?;
+        self.maybe_shrink_cache(&mut st)
     }
 
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
