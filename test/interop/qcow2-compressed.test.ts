@@ -85,6 +85,46 @@ describe.skipIf(!have)("compressed qcow2 clusters", () => {
     });
   }
 
+  for (const type of ["zlib", "zstd"] as const) {
+    it(`convert -c -o compression_type=${type}: QEMU reads what qimg compressed`, () => {
+      const src = t.path(`c-${type}.raw`);
+      runOk("qemu-img", ["create", "-q", "-f", "raw", src, "9000k"]);
+      runOk("qemu-io", [
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x61 0 3M",
+        "-c",
+        "write -P 0x62 5M 1M",
+        "-c",
+        "write -P 0 6M 64k",
+        src,
+      ]);
+      const dst = t.path(`c-${type}.qcow2`);
+      const r = qimg([
+        "convert",
+        "-c",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        "-o",
+        `compression_type=${type},cluster_size=64k`,
+        src,
+        dst,
+      ]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(run("qemu-img", ["check", dst]).status).toBe(0);
+      expect(run("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", src, dst]).status).toBe(0);
+      const map = JSON.parse(runOk("qemu-img", ["map", "--output=json", dst]));
+      expect(map.some((e: { compressed: boolean }) => e.compressed)).toBe(true);
+      const info = JSON.parse(runOk("qemu-img", ["info", "--output=json", dst]));
+      expect(info["format-specific"].data["compression-type"]).toBe(type);
+      // 4 MiB of patterns compress to a small fraction.
+      expect(info["actual-size"]).toBeLessThan(1 << 20);
+    });
+  }
+
   it("a corrupt compressed stream is a typed error, not garbage", async () => {
     const f = compressed("bad", "zlib", "64k");
     const map = JSON.parse(runOk("qemu-img", ["map", "--output=json", f]));
