@@ -1,16 +1,24 @@
 //! The `file` protocol: a POSIX regular file (or block device) as a [`Storage`].
+//!
+//! Opening takes QEMU-compatible image locks ([`crate::lock`]): by default the permission set
+//! [`PermSet::for_open`] picks from `read_only` and `force_share`; [`FileStorage::open_with_perms`]
+//! takes another set (e.g. [`PermSet::INFO`] for an open that reads no data) and
+//! [`FileStorage::set_perms`] changes it later, as QEMU does when a node's users change.
 use crate::error::{Error, Result};
+use crate::lock::{LockState, PermSet};
 use crate::storage::{DataRun, Storage};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
 
 /// Options for opening a file.
 #[derive(Debug, Clone)]
 pub struct FileOptions {
     /// Open without write access.
     pub read_only: bool,
-    /// Create the file (truncating) if it does not exist.
+    /// Create the file if it does not exist, and empty it (after the locks are taken, so an
+    /// image in use elsewhere is refused before it is touched).
     pub create: bool,
     /// Locking policy.
     pub locking: crate::lock::LockMode,
@@ -29,52 +37,109 @@ impl Default for FileOptions {
     }
 }
 
-/// An open host file.
+/// An open host file. Its image locks live as long as it does (closing the descriptor releases
+/// them).
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
     name: String,
     read_only: bool,
+    lock: Mutex<LockState>,
 }
 
 impl FileStorage {
-    /// Open `path` with `opts`.
+    /// Open `path` with `opts`, locking with qimg's default permission set for the open
+    /// ([`PermSet::for_open`]: bytes 100, 201, 203 read-only; 100, 101, 103, 201, 203
+    /// read-write; 100 read-only with force-share).
+    ///
+    /// Errors: `force_share` on a read-write open is `InvalidArgument` ("force-share=on can only
+    /// be used with read-only images"); a conflicting lock is `Locked` with QEMU's message.
     pub fn open(path: &str, opts: &FileOptions) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!opts.read_only)
-            .create(opts.create && !opts.read_only)
-            .truncate(opts.create && !opts.read_only)
-            .open(path)
-            .map_err(|e| Error::io(format!("Could not open '{path}'"), &e).with_path(path))?;
+        let perms = PermSet::for_open(opts.read_only, opts.force_share);
+        Self::open_with_perms(path, opts, perms)
+    }
+
+    /// Open `path` with `opts`, locking the permission set `perms` instead of the default
+    /// (`opts.force_share` is still checked against `opts.read_only`, and otherwise ignored).
+    pub fn open_with_perms(path: &str, opts: &FileOptions, perms: PermSet) -> Result<Self> {
         if opts.force_share && !opts.read_only {
             return Err(
                 Error::invalid("force-share=on can only be used with read-only images")
                     .with_path(path),
             );
         }
-        let perms = crate::lock::PermSet::for_open(opts.read_only, opts.force_share);
-        crate::lock::apply(
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!opts.read_only)
+            .create(opts.create && !opts.read_only)
+            // Truncated below, once the locks say nobody else uses the file (as QEMU's create).
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(format!("Could not open '{path}'"), &e).with_path(path))?;
+        let lock = crate::lock::apply(
             std::os::fd::AsRawFd::as_raw_fd(&file),
             perms,
             opts.locking,
             path,
         )?;
+        if opts.create && !opts.read_only {
+            file.set_len(0).map_err(|e| {
+                Error::io(format!("Could not resize file '{path}'"), &e).with_path(path)
+            })?;
+        }
         Ok(FileStorage {
             file,
             name: path.to_string(),
             read_only: opts.read_only,
+            lock: Mutex::new(lock),
         })
     }
 
-    /// Set FS_NOCOW_FL (`nocow=on`); harmless where the file system has no such flag.
-    pub fn set_nocow(&self) {
-        const FS_NOCOW_FL: libc::c_long = 0x0080_0000;
+    /// The permission set in force (what the locks say, or would say with locking off).
+    pub fn perms(&self) -> PermSet {
+        self.lock_state().perms()
+    }
+
+    /// The lock bytes this open holds right now (none with `locking=off`, or with `auto` on a
+    /// file system without OFD locks).
+    pub fn locked(&self) -> PermSet {
+        self.lock_state().locked()
+    }
+
+    /// Change the permission set, QEMU's way: take the new bytes, check for conflicts, release the
+    /// bytes no longer needed; on a conflict (`Locked`) the old set stays in force. Holding write
+    /// or resize on a read-only open is refused (`InvalidArgument`).
+    pub fn set_perms(&self, perms: PermSet) -> Result<()> {
+        use crate::lock::Perm;
+        let writes = Perm::Write.bit() | Perm::WriteUnchanged.bit() | Perm::Resize.bit();
+        if self.read_only && perms.held & writes != 0 {
+            return Err(Error::invalid(format!(
+                "'{}' is opened read-only: cannot take write permissions",
+                self.name
+            ))
+            .with_path(&self.name));
+        }
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
-        let mut flags: libc::c_long = 0;
-        // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read/write one long through a valid pointer on an open fd.
+        let mut st = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        st.set(fd, perms, &self.name)
+    }
+
+    fn lock_state(&self) -> LockState {
+        *self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Set FS_NOCOW_FL (`nocow=on`, for btrfs); harmless where the file system has no such flag.
+    /// Only effective on an empty file, so call it right after creating the file.
+    pub fn set_nocow(&self) {
+        const FS_NOCOW_FL: libc::c_int = 0x0080_0000;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        // The kernel reads and writes an int through FS_IOC_GETFLAGS/SETFLAGS, whatever the
+        // ioctl number's declared type says.
+        let mut flags: libc::c_int = 0;
+        // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read/write one int through a valid pointer on an open
+        // fd; errors (ENOTTY, EOPNOTSUPP on file systems without the flag) are ignored.
         unsafe {
-            if libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) == 0 {
+            if libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) == 0 && flags & FS_NOCOW_FL == 0 {
                 flags |= FS_NOCOW_FL;
                 libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags);
             }

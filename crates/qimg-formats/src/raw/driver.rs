@@ -1,4 +1,10 @@
 //! The raw driver: every call forwards to the storage at the same offset.
+//!
+//! Block status comes from the storage's holes (`SEEK_DATA`/`SEEK_HOLE` for files) and matches
+//! `qemu-img map --output=json -f raw` (checked on qemu-img 10.0): data runs are
+//! `data: true, zero: false`; holes are `data: false, zero: true`, both `present: true` with
+//! `offset` equal to the guest offset — so a hole is [`LayerStatus::Zero`] *with* its host
+//! offset, not [`LayerStatus::Unallocated`].
 use crate::options::OpenOptions;
 use qimg_core::storage::DataRun;
 use qimg_core::{
@@ -9,15 +15,23 @@ use std::sync::Arc;
 
 /// An opened raw image.
 pub struct RawDriver {
+    /// The bytes of the image.
     storage: Arc<dyn Storage>,
+    /// Virtual size: the storage size at open, changed by [`BlockDriver::resize`].
     size: AtomicU64,
+    /// Refuse every write.
     read_only: bool,
 }
 
 impl RawDriver {
-    /// Open `storage` as a raw image; the virtual size is the storage size.
+    /// Open `storage` as a raw image. The virtual size is the storage size rounded up to a
+    /// multiple of 512, as QEMU's block layer counts sizes in sectors (a 1000-byte file is a
+    /// 1024-byte image whose last 24 bytes read as zeros and map as a hole).
     pub fn open(storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Self> {
-        let size = storage.size()?;
+        let size = storage
+            .size()?
+            .checked_next_multiple_of(512)
+            .ok_or_else(|| Error::corrupt("Image size is too large"))?;
         Ok(RawDriver {
             storage,
             size: AtomicU64::new(size),
@@ -25,6 +39,7 @@ impl RawDriver {
         })
     }
 
+    /// Refuse ranges that end past the virtual size (`OutOfRange`).
     fn bounds(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.virtual_size();
         if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -37,6 +52,7 @@ impl RawDriver {
         Ok(())
     }
 
+    /// Refuse writes on a read-only open (`ReadOnly`).
     fn writable(&self) -> Result<()> {
         if self.read_only {
             return Err(
