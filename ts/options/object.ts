@@ -97,7 +97,7 @@ export function parseObject(s: string): QomObject | QomObjectHelp {
   const { dict, help } = parsed;
   const qomType = dict["qom-type"];
   if (typeof qomType === "object") throw bad("Invalid parameter type for 'qom-type', expected: string");
-  if (help) return qomType === undefined ? { help: true } : { help: true, qomType };
+  if (help) return qomType === undefined ? { help: true } : { help: true, qomType: qomType as string };
   if (qomType === undefined) throw bad("Parameter 'qom-type' is missing");
   if (!KNOWN_QOM_TYPES.has(qomType as string))
     throw bad(`Parameter 'qom-type' does not accept value '${qomType}'`);
@@ -116,8 +116,8 @@ export function parseObject(s: string): QomObject | QomObjectHelp {
 }
 
 /** True if a parsed object is a help request. */
-export function isObjectHelp(o: QomObject | QomObjectHelp): o is QomObjectHelp {
-  return "help" in o;
+export function isObjectHelp(o: QomObject | QomObject[] | QomObjectHelp): o is QomObjectHelp {
+  return !Array.isArray(o) && "help" in o;
 }
 
 /**

@@ -1,0 +1,107 @@
+/**
+ * The qemu-img command line as typed command objects: `parseCommandLine(argv)` dispatches on the
+ * first word to create, info, convert, check, compare or map, or returns a help/version request.
+ */
+import { type OptionSpec, parseArgs } from "../argv.js";
+import { isObjectHelp } from "../object.js";
+import { buildCheck, CHECK_SPEC, type CheckCommand } from "./check.js";
+import { fail, objects } from "./common.js";
+import { buildCompare, COMPARE_SPEC, type CompareCommand } from "./compare.js";
+import { buildConvert, CONVERT_SPEC, type ConvertCommand } from "./convert.js";
+import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand } from "./create.js";
+import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
+import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
+
+export type { CheckCommand } from "./check.js";
+export type { ImageArg, OutputFormat } from "./common.js";
+export type { CompareCommand } from "./compare.js";
+export type { ConvertCommand, SnapshotRef } from "./convert.js";
+export type { CreateCommand, OptionsHelpCommand } from "./create.js";
+export type { InfoCommand } from "./info.js";
+export type { MapCommand } from "./map.js";
+
+/** The commands qimg implements. */
+export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map";
+
+/** `-h` / `--help`, globally (no topic) or for a command. */
+export interface HelpCommand {
+  cmd: "help";
+  /** The command whose usage is wanted; absent for the global help. */
+  topic?: CommandName;
+}
+
+/** `-V` / `--version`. */
+export interface VersionCommand {
+  cmd: "version";
+}
+
+/** `--object help` or `--object TYPE,help`. */
+export interface ObjectHelpCommand {
+  cmd: "object-help";
+  /** The QOM type asked about, if any. */
+  qomType?: string;
+}
+
+/** Everything {@link parseCommandLine} can return. */
+export type Command =
+  | CreateCommand
+  | InfoCommand
+  | ConvertCommand
+  | CheckCommand
+  | CompareCommand
+  | MapCommand
+  | HelpCommand
+  | VersionCommand
+  | OptionsHelpCommand
+  | ObjectHelpCommand;
+
+/** Each command's option table, with qemu-img's letters and long names. */
+export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
+  create: CREATE_SPEC,
+  info: INFO_SPEC,
+  convert: CONVERT_SPEC,
+  check: CHECK_SPEC,
+  compare: COMPARE_SPEC,
+  map: MAP_SPEC,
+};
+
+const BUILDERS = {
+  create: buildCreate,
+  info: buildInfo,
+  convert: buildConvert,
+  check: buildCheck,
+  compare: buildCompare,
+  map: buildMap,
+} as const;
+
+/** True if `s` names a command qimg implements. */
+export function isCommandName(s: string): s is CommandName {
+  return Object.hasOwn(COMMAND_SPECS, s);
+}
+
+/** Parse one command's arguments (`argv` without the command word). */
+export function parseCommand(cmd: CommandName, argv: readonly string[]): Command {
+  const p = parseArgs(argv, COMMAND_SPECS[cmd], { stopAt: ["h"] });
+  if (p.stoppedAt === "h") return { cmd: "help", topic: cmd };
+  const objs = objects(p);
+  if (isObjectHelp(objs))
+    return objs.qomType === undefined
+      ? { cmd: "object-help" }
+      : { cmd: "object-help", qomType: objs.qomType };
+  return BUILDERS[cmd](p, objs);
+}
+
+/**
+ * Parse a whole qimg command line (`process.argv.slice(2)`): global `-h`/`--help` and
+ * `-V`/`--version`, then the command word and its options. Throws `QimgError`
+ * (`ERR_QIMG_INVALID_ARGUMENT`) with qemu-img's wording.
+ */
+export function parseCommandLine(argv: readonly string[]): Command {
+  const [first, ...rest] = argv;
+  if (first === undefined) fail("Not enough arguments");
+  if (first === "-h" || first === "--help" || first === "help") return { cmd: "help" };
+  if (first === "-V" || first === "--version") return { cmd: "version" };
+  if (first.startsWith("-")) fail(`unrecognized option '${first}'`);
+  if (!isCommandName(first)) fail(`Command not found: ${first}`);
+  return parseCommand(first, rest);
+}
