@@ -6,8 +6,18 @@ use qimg_core::LayerStatus;
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions, Preallocation};
 use std::process::Command;
 
+/// Tests here run one at a time: a child spawned by one test shares every open file description
+/// of the process until it execs, so it could briefly hold the image locks of a file another test
+/// just closed and make that test's next open fail.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn preallocation_modes_size_and_allocate() {
+    let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     for (mode, min_alloc) in [
         (Preallocation::Off, 0u64),
@@ -49,6 +59,7 @@ fn preallocation_modes_size_and_allocate() {
 
 #[test]
 fn block_status_matches_qemu_map() {
+    let _g = serial();
     if !have_qemu() {
         return;
     }
