@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `qimg` command line: qemu-img's syntax for create, info, convert, check, compare and map.
- * Errors print as `qimg: message` on stderr with qemu-img's exit codes.
+ * `parseCommandLine` (ts/options) turns argv into a typed command; this file runs it. Errors print
+ * as `qimg: message` on stderr with qemu-img's exit codes (1, or 2 for compare).
  */
 import { checkCommand } from "../commands/check.js";
 import { compareCommand } from "../commands/compare.js";
@@ -12,10 +13,8 @@ import { mapCommand } from "../commands/map.js";
 import type { Io } from "../commands/output.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
-import { all, has, last, type ParsedArgs, parseArgs } from "../options/argv.js";
-import { COMMAND_SPECS } from "../options/commands.js";
-import { parseImageOpts, parseKeyValues, toRecord, wantsHelp } from "../options/keyvalue.js";
-import { parseSize } from "../options/size.js";
+import { type Command, parseCommandLine } from "../options/commands/index.js";
+import { toRecord } from "../options/keyvalue.js";
 
 const io: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
@@ -25,209 +24,150 @@ usage: qimg [standard options] command [command options]
 Commands:
   create [-q] [--object objectdef] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
   info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
-  convert [--object objectdef] [--image-opts] [--target-image-opts] [--target-is-zero] [-U] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] output_filename
+  convert [--object objectdef] [--image-opts] [--target-is-zero] [-U] [-p] [-q] [-n] [-c] [-f fmt] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] output_filename
   check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename
   compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
 `;
 
-function fail(msg: string): never {
-  throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", msg);
+const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
+
+function unsupported(what: string): never {
+  throw new QimgError("ERR_QIMG_UNSUPPORTED", `convert option ${what} is not supported yet`);
 }
 
-function output(p: ParsedArgs): "human" | "json" {
-  const o = last(p, "output") ?? "human";
-  if (o !== "human" && o !== "json") fail(`--output must be used with human or json as argument.`);
-  return o;
-}
-
-function image(p: ParsedArgs, name: string): string | ImageOptions {
-  return has(p, "image-opts") ? (parseImageOpts(name) as ImageOptions) : name;
-}
-
-function checkObjects(p: ParsedArgs): void {
-  for (const o of all(p, "object")) {
-    const kv = toRecord(parseKeyValues(o, "qom-type"));
-    if (kv["qom-type"] !== "secret") fail(`Invalid object type '${kv["qom-type"] ?? ""}'`);
-  }
-}
-
-function options(p: ParsedArgs): { record: Record<string, string>; help: boolean } {
-  const joined = all(p, "o").join(",");
-  const kvs = joined ? parseKeyValues(joined) : [];
-  return { record: toRecord(kvs), help: wantsHelp(kvs) };
-}
-
-function one(p: ParsedArgs, what = "image file name"): string {
-  if (p.positionals.length < 1) fail(`Expecting one ${what}`);
-  if (p.positionals.length > 1) fail(`Expecting one ${what}`);
-  return p.positionals[0];
-}
-
-async function run(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
-  if (!cmd || cmd === "-h" || cmd === "--help" || cmd === "help") {
-    io.out(USAGE);
-    return cmd ? 0 : 1;
-  }
-  if (cmd === "-V" || cmd === "--version") {
-    io.out("qimg version 0.1.0 (qemu-img compatible)\n");
-    return 0;
-  }
-  const spec = COMMAND_SPECS[cmd];
-  if (!spec) fail(`Command not found: ${cmd}`);
-  const p = parseArgs(rest, spec);
-  if (has(p, "h")) {
-    io.out(USAGE);
-    return 0;
-  }
-  checkObjects(p);
-  const forceShare = has(p, "U");
-  const quiet = has(p, "q");
-  switch (cmd) {
-    case "create": {
-      const format = last(p, "f") ?? "raw";
-      const o = options(p);
-      if (o.help) {
-        io.out(optionsHelp(format));
-        return 0;
-      }
-      if (p.positionals.length < 1) fail("Expecting image file name");
-      if (p.positionals.length > 2) fail("Unexpected argument: " + p.positionals[2]);
-      let size: number | undefined;
-      if (p.positionals[1] !== undefined) {
-        try {
-          size = parseSize(p.positionals[1]);
-        } catch {
-          fail(
-            "Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n" +
-              "qimg: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.",
-          );
-        }
-      }
+async function run(c: Command, signal: AbortSignal): Promise<number> {
+  switch (c.cmd) {
+    case "help":
+      io.out(USAGE);
+      return 0;
+    case "version":
+      io.out("qimg version 0.1.0 (qemu-img compatible)\n");
+      return 0;
+    case "object-help":
+      io.out("List of user creatable objects:\n  secret\n");
+      return 0;
+    case "options-help":
+      io.out(optionsHelp(c.format));
+      return 0;
+    case "create":
       return createCommand(
         {
-          filename: p.positionals[0],
-          format,
-          size,
-          options: o.record,
-          backingFile: last(p, "b"),
-          backingFormat: last(p, "F"),
-          unsafe: has(p, "u"),
-          quiet,
+          filename: c.filename,
+          format: c.format,
+          size: c.size,
+          options: toRecord(c.options),
+          backingFile: c.backingFile,
+          backingFormat: c.backingFormat,
+          unsafe: c.unsafe,
+          quiet: c.quiet,
         },
         io,
       );
-    }
     case "info":
       return infoCommand(
         {
-          image: image(p, one(p)),
-          format: last(p, "f"),
-          output: output(p),
-          backingChain: has(p, "backing-chain"),
-          forceShare,
+          image: image(c.image),
+          format: c.format,
+          output: c.output,
+          backingChain: c.backingChain,
+          forceShare: c.forceShare,
         },
         io,
       );
-    case "check": {
-      const r = last(p, "r");
-      if (r !== undefined && r !== "leaks" && r !== "all")
-        fail(`Unknown option value for -r (expecting 'leaks' or 'all'): ${r}`);
+    case "check":
       return checkCommand(
-        { image: image(p, one(p)), format: last(p, "f"), output: output(p), repair: r, forceShare, quiet },
+        {
+          image: image(c.image),
+          format: c.format,
+          output: c.output,
+          repair: c.repair,
+          forceShare: c.forceShare,
+          quiet: c.quiet,
+        },
         io,
       );
-    }
-    case "compare": {
-      if (p.positionals.length !== 2) fail("Expecting two image file names");
+    case "compare":
       return compareCommand(
         {
-          a: image(p, p.positionals[0]),
-          b: image(p, p.positionals[1]),
-          formatA: last(p, "f"),
-          formatB: last(p, "F"),
-          strict: has(p, "s"),
-          forceShare,
-          progress: has(p, "p"),
-          quiet,
+          a: image(c.imageA),
+          b: image(c.imageB),
+          formatA: c.formatA,
+          formatB: c.formatB,
+          strict: c.strict,
+          forceShare: c.forceShare,
+          progress: c.progress,
+          quiet: c.quiet,
         },
         io,
       );
-    }
-    case "map": {
-      const s = last(p, "s");
-      const l = last(p, "l");
+    case "map":
       return mapCommand(
         {
-          image: image(p, one(p)),
-          format: last(p, "f"),
-          output: output(p),
-          startOffset: s === undefined ? undefined : parseSize(s),
-          maxLength: l === undefined ? undefined : parseSize(l),
-          forceShare,
+          image: image(c.image),
+          format: c.format,
+          output: c.output,
+          startOffset: c.startOffset,
+          maxLength: c.maxLength,
+          forceShare: c.forceShare,
         },
         io,
       );
-    }
-    case "convert": {
-      const o = options(p);
-      const targetFormat = last(p, "O") ?? "raw";
-      if (o.help) {
-        io.out(optionsHelp(targetFormat));
-        return 0;
-      }
-      for (const unsupported of ["l", "s", "r", "C", "salvage", "bitmaps", "target-image-opts"]) {
-        if (has(p, unsupported)) {
-          throw new QimgError(
-            "ERR_QIMG_UNSUPPORTED",
-            `convert option ${unsupported.length > 1 ? "--" : "-"}${unsupported} is not supported yet`,
-          );
-        }
-      }
-      if (p.positionals.length < 2) fail("Expecting image file name");
-      const m = Number(last(p, "m") ?? "8");
-      if (!Number.isInteger(m) || m < 1 || m > 32)
-        fail("Invalid number of coroutines. Allowed number of coroutines is between 1 and 32");
-      const S = last(p, "S");
-      const sparse = S === undefined ? 4096 : parseSize(S);
-      if (has(p, "target-is-zero") && !has(p, "n")) fail("--target-is-zero requires use of -n flag");
-      const ac = new AbortController();
-      process.once("SIGINT", () => ac.abort());
+    case "convert":
+      if (c.snapshot) unsupported("-l");
+      if (c.salvage) unsupported("--salvage");
+      if (c.bitmaps) unsupported("--bitmaps");
+      if (c.targetImageOpts) unsupported("--target-image-opts");
       return convertCommand(
         {
-          sources: p.positionals.slice(0, -1).map((s) => image(p, s)),
-          target: p.positionals[p.positionals.length - 1],
-          sourceFormat: last(p, "f"),
-          targetFormat,
-          options: o.record,
-          noCreate: has(p, "n"),
-          targetIsZero: has(p, "target-is-zero"),
-          sparseSize: sparse,
-          parallel: m,
-          outOfOrder: has(p, "W"),
-          forceShare,
-          compress: has(p, "c"),
-          backingFile: last(p, "B"),
-          backingFormat: last(p, "F"),
-          progress: has(p, "p"),
-          quiet,
-          signal: ac.signal,
+          sources: c.sourceImages.map(image),
+          target: c.target,
+          sourceFormat: c.srcFormat,
+          targetFormat: c.targetFormat ?? "raw",
+          options: toRecord(c.options),
+          noCreate: c.noCreate,
+          targetIsZero: c.targetIsZero,
+          sparseSize: c.sparseSize,
+          parallel: c.parallel,
+          outOfOrder: c.outOfOrder,
+          forceShare: c.forceShare,
+          compress: c.compress,
+          backingFile: c.backing,
+          backingFormat: c.backingFormat,
+          progress: c.progress,
+          quiet: c.quiet,
+          signal,
         },
         io,
       );
-    }
+    default:
+      return fail(c);
   }
-  return fail(`Command not found: ${cmd}`);
 }
 
-run(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    const msg = e instanceof Error ? e.message : String(e);
-    io.err(`qimg: ${msg}\n`);
-    process.exitCode = process.argv[2] === "compare" ? 2 : 1;
-  },
-);
+/** Exhaustiveness: every command kind is handled above. */
+function fail(c: never): never {
+  throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `unknown command ${JSON.stringify(c)}`);
+}
+
+const argv = process.argv.slice(2);
+const ac = new AbortController();
+process.once("SIGINT", () => ac.abort());
+Promise.resolve()
+  .then(() => {
+    if (argv.length === 0) {
+      io.err(USAGE);
+      return 1;
+    }
+    return run(parseCommandLine(argv), ac.signal);
+  })
+  .then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      const msg = e instanceof Error ? e.message : String(e);
+      io.err(`qimg: ${msg}\n`);
+      process.exitCode = argv[0] === "compare" ? 2 : 1;
+    },
+  );
