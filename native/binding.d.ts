@@ -192,4 +192,6 @@ export interface OpenImageOptions {
   locking?: string
   /** `-U` / `force-share`: share every permission (read-only opens only). */
   forceShare?: boolean
+  /** `info`: take the image locks `qemu-img info` takes (metadata only), not a reader's. */
+  purpose?: string
 }

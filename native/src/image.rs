@@ -5,7 +5,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use qimg_core::chain::map_extents;
 use qimg_core::file::{FileOptions, FileStorage};
-use qimg_core::lock::LockMode;
+use qimg_core::lock::{LockMode, PermSet};
 use qimg_core::{BlockDriver, RepairMode, Storage};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,8 @@ pub struct OpenImageOptions {
     pub locking: Option<String>,
     /// `-U` / `force-share`: share every permission (read-only opens only).
     pub force_share: Option<bool>,
+    /// `info`: take the image locks `qemu-img info` takes (metadata only), not a reader's.
+    pub purpose: Option<String>,
 }
 
 /// One extent of `qemu-img map --output=json`.
@@ -152,13 +154,32 @@ pub fn open_storage(
 #[napi(ts_return_type = "Promise<NativeImage>")]
 pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
     spawn(None, move || {
-        let storage = open_storage(
-            &opts.filename,
-            opts.read_only,
-            opts.locking.as_deref(),
-            opts.force_share.unwrap_or(false),
-            false,
-        )?;
+        let force_share = opts.force_share.unwrap_or(false);
+        let storage: Arc<dyn Storage> = if opts.purpose.as_deref() == Some("info") && opts.read_only
+        {
+            // What qemu-img info takes: no consistent-read byte (it reads only metadata), and on
+            // raw — or with -U — no lock at all.
+            let perms = if force_share || opts.format == "raw" {
+                PermSet::NONE
+            } else {
+                PermSet::INFO
+            };
+            let fo = FileOptions {
+                read_only: true,
+                create: false,
+                locking: parse_locking(opts.locking.as_deref())?,
+                force_share,
+            };
+            Arc::new(FileStorage::open_with_perms(&opts.filename, &fo, perms)?)
+        } else {
+            open_storage(
+                &opts.filename,
+                opts.read_only,
+                opts.locking.as_deref(),
+                force_share,
+                false,
+            )?
+        };
         let fo = qimg_formats::OpenOptions {
             read_only: opts.read_only,
         };

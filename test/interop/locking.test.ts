@@ -66,12 +66,27 @@ describe.skipIf(!have)("QEMU-compatible image locks", () => {
       expect(ro?.code).toBe("ERR_QIMG_LOCKED");
       const [i] = await info(file, { forceShare: true });
       expect(i.format).toBe("qcow2");
+      // Like qemu-img info without -U, qimg info refuses an image being written.
+      await expect(info(file)).rejects.toMatchObject({ code: "ERR_QIMG_LOCKED" });
     } finally {
       p.kill("SIGTERM");
       await new Promise((r) => p.once("exit", r));
     }
     const img = await open(file, { format: "qcow2" });
     await img.close();
+  });
+
+  it("info takes qemu-img info's locks: none on raw, so it reads a raw image being written", async () => {
+    const file = t.path("busy.raw");
+    await create(file, { format: "raw", size: 1 << 20 });
+    const img = await open(file, { format: "raw" });
+    try {
+      const [i] = await info(file, { format: "raw" });
+      expect(i["virtual-size"]).toBe(1 << 20);
+      expect(run("qemu-img", ["info", "-f", "raw", file]).status).toBe(0);
+    } finally {
+      await img.close();
+    }
   });
 
   it("locking=off opens regardless", async () => {

@@ -27,6 +27,8 @@ export interface OpenOptions {
   implicit?: ImplicitPolicy;
   /** Longest backing chain accepted (default 64). */
   maxChainDepth?: number;
+  /** `info`: lock like `qemu-img info` (metadata only) instead of like a reader. */
+  purpose?: "info";
 }
 
 const parseJson = (s: string) => parseJsonFilename(s) as ImageOptions;
@@ -63,6 +65,7 @@ async function openNode(
       readOnly,
       locking: node.locking ?? opts.locking,
       forceShare: node.forceShare ?? opts.forceShare ?? false,
+      purpose: opts.purpose,
     }),
   );
 }

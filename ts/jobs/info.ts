@@ -16,7 +16,7 @@ export interface InfoOptions extends Pick<OpenOptions, "format" | "forceShare" |
 
 /** Describe an image (and with `backingChain`, every layer, top first). */
 export async function info(spec: string | ImageOptions, opts: InfoOptions = {}): Promise<ImageInfo[]> {
-  const img = await open(spec, { ...opts, readOnly: true, noBacking: !opts.backingChain });
+  const img = await open(spec, { ...opts, readOnly: true, noBacking: !opts.backingChain, purpose: "info" });
   try {
     const out: ImageInfo[] = [];
     for (let k = 0; k < img.chain.length; k++) out.push(await nodeInfo(img.chain[k], img.chainFilenames[k]));
