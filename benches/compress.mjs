@@ -7,32 +7,12 @@
  * Usage: node benches/compress.mjs [--size 4G] [--dir benches/work]
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { makeWorkload } from "./workload.mjs";
+import { rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { benchArgs, makeWorkload, qimgCli, settle } from "./workload.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
-const units = { K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
-const sizeArg = opt("size", "4G");
-const size = Number.parseInt(sizeArg, 10) * (units[sizeArg.slice(-1).toUpperCase()] ?? 1);
-const dir = resolve(opt("dir", join(here, "work")));
-const qimg = [process.execPath, join(here, "..", "dist", "cli", "main.js")];
-mkdirSync(dir, { recursive: true });
-
-function settle() {
-  spawnSync("sync");
-  try {
-    writeFileSync("/proc/sys/vm/drop_caches", "3");
-  } catch {
-    // not permitted: warm caches for every tool alike
-  }
-}
+const { size, dir } = benchArgs();
+const qimg = qimgCli;
 
 /** Time one command (after settling the page cache); throws on failure. */
 function time(argv) {

@@ -13,34 +13,13 @@
  * Usage: node benches/convert.mjs [--size 4G] [--dir benches/work] [--runs 1]
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { makeWorkload } from "./workload.mjs";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { benchArgs, makeWorkload, qimgCli, settle } from "./workload.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : def;
-};
-const units = { K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
-const sizeArg = opt("size", "4G");
-const size = Number.parseInt(sizeArg, 10) * (units[sizeArg.slice(-1).toUpperCase()] ?? 1);
-const dir = resolve(opt("dir", join(here, "work")));
+const { size, dir, opt } = benchArgs();
 const runs = Number(opt("runs", "1"));
-const qimg = [process.execPath, join(here, "..", "dist", "cli", "main.js")];
-mkdirSync(dir, { recursive: true });
-
-/** Settle the page cache: write back everything, then drop it where permitted. */
-function settle() {
-  spawnSync("sync");
-  try {
-    writeFileSync("/proc/sys/vm/drop_caches", "3");
-  } catch {
-    // not root, or not permitted: a warm cache for every tool alike
-  }
-}
+const qimg = qimgCli;
 
 /** Run a command under GNU time; return seconds (and with a trailing sync), and peak RSS (KiB). */
 function timed(argv) {

@@ -3,8 +3,21 @@
  * with a fixed seed: ≈40% zeros (half written as zero bytes, half left as holes), ≈30%
  * compressible text-like data, ≈30% random bytes. Same seed, same file.
  */
+
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, ftruncateSync, openSync, statSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const BLOCK = 1 << 20;
 
@@ -51,3 +64,35 @@ export function makeWorkload(path, size = 4 * 1024 ** 3, seed = 20261125) {
 
 /** sha256 of a small buffer, for sanity prints. */
 export const sha = (b) => createHash("sha256").update(b).digest("hex");
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** The qimg CLI as an argv prefix (the built `dist/cli/main.js`). */
+export const qimgCli = [process.execPath, join(here, "..", "dist", "cli", "main.js")];
+
+/**
+ * The options every benchmark takes: `--size N[K|M|G]` (default 4G) and `--dir` (default
+ * benches/work, created), plus `opt(name, default)` for script-specific ones.
+ */
+export function benchArgs(argv = process.argv.slice(2)) {
+  const opt = (name, def) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : def;
+  };
+  const units = { K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+  const sizeArg = opt("size", "4G");
+  const size = Number.parseInt(sizeArg, 10) * (units[sizeArg.slice(-1).toUpperCase()] ?? 1);
+  const dir = resolve(opt("dir", join(here, "work")));
+  mkdirSync(dir, { recursive: true });
+  return { size, dir, opt };
+}
+
+/** Settle the page cache: write back everything, then drop it where permitted. */
+export function settle() {
+  spawnSync("sync");
+  try {
+    writeFileSync("/proc/sys/vm/drop_caches", "3");
+  } catch {
+    // not root, or not permitted: a warm cache for every tool alike
+  }
+}
