@@ -133,53 +133,30 @@ fn parse_locking(s: Option<&str>) -> qimg_core::Result<LockMode> {
     }
 }
 
-/// Open the file protocol for an image.
-pub fn open_storage(
-    filename: &str,
-    read_only: bool,
-    locking: Option<&str>,
-    force_share: bool,
-    create: bool,
-) -> qimg_core::Result<Arc<dyn Storage>> {
-    let opts = FileOptions {
-        read_only,
-        create,
-        locking: parse_locking(locking)?,
-        force_share,
-    };
-    Ok(Arc::new(FileStorage::open(filename, &opts)?))
-}
-
 /// Open an image: the file protocol, then the format driver on top.
 #[napi(ts_return_type = "Promise<NativeImage>")]
 pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
     spawn(None, move || {
         let force_share = opts.force_share.unwrap_or(false);
-        let storage: Arc<dyn Storage> = if opts.purpose.as_deref() == Some("info") && opts.read_only
-        {
+        let fo = FileOptions {
+            read_only: opts.read_only,
+            create: false,
+            locking: parse_locking(opts.locking.as_deref())?,
+            force_share,
+        };
+        let perms = if opts.purpose.as_deref() == Some("info") && opts.read_only {
             // What qemu-img info takes: no consistent-read byte (it reads only metadata), and on
             // raw — or with -U — no lock at all.
-            let perms = if force_share || opts.format == "raw" {
+            if force_share || opts.format == "raw" {
                 PermSet::NONE
             } else {
                 PermSet::INFO
-            };
-            let fo = FileOptions {
-                read_only: true,
-                create: false,
-                locking: parse_locking(opts.locking.as_deref())?,
-                force_share,
-            };
-            Arc::new(FileStorage::open_with_perms(&opts.filename, &fo, perms)?)
+            }
         } else {
-            open_storage(
-                &opts.filename,
-                opts.read_only,
-                opts.locking.as_deref(),
-                force_share,
-                false,
-            )?
+            PermSet::for_open(opts.read_only, force_share)
         };
+        let storage: Arc<dyn Storage> =
+            Arc::new(FileStorage::open_with_perms(&opts.filename, &fo, perms)?);
         let fo = qimg_formats::OpenOptions {
             read_only: opts.read_only,
         };
