@@ -2,22 +2,9 @@
 //! images QEMU writes read back identically; images the driver writes pass `qemu-img check`
 //! and compare equal; hostile headers give typed errors.
 mod common;
-use common::{have_qemu, storage};
+use common::{have_qemu, run, serial, storage};
 use qimg_core::ErrorCode;
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions};
-use std::process::Command;
-
-/// Tests in this file run one at a time: a child forked by one test holds (until its exec) the
-/// open file descriptions of files another test has just closed, and with them their OFD locks.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cmd).args(args).output().expect(cmd)
-}
 
 #[test]
 fn reads_what_qemu_wrote() {

@@ -3,22 +3,10 @@
 //! backing chains with copy-on-write, lazy refcounts, preallocation, check/repair, concurrency,
 //! and `info` written by the driver and judged by QEMU.
 mod common;
-use common::{have_qemu, storage};
+use common::{have_qemu, run, serial, storage};
 use qimg_core::{BlockDriver, ErrorCode, LayerStatus, RepairMode};
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions, Preallocation};
-use std::process::Command;
 use std::sync::Arc;
-
-/// One test at a time: a child forked by one test can briefly hold another test's OFD locks.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn run(cmd: &str, args: &[&str]) -> std::process::Output {
-    Command::new(cmd).args(args).output().expect(cmd)
-}
 
 fn ok(cmd: &str, args: &[&str]) -> String {
     let o = run(cmd, args);

@@ -1,19 +1,10 @@
 //! raw driver: creation with each preallocation mode (size and allocated bytes), reads and
 //! writes, and block status against `qemu-img map` on a sparse file.
 mod common;
-use common::{have_qemu, storage};
+use common::{have_qemu, serial, storage};
 use qimg_core::LayerStatus;
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions, Preallocation};
 use std::process::Command;
-
-/// Tests here run one at a time: a child spawned by one test shares every open file description
-/// of the process until it execs, so it could briefly hold the image locks of a file another test
-/// just closed and make that test's next open fail.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 #[test]
 fn preallocation_modes_size_and_allocate() {

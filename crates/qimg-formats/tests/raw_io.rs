@@ -2,21 +2,12 @@
 //! map) for every preallocation mode; reads, writes and write-zeroes round-trip and read back
 //! the same through qemu-img; odd-sized files are sized and mapped as QEMU does.
 mod common;
-use common::{have_qemu, storage};
+use common::{have_qemu, serial, storage};
 use qimg_core::{BlockDriver, ErrorCode, LayerStatus};
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions, Preallocation};
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::Arc;
-
-/// Tests here run one at a time: a child spawned by one test shares every open file description
-/// of the process until it execs, so it could briefly hold the image locks of a file another test
-/// just closed and make that test's next open fail.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// `qemu-img map --output=json -f raw` as (start, length, data, zero, offset).
 fn qemu_map(path: &str) -> Vec<(u64, u64, bool, bool, Option<u64>)> {

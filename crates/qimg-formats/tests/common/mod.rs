@@ -31,3 +31,19 @@ pub fn have_qemu() -> bool {
     }
     ok
 }
+
+/// Tests in one file run one at a time: a child spawned by one test shares every open file
+/// description of the process until it execs, so it could briefly hold the OFD image locks of a
+/// file another test just closed and make that test's next open fail.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Hold this for the whole test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run a peer command and collect its output.
+#[allow(dead_code)] // not every test binary spawns peers directly
+pub fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd).args(args).output().expect(cmd)
+}
