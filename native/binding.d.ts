@@ -58,6 +58,10 @@ export interface CopyRangeOptions {
   topOnly?: boolean
   /** `convert -c`: write non-zero clusters compressed. */
   compress?: boolean
+  /** `--compress-level`: compressor level (zlib 1..9, zstd 1..22; default: the format's). */
+  compressLevel?: number
+  /** Threads compressing this chunk's clusters (default 1). */
+  compressThreads?: number
 }
 
 /** What one copy chunk did. */

@@ -19,6 +19,10 @@ pub struct CopyRangeOptions {
     pub top_only: Option<bool>,
     /// `convert -c`: write non-zero clusters compressed.
     pub compress: Option<bool>,
+    /// `--compress-level`: compressor level (zlib 1..9, zstd 1..22; default: the format's).
+    pub compress_level: Option<u32>,
+    /// Threads compressing this chunk's clusters (default 1).
+    pub compress_threads: Option<u32>,
 }
 
 /// What one copy chunk did.
@@ -50,6 +54,8 @@ pub fn copy_range(
             target_zeroed: opts.target_zeroed,
             top_only: opts.top_only.unwrap_or(false),
             compress: opts.compress.unwrap_or(false),
+            compress_level: opts.compress_level,
+            compress_threads: opts.compress_threads.unwrap_or(1).clamp(1, 256) as usize,
         };
         let (off, dst_off) = (to_u64(offset, "offset")?, to_u64(dst_offset, "dstOffset")?);
         let delta = dst_off

@@ -125,6 +125,34 @@ describe.skipIf(!have)("compressed qcow2 clusters", () => {
     });
   }
 
+  it("--compress-threads and --compress-level: same contents at every setting; bad levels refused", () => {
+    const src = t.path("lvl.raw");
+    runOk("qemu-img", ["create", "-q", "-f", "raw", src, "4M"]);
+    runOk("qemu-io", ["-f", "raw", "-c", "write -P 0x33 0 1M", "-c", "write -P 0x34 2M 1M", src]);
+    const sizes: number[] = [];
+    for (const [type, threads, level] of [
+      ["zlib", "1", "1"],
+      ["zlib", "3", "9"],
+      ["zstd", "2", "1"],
+      ["zstd", "4", "19"],
+    ]) {
+      const dst = t.path(`lvl-${type}-${threads}-${level}.qcow2`);
+      const args = ["convert", "-c", "--compress-threads", threads, "--compress-level", level];
+      const r = qimg([...args, "-O", "qcow2", "-o", `compression_type=${type}`, src, dst]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(run("qemu-img", ["check", dst]).status).toBe(0);
+      expect(run("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", src, dst]).status).toBe(0);
+      sizes.push(JSON.parse(runOk("qemu-img", ["info", "--output=json", dst]))["actual-size"]);
+    }
+    expect(sizes.every((s) => s < 1 << 20)).toBe(true);
+    const bad = qimg(["convert", "-c", "--compress-level", "12", "-O", "qcow2", src, t.path("bad.qcow2")]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain("Compression level 12 is out of range for zlib (1..9)");
+    const noC = qimg(["convert", "--compress-threads", "2", "-O", "qcow2", src, t.path("noc.qcow2")]);
+    expect(noC.status).toBe(1);
+    expect(noC.stderr).toContain("require -c");
+  });
+
   it("a corrupt compressed stream is a typed error, not garbage", async () => {
     const f = compressed("bad", "zlib", "64k");
     const map = JSON.parse(runOk("qemu-img", ["map", "--output=json", f]));

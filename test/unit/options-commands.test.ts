@@ -186,6 +186,9 @@ describe("parseCommandLine", () => {
     expect(parseCommandLine(["--help"])).toEqual({ cmd: "help" });
     expect(parseCommandLine(["-V"])).toEqual({ cmd: "version" });
     expect(parseCommandLine(["convert", "-h", "-Z"])).toEqual({ cmd: "help", topic: "convert" });
+    expect(
+      parseCommandLine(["convert", "-c", "--compress-threads=6", "--compress-level", "9", "a", "b"]),
+    ).toMatchObject({ cmd: "convert", compress: true, compressThreads: 6, compressLevel: 9 });
     expect(parseCommandLine(["info", "--help"])).toEqual({ cmd: "help", topic: "info" });
     expect(parseCommandLine(["info", "--object", "help", "x"])).toEqual({ cmd: "object-help" });
   });
@@ -223,6 +226,15 @@ describe("parseCommandLine", () => {
       "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",
     ],
     [["convert", "-c", "-C", "a", "b"], "Cannot enable copy offloading when -c is used"],
+    [["convert", "--compress-level", "3", "a", "b"], "--compress-threads and --compress-level require -c"],
+    [
+      ["convert", "-c", "--compress-threads", "0", "a", "b"],
+      "Invalid number of compression threads specified. Must be between 1 and 256.",
+    ],
+    [
+      ["convert", "-c", "--compress-level", "23", "a", "b"],
+      "Invalid compression level specified. Must be between 1 and 22.",
+    ],
     [["convert", "-S", "4k", "-C", "a", "b"], "Cannot enable copy offloading when -S is used"],
     [["convert", "-C", "--salvage", "a", "b"], "Cannot use copy offloading in salvaging mode"],
     [["convert", "--skip-broken-bitmaps", "a", "b"], "Use of --skip-broken-bitmaps requires --bitmaps"],

@@ -24,7 +24,7 @@ usage: qimg [standard options] command [command options]
 Commands:
   create [-q] [--object objectdef] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]
   info [--object objectdef] [--image-opts] [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename
-  convert [--object objectdef] [--image-opts] [--target-is-zero] [-U] [-p] [-q] [-n] [-c] [-f fmt] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] output_filename
+  convert [--object objectdef] [--image-opts] [--target-is-zero] [-U] [-p] [-q] [-n] [-c [--compress-threads N] [--compress-level L]] [-f fmt] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] output_filename
   check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename
   compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
@@ -132,6 +132,8 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           outOfOrder: c.outOfOrder,
           forceShare: c.forceShare,
           compress: c.compress,
+          compressThreads: c.compressThreads,
+          compressLevel: c.compressLevel,
           backingFile: c.backing,
           backingFormat: c.backingFormat,
           progress: c.progress,

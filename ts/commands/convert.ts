@@ -28,6 +28,10 @@ export interface ConvertArgs {
   outOfOrder: boolean;
   /** `-c`. */
   compress: boolean;
+  /** `--compress-threads`. */
+  compressThreads?: number;
+  /** `--compress-level`. */
+  compressLevel?: number;
   /** `-B`. */
   backingFile?: string;
   /** `-F`. */
@@ -57,6 +61,8 @@ export async function convertCommand(a: ConvertArgs, io: Io): Promise<number> {
     backingFile: a.backingFile,
     backingFormat: a.backingFormat,
     compress: a.compress,
+    compressThreads: a.compressThreads,
+    compressLevel: a.compressLevel,
     signal: a.signal,
   });
   if (a.progress && !a.quiet) progressBar(job, io);

@@ -6,6 +6,7 @@
  * zero detection and write. Zero and unallocated ranges are skipped on a zero-initialized target.
  * The job resolves only after the target is flushed and closed.
  */
+import { availableParallelism } from "node:os";
 import { QimgError } from "../errors.js";
 import { open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
@@ -38,6 +39,14 @@ export interface ConvertOptions {
   backingFormat?: string;
   /** `-c`: write the target's clusters compressed (qcow2; `-o compression_type=zlib|zstd`). */
   compress?: boolean;
+  /**
+   * `--compress-threads` (beyond qemu-img): threads compressing clusters with `compress`, default
+   * every core. Chunks in flight are bounded by `parallel` and libuv's pool; each chunk splits its
+   * clusters over the remaining threads.
+   */
+  compressThreads?: number;
+  /** `--compress-level` (beyond qemu-img): zlib 1..9, zstd 1..22; default the format's (6, 3). */
+  compressLevel?: number;
   /** `-U` for the sources. */
   forceShare?: boolean;
   /** Cancellation. */
@@ -84,6 +93,23 @@ async function runConvert(
     throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "--target-is-zero requires use of -n flag");
   }
   const sparseSize = opts.sparseSize ?? 4096;
+  const compressThreads = opts.compressThreads ?? availableParallelism();
+  if (!Number.isInteger(compressThreads) || compressThreads < 1 || compressThreads > 256) {
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "compressThreads must be an integer between 1 and 256");
+  }
+  // Chunks in flight at once: with compression, no more than the threads asked for.
+  const inFlight = opts.compress ? Math.min(parallel, compressThreads, uvPoolSize()) : parallel;
+  const perChunkThreads = Math.ceil(compressThreads / inFlight);
+  if (opts.compressLevel !== undefined && !opts.noCreate) {
+    const zstd = String(opts.targetOptions?.compression_type ?? "zlib") === "zstd";
+    const max = zstd ? 22 : 9;
+    if (!Number.isInteger(opts.compressLevel) || opts.compressLevel < 1 || opts.compressLevel > max) {
+      throw new QimgError(
+        "ERR_QIMG_INVALID_ARGUMENT",
+        `Compression level ${opts.compressLevel} is out of range for ${zstd ? "zstd" : "zlib"} (1..${max})`,
+      );
+    }
+  }
   const sources: Image[] = [];
   let dst: Image | undefined;
   let failure: unknown;
@@ -138,6 +164,8 @@ async function runConvert(
             targetZeroed,
             topOnly,
             compress: !!opts.compress,
+            compressLevel: opts.compressLevel,
+            compressThreads: perChunkThreads,
           }),
         );
         result.bytesRead += st.bytesRead;
@@ -147,7 +175,7 @@ async function runConvert(
         report({ done, total });
       }
     };
-    const workers = Array.from({ length: Math.min(parallel, Math.max(jobs.length, 1)) }, worker);
+    const workers = Array.from({ length: Math.min(inFlight, Math.max(jobs.length, 1)) }, worker);
     const settled = await Promise.allSettled(workers);
     const failed = settled.find((s) => s.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -161,4 +189,10 @@ async function runConvert(
   for (const s of sources) await s.close().catch(() => undefined);
   if (failure !== undefined || !out) throw failure;
   return out;
+}
+
+/** Threads in libuv's pool, where native chunk calls run (UV_THREADPOOL_SIZE, default 4). */
+function uvPoolSize(): number {
+  const n = Number(process.env.UV_THREADPOOL_SIZE);
+  return Number.isInteger(n) && n > 0 ? n : 4;
 }

@@ -4,6 +4,7 @@ use crate::chain::map_extents;
 use crate::driver::BlockDriver;
 use crate::error::Result;
 use crate::zero::{is_zero, run_length};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Largest single read the loops issue.
 const MAX_IO: u64 = 4 << 20;
@@ -28,6 +29,11 @@ pub struct CopyOptions {
     pub top_only: bool,
     /// `convert -c`: write every non-zero cluster compressed.
     pub compress: bool,
+    /// `--compress-level`: the compressor's level (`None`: the format's default).
+    pub compress_level: Option<u32>,
+    /// `--compress-threads` for this range: threads compressing its clusters (0 or 1: the
+    /// calling thread only).
+    pub compress_threads: usize,
 }
 
 /// What [`copy_range`] did.
@@ -103,8 +109,10 @@ pub fn copy_range(
     Ok(stats)
 }
 
-/// `convert -c`: read cluster by cluster; skip (or zero) all-zero clusters, compress the rest.
-/// The range must start on a target cluster boundary.
+/// `convert -c`: cluster by cluster, on `opts.compress_threads` threads: a cluster the source
+/// already stores compressed in a compatible way is copied as stored; all-zero clusters are
+/// skipped (or zeroed); the rest are compressed. The range must start on a target cluster
+/// boundary.
 fn copy_compressed(
     src: &dyn BlockDriver,
     dst: &Shifted,
@@ -123,23 +131,80 @@ fn copy_compressed(
             "compressed convert needs each source to start on a target cluster boundary",
         ));
     }
-    let mut stats = CopyStats::default();
-    let mut buf = vec![0u8; cs as usize];
-    let mut pos = offset;
-    let end = offset + length;
-    while pos < end {
-        let n = cs.min(end - pos) as usize;
-        src.read(pos, &mut buf[..n])?;
-        stats.bytes_read += n as u64;
-        if is_zero(&buf[..n]) {
-            zero_target(dst, pos, n as u64, opts, &mut stats)?;
-        } else {
-            dst.inner.write_compressed(pos + dst.delta, &buf[..n])?;
-            stats.bytes_written += n as u64;
+    let clusters = length.div_ceil(cs);
+    let threads = (opts.compress_threads.max(1) as u64).min(clusters.max(1)) as usize;
+    let next = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let work = || -> Result<CopyStats> {
+        let mut stats = CopyStats::default();
+        let mut buf = vec![0u8; cs as usize];
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= clusters || failed.load(Ordering::Relaxed) {
+                return Ok(stats);
+            }
+            let pos = offset + i * cs;
+            let n = cs.min(offset + length - pos) as usize;
+            let r = compress_one(src, dst, pos, &mut buf[..n], cs, opts, &mut stats);
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+                return r.map(|_| stats);
+            }
         }
-        pos += n as u64;
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut total = work();
+        for h in helpers {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(crate::Error::new(
+                    crate::ErrorCode::Internal,
+                    "a compression thread panicked",
+                ))
+            });
+            total = match (total, r) {
+                (Ok(a), Ok(b)) => Ok(CopyStats {
+                    bytes_read: a.bytes_read + b.bytes_read,
+                    bytes_written: a.bytes_written + b.bytes_written,
+                    bytes_zero: a.bytes_zero + b.bytes_zero,
+                }),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        total
+    })
+}
+
+/// One cluster of [`copy_compressed`]: `buf` is its length (a whole cluster but at the end).
+fn compress_one(
+    src: &dyn BlockDriver,
+    dst: &Shifted,
+    pos: u64,
+    buf: &mut [u8],
+    cs: u64,
+    opts: &CopyOptions,
+    stats: &mut CopyStats,
+) -> Result<()> {
+    let n = buf.len() as u64;
+    if n == cs && pos.is_multiple_of(cs) {
+        if let Some(c) = src.read_compressed_raw(pos)? {
+            if c.cluster_size == cs && dst.inner.write_compressed_raw(pos + dst.delta, &c)? {
+                stats.bytes_read += n;
+                stats.bytes_written += n;
+                return Ok(());
+            }
+        }
     }
-    Ok(stats)
+    src.read(pos, buf)?;
+    stats.bytes_read += n;
+    if is_zero(buf) {
+        zero_target(dst, pos, n, opts, stats)
+    } else {
+        dst.inner
+            .write_compressed(pos + dst.delta, buf, opts.compress_level)?;
+        stats.bytes_written += n;
+        Ok(())
+    }
 }
 
 /// The target seen `delta` bytes further on: the copy loop works in source offsets.

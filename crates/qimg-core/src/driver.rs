@@ -94,6 +94,18 @@ pub struct DriverInfo {
     pub format_specific: Option<serde_json::Value>,
 }
 
+/// A compressed cluster as stored: lets convert copy it without inflating and deflating again.
+#[derive(Debug, Clone)]
+pub struct CompressedCluster {
+    /// The format's compression type (qcow2: 0 zlib, 1 zstd).
+    pub kind: u8,
+    /// Guest bytes the data inflates to (the cluster size).
+    pub cluster_size: u64,
+    /// The stored bytes: the compressed stream, possibly followed by padding up to a 512-byte
+    /// sector boundary (decoders stop once the cluster is full).
+    pub data: Vec<u8>,
+}
+
 /// One opened image in one format.
 pub trait BlockDriver: Send + Sync {
     /// The format name (`raw`, `qcow2`, …).
@@ -138,12 +150,24 @@ pub trait BlockDriver: Send + Sync {
     fn compressed_cluster_size(&self) -> Option<u64> {
         None
     }
-    /// Write one whole cluster (the image's last, partial cluster is zero-padded) compressed.
-    fn write_compressed(&self, _offset: u64, _data: &[u8]) -> Result<()> {
+    /// Write one whole cluster (the image's last, partial cluster is zero-padded) compressed, at
+    /// `level` (the format's default when `None`). Safe to call from several threads at once.
+    fn write_compressed(&self, _offset: u64, _data: &[u8], _level: Option<u32>) -> Result<()> {
         Err(Error::unsupported(format!(
             "Compression not supported for this file format ({})",
             self.format_name()
         )))
+    }
+    /// The stored bytes of the compressed cluster at guest `offset` in this layer, if that cluster
+    /// is stored compressed here; `None` otherwise (plain data, zeros, unallocated).
+    fn read_compressed_raw(&self, _offset: u64) -> Result<Option<CompressedCluster>> {
+        Ok(None)
+    }
+    /// Store an already-compressed cluster (from [`Self::read_compressed_raw`] of another image)
+    /// at guest `offset` without recompressing. Returns `false`, writing nothing, when this image
+    /// cannot hold it as is (another compression type or cluster size).
+    fn write_compressed_raw(&self, _offset: u64, _cluster: &CompressedCluster) -> Result<bool> {
+        Ok(false)
     }
     /// The backing layer given with [`Self::set_backing`], if any.
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {

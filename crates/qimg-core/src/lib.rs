@@ -15,6 +15,8 @@ pub mod lock;
 pub mod storage;
 pub mod zero;
 
-pub use driver::{BlockDriver, CheckReport, DriverInfo, LayerExtent, LayerStatus, RepairMode};
+pub use driver::{
+    BlockDriver, CheckReport, CompressedCluster, DriverInfo, LayerExtent, LayerStatus, RepairMode,
+};
 pub use error::{Error, ErrorCode, Result};
 pub use storage::Storage;

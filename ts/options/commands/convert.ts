@@ -67,6 +67,8 @@ export const CONVERT_SPEC: OptionSpec = {
     "oob-writes": [false, "W"],
     progress: [false, "p"],
     compress: [false, "c"],
+    "compress-threads": [true, "compress-threads"],
+    "compress-level": [true, "compress-level"],
     "no-create": [false, "n"],
   },
 };
@@ -104,6 +106,10 @@ export interface ConvertCommand {
   backingFormat?: string;
   /** `-c`. */
   compress: boolean;
+  /** `--compress-threads N` (beyond qemu-img): threads compressing clusters; default all cores. */
+  compressThreads?: number;
+  /** `--compress-level L` (beyond qemu-img): zlib 1..9, zstd 1..22; default the format's. */
+  compressLevel?: number;
   /** `-C`: copy offloading. */
   copyRange: boolean;
   /** `-l`. */
@@ -190,6 +196,11 @@ export function buildConvert(p: ParsedArgs, objects: QomObject[]): ConvertComman
   const targetIsZero = has(p, "target-is-zero");
   if (skipBrokenBitmaps && !bitmaps) fail("Use of --skip-broken-bitmaps requires --bitmaps");
   if (compress && copyRange) fail("Cannot enable copy offloading when -c is used");
+  const ct = last(p, "compress-threads");
+  const cl = last(p, "compress-level");
+  if ((ct !== undefined || cl !== undefined) && !compress) {
+    fail("--compress-threads and --compress-level require -c");
+  }
   if (S !== undefined && copyRange) fail("Cannot enable copy offloading when -S is used");
   if (copyRange && salvage) fail("Cannot use copy offloading in salvaging mode");
   if (targetImageOpts && !noCreate) fail("--target-image-opts requires use of -n flag");
@@ -235,6 +246,8 @@ export function buildConvert(p: ParsedArgs, objects: QomObject[]): ConvertComman
     skipBrokenBitmaps,
     objects,
   };
+  if (ct !== undefined) c.compressThreads = cvtnum("number of compression threads", ct, 1n, 256n, false);
+  if (cl !== undefined) c.compressLevel = cvtnum("compression level", cl, 1n, 22n, false);
   const f = last(p, "f");
   if (f !== undefined) c.srcFormat = f;
   if (targetFormat !== undefined) c.targetFormat = targetFormat;

@@ -63,9 +63,23 @@ pub fn decompress(kind: u8, input: &[u8], out: &mut [u8]) -> Result<()> {
     }
 }
 
+/// Levels each compression type accepts: zlib 1..=9 (default 6, as QEMU), zstd 1..=22
+/// (default 3, as QEMU).
+pub fn check_level(kind: u8, level: Option<u32>) -> Result<()> {
+    let max = if kind == ZSTD { 22 } else { 9 };
+    match level {
+        Some(l) if l == 0 || l > max => Err(Error::invalid(format!(
+            "Compression level {l} is out of range for {} (1..{max})",
+            if kind == ZSTD { "zstd" } else { "zlib" }
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Compress one cluster: raw deflate with a 4 KiB window (QEMU inflates with window bits -12, so
 /// a larger window would write clusters QEMU cannot read), or one zstd frame.
 pub fn compress(kind: u8, level: Option<u32>, input: &[u8]) -> Result<Vec<u8>> {
+    check_level(kind, level)?;
     match kind {
         ZLIB => {
             let lvl = flate2::Compression::new(level.unwrap_or(6).min(9));
@@ -81,7 +95,7 @@ pub fn compress(kind: u8, level: Option<u32>, input: &[u8]) -> Result<Vec<u8>> {
                 )),
             }
         }
-        ZSTD => zstd::bulk::compress(input, level.map_or(3, |l| l.min(19) as i32))
+        ZSTD => zstd::bulk::compress(input, level.map_or(3, |l| l as i32))
             .map_err(|e| Error::new(qimg_core::ErrorCode::Internal, format!("zstd: {e}"))),
         k => Err(Error::unsupported(format!("Unknown compression type {k}"))),
     }
@@ -130,6 +144,25 @@ mod tests {
         d.decompress(&z, &mut out, flate2::FlushDecompress::Finish)
             .unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn levels_are_bounded_per_type_and_change_the_output() {
+        let data: Vec<u8> = (0..65536u32).map(|i| ((i * 31) % 97) as u8).collect();
+        assert!(compress(ZLIB, Some(10), &data).is_err());
+        assert!(compress(ZLIB, Some(0), &data).is_err());
+        assert!(compress(ZSTD, Some(23), &data).is_err());
+        let fast = compress(ZSTD, Some(1), &data).unwrap();
+        let best = compress(ZSTD, Some(19), &data).unwrap();
+        assert!(best.len() <= fast.len());
+        for (kind, z) in [
+            (ZSTD, fast),
+            (ZLIB, compress(ZLIB, Some(1), &data).unwrap()),
+        ] {
+            let mut out = vec![0u8; data.len()];
+            decompress(kind, &z, &mut out).unwrap();
+            assert_eq!(out, data);
+        }
     }
 
     #[test]

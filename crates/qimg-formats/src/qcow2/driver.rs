@@ -9,7 +9,8 @@ use super::header::{self, Header};
 use super::mapping::{self, decode_l1, decode_l2, Cluster, L2Cache, COPIED, OFFSET_MASK, ZERO};
 use crate::options::OpenOptions;
 use qimg_core::{
-    BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage,
+    BlockDriver, CompressedCluster, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result,
+    Storage,
 };
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -533,6 +534,40 @@ impl Qcow2Driver {
 }
 
 /// Refuse what this driver cannot handle safely.
+impl Qcow2Driver {
+    /// Place compressed bytes `z` for the cluster at guest `offset`: packed after the previous
+    /// compressed cluster when they fit in its host cluster (one more reference to it), otherwise
+    /// at freshly allocated space.
+    fn store_compressed(&self, offset: u64, z: &[u8]) -> Result<()> {
+        let cs = self.cs;
+        let mut st = self.lock()?;
+        self.bounds(&st, offset, 1)?;
+        self.begin_write(&mut st)?;
+        let span = (z.len() as u64).div_ceil(512) * 512;
+        let cur = st.compressed_cursor;
+        let host = if cur != 0 && cur % cs != 0 && cur % cs + span <= cs {
+            // Pack into the current cluster: one more compressed cluster references it.
+            let c = cur / cs;
+            let r = st.rc.get(self.storage.as_ref(), c)?;
+            st.rc.set(self.storage.as_ref(), c, r + 1)?;
+            cur
+        } else {
+            let h = st.rc.allocate(self.storage.as_ref(), span.div_ceil(cs))?;
+            self.sync_reftable_header(&mut st)?;
+            h
+        };
+        st.compressed_cursor = host + span;
+        self.storage.write_at(z, host)?;
+        let gc = offset / cs;
+        let x = 62 - (self.cluster_bits - 8);
+        let entry = mapping::COMPRESSED | ((span / 512 - 1) << x) | host;
+        let old = self.lookup(&mut st, gc)?;
+        self.free_cluster_of(&mut st, old);
+        self.set_l2(&mut st, gc, entry)?;
+        self.maybe_shrink_cache(&mut st)
+    }
+}
+
 fn check_features(h: &Header, read_only: bool) -> Result<()> {
     if h.crypt_method != 0 {
         return Err(Error::unsupported(format!(
@@ -897,7 +932,7 @@ impl BlockDriver for Qcow2Driver {
         Some(self.cs)
     }
 
-    fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<()> {
+    fn write_compressed(&self, offset: u64, data: &[u8], level: Option<u32>) -> Result<()> {
         let cs = self.cs;
         let size = self.virtual_size();
         let last = offset + data.len() as u64 == size;
@@ -918,35 +953,45 @@ impl BlockDriver for Qcow2Driver {
             &padded[..]
         };
         // Compress outside the lock, so several clusters compress on several threads.
-        let z = compress::compress(self.compression, None, cluster)?;
+        let z = compress::compress(self.compression, level, cluster)?;
         if z.len() as u64 >= cs - 512 {
             return self.write(offset, data);
         }
-        let mut st = self.lock()?;
-        self.bounds(&st, offset, data.len() as u64)?;
-        self.begin_write(&mut st)?;
-        let span = (z.len() as u64).div_ceil(512) * 512;
-        let cur = st.compressed_cursor;
-        let host = if cur != 0 && cur % cs != 0 && cur % cs + span <= cs {
-            // Pack into the current cluster: one more compressed cluster references it.
-            let c = cur / cs;
-            let r = st.rc.get(self.storage.as_ref(), c)?;
-            st.rc.set(self.storage.as_ref(), c, r + 1)?;
-            cur
-        } else {
-            let h = st.rc.allocate(self.storage.as_ref(), span.div_ceil(cs))?;
-            self.sync_reftable_header(&mut st)?;
-            h
+        self.store_compressed(offset, &z)
+    }
+
+    fn read_compressed_raw(&self, offset: u64) -> Result<Option<CompressedCluster>> {
+        let entry = {
+            let mut st = self.lock()?;
+            self.bounds(&st, offset, 1)?;
+            match self.lookup(&mut st, offset / self.cs)? {
+                Cluster::Compressed(entry) => entry,
+                _ => return Ok(None),
+            }
         };
-        st.compressed_cursor = host + span;
-        self.storage.write_at(&z, host)?;
-        let gc = offset / cs;
-        let x = 62 - (self.cluster_bits - 8);
-        let entry = mapping::COMPRESSED | ((span / 512 - 1) << x) | host;
-        let old = self.lookup(&mut st, gc)?;
-        self.free_cluster_of(&mut st, old);
-        self.set_l2(&mut st, gc, entry)?;
-        self.maybe_shrink_cache(&mut st)
+        let (host, len) = compress::locate(entry, self.cluster_bits);
+        // The sector span may run past the end of the file for the image's last cluster.
+        let len = len.min(self.storage.size()?.saturating_sub(host));
+        let mut data = vec![0u8; len as usize];
+        self.storage.read_at(&mut data, host)?;
+        Ok(Some(CompressedCluster {
+            kind: self.compression,
+            cluster_size: self.cs,
+            data,
+        }))
+    }
+
+    fn write_compressed_raw(&self, offset: u64, c: &CompressedCluster) -> Result<bool> {
+        if c.kind != self.compression
+            || c.cluster_size != self.cs
+            || c.data.is_empty()
+            || c.data.len() as u64 > self.cs
+            || !offset.is_multiple_of(self.cs)
+        {
+            return Ok(false);
+        }
+        self.store_compressed(offset, &c.data)?;
+        Ok(true)
     }
 
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
