@@ -54,8 +54,11 @@ export interface CopyRangeOptions {
   sparseSize: number
   /** The target already reads as zeros there. */
   targetZeroed: boolean
-  /** `convert -B`: copy only what the source's top layer allocates. */
-  topOnly?: boolean
+  /**
+   * Copy only what the first `layers` layers of the source chain allocate (`convert -B`: 1;
+   * `commit`: the layers above the base); everything when absent.
+   */
+  layers?: number
   /** `convert -c`: write non-zero clusters compressed. */
   compress?: boolean
   /** `--compress-level`: compressor level (zlib 1..9, zstd 1..22; default: the format's). */
@@ -79,6 +82,9 @@ export declare function createImage(opts: NativeCreateOptions): Promise<void>
 
 /** First offset in the range of `img` that is not zero, or null. */
 export declare function firstNonzeroOffset(img: NativeImage, offset: number, length: number): Promise<number | null>
+
+/** Make every cluster of `img` unallocated, so it reads through to its backing file. */
+export declare function makeEmpty(img: NativeImage): Promise<void>
 
 /** One extent of `qemu-img map --output=json`. */
 export interface MapEntry {
@@ -199,3 +205,30 @@ export interface OpenImageOptions {
   /** `info`: take the image locks `qemu-img info` takes (metadata only), not a reader's. */
   purpose?: string
 }
+
+/**
+ * Copy into `top` (over `[offset, offset+length)`) whatever its current backing chain and
+ * `newBase` (`null`: no backing file) read differently, where `top` itself allocates nothing.
+ */
+export declare function rebaseRange(top: NativeImage, newBase: NativeImage | undefined | null, offset: number, length: number, opts: RebaseRangeOptions): Promise<RebaseRangeStats>
+
+/** Options of one safe-rebase chunk. */
+export interface RebaseRangeOptions {
+  /** The top image's allocation unit (its cluster size): differences are copied in granules. */
+  granule: number
+  /** `-c`: write copied clusters compressed. */
+  compress?: boolean
+  /** Compressor level with `compress`. */
+  compressLevel?: number
+}
+
+/** What one safe-rebase chunk did. */
+export interface RebaseRangeStats {
+  /** Bytes compared (unallocated in the top image). */
+  bytesCompared: number
+  /** Bytes copied into the top image. */
+  bytesWritten: number
+}
+
+/** Store a new backing file reference in `img` (`null` removes it), after flushing it. */
+export declare function setBackingFile(img: NativeImage, name?: string | undefined | null, format?: string | undefined | null): Promise<void>

@@ -2,7 +2,7 @@
  * qimg: QEMU's block layer for Node.js.
  *
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
- * `create`, `convert`, `check`, `compare`, `info`, `map`.
+ * `create`, `convert`, `check`, `compare`, `info`, `map`, `commit`, `rebase`.
  */
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
@@ -15,10 +15,12 @@ export {
   check,
   checkExitCode,
 } from "./jobs/check.js";
+export { type CommitOptions, type CommitResult, commit } from "./jobs/commit.js";
 export { type CompareOptions, type CompareResult, compare } from "./jobs/compare.js";
 export { type ConvertOptions, type ConvertResult, convert } from "./jobs/convert.js";
 export { type CreateOptions, create } from "./jobs/create.js";
 export { type ImageInfo, type InfoOptions, info } from "./jobs/info.js";
 export { Job, type Progress } from "./jobs/job.js";
 export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
+export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js";
 export { formatNames } from "./registry/index.js";

@@ -15,8 +15,9 @@ pub struct CopyRangeOptions {
     pub sparse_size: f64,
     /// The target already reads as zeros there.
     pub target_zeroed: bool,
-    /// `convert -B`: copy only what the source's top layer allocates.
-    pub top_only: Option<bool>,
+    /// Copy only what the first `layers` layers of the source chain allocate (`convert -B`: 1;
+    /// `commit`: the layers above the base); everything when absent.
+    pub layers: Option<u32>,
     /// `convert -c`: write non-zero clusters compressed.
     pub compress: Option<bool>,
     /// `--compress-level`: compressor level (zlib 1..9, zstd 1..22; default: the format's).
@@ -52,7 +53,7 @@ pub fn copy_range(
         let o = CopyOptions {
             sparse_size: to_u64(opts.sparse_size, "sparse size")?,
             target_zeroed: opts.target_zeroed,
-            top_only: opts.top_only.unwrap_or(false),
+            layers: opts.layers,
             compress: opts.compress.unwrap_or(false),
             compress_level: opts.compress_level,
             compress_threads: opts.compress_threads.unwrap_or(1).clamp(1, 256) as usize,

@@ -187,6 +187,24 @@ describe("parseCommandLine", () => {
     expect(parseCommandLine(["-V"])).toEqual({ cmd: "version" });
     expect(parseCommandLine(["convert", "-h", "-Z"])).toEqual({ cmd: "help", topic: "convert" });
     expect(
+      parseCommandLine(["rebase", "-u", "-c", "-F", "qcow2", "-b", "b.qcow2", "-T", "none", "t"]),
+    ).toMatchObject({
+      cmd: "rebase",
+      unsafe: true,
+      compress: true,
+      backingFile: "b.qcow2",
+      backingFormat: "qcow2",
+      srcCache: "none",
+      filename: "t",
+    });
+    expect(parseCommandLine(["commit", "-d", "-b", "base", "-r", "1M", "-q", "t"])).toMatchObject({
+      cmd: "commit",
+      drop: true,
+      base: "base",
+      rateLimit: 1 << 20,
+      quiet: true,
+    });
+    expect(
       parseCommandLine(["convert", "-c", "--compress-threads=6", "--compress-level", "9", "a", "b"]),
     ).toMatchObject({ cmd: "convert", compress: true, compressThreads: 6, compressLevel: 9 });
     expect(parseCommandLine(["info", "--help"])).toEqual({ cmd: "help", topic: "info" });
@@ -226,6 +244,11 @@ describe("parseCommandLine", () => {
       "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output).",
     ],
     [["convert", "-c", "-C", "a", "b"], "Cannot enable copy offloading when -c is used"],
+    [["rebase", "a"], "Must specify backing file (-b) or use unsafe mode (-u)"],
+    [["rebase", "-b", "x", "a", "b"], "Expecting one image file name"],
+    [["rebase", "-t", "bogus", "-b", "x", "a"], "Invalid cache option: bogus"],
+    [["commit", "a", "b"], "Expecting one image file name"],
+    [["commit", "-r", "1x", "a"], "Invalid rate limit specified: '1x'."],
     [["convert", "--compress-level", "3", "a", "b"], "--compress-threads and --compress-level require -c"],
     [
       ["convert", "-c", "--compress-threads", "0", "a", "b"],

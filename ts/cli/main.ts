@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 /**
- * The `qimg` command line: qemu-img's syntax for create, info, convert, check, compare and map.
+ * The `qimg` command line: qemu-img's syntax for create, info, convert, check, compare, map,
+ * commit and rebase.
  * `parseCommandLine` (ts/options) turns argv into a typed command; this file runs it. Errors print
  * as `qimg: message` on stderr with qemu-img's exit codes (1, or 2 for compare).
  */
 import { checkCommand } from "../commands/check.js";
+import { commitCommand } from "../commands/commit.js";
 import { compareCommand } from "../commands/compare.js";
 import { convertCommand } from "../commands/convert.js";
 import { createCommand, optionsHelp } from "../commands/create.js";
 import { infoCommand } from "../commands/info.js";
 import { mapCommand } from "../commands/map.js";
 import type { Io } from "../commands/output.js";
+import { rebaseCommand } from "../commands/rebase.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { type Command, parseCommandLine } from "../options/commands/index.js";
@@ -28,6 +31,8 @@ Commands:
   check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename
   compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
+  commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
+  rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-c] -b backing_file [-F backing_fmt] filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -136,6 +141,36 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           compressLevel: c.compressLevel,
           backingFile: c.backing,
           backingFormat: c.backingFormat,
+          progress: c.progress,
+          quiet: c.quiet,
+          signal,
+        },
+        io,
+      );
+    case "commit":
+      return commitCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          base: c.base,
+          drop: c.drop,
+          rateLimit: c.rateLimit,
+          progress: c.progress,
+          quiet: c.quiet,
+          signal,
+        },
+        io,
+      );
+    case "rebase":
+      return rebaseCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          backingFile: c.backingFile,
+          backingFormat: c.backingFormat,
+          unsafe: c.unsafe,
+          compress: c.compress,
+          forceShare: c.forceShare,
           progress: c.progress,
           quiet: c.quiet,
           signal,

@@ -27,6 +27,11 @@ export interface OpenOptions {
   implicit?: ImplicitPolicy;
   /** Longest backing chain accepted (default 64). */
   maxChainDepth?: number;
+  /**
+   * Backing layers to open read-write, by chain index (0 is the top, governed by `readOnly`):
+   * `commit` writes into its base this way.
+   */
+  writableLayers?: readonly number[];
   /** `info`: lock like `qemu-img info` (metadata only) instead of like a reader. */
   purpose?: "info";
 }
@@ -94,7 +99,7 @@ export async function open(spec: string | ImageOptions, opts: OpenOptions = {}):
       if (chain.length > 0) chain[chain.length - 1].setBacking(n);
       chain.push(n);
       names.push(node.filename);
-      ro = true;
+      ro = !opts.writableLayers?.includes(chain.length);
       fmt = undefined;
       if (opts.noBacking || node.backing === null) break;
       if (node.backing) {

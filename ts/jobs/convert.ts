@@ -162,7 +162,7 @@ async function runConvert(
           native.copyRange(j.src.native, d.native, j.srcOff, j.len, j.dstOff, {
             sparseSize,
             targetZeroed,
-            topOnly,
+            layers: topOnly ? 1 : undefined,
             compress: !!opts.compress,
             compressLevel: opts.compressLevel,
             compressThreads: perChunkThreads,

@@ -24,9 +24,10 @@ pub struct CopyOptions {
     /// The target already reads as zeros (freshly created, or `--target-is-zero`): zero ranges
     /// need no write at all.
     pub target_zeroed: bool,
-    /// `convert -B`: the target has its own backing file, so copy only what the source's top
-    /// layer allocates (zeros included, written explicitly) and leave the rest unallocated.
-    pub top_only: bool,
+    /// Copy only what the first `n` layers of the source chain allocate (zeros included, written
+    /// explicitly) and leave the rest alone: `convert -B` copies the top layer (`Some(1)`) into a
+    /// target with its own backing file; `commit` copies the layers above the base into it.
+    pub layers: Option<u32>,
     /// `convert -c`: write every non-zero cluster compressed.
     pub compress: bool,
     /// `--compress-level`: the compressor's level (`None`: the format's default).
@@ -64,7 +65,7 @@ pub fn copy_range(
     };
     // With a backing file under the target, nothing there is known to read as zeros.
     let opts = &CopyOptions {
-        target_zeroed: opts.target_zeroed && !opts.top_only,
+        target_zeroed: opts.target_zeroed && opts.layers.is_none(),
         ..*opts
     };
     if opts.compress {
@@ -89,7 +90,7 @@ pub fn copy_range(
                 if stop <= start {
                     continue;
                 }
-                if opts.top_only && (e.depth > 0 || !e.present) {
+                if opts.layers.is_some_and(|k| e.depth >= k || !e.present) {
                     // Left unallocated: the target's own backing file provides it.
                 } else if e.zero {
                     zero_target(dst, start, stop - start, opts, &mut stats)?;

@@ -169,6 +169,22 @@ pub trait BlockDriver: Send + Sync {
     fn write_compressed_raw(&self, _offset: u64, _cluster: &CompressedCluster) -> Result<bool> {
         Ok(false)
     }
+    /// Change the backing file reference stored in the image (`None` removes it), flushing
+    /// everything written before (`rebase`). Formats without backing files refuse.
+    fn set_backing_file(&self, _name: Option<&str>, _format: Option<&str>) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Image format {} does not support backing files: Operation not supported",
+            self.format_name()
+        )))
+    }
+    /// Make the whole image unallocated in this layer, so it reads through to its backing file
+    /// (`commit` empties the top image this way).
+    fn make_empty(&self) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Image format {} cannot be emptied: Operation not supported",
+            self.format_name()
+        )))
+    }
     /// The backing layer given with [`Self::set_backing`], if any.
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
         None

@@ -6,12 +6,14 @@
 //! - [`driver`]: the format layer trait (guest ranges mapped onto a storage) and block status.
 //! - [`zero`]: fast zero detection used by convert and write-zeroes detection.
 //! - [`chain`]: generic helpers over a driver and its backing chain (map extents).
+//! - [`copy`]: the convert/compare/commit chunk loops; [`rebase`]: the safe-rebase chunk loop.
 pub mod chain;
 pub mod copy;
 pub mod driver;
 pub mod error;
 pub mod file;
 pub mod lock;
+pub mod rebase;
 pub mod storage;
 pub mod zero;
 

@@ -72,7 +72,7 @@ fn copy_compressed(
     let opts = CopyOptions {
         sparse_size: 4096,
         target_zeroed: true,
-        top_only: false,
+        layers: None,
         compress: true,
         compress_level: level,
         compress_threads: threads,
@@ -175,7 +175,7 @@ fn another_type_is_recompressed_on_several_threads_at_each_level() {
     let opts = CopyOptions {
         sparse_size: 4096,
         target_zeroed: true,
-        top_only: false,
+        layers: None,
         compress: true,
         compress_level: Some(12),
         compress_threads: 2,

@@ -1,27 +1,32 @@
 /**
  * The qemu-img command line as typed command objects: `parseCommandLine(argv)` dispatches on the
- * first word to create, info, convert, check, compare or map, or returns a help/version request.
+ * first word to create, info, convert, check, compare, map, commit or rebase, or returns a
+ * help/version request.
  */
 import { type OptionSpec, parseArgs } from "../argv.js";
 import { isObjectHelp } from "../object.js";
 import { buildCheck, CHECK_SPEC, type CheckCommand } from "./check.js";
+import { buildCommit, COMMIT_SPEC, type CommitCommand } from "./commit.js";
 import { fail, objects } from "./common.js";
 import { buildCompare, COMPARE_SPEC, type CompareCommand } from "./compare.js";
 import { buildConvert, CONVERT_SPEC, type ConvertCommand } from "./convert.js";
 import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand } from "./create.js";
 import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
+import { buildRebase, REBASE_SPEC, type RebaseCommand } from "./rebase.js";
 
 export type { CheckCommand } from "./check.js";
+export type { CommitCommand } from "./commit.js";
 export type { ImageArg, OutputFormat } from "./common.js";
 export type { CompareCommand } from "./compare.js";
 export type { ConvertCommand, SnapshotRef } from "./convert.js";
 export type { CreateCommand, OptionsHelpCommand } from "./create.js";
 export type { InfoCommand } from "./info.js";
 export type { MapCommand } from "./map.js";
+export type { RebaseCommand } from "./rebase.js";
 
 /** The commands qimg implements. */
-export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map";
+export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map" | "commit" | "rebase";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -50,6 +55,8 @@ export type Command =
   | CheckCommand
   | CompareCommand
   | MapCommand
+  | CommitCommand
+  | RebaseCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -63,6 +70,8 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   check: CHECK_SPEC,
   compare: COMPARE_SPEC,
   map: MAP_SPEC,
+  commit: COMMIT_SPEC,
+  rebase: REBASE_SPEC,
 };
 
 const BUILDERS = {
@@ -72,6 +81,8 @@ const BUILDERS = {
   check: buildCheck,
   compare: buildCompare,
   map: buildMap,
+  commit: buildCommit,
+  rebase: buildRebase,
 } as const;
 
 /** True if `s` names a command qimg implements. */

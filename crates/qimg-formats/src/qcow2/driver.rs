@@ -524,6 +524,13 @@ impl Qcow2Driver {
         self.write_locked(st, offset, &vec![0u8; len as usize])
     }
 
+    /// Make guest cluster `gc` unallocated, freeing what it pointed to.
+    pub(super) fn clear_entry(&self, st: &mut State, gc: u64) -> Result<()> {
+        self.begin_write(st)?;
+        self.set_entry_freeing(st, gc, 0, true)?;
+        self.maybe_shrink_cache(st)
+    }
+
     fn set_entry_freeing(&self, st: &mut State, gc: u64, new: u64, free_old: bool) -> Result<()> {
         let old = self.lookup(st, gc)?;
         if free_old {
@@ -992,6 +999,14 @@ impl BlockDriver for Qcow2Driver {
         }
         self.store_compressed(offset, &c.data)?;
         Ok(true)
+    }
+
+    fn set_backing_file(&self, name: Option<&str>, format: Option<&str>) -> Result<()> {
+        self.set_backing_reference(name, format)
+    }
+
+    fn make_empty(&self) -> Result<()> {
+        self.make_empty_clusters()
     }
 
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
