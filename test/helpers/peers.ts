@@ -88,3 +88,40 @@ export const QIMG = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.
 export function qimg(args: string[]): RunResult {
   return run(process.execPath, [QIMG, ...args]);
 }
+
+/** Path of Debian bookworm's qemu tool `cmd` 7.2 unpacked by test/peers/install.sh, or null (printed). */
+export function qemu72(cmd: "qemu-img" | "qemu-io"): string | null {
+  const p = fileURLToPath(new URL(`../../target/peers/qemu-7.2/usr/bin/${cmd}`, import.meta.url));
+  const r = spawnSync(p, ["--version"], { encoding: "utf8" });
+  if (r.error || r.status !== 0 || !r.stdout.includes("version 7.2")) {
+    console.warn(`SKIP: ${cmd} 7.2 is not unpacked under target/peers (run test/peers/install.sh as root)`);
+    return null;
+  }
+  return p;
+}
+
+/** True if the independent reader `tool` (7zz, or python3 with pyqcow) is present; prints why not. */
+export function hasReader(tool: "7zz" | "pyqcow"): boolean {
+  const r =
+    tool === "7zz"
+      ? spawnSync("7zz", ["i"], { encoding: "utf8" })
+      : spawnSync("/usr/bin/python3", ["-c", "import pyqcow"], { encoding: "utf8" });
+  if (r.error || r.status !== 0) {
+    console.warn(`SKIP: ${tool === "7zz" ? "7zz (apt 7zip)" : "python3-libqcow"} is not installed`);
+    return false;
+  }
+  return true;
+}
+
+/** sha256 of a qcow2 image's guest contents as an independent reader decodes them. */
+export function readerSha256(tool: "7zz" | "pyqcow", image: string): string {
+  if (tool === "7zz") {
+    const r = spawnSync("7zz", ["e", "-so", "-tQCOW", image], { maxBuffer: 1 << 30 });
+    if (r.status !== 0) throw new Error(`7zz failed on ${image}: ${r.stderr}`);
+    return createHash("sha256").update(r.stdout).digest("hex");
+  }
+  const py =
+    "import hashlib,sys,pyqcow\nf=pyqcow.file();f.open(sys.argv[1])\nh=hashlib.sha256();n=f.get_media_size();o=0\n" +
+    "while o<n:\n  b=f.read_buffer(min(1<<20,n-o));h.update(b);o+=len(b)\nprint(h.hexdigest())";
+  return runOk("/usr/bin/python3", ["-c", py, image]).trim();
+}

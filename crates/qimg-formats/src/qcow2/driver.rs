@@ -542,32 +542,38 @@ impl Qcow2Driver {
 
 /// Refuse what this driver cannot handle safely.
 impl Qcow2Driver {
-    /// Place compressed bytes `z` for the cluster at guest `offset`: packed after the previous
-    /// compressed cluster when they fit in its host cluster (one more reference to it), otherwise
-    /// at freshly allocated space.
+    /// Place compressed bytes `z` for the cluster at guest `offset`, packed byte by byte after
+    /// the previous compressed cluster when they fit in its host cluster (one more reference to
+    /// it), as QEMU packs them, otherwise at a freshly allocated cluster. The bytes up to the next
+    /// 512-byte boundary are written too (zeros), so the sector span the L2 entry names always
+    /// lies inside the file: some readers (7-Zip) refuse a span that runs past the end.
     fn store_compressed(&self, offset: u64, z: &[u8]) -> Result<()> {
         let cs = self.cs;
         let mut st = self.lock()?;
         self.bounds(&st, offset, 1)?;
         self.begin_write(&mut st)?;
-        let span = (z.len() as u64).div_ceil(512) * 512;
+        let len = z.len() as u64;
         let cur = st.compressed_cursor;
-        let host = if cur != 0 && cur % cs != 0 && cur % cs + span <= cs {
+        let host = if cur != 0 && cur % cs != 0 && cur % cs + len <= cs {
             // Pack into the current cluster: one more compressed cluster references it.
             let c = cur / cs;
             let r = st.rc.get(self.storage.as_ref(), c)?;
             st.rc.set(self.storage.as_ref(), c, r + 1)?;
             cur
         } else {
-            let h = st.rc.allocate(self.storage.as_ref(), span.div_ceil(cs))?;
+            let h = st.rc.allocate(self.storage.as_ref(), len.div_ceil(cs))?;
             self.sync_reftable_header(&mut st)?;
             h
         };
-        st.compressed_cursor = host + span;
-        self.storage.write_at(z, host)?;
+        st.compressed_cursor = host + len;
+        let padded_end = ((host + len).div_ceil(512) * 512).min((host / cs + 1) * cs);
+        let mut out = z.to_vec();
+        out.resize((padded_end - host).max(len) as usize, 0);
+        self.storage.write_at(&out, host)?;
         let gc = offset / cs;
         let x = 62 - (self.cluster_bits - 8);
-        let entry = mapping::COMPRESSED | ((span / 512 - 1) << x) | host;
+        let extra_sectors = (host + len - 1) / 512 - host / 512;
+        let entry = mapping::COMPRESSED | (extra_sectors << x) | host;
         let old = self.lookup(&mut st, gc)?;
         self.free_cluster_of(&mut st, old);
         self.set_l2(&mut st, gc, entry)?;
