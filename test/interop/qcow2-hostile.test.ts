@@ -30,7 +30,14 @@ const cases: Array<{ name: string; patch: Patch; code: string; writable?: boolea
   { name: "unknown incompatible bit", patch: (h) => be64(h, 72, 1n << 40n), code: "ERR_QIMG_UNSUPPORTED" },
   { name: "encrypted", patch: (h) => be32(h, 32, 1), code: "ERR_QIMG_UNSUPPORTED" },
   { name: "external data file bit", patch: (h) => be64(h, 72, 1n << 2n), code: "ERR_QIMG_UNSUPPORTED" },
-  { name: "extended L2 bit", patch: (h) => be64(h, 72, 1n << 4n), code: "ERR_QIMG_UNSUPPORTED" },
+  {
+    name: "extended L2 with 256-byte subclusters",
+    patch: (h) => {
+      be64(h, 72, 1n << 4n);
+      be32(h, 20, 13);
+    },
+    code: "ERR_QIMG_CORRUPT",
+  },
   {
     name: "corrupt bit, writable",
     patch: (h) => be64(h, 72, 1n << 1n),

@@ -224,9 +224,12 @@ fn hostile_images_give_typed_errors_never_panics() {
             Open(ErrorCode::Unsupported),
         ),
         (
-            "extended L2 bit",
-            Box::new(|b| b[79] |= 1 << 4),
-            Open(ErrorCode::Unsupported),
+            "extended L2 with 256-byte subclusters",
+            Box::new(|b| {
+                b[79] |= 1 << 4;
+                put32(b, 20, 13);
+            }),
+            Open(ErrorCode::Corrupt),
         ),
         (
             "backing name longer than 1023",
@@ -366,7 +369,7 @@ fn hostile_images_give_typed_errors_never_panics() {
 fn unknown_feature_messages_use_the_feature_table() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = good_image(dir.path());
-    b[79] |= 1 << 4; // extended L2, named in the feature table the driver writes
+    b[79] |= 1 << 2; // external data file, named in the feature table the driver writes
     b[77] |= 0x10; // bit 20: unnamed
     let img = dir.path().join("f.qcow2");
     std::fs::write(&img, &b).unwrap();
@@ -377,7 +380,7 @@ fn unknown_feature_messages_use_the_feature_table() {
         "{}",
         e.message
     );
-    assert!(e.message.contains("extended L2 entries"), "{}", e.message);
+    assert!(e.message.contains("external data file"), "{}", e.message);
     assert!(
         e.message.contains("Unknown incompatible feature: 100000"),
         "{}",

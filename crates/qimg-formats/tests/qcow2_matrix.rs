@@ -699,9 +699,10 @@ fn create_rejects_what_qemu_rejects() {
         (
             CreateOptions {
                 extended_l2: true,
+                cluster_size: Some(8192),
                 ..base.clone()
             },
-            ErrorCode::Unsupported,
+            ErrorCode::InvalidArgument,
         ),
         (
             CreateOptions {

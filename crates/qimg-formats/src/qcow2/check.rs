@@ -79,7 +79,8 @@ impl Qcow2Driver {
             }
             r.add(cs, o, cs, "refcount block");
         }
-        let l2e = cs / 8;
+        let stride = self.l2_stride();
+        let l2e = self.l2_entries();
         let guest_clusters = st.header.size.div_ceil(cs);
         let (mut allocated, mut fragmented, mut compressed) = (0u64, 0u64, 0u64);
         for l1i in 0..st.l1.len() {
@@ -102,7 +103,9 @@ impl Qcow2Driver {
             // Fragmentation counts within one L2 table, as qemu-img does.
             let mut next_host = 0u64;
             let entries = st.l2.get(self.storage.as_ref(), l2off, cs)?.entries.clone();
-            for (i, &ent) in entries.iter().enumerate() {
+            // With extended L2 entries every other word is a subcluster bitmap; the standard
+            // entry alone says which host cluster is referenced.
+            for (i, &ent) in entries.iter().step_by(stride).enumerate() {
                 let gc = l1i as u64 * l2e + i as u64;
                 if ent & COMPRESSED != 0 {
                     let (coff, clen) = super::compress::locate(ent, self.cluster_bits);
@@ -210,10 +213,10 @@ impl Qcow2Driver {
                     st.l1[idx as usize] = fixed;
                     st.l1_dirty = true;
                 } else {
-                    let l2e = cs / 8;
+                    let l2e = self.l2_entries();
                     let l2off = st.l1[(idx / l2e) as usize] & HOST_MASK;
                     let t = st.l2.get(self.storage.as_ref(), l2off, cs)?;
-                    t.entries[(idx % l2e) as usize] = fixed;
+                    t.entries[(idx % l2e) as usize * self.l2_stride()] = fixed;
                     t.dirty = true;
                 }
                 r.report.corruptions_fixed += 1;

@@ -37,8 +37,13 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
     if !v3 && o.lazy_refcounts {
         return Err(Error::invalid("Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)"));
     }
-    if o.extended_l2 {
-        return Err(Error::unsupported("extended_l2 is not supported yet"));
+    if o.extended_l2 && !v3 {
+        return Err(Error::invalid("Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)"));
+    }
+    if o.extended_l2 && cs < 16384 {
+        return Err(Error::invalid(
+            "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
+        ));
     }
     if o.data_file.is_some() {
         return Err(Error::unsupported("data_file is not supported yet"));
@@ -62,13 +67,14 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
             "Backing format cannot be used without backing file",
         ));
     }
-    if o.preallocation != Preallocation::Off && o.backing_file.is_some() {
+    if o.preallocation != Preallocation::Off && o.backing_file.is_some() && !o.extended_l2 {
         return Err(Error::invalid(
             "Backing file and preallocation can only be used at the same time if extended_l2 is on",
         ));
     }
     let cluster_bits = cs.trailing_zeros();
-    let l1_size = o.size.div_ceil(cs * (cs / 8));
+    let l2_entry_bytes = if o.extended_l2 { 16 } else { 8 };
+    let l1_size = o.size.div_ceil(cs * (cs / l2_entry_bytes));
     if l1_size * 8 > header::MAX_L1_BYTES {
         return Err(Error::invalid(
             "The image size is too large for file format 'qcow2' (try using a larger cluster size)",
@@ -87,8 +93,12 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         refcount_table_clusters: 1,
         nb_snapshots: 0,
         snapshots_offset: 0,
-        incompatible: if compression == super::compress::ZSTD {
+        incompatible: (if compression == super::compress::ZSTD {
             header::INCOMPAT_COMPRESSION
+        } else {
+            0
+        }) | if o.extended_l2 {
+            header::INCOMPAT_EXTL2
         } else {
             0
         },
@@ -184,7 +194,7 @@ fn preallocate(storage: Arc<dyn Storage>, mode: Preallocation, size: u64) -> Res
     let drv = Qcow2Driver::open(storage.clone(), &OpenOptions { read_only: false })?;
     let cs = drv.cs;
     let clusters = size.div_ceil(cs);
-    let per_l2 = cs / 8;
+    let per_l2 = drv.l2_entries();
     let mut ranges = Vec::new();
     {
         let mut st = drv.lock()?;

@@ -6,7 +6,10 @@
 use super::alloc::Refcounts;
 use super::compress;
 use super::header::{self, Header};
-use super::mapping::{self, decode_l1, decode_l2, Cluster, L2Cache, COPIED, OFFSET_MASK, ZERO};
+use super::mapping::{
+    self, decode_l1, decode_l2, decode_l2_ext, encode_l2_ext, Cluster, L2Cache, Sub, COPIED,
+    OFFSET_MASK, SUBCLUSTERS, ZERO,
+};
 use crate::options::OpenOptions;
 use qimg_core::{
     BlockDriver, CompressedCluster, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result,
@@ -41,6 +44,8 @@ pub struct Qcow2Driver {
     pub(super) cs: u64,
     /// Header compression type (0 zlib, 1 zstd).
     compression: u8,
+    /// Extended L2 entries: 16 bytes each, with 32 subclusters per cluster.
+    pub(super) ext_l2: bool,
     pub(super) state: Mutex<State>,
     backing: RwLock<Option<Arc<dyn BlockDriver>>>,
 }
@@ -94,6 +99,7 @@ impl Qcow2Driver {
             cluster_bits: header.cluster_bits,
             cs,
             compression: header.compression_type,
+            ext_l2: header.l2_entry_bytes() == 16,
             state: Mutex::new(State {
                 header,
                 l1,
@@ -139,8 +145,22 @@ impl Qcow2Driver {
         Ok(st)
     }
 
-    fn l2_entries(&self) -> u64 {
-        self.cs / 8
+    pub(super) fn l2_entries(&self) -> u64 {
+        self.cs / 8 / self.l2_stride() as u64
+    }
+
+    /// u64 words per L2 entry: 2 with extended L2 entries (entry, bitmap), else 1.
+    pub(super) fn l2_stride(&self) -> usize {
+        if self.ext_l2 {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Subcluster size (a 32nd of the cluster with extended L2 entries).
+    fn sc_size(&self) -> u64 {
+        self.cs / SUBCLUSTERS
     }
 
     pub(super) fn write_header_field(&self, _st: &State, offset: u64, bytes: &[u8]) -> Result<()> {
@@ -188,8 +208,18 @@ impl Qcow2Driver {
         }
         self.check_host(st, l2off, "L2 table")?;
         let t = st.l2.get(self.storage.as_ref(), l2off, self.cs)?;
-        let c = decode_l2(t.entries[(gc % l2e) as usize], self.cluster_bits)?;
-        if let Cluster::Data { host, .. } | Cluster::Zero(Some(host)) = c {
+        let i = (gc % l2e) as usize;
+        let c = if self.ext_l2 {
+            decode_l2_ext(t.entries[2 * i], t.entries[2 * i + 1], self.cluster_bits)?
+        } else {
+            decode_l2(t.entries[i], self.cluster_bits)?
+        };
+        if let Cluster::Data { host, .. }
+        | Cluster::Zero(Some(host))
+        | Cluster::Mixed {
+            host: Some(host), ..
+        } = c
+        {
             self.check_host(st, host, "Data cluster")?;
         }
         Ok(c)
@@ -258,7 +288,13 @@ impl Qcow2Driver {
         let l2off = self.ensure_l2(st, gc)?;
         let idx = (gc % self.l2_entries()) as usize;
         let t = st.l2.get(self.storage.as_ref(), l2off, self.cs)?;
-        t.entries[idx] = entry;
+        if self.ext_l2 {
+            let (e, bitmap) = encode_l2_ext(entry);
+            t.entries[2 * idx] = e;
+            t.entries[2 * idx + 1] = bitmap;
+        } else {
+            t.entries[idx] = entry;
+        }
         t.dirty = true;
         Ok(())
     }
@@ -400,6 +436,19 @@ impl Qcow2Driver {
             }
             Cluster::Data { host, .. } => self.storage.read_at(slot, host),
             Cluster::Compressed(entry) => self.read_compressed(entry, slot),
+            c @ Cluster::Mixed { .. } => {
+                let sc = self.sc_size();
+                for (i, part) in slot.chunks_mut(sc as usize).enumerate() {
+                    match c.sub(i as u32, sc) {
+                        Sub::Data(h) => self.storage.read_at(part, h)?,
+                        Sub::Zero(_) => part.fill(0),
+                        Sub::Unallocated => {
+                            self.read_backing(gc * self.cs + i as u64 * sc, part)?
+                        }
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -415,7 +464,11 @@ impl Qcow2Driver {
     /// one reference on every host cluster its data touches).
     fn free_cluster_of(&self, st: &mut State, old: Cluster) {
         match old {
-            Cluster::Data { host, .. } | Cluster::Zero(Some(host)) => st.rc.free_later(host, 1),
+            Cluster::Data { host, .. }
+            | Cluster::Zero(Some(host))
+            | Cluster::Mixed {
+                host: Some(host), ..
+            } => st.rc.free_later(host, 1),
             Cluster::Compressed(entry) => {
                 let (host, len) = compress::locate(entry, self.cluster_bits);
                 for c in host / self.cs..=(host + len - 1) / self.cs {
@@ -588,7 +641,10 @@ fn check_features(h: &Header, read_only: bool) -> Result<()> {
             h.crypt_method
         )));
     }
-    let known = header::INCOMPAT_DIRTY | header::INCOMPAT_CORRUPT | header::INCOMPAT_COMPRESSION;
+    let known = header::INCOMPAT_DIRTY
+        | header::INCOMPAT_CORRUPT
+        | header::INCOMPAT_COMPRESSION
+        | header::INCOMPAT_EXTL2;
     let unknown = h.incompatible & !known;
     if unknown != 0 {
         let names: Vec<String> = (0..64)
@@ -651,12 +707,22 @@ impl BlockDriver for Qcow2Driver {
             while pos < end {
                 let gc = pos / cs;
                 let within = pos % cs;
-                let take = (cs - within).min(end - pos) as usize;
+                let mut take = (cs - within).min(end - pos) as usize;
                 let piece = match self.lookup(&mut st, gc)? {
                     Cluster::Data { host, .. } => ReadPiece::Host(host + within),
                     Cluster::Zero(_) => ReadPiece::Zero,
                     Cluster::Unallocated => ReadPiece::Backing,
                     Cluster::Compressed(entry) => ReadPiece::Compressed(entry, within as usize),
+                    c @ Cluster::Mixed { .. } => {
+                        // One subcluster at a time; neighbours merge below.
+                        let sc = self.sc_size();
+                        take = take.min((sc - within % sc) as usize);
+                        match c.sub((within / sc) as u32, sc) {
+                            Sub::Data(h) => ReadPiece::Host(h + within % sc),
+                            Sub::Zero(_) => ReadPiece::Zero,
+                            Sub::Unallocated => ReadPiece::Backing,
+                        }
+                    }
                 };
                 let at = (pos - offset) as usize;
                 match (plan.last_mut(), &piece) {
@@ -777,8 +843,23 @@ impl BlockDriver for Qcow2Driver {
             let mut n = 0;
             while pos < end && n < limit {
                 let gc = pos / cs;
-                let take = (cs - pos % cs).min(end - pos);
+                let mut take = (cs - pos % cs).min(end - pos);
                 let status = match self.lookup(&mut st, gc)? {
+                    c @ Cluster::Mixed { .. } => {
+                        let sc = self.sc_size();
+                        take = take.min(sc - pos % sc);
+                        match c.sub((pos % cs / sc) as u32, sc) {
+                            Sub::Data(h) => LayerStatus::Data {
+                                host_offset: Some(h + pos % sc),
+                                compressed: false,
+                                reads_zero: false,
+                            },
+                            Sub::Zero(h) => LayerStatus::Zero {
+                                host_offset: h.map(|h| h + pos % sc),
+                            },
+                            Sub::Unallocated => LayerStatus::Unallocated,
+                        }
+                    }
                     Cluster::Data { host, .. } => LayerStatus::Data {
                         host_offset: Some(host + pos % cs),
                         compressed: false,
@@ -868,7 +949,7 @@ impl BlockDriver for Qcow2Driver {
                 "lazy-refcounts": h.compatible & header::COMPAT_LAZY_REFCOUNTS != 0,
                 "refcount-bits": h.refcount_bits(),
                 "corrupt": h.incompatible & header::INCOMPAT_CORRUPT != 0,
-                "extended-l2": false,
+                "extended-l2": h.incompatible & header::INCOMPAT_EXTL2 != 0,
             })
         } else {
             serde_json::json!({ "compat": "0.10", "compression-type": "zlib", "refcount-bits": h.refcount_bits() })

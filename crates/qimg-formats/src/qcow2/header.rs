@@ -220,7 +220,14 @@ impl Header {
                 h.size
             )));
         }
-        let l2_entries = cluster / 8;
+        if h.l2_entry_bytes() == 16 && h.cluster_bits < 14 {
+            // 32 subclusters must each be at least 512 bytes.
+            return Err(Error::corrupt(format!(
+                "Unsupported subcluster size: {}",
+                cluster / 32
+            )));
+        }
+        let l2_entries = cluster / h.l2_entry_bytes();
         let needed_l1 = h.size.div_ceil(cluster * l2_entries);
         if h.l1_size as u64 * 8 > MAX_L1_BYTES {
             return Err(Error::corrupt(format!(
@@ -329,6 +336,15 @@ impl Header {
             off = data + len.div_ceil(8) * 8;
         }
         Err(Error::corrupt("Too many header extensions"))
+    }
+
+    /// Bytes per L2 entry: 16 with extended L2 entries (incompatible bit 4), else 8.
+    pub fn l2_entry_bytes(&self) -> u64 {
+        if self.incompatible & INCOMPAT_EXTL2 != 0 {
+            16
+        } else {
+            8
+        }
     }
 
     /// Name of incompatible feature `bit` from the feature table, if named.

@@ -12,6 +12,10 @@
 //!   bits 9-55   host cluster offset (0 = unallocated, or "zero" without preallocation)
 //!   bit  62     0 (1 = compressed cluster descriptor, a different layout)
 //!   bit  63     COPIED: refcount is exactly 1, so the cluster may be written in place
+//! extended L2 table entry (incompatible bit 4; 128 bits: the standard entry, then a bitmap):
+//!   bits 0-63   standard entry as above, but bit 0 (zero) is reserved and must be 0
+//!   bits 64-95  subcluster i (of 32) is allocated: its data is at host + i * cluster_size / 32
+//!   bits 96-127 subcluster i reads as zeros (never together with its allocation bit)
 //! ```
 use qimg_core::{Error, Result, Storage};
 use std::collections::HashMap;
@@ -41,6 +45,106 @@ pub enum Cluster {
     },
     /// A compressed cluster: the raw L2 entry (see `compress::locate`).
     Compressed(u64),
+    /// Extended L2 only: subclusters in different states (allocated at `host + i * sc`, zero, or
+    /// unallocated). Clusters whose 32 subclusters agree decode to the variants above.
+    Mixed {
+        /// Host offset of the cluster, if one is allocated.
+        host: Option<u64>,
+        /// Allocation bits, subcluster 0 in bit 0.
+        alloc: u32,
+        /// Zero bits.
+        zero: u32,
+        /// COPIED flag.
+        copied: bool,
+    },
+}
+
+/// One subcluster's state within a [`Cluster::Mixed`] (or any cluster, for uniformity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    /// Data at this host offset.
+    Data(u64),
+    /// Reads as zeros; the host offset of its space when the cluster has one (QEMU's map
+    /// reports it).
+    Zero(Option<u64>),
+    /// The backing file (or zeros) shows through.
+    Unallocated,
+}
+
+impl Cluster {
+    /// State of subcluster `i` of a mixed cluster with subclusters of `sc` bytes.
+    pub fn sub(&self, i: u32, sc: u64) -> Sub {
+        match *self {
+            Cluster::Mixed {
+                host, alloc, zero, ..
+            } => match host {
+                Some(h) if alloc & (1 << i) != 0 => Sub::Data(h + i as u64 * sc),
+                h if zero & (1 << i) != 0 => Sub::Zero(h.map(|h| h + i as u64 * sc)),
+                _ => Sub::Unallocated,
+            },
+            Cluster::Data { host, .. } => Sub::Data(host + i as u64 * sc),
+            Cluster::Zero(h) => Sub::Zero(h.map(|h| h + i as u64 * sc)),
+            _ => Sub::Unallocated,
+        }
+    }
+}
+
+/// Subclusters per cluster with extended L2 entries.
+pub const SUBCLUSTERS: u64 = 32;
+
+/// Decode an extended L2 entry (standard entry and subcluster bitmap), with QEMU's validity
+/// rules: no zero flag, no bitmap on compressed clusters, no subcluster both allocated and zero,
+/// no allocated subcluster without a host cluster.
+pub fn decode_l2_ext(entry: u64, bitmap: u64, cluster_bits: u32) -> Result<Cluster> {
+    let bad = |why: &str| {
+        Err(Error::corrupt(format!(
+            "Invalid extended L2 entry {entry:#x} bitmap {bitmap:#x}: {why}"
+        )))
+    };
+    if entry & COMPRESSED != 0 {
+        if bitmap != 0 {
+            return bad("compressed cluster with a subcluster bitmap");
+        }
+        return Ok(Cluster::Compressed(entry));
+    }
+    if entry & ZERO != 0 {
+        return bad("the zero flag is reserved with extended L2 entries");
+    }
+    let (alloc, zero) = (bitmap as u32, (bitmap >> 32) as u32);
+    if alloc & zero != 0 {
+        return bad("a subcluster is both allocated and zero");
+    }
+    let host = match decode_l2(entry & !ZERO, cluster_bits)? {
+        Cluster::Data { host, .. } => Some(host),
+        _ => None,
+    };
+    if host.is_none() && alloc != 0 {
+        return bad("allocated subclusters without a host cluster");
+    }
+    let copied = entry & COPIED != 0;
+    Ok(match (alloc, zero, host) {
+        (u32::MAX, _, Some(host)) => Cluster::Data { host, copied },
+        (0, u32::MAX, h) => Cluster::Zero(h),
+        (0, 0, None) => Cluster::Unallocated,
+        _ => Cluster::Mixed {
+            host,
+            alloc,
+            zero,
+            copied,
+        },
+    })
+}
+
+/// The extended L2 pair (entry, bitmap) for a standard L2 entry: data clusters get every
+/// allocation bit, zero clusters every zero bit (the standard zero flag is dropped).
+pub fn encode_l2_ext(entry: u64) -> (u64, u64) {
+    if entry & COMPRESSED != 0 || entry == 0 {
+        return (entry, 0);
+    }
+    if entry & ZERO != 0 {
+        return (entry & !ZERO, (u32::MAX as u64) << 32);
+    }
+    (entry, u32::MAX as u64)
 }
 
 /// Decode a standard L2 entry.

@@ -6,7 +6,9 @@
 //! the backing reference and empties an image for `rebase` and `commit`.
 //!
 //! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
-//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption, writable opens of images with internal snapshots, extended L2 entries,
+//! Extended L2 entries (32 subclusters per cluster) are decoded per subcluster; a write into a
+//! cluster whose subclusters are not all allocated completes the whole cluster.
+//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption, writable opens of images with internal snapshots,
 //! external data files, zstd compression, unknown incompatible features.
 pub mod alloc;
 pub mod backing;
