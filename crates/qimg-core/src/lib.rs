@@ -5,7 +5,9 @@
 //! - [`file`]: the `file` protocol on a POSIX file, with QEMU-compatible image locks ([`lock`]).
 //! - [`driver`]: the format layer trait (guest ranges mapped onto a storage) and block status.
 //! - [`zero`]: fast zero detection used by convert and write-zeroes detection.
+//! - [`bitmap`]: persistent dirty bitmaps (list, actions, contents).
 //! - [`chain`]: generic helpers over a driver and its backing chain (map extents).
+pub mod bitmap;
 pub mod chain;
 pub mod copy;
 pub mod driver;
@@ -15,6 +17,7 @@ pub mod lock;
 pub mod storage;
 pub mod zero;
 
+pub use bitmap::{BitmapAction, BitmapData, BitmapInfo};
 pub use driver::{BlockDriver, CheckReport, DriverInfo, LayerExtent, LayerStatus, RepairMode};
 pub use error::{Error, ErrorCode, Result};
 pub use storage::Storage;

@@ -79,6 +79,9 @@ impl Qcow2Driver {
             }
             r.add(cs, o, cs, "refcount block");
         }
+        for (off, len, what) in self.bitmap_refs(st)? {
+            r.add(cs, off, len, what);
+        }
         let l2e = cs / 8;
         let guest_clusters = st.header.size.div_ceil(cs);
         let (mut allocated, mut fragmented, mut compressed) = (0u64, 0u64, 0u64);

@@ -4,6 +4,7 @@
 //! hold it. Flush order: data → flush → refcount blocks/table → flush → L2 tables, L1 → flush →
 //! queued frees → flush, so a crash can leak clusters but never corrupt the image.
 use super::alloc::Refcounts;
+use super::bitmap::Bitmaps;
 use super::compress;
 use super::header::{self, Header};
 use super::mapping::{self, decode_l1, decode_l2, Cluster, L2Cache, COPIED, OFFSET_MASK, ZERO};
@@ -30,6 +31,8 @@ pub(super) struct State {
     metadata_prealloc: Option<bool>,
     /// Next free byte in the cluster that compressed clusters are being packed into (0: none).
     compressed_cursor: u64,
+    /// Persistent bitmaps (empty unless the image has a valid bitmaps extension).
+    pub(super) bitmaps: Option<Bitmaps>,
 }
 
 /// An open qcow2 image.
@@ -71,6 +74,7 @@ impl Qcow2Driver {
         }
         let header = Header::parse(&first, file_size)?;
         check_features(&header, opts.read_only)?;
+        let bitmaps = Bitmaps::load(storage.as_ref(), &header, file_size)?;
         let cs = header.cluster_size();
         let mut raw = vec![0u8; header.l1_size as usize * 8];
         storage.read_at(&mut raw, header.l1_table_offset)?;
@@ -103,6 +107,7 @@ impl Qcow2Driver {
                 closed: false,
                 metadata_prealloc: None,
                 compressed_cursor: 0,
+                bitmaps: Some(bitmaps),
             }),
             backing: RwLock::new(None),
         };
@@ -117,12 +122,7 @@ impl Qcow2Driver {
                 drv.storage.flush()?;
                 st.dirty_on_disk = false;
             }
-            if st.header.version >= 3 && st.header.autoclear != 0 {
-                // qimg does not maintain bitmaps: clearing the autoclear bits tells QEMU they are stale.
-                st.header.autoclear = 0;
-                drv.write_header_field(&st, 88, &0u64.to_be_bytes())?;
-                drv.storage.flush()?;
-            }
+            drv.bitmaps_open_writable(&mut st)?;
         }
         Ok(drv)
     }
@@ -136,6 +136,18 @@ impl Qcow2Driver {
             return Err(Error::invalid("the image is closed"));
         }
         Ok(st)
+    }
+
+    /// True if the image was opened read-only.
+    pub(super) fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Set the bits of tracking bitmaps for a guest write (lock held).
+    fn mark_dirty(st: &mut State, offset: u64, len: u64) {
+        if let Some(b) = st.bitmaps.as_mut() {
+            b.mark(offset, len);
+        }
     }
 
     fn l2_entries(&self) -> u64 {
@@ -647,6 +659,7 @@ impl BlockDriver for Qcow2Driver {
         let mut st = self.lock()?;
         self.bounds(&st, offset, buf.len() as u64)?;
         self.begin_write(&mut st)?;
+        Self::mark_dirty(&mut st, offset, buf.len() as u64);
         self.write_locked(&mut st, offset, buf)
     }
 
@@ -654,6 +667,7 @@ impl BlockDriver for Qcow2Driver {
         let mut st = self.lock()?;
         self.bounds(&st, offset, length)?;
         self.begin_write(&mut st)?;
+        Self::mark_dirty(&mut st, offset, length);
         let whole = self.whole_clusters(offset, length);
         if whole.is_empty() {
             return self.zero_partial(&mut st, offset, length);
@@ -692,6 +706,7 @@ impl BlockDriver for Qcow2Driver {
         let mut st = self.lock()?;
         self.bounds(&st, offset, length)?;
         self.begin_write(&mut st)?;
+        Self::mark_dirty(&mut st, offset, length);
         let v3 = st.header.version >= 3;
         let backing = self.has_backing();
         // As QEMU: only whole clusters are discarded; they then read as zeros on v3 images.
@@ -800,6 +815,7 @@ impl BlockDriver for Qcow2Driver {
     fn close(&self) -> Result<()> {
         let mut st = self.lock()?;
         self.flush_locked(&mut st)?;
+        self.store_bitmaps(&mut st, true)?;
         if st.dirty_on_disk && !self.read_only {
             st.header.incompatible &= !header::INCOMPAT_DIRTY;
             self.write_header_field(&st, 72, &st.header.incompatible.to_be_bytes())?;
@@ -818,6 +834,7 @@ impl BlockDriver for Qcow2Driver {
                 "compat": "1.1",
                 "compression-type": if h.compression_type == compress::ZSTD { "zstd" } else { "zlib" },
                 "lazy-refcounts": h.compatible & header::COMPAT_LAZY_REFCOUNTS != 0,
+                "bitmaps": st.bitmaps.as_ref().map(|b| super::bitmap::info_json(&b.infos())),
                 "refcount-bits": h.refcount_bits(),
                 "corrupt": h.incompatible & header::INCOMPAT_CORRUPT != 0,
                 "extended-l2": false,
@@ -852,6 +869,11 @@ impl BlockDriver for Qcow2Driver {
     fn resize(&self, new_size: u64) -> Result<()> {
         let mut st = self.lock()?;
         self.begin_write(&mut st)?;
+        if st.bitmaps.as_ref().is_some_and(|b| !b.list.is_empty()) {
+            return Err(Error::unsupported(
+                "resizing qcow2 images with persistent bitmaps is not supported yet",
+            ));
+        }
         if new_size < st.header.size {
             return Err(Error::unsupported("qcow2 shrinking is not supported yet"));
         }
@@ -947,6 +969,21 @@ impl BlockDriver for Qcow2Driver {
         self.free_cluster_of(&mut st, old);
         self.set_l2(&mut st, gc, entry)?;
         self.maybe_shrink_cache(&mut st)
+    }
+
+    fn bitmaps(&self) -> Result<Vec<qimg_core::BitmapInfo>> {
+        let st = self.lock()?;
+        Ok(st.bitmaps.as_ref().map(|b| b.infos()).unwrap_or_default())
+    }
+
+    fn bitmap_apply(&self, actions: &[qimg_core::BitmapAction]) -> Result<()> {
+        let mut st = self.lock()?;
+        self.bitmaps_apply(&mut st, actions)
+    }
+
+    fn bitmap_read(&self, name: &str) -> Result<qimg_core::BitmapData> {
+        let mut st = self.lock()?;
+        self.bitmaps_read(&mut st, name)
     }
 
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {

@@ -2,12 +2,13 @@
 //!
 //! Roles as in every format folder: [`header`] (on-disk header, extensions, bounds), [`mapping`]
 //! (L1/L2 entries and the L2 cache), [`alloc`] (refcounts and cluster allocation), [`check`],
-//! [`create`], and [`driver`] (the [`qimg_core::BlockDriver`] implementation).
+//! [`create`], [`bitmap`] (persistent dirty bitmaps), and [`driver`] (the [`qimg_core::BlockDriver`] implementation).
 //!
 //! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
 //! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption, writable opens of images with internal snapshots, extended L2 entries,
 //! external data files, zstd compression, unknown incompatible features.
 pub mod alloc;
+pub mod bitmap;
 pub mod check;
 pub mod compress;
 pub mod create;
