@@ -840,5 +840,6 @@ module.exports.compareRange = nativeBinding.compareRange
 module.exports.copyRange = nativeBinding.copyRange
 module.exports.createImage = nativeBinding.createImage
 module.exports.firstNonzeroOffset = nativeBinding.firstNonzeroOffset
+module.exports.measureBitmaps = nativeBinding.measureBitmaps
 module.exports.nativeVersion = nativeBinding.nativeVersion
 module.exports.openImage = nativeBinding.openImage

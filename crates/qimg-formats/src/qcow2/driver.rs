@@ -829,16 +829,30 @@ impl BlockDriver for Qcow2Driver {
     fn info(&self) -> Result<DriverInfo> {
         let st = self.lock()?;
         let h = &st.header;
+        let bitmaps = st.bitmaps.as_ref().map(|b| b.infos()).unwrap_or_default();
         let data = if h.version >= 3 {
-            serde_json::json!({
+            let mut d = serde_json::json!({
                 "compat": "1.1",
                 "compression-type": if h.compression_type == compress::ZSTD { "zstd" } else { "zlib" },
                 "lazy-refcounts": h.compatible & header::COMPAT_LAZY_REFCOUNTS != 0,
-                "bitmaps": st.bitmaps.as_ref().map(|b| super::bitmap::info_json(&b.infos())),
                 "refcount-bits": h.refcount_bits(),
                 "corrupt": h.incompatible & header::INCOMPAT_CORRUPT != 0,
                 "extended-l2": false,
-            })
+            });
+            if !bitmaps.is_empty() {
+                // qemu-img lists bitmaps right after lazy-refcounts.
+                if let Some(m) = d.as_object_mut() {
+                    let all = std::mem::take(m);
+                    for (k, v) in all {
+                        let after = k == "lazy-refcounts";
+                        m.insert(k, v);
+                        if after {
+                            m.insert("bitmaps".into(), super::bitmap::info_json(&bitmaps));
+                        }
+                    }
+                }
+            }
+            d
         } else {
             serde_json::json!({ "compat": "0.10", "compression-type": "zlib", "refcount-bits": h.refcount_bits() })
         };
