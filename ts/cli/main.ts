@@ -4,6 +4,7 @@
  * `parseCommandLine` (ts/options) turns argv into a typed command; this file runs it. Errors print
  * as `qimg: message` on stderr with qemu-img's exit codes (1, or 2 for compare).
  */
+import { bitmapCommand } from "../commands/bitmap.js";
 import { checkCommand } from "../commands/check.js";
 import { compareCommand } from "../commands/compare.js";
 import { convertCommand } from "../commands/convert.js";
@@ -27,6 +28,7 @@ Commands:
   convert [--object objectdef] [--image-opts] [--target-is-zero] [-U] [-p] [-q] [-n] [-c] [-f fmt] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] output_filename
   check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename
   compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
+  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] [--image-opts | -f fmt] filename bitmap
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
 `;
 
@@ -116,7 +118,6 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
     case "convert":
       if (c.snapshot) unsupported("-l");
       if (c.salvage) unsupported("--salvage");
-      if (c.bitmaps) unsupported("--bitmaps");
       if (c.targetImageOpts) unsupported("--target-image-opts");
       return convertCommand(
         {
@@ -132,11 +133,26 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           outOfOrder: c.outOfOrder,
           forceShare: c.forceShare,
           compress: c.compress,
+          bitmaps: c.bitmaps,
+          skipBrokenBitmaps: c.skipBrokenBitmaps,
           backingFile: c.backing,
           backingFormat: c.backingFormat,
           progress: c.progress,
           quiet: c.quiet,
           signal,
+        },
+        io,
+      );
+    case "bitmap":
+      return bitmapCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          bitmap: c.bitmap,
+          steps: c.actions,
+          granularity: c.granularity || undefined,
+          sourceFile: c.sourceFile,
+          sourceFormat: c.sourceFormat,
         },
         io,
       );

@@ -1,9 +1,10 @@
 /**
  * The qemu-img command line as typed command objects: `parseCommandLine(argv)` dispatches on the
- * first word to create, info, convert, check, compare or map, or returns a help/version request.
+ * first word to create, info, convert, check, compare, map or bitmap, or returns a help/version request.
  */
 import { type OptionSpec, parseArgs } from "../argv.js";
 import { isObjectHelp } from "../object.js";
+import { BITMAP_SPEC, type BitmapCommand, buildBitmap } from "./bitmap.js";
 import { buildCheck, CHECK_SPEC, type CheckCommand } from "./check.js";
 import { fail, objects } from "./common.js";
 import { buildCompare, COMPARE_SPEC, type CompareCommand } from "./compare.js";
@@ -12,6 +13,7 @@ import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand }
 import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 
+export type { BitmapCommand, BitmapCommandAction } from "./bitmap.js";
 export type { CheckCommand } from "./check.js";
 export type { ImageArg, OutputFormat } from "./common.js";
 export type { CompareCommand } from "./compare.js";
@@ -21,7 +23,7 @@ export type { InfoCommand } from "./info.js";
 export type { MapCommand } from "./map.js";
 
 /** The commands qimg implements. */
-export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map";
+export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map" | "bitmap";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -50,6 +52,7 @@ export type Command =
   | CheckCommand
   | CompareCommand
   | MapCommand
+  | BitmapCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -63,6 +66,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   check: CHECK_SPEC,
   compare: COMPARE_SPEC,
   map: MAP_SPEC,
+  bitmap: BITMAP_SPEC,
 };
 
 const BUILDERS = {
@@ -72,6 +76,7 @@ const BUILDERS = {
   check: buildCheck,
   compare: buildCompare,
   map: buildMap,
+  bitmap: buildBitmap,
 } as const;
 
 /** True if `s` names a command qimg implements. */
