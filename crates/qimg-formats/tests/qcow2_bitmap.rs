@@ -257,6 +257,13 @@ fn inconsistent_bitmaps_are_kept_and_refused() {
     assert!(e
         .message
         .starts_with("Bitmap 'b1' is inconsistent and cannot be used"));
+    // As qemu-img resize: an inconsistent bitmap blocks a resize.
+    let e = d.resize(128 << 20).unwrap_err();
+    assert!(
+        e.message.starts_with("Bitmap 'b1' is inconsistent"),
+        "{}",
+        e.message
+    );
     d.close().unwrap();
     drop(d);
     qemu_check_clean(&p);
@@ -420,4 +427,33 @@ fn hostile_bitmap_directories() {
     b[e..e + 4].copy_from_slice(&0u32.to_be_bytes());
     std::fs::write(p, &b).unwrap();
     assert!(open(p, false).unwrap().bitmaps().unwrap().is_empty());
+}
+
+#[test]
+fn resize_grows_bitmaps_like_qemu() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ours = qemu_image(dir.path(), "ours.qcow2");
+    let theirs = dir.path().join("theirs.qcow2");
+    let theirs = theirs.to_str().unwrap();
+    std::fs::copy(&ours, theirs).unwrap();
+    let d = open(&ours, true).unwrap();
+    d.resize(200 << 20).unwrap();
+    d.write(150 << 20, &[9u8; 512]).unwrap();
+    d.close().unwrap();
+    drop(d);
+    ok("qemu-img", &["resize", theirs, "200M"]);
+    ok(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 9 150M 512", theirs],
+    );
+    qemu_check_clean(&ours);
+    assert_eq!(qemu_bitmaps(&ours), qemu_bitmaps(theirs));
+    let (a, b) = (open(&ours, false).unwrap(), open(theirs, false).unwrap());
+    for n in ["b1", "b2"] {
+        assert_eq!(a.bitmap_read(n).unwrap(), b.bitmap_read(n).unwrap(), "{n}");
+    }
 }

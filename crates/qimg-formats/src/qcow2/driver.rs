@@ -883,14 +883,10 @@ impl BlockDriver for Qcow2Driver {
     fn resize(&self, new_size: u64) -> Result<()> {
         let mut st = self.lock()?;
         self.begin_write(&mut st)?;
-        if st.bitmaps.as_ref().is_some_and(|b| !b.list.is_empty()) {
-            return Err(Error::unsupported(
-                "resizing qcow2 images with persistent bitmaps is not supported yet",
-            ));
-        }
         if new_size < st.header.size {
             return Err(Error::unsupported("qcow2 shrinking is not supported yet"));
         }
+        self.bitmaps_before_resize(&mut st)?;
         let per_l2 = self.cs * self.l2_entries();
         let need = new_size.div_ceil(per_l2);
         if need * 8 > header::MAX_L1_BYTES {
@@ -926,7 +922,8 @@ impl BlockDriver for Qcow2Driver {
         self.storage.write_at(&new_size.to_be_bytes(), 24)?;
         self.storage.flush()?;
         st.header.size = new_size;
-        self.flush_locked(&mut st)
+        self.flush_locked(&mut st)?;
+        self.bitmaps_after_resize(&mut st, new_size)
     }
 
     fn compressed_cluster_size(&self) -> Option<u64> {

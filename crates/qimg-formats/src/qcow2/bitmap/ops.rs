@@ -216,6 +216,35 @@ impl Qcow2Driver {
         Ok(())
     }
 
+    /// Before a resize: every bitmap must be usable (QEMU refuses inconsistent ones); load all.
+    pub(in crate::qcow2) fn bitmaps_before_resize(&self, st: &mut State) -> Result<()> {
+        let names: Vec<String> = st
+            .bitmaps
+            .as_ref()
+            .map(|b| b.list.iter().map(|b| b.entry.name_str()).collect())
+            .unwrap_or_default();
+        for n in names {
+            self.usable(st, &n)?;
+        }
+        Ok(())
+    }
+
+    /// After a resize: bitmaps cover the new size (new bits clear, as QEMU) and are stored.
+    pub(in crate::qcow2) fn bitmaps_after_resize(&self, st: &mut State, size: u64) -> Result<()> {
+        let Some(bm) = st.bitmaps.as_mut() else {
+            return Ok(());
+        };
+        for b in &mut bm.list {
+            if let Some(d) = b.data.as_mut() {
+                d.size = size;
+                d.bits
+                    .resize(size.div_ceil(d.granularity).div_ceil(8) as usize, 0);
+                b.changed = true;
+            }
+        }
+        self.store_bitmaps(st, false)
+    }
+
     /// The bits of bitmap `name` (refused if inconsistent).
     pub(in crate::qcow2) fn bitmaps_read(&self, st: &mut State, name: &str) -> Result<BitmapData> {
         let i = self.usable(st, name)?;
