@@ -3,13 +3,60 @@
  * qemu-img on the same files (JSON field by field, messages and exit codes), and the library's
  * write tracking compared with qemu-io's.
  */
-import { copyFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { copyFileSync, existsSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { open } from "../../ts/index.js";
 import { parseCommandLine } from "../../ts/options/commands/index.js";
 import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img") && hasPeer("qemu-io");
+const haveNbd = have && hasPeer("qemu-nbd");
+
+/** Dirty guest ranges [start, end) of a bitmap's bits (least significant bit first). */
+function dirtyRanges(d: { granularity: number; size: number; bits: Buffer }): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let i = 0; i * d.granularity < d.size; i++) {
+    if (!(d.bits[i >> 3] & (1 << (i & 7)))) continue;
+    const s = i * d.granularity;
+    const e = Math.min(s + d.granularity, d.size);
+    const last = out[out.length - 1];
+    if (last && last[1] === s) last[1] = e;
+    else out.push([s, e]);
+  }
+  return out;
+}
+
+/** The dirty ranges QEMU itself reports: qemu-nbd -B exports the bitmap, qemu-img map reads it. */
+async function qemuDirty(image: string, bitmap: string): Promise<Array<[number, number]>> {
+  const sock = t.path(`nbd-${bitmap}.sock`);
+  const nbd = spawn("qemu-nbd", [
+    "-k",
+    sock,
+    "-f",
+    "qcow2",
+    "-x",
+    "e",
+    "-B",
+    bitmap,
+    "-r",
+    "--persistent",
+    image,
+  ]);
+  try {
+    for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+    const opts = `driver=nbd,export=e,server.type=unix,server.path=${sock},x-dirty-bitmap=qemu:dirty-bitmap:${bitmap}`;
+    const map = JSON.parse(runOk("qemu-img", ["map", "--output=json", "--image-opts", opts])) as Array<{
+      start: number;
+      length: number;
+      data: boolean;
+    }>;
+    return map.filter((e) => !e.data).map((e) => [e.start, e.start + e.length]);
+  } finally {
+    nbd.kill();
+    await new Promise((r) => nbd.once("exit", r));
+  }
+}
 const t = tempDir();
 afterAll(() => t.cleanup());
 
@@ -161,5 +208,23 @@ describe.skipIf(!have)("qimg bitmap vs qemu-img", () => {
     await using b = await open(theirs, { readOnly: true });
     expect(await a.bitmaps()).toEqual(await b.bitmaps());
     for (const n of ["b1", "b2"]) expect(await a.bitmapRead(n)).toEqual(await b.bitmapRead(n));
+  });
+
+  it.skipIf(!haveNbd)("QEMU sees the dirty regions qimg recorded (qemu-nbd -B)", async () => {
+    const f = qemuMade("nbd.qcow2");
+    {
+      await using img = await open(f);
+      await img.write(7 << 20, Buffer.alloc(1000, 3));
+      await img.writeZeroes(10 << 20, 300 << 10);
+    }
+    await using r = await open(f, { readOnly: true, forceShare: true });
+    const ours = dirtyRanges(await r.bitmapRead("b1"));
+    expect(ours).toEqual([
+      [0, 128 << 10],
+      [5 << 20, (5 << 20) + (64 << 10)],
+      [7 << 20, (7 << 20) + (64 << 10)],
+      [10 << 20, (10 << 20) + (320 << 10)],
+    ]);
+    expect(await qemuDirty(f, "b1")).toEqual(ours);
   });
 });
