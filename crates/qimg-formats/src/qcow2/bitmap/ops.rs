@@ -27,10 +27,26 @@ impl Qcow2Driver {
         let Some(bm) = st.bitmaps.as_mut() else {
             return Ok(());
         };
-        let b = &mut bm.list[i];
-        if b.data.is_some() {
+        if bm.list[i].data.is_some() {
             return Ok(());
         }
+        // Many bitmaps may share one table on a hostile image: bound the total, not just each.
+        let loaded: u64 = bm
+            .list
+            .iter()
+            .filter_map(|b| b.data.as_ref())
+            .map(|d| d.bits.len() as u64)
+            .sum();
+        let want = size
+            .div_ceil(1 << bm.list[i].entry.granularity_bits)
+            .div_ceil(8);
+        if loaded + want > table::MAX_TOTAL_LOADED_BYTES {
+            return Err(Error::unsupported(format!(
+                "Bitmaps of more than {} bytes in total are not supported",
+                table::MAX_TOTAL_LOADED_BYTES
+            )));
+        }
+        let b = &mut bm.list[i];
         let e = &b.entry;
         let t = table::load_table(
             self.storage.as_ref(),

@@ -21,6 +21,8 @@ pub const ALL_ONES: u64 = 1;
 pub const RESERVED_MASK: u64 = 0xff00_0000_0000_01fe;
 /// Most bytes of bitmap data qimg keeps in memory for one bitmap.
 pub const MAX_LOADED_BYTES: u64 = 64 << 20;
+/// Most bytes of bitmap data qimg keeps in memory for all bitmaps of one image.
+pub const MAX_TOTAL_LOADED_BYTES: u64 = 256 << 20;
 
 /// Read `entries` table entries at `offset` and validate each (`file_size` bounds offsets).
 pub fn load_table(
