@@ -841,6 +841,7 @@ module.exports.copyRange = nativeBinding.copyRange
 module.exports.createImage = nativeBinding.createImage
 module.exports.firstNonzeroOffset = nativeBinding.firstNonzeroOffset
 module.exports.makeEmpty = nativeBinding.makeEmpty
+module.exports.measureBitmaps = nativeBinding.measureBitmaps
 module.exports.nativeVersion = nativeBinding.nativeVersion
 module.exports.openImage = nativeBinding.openImage
 module.exports.rebaseRange = nativeBinding.rebaseRange

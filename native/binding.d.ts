@@ -11,6 +11,15 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /** An opened image. Close it explicitly: closing flushes and releases the image locks. */
 export declare class NativeImage {
+  /** The image's persistent bitmaps, in directory order. */
+  bitmaps(): Promise<Array<NativeBitmap>>
+  /**
+   * Apply actions in order and store the bitmaps durably (what succeeded before a failing
+   * action is kept, as with qemu-img).
+   */
+  bitmapApply(actions: Array<NativeBitmapAction>): Promise<void>
+  /** The bits of bitmap `name`. */
+  bitmapRead(name: string): Promise<NativeBitmapData>
   /** Format driver name. */
   get format(): string
   /** Guest size in bytes (as of open or the last resize through this handle). */
@@ -104,6 +113,49 @@ export interface MapEntry {
   compressed: boolean
   /** Host offset in the deciding layer, when meaningful. */
   offset?: number
+}
+
+/**
+ * Bytes the given persistent bitmaps need in a qcow2 image of `virtualSize` bytes with
+ * `clusterSize` clusters (`qemu-img measure`'s `bitmaps` field).
+ */
+export declare function measureBitmaps(bitmaps: Array<NativeBitmap>, virtualSize: number, clusterSize: number): number
+
+/** One persistent bitmap, as `qemu-img info` lists it. */
+export interface NativeBitmap {
+  /** Name. */
+  name: string
+  /** Bytes of guest data per bit. */
+  granularity: number
+  /** Enabled (qcow2's `auto` flag): tracks writes. */
+  auto: boolean
+  /** Inconsistent: left in use by an unclean close. */
+  inUse: boolean
+}
+
+/** One `qemu-img bitmap` action. */
+export interface NativeBitmapAction {
+  /** `add`, `remove`, `clear`, `enable`, `disable` or `merge`. */
+  op: string
+  /** The bitmap acted on. */
+  name: string
+  /** `add`: bytes per bit (default: the cluster size, clamped to 4 KiB..64 KiB). */
+  granularity?: number
+  /** `merge`: the source bitmap's bits. */
+  source?: NativeBitmapData
+}
+
+/**
+ * A bitmap's bits: bit `i` (least significant bit of each byte first) covers guest bytes
+ * `[i*granularity, (i+1)*granularity)`.
+ */
+export interface NativeBitmapData {
+  /** Bytes per bit. */
+  granularity: number
+  /** Guest size covered. */
+  size: number
+  /** The bits. */
+  bits: Buffer
 }
 
 /** The result of a consistency check. */

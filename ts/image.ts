@@ -4,7 +4,17 @@
  */
 import { QimgError } from "./errors.js";
 import { type ImageInfo, nodeInfo } from "./jobs/node-info.js";
-import { callNative, type MapEntry, type NativeImage, native } from "./native.js";
+import {
+  type NativeBitmapAction as BitmapAction,
+  type NativeBitmapData as BitmapData,
+  type NativeBitmap as BitmapInfo,
+  callNative,
+  type MapEntry,
+  type NativeImage,
+  native,
+} from "./native.js";
+
+export type { BitmapAction, BitmapData, BitmapInfo };
 
 /** One extent of block status, as `qemu-img map --output=json` reports it. */
 export interface BlockStatusEntry {
@@ -141,6 +151,24 @@ export class Image implements AsyncDisposable {
   /** `qemu-img info --output=json` of this image (the top layer). */
   async info(): Promise<ImageInfo> {
     return nodeInfo(this.native, this.filename);
+  }
+
+  /** The image's persistent dirty bitmaps (qcow2), in directory order. */
+  async bitmaps(): Promise<BitmapInfo[]> {
+    return callNative(() => this.native.bitmaps());
+  }
+
+  /**
+   * Apply `qemu-img bitmap` actions in order and store the bitmaps durably. Actions before a
+   * failing one stay applied, as with qemu-img.
+   */
+  async bitmapApply(actions: BitmapAction[]): Promise<void> {
+    await callNative(() => this.native.bitmapApply(actions));
+  }
+
+  /** The bits of persistent bitmap `name` (refused for inconsistent, in-use bitmaps). */
+  async bitmapRead(name: string): Promise<BitmapData> {
+    return callNative(() => this.native.bitmapRead(name));
   }
 
   /** Flush data then metadata to stable storage. */

@@ -2,12 +2,19 @@
  * qimg: QEMU's block layer for Node.js.
  *
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
- * `create`, `convert`, `check`, `compare`, `info`, `map`, `commit`, `rebase`.
+ * `create`, `convert`, `check`, `compare`, `info`, `map`, `commit`, `rebase`, `bitmap`.
  */
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
 export type { ImageOptions } from "./graph/spec.js";
-export { type BlockStatusEntry, Image } from "./image.js";
+export {
+  type BitmapAction,
+  type BitmapData,
+  type BitmapInfo,
+  type BlockStatusEntry,
+  Image,
+} from "./image.js";
+export { type BitmapOptions, type BitmapStep, bitmap, copyBitmaps } from "./jobs/bitmap.js";
 export {
   type CheckOptions,
   type CheckOutcome,

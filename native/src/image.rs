@@ -113,7 +113,7 @@ impl NativeImage {
         guard.clone().ok_or_else(|| invalid("the image is closed"))
     }
 
-    fn run<T: Send + ToNapiValue + TypeName + 'static>(
+    pub(crate) fn run<T: Send + ToNapiValue + TypeName + 'static>(
         &self,
         f: impl FnOnce(Arc<dyn BlockDriver>) -> qimg_core::Result<T> + Send + 'static,
     ) -> AsyncTask<Work<T>> {

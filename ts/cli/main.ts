@@ -5,6 +5,7 @@
  * `parseCommandLine` (ts/options) turns argv into a typed command; this file runs it. Errors print
  * as `qimg: message` on stderr with qemu-img's exit codes (1, or 2 for compare).
  */
+import { bitmapCommand } from "../commands/bitmap.js";
 import { checkCommand } from "../commands/check.js";
 import { commitCommand } from "../commands/commit.js";
 import { compareCommand } from "../commands/compare.js";
@@ -30,6 +31,7 @@ Commands:
   convert [--object objectdef] [--image-opts] [--target-is-zero] [-U] [-p] [-q] [-n] [-c [--compress-threads N] [--compress-level L]] [-f fmt] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] output_filename
   check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename
   compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
+  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [--object objectdef] [--image-opts | -f fmt] filename bitmap
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
   commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-c] -b backing_file [-F backing_fmt] filename
@@ -121,7 +123,6 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
     case "convert":
       if (c.snapshot) unsupported("-l");
       if (c.salvage) unsupported("--salvage");
-      if (c.bitmaps) unsupported("--bitmaps");
       if (c.targetImageOpts) unsupported("--target-image-opts");
       return convertCommand(
         {
@@ -139,6 +140,8 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           compress: c.compress,
           compressThreads: c.compressThreads,
           compressLevel: c.compressLevel,
+          bitmaps: c.bitmaps,
+          skipBrokenBitmaps: c.skipBrokenBitmaps,
           backingFile: c.backing,
           backingFormat: c.backingFormat,
           progress: c.progress,
@@ -174,6 +177,19 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           progress: c.progress,
           quiet: c.quiet,
           signal,
+        },
+        io,
+      );
+    case "bitmap":
+      return bitmapCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          bitmap: c.bitmap,
+          steps: c.actions,
+          granularity: c.granularity || undefined,
+          sourceFile: c.sourceFile,
+          sourceFormat: c.sourceFormat,
         },
         io,
       );

@@ -36,6 +36,10 @@ export interface ConvertArgs {
   backingFile?: string;
   /** `-F`. */
   backingFormat?: string;
+  /** `--bitmaps`. */
+  bitmaps?: boolean;
+  /** `--skip-broken-bitmaps`. */
+  skipBrokenBitmaps?: boolean;
   /** `-U`. */
   forceShare: boolean;
   /** `-p`. */
@@ -63,9 +67,12 @@ export async function convertCommand(a: ConvertArgs, io: Io): Promise<number> {
     compress: a.compress,
     compressThreads: a.compressThreads,
     compressLevel: a.compressLevel,
+    bitmaps: a.bitmaps,
+    skipBrokenBitmaps: a.skipBrokenBitmaps,
     signal: a.signal,
   });
   if (a.progress && !a.quiet) progressBar(job, io);
-  await job;
+  const r = await job;
+  for (const n of r.skippedBitmaps ?? []) io.err(`qimg: warning: Skipping inconsistent bitmap '${n}'\n`);
   return 0;
 }

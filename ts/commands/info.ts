@@ -20,8 +20,10 @@ export interface InfoArgs {
 
 function specificLines(data: Record<string, unknown>, indent: string): string[] {
   const lines: string[] = [];
+  const list = Array.isArray(data);
   for (const [k, v] of Object.entries(data)) {
-    const key = k.replace(/-/g, " ");
+    // Lists print as `[i]:` entries (qemu-img's bitmaps, their flags).
+    const key = list ? `[${k}]` : k.replace(/-/g, " ");
     if (v !== null && typeof v === "object") {
       lines.push(`${indent}${key}:`);
       lines.push(...specificLines(v as Record<string, unknown>, `${indent}    `));

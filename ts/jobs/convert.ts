@@ -12,6 +12,7 @@ import { open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import type { Image } from "../image.js";
 import { callNative, native } from "../native.js";
+import { brokenBitmaps, copyBitmaps } from "./bitmap.js";
 import { create } from "./create.js";
 import { Job, type Progress, throwIfAborted } from "./job.js";
 
@@ -47,6 +48,10 @@ export interface ConvertOptions {
   compressThreads?: number;
   /** `--compress-level` (beyond qemu-img): zlib 1..9, zstd 1..22; default the format's (6, 3). */
   compressLevel?: number;
+  /** `--bitmaps`: copy the source's persistent bitmaps (single source, qcow2 v3 target). */
+  bitmaps?: boolean;
+  /** `--skip-broken-bitmaps`: skip inconsistent bitmaps instead of failing. */
+  skipBrokenBitmaps?: boolean;
   /** `-U` for the sources. */
   forceShare?: boolean;
   /** Cancellation. */
@@ -65,6 +70,8 @@ export interface ConvertResult {
   bytesWritten: number;
   /** Bytes found to be zero (skipped or written as zeroes). */
   bytesZero: number;
+  /** With `skipBrokenBitmaps`: inconsistent bitmaps that were not copied. */
+  skippedBitmaps?: string[];
 }
 
 /** Convert `sources` into `target`. */
@@ -120,6 +127,7 @@ async function runConvert(
     }
     const total = sources.reduce((a, s) => a + s.virtualSize, 0);
     const targetFormat = opts.targetFormat ?? "raw";
+    if (opts.bitmaps) await checkBitmapCopy(sources, targetFormat, opts);
     if (!opts.noCreate) {
       await create(target, {
         format: targetFormat,
@@ -179,6 +187,7 @@ async function runConvert(
     const settled = await Promise.allSettled(workers);
     const failed = settled.find((s) => s.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
+    if (opts.bitmaps) result.skippedBitmaps = await copyBitmaps(sources[0], dst, !!opts.skipBrokenBitmaps);
     await dst.flush();
     out = result;
   } catch (e) {
@@ -195,4 +204,23 @@ async function runConvert(
 function uvPoolSize(): number {
   const n = Number(process.env.UV_THREADPOOL_SIZE);
   return Number.isInteger(n) && n > 0 ? n : 4;
+}
+
+/** qemu-img convert's checks for `--bitmaps`, before the target is created. */
+async function checkBitmapCopy(sources: Image[], targetFormat: string, opts: ConvertOptions): Promise<void> {
+  const fail = (m: string) => {
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", m);
+  };
+  if (opts.skipBrokenBitmaps && !opts.bitmaps) fail("Use of --skip-broken-bitmaps requires --bitmaps");
+  if (sources.length !== 1) fail("Copying bitmaps only possible with single source");
+  const compat = String(opts.targetOptions?.compat ?? "1.1");
+  if (targetFormat !== "qcow2" || compat === "0.10" || compat === "v2")
+    fail(`Format driver '${targetFormat}' does not support bitmaps`);
+  if (sources[0].format !== "qcow2") fail("Source lacks bitmap support");
+  const broken = await brokenBitmaps(sources[0]);
+  if (broken.length > 0 && !opts.skipBrokenBitmaps) {
+    fail(
+      `Cannot copy inconsistent bitmap '${broken[0]}'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it`,
+    );
+  }
 }

@@ -36,7 +36,8 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
   const st = await fs.stat(filename);
   const file: ImageInfo = {
     children: [],
-    "virtual-size": st.size,
+    // QEMU counts the file's length in 512-byte sectors, rounded up.
+    "virtual-size": Math.ceil(st.size / 512) * 512,
     filename,
     format: "file",
     "actual-size": i.actualSize,

@@ -199,4 +199,22 @@ pub trait BlockDriver: Send + Sync {
             ))),
         }
     }
+    /// Persistent dirty bitmaps stored in the image (none for formats without them).
+    fn bitmaps(&self) -> Result<Vec<crate::BitmapInfo>> {
+        Ok(Vec::new())
+    }
+    /// Apply `qemu-img bitmap` actions in order and store the result durably.
+    fn bitmap_apply(&self, _actions: &[crate::BitmapAction]) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Can't store persistent bitmaps in {} images",
+            self.format_name()
+        )))
+    }
+    /// The contents of persistent bitmap `name`.
+    fn bitmap_read(&self, name: &str) -> Result<crate::BitmapData> {
+        Err(Error::new(
+            crate::ErrorCode::NotFound,
+            format!("Dirty bitmap '{name}' not found"),
+        ))
+    }
 }

@@ -5,8 +5,10 @@
 //! - [`file`]: the `file` protocol on a POSIX file, with QEMU-compatible image locks ([`lock`]).
 //! - [`driver`]: the format layer trait (guest ranges mapped onto a storage) and block status.
 //! - [`zero`]: fast zero detection used by convert and write-zeroes detection.
+//! - [`bitmap`]: persistent dirty bitmaps (list, actions, contents).
 //! - [`chain`]: generic helpers over a driver and its backing chain (map extents).
 //! - [`copy`]: the convert/compare/commit chunk loops; [`rebase`]: the safe-rebase chunk loop.
+pub mod bitmap;
 pub mod chain;
 pub mod copy;
 pub mod driver;
@@ -17,6 +19,7 @@ pub mod rebase;
 pub mod storage;
 pub mod zero;
 
+pub use bitmap::{BitmapAction, BitmapData, BitmapInfo};
 pub use driver::{
     BlockDriver, CheckReport, CompressedCluster, DriverInfo, LayerExtent, LayerStatus, RepairMode,
 };

@@ -1,10 +1,11 @@
 /**
  * The qemu-img command line as typed command objects: `parseCommandLine(argv)` dispatches on the
- * first word to create, info, convert, check, compare, map, commit or rebase, or returns a
- * help/version request.
+ * first word to create, info, convert, check, compare, map, commit, rebase or bitmap, or returns
+ * a help/version request.
  */
 import { type OptionSpec, parseArgs } from "../argv.js";
 import { isObjectHelp } from "../object.js";
+import { BITMAP_SPEC, type BitmapCommand, buildBitmap } from "./bitmap.js";
 import { buildCheck, CHECK_SPEC, type CheckCommand } from "./check.js";
 import { buildCommit, COMMIT_SPEC, type CommitCommand } from "./commit.js";
 import { fail, objects } from "./common.js";
@@ -15,6 +16,7 @@ import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 import { buildRebase, REBASE_SPEC, type RebaseCommand } from "./rebase.js";
 
+export type { BitmapCommand, BitmapCommandAction } from "./bitmap.js";
 export type { CheckCommand } from "./check.js";
 export type { CommitCommand } from "./commit.js";
 export type { ImageArg, OutputFormat } from "./common.js";
@@ -26,7 +28,16 @@ export type { MapCommand } from "./map.js";
 export type { RebaseCommand } from "./rebase.js";
 
 /** The commands qimg implements. */
-export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map" | "commit" | "rebase";
+export type CommandName =
+  | "create"
+  | "info"
+  | "convert"
+  | "check"
+  | "compare"
+  | "map"
+  | "commit"
+  | "rebase"
+  | "bitmap";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -57,6 +68,7 @@ export type Command =
   | MapCommand
   | CommitCommand
   | RebaseCommand
+  | BitmapCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -72,6 +84,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   map: MAP_SPEC,
   commit: COMMIT_SPEC,
   rebase: REBASE_SPEC,
+  bitmap: BITMAP_SPEC,
 };
 
 const BUILDERS = {
@@ -83,6 +96,7 @@ const BUILDERS = {
   map: buildMap,
   commit: buildCommit,
   rebase: buildRebase,
+  bitmap: buildBitmap,
 } as const;
 
 /** True if `s` names a command qimg implements. */

@@ -81,6 +81,9 @@ impl Qcow2Driver {
         }
         let stride = self.l2_stride();
         let l2e = self.l2_entries();
+        for (off, len, what) in self.bitmap_refs(st)? {
+            r.add(cs, off, len, what);
+        }
         let guest_clusters = st.header.size.div_ceil(cs);
         let (mut allocated, mut fragmented, mut compressed) = (0u64, 0u64, 0u64);
         for l1i in 0..st.l1.len() {

@@ -114,6 +114,7 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         backing_file: o.backing_file.clone(),
         backing_format: o.backing_fmt.clone(),
         feature_names: Vec::new(),
+        bitmaps_ext: None,
     };
     storage.truncate(0)?;
     // Refcount table at cluster 1, first block at cluster 2 counting clusters 0..=2.

@@ -4,6 +4,7 @@
 //! hold it. Flush order: data → flush → refcount blocks/table → flush → L2 tables, L1 → flush →
 //! queued frees → flush, so a crash can leak clusters but never corrupt the image.
 use super::alloc::Refcounts;
+use super::bitmap::Bitmaps;
 use super::compress;
 use super::header::{self, Header};
 use super::mapping::{
@@ -34,6 +35,8 @@ pub(super) struct State {
     metadata_prealloc: Option<bool>,
     /// Next free byte in the cluster that compressed clusters are being packed into (0: none).
     compressed_cursor: u64,
+    /// Persistent bitmaps (empty unless the image has a valid bitmaps extension).
+    pub(super) bitmaps: Option<Bitmaps>,
 }
 
 /// An open qcow2 image.
@@ -77,6 +80,7 @@ impl Qcow2Driver {
         }
         let header = Header::parse(&first, file_size)?;
         check_features(&header, opts.read_only)?;
+        let bitmaps = Bitmaps::load(storage.as_ref(), &header, file_size)?;
         let cs = header.cluster_size();
         let mut raw = vec![0u8; header.l1_size as usize * 8];
         storage.read_at(&mut raw, header.l1_table_offset)?;
@@ -110,6 +114,7 @@ impl Qcow2Driver {
                 closed: false,
                 metadata_prealloc: None,
                 compressed_cursor: 0,
+                bitmaps: Some(bitmaps),
             }),
             backing: RwLock::new(None),
         };
@@ -124,12 +129,7 @@ impl Qcow2Driver {
                 drv.storage.flush()?;
                 st.dirty_on_disk = false;
             }
-            if st.header.version >= 3 && st.header.autoclear != 0 {
-                // qimg does not maintain bitmaps: clearing the autoclear bits tells QEMU they are stale.
-                st.header.autoclear = 0;
-                drv.write_header_field(&st, 88, &0u64.to_be_bytes())?;
-                drv.storage.flush()?;
-            }
+            drv.bitmaps_open_writable(&mut st)?;
         }
         Ok(drv)
     }
@@ -143,6 +143,18 @@ impl Qcow2Driver {
             return Err(Error::invalid("the image is closed"));
         }
         Ok(st)
+    }
+
+    /// True if the image was opened read-only.
+    pub(super) fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Set the bits of tracking bitmaps for a guest write (lock held).
+    fn mark_dirty(st: &mut State, offset: u64, len: u64) {
+        if let Some(b) = st.bitmaps.as_mut() {
+            b.mark(offset, len);
+        }
     }
 
     pub(super) fn l2_entries(&self) -> u64 {
@@ -623,6 +635,7 @@ impl Qcow2Driver {
         let mut out = z.to_vec();
         out.resize((padded_end - host).max(len) as usize, 0);
         self.storage.write_at(&out, host)?;
+        Self::mark_dirty(&mut st, offset, cs);
         let gc = offset / cs;
         let x = 62 - (self.cluster_bits - 8);
         let extra_sectors = (host + len - 1) / 512 - host / 512;
@@ -761,6 +774,7 @@ impl BlockDriver for Qcow2Driver {
         let mut st = self.lock()?;
         self.bounds(&st, offset, buf.len() as u64)?;
         self.begin_write(&mut st)?;
+        Self::mark_dirty(&mut st, offset, buf.len() as u64);
         self.write_locked(&mut st, offset, buf)
     }
 
@@ -768,6 +782,7 @@ impl BlockDriver for Qcow2Driver {
         let mut st = self.lock()?;
         self.bounds(&st, offset, length)?;
         self.begin_write(&mut st)?;
+        Self::mark_dirty(&mut st, offset, length);
         let whole = self.whole_clusters(offset, length);
         if whole.is_empty() {
             return self.zero_partial(&mut st, offset, length);
@@ -806,6 +821,7 @@ impl BlockDriver for Qcow2Driver {
         let mut st = self.lock()?;
         self.bounds(&st, offset, length)?;
         self.begin_write(&mut st)?;
+        Self::mark_dirty(&mut st, offset, length);
         let v3 = st.header.version >= 3;
         let backing = self.has_backing();
         // As QEMU: only whole clusters are discarded; they then read as zeros on v3 images.
@@ -929,6 +945,7 @@ impl BlockDriver for Qcow2Driver {
     fn close(&self) -> Result<()> {
         let mut st = self.lock()?;
         self.flush_locked(&mut st)?;
+        self.store_bitmaps(&mut st, true)?;
         if st.dirty_on_disk && !self.read_only {
             st.header.incompatible &= !header::INCOMPAT_DIRTY;
             self.write_header_field(&st, 72, &st.header.incompatible.to_be_bytes())?;
@@ -942,15 +959,30 @@ impl BlockDriver for Qcow2Driver {
     fn info(&self) -> Result<DriverInfo> {
         let st = self.lock()?;
         let h = &st.header;
+        let bitmaps = st.bitmaps.as_ref().map(|b| b.infos()).unwrap_or_default();
         let data = if h.version >= 3 {
-            serde_json::json!({
+            let mut d = serde_json::json!({
                 "compat": "1.1",
                 "compression-type": if h.compression_type == compress::ZSTD { "zstd" } else { "zlib" },
                 "lazy-refcounts": h.compatible & header::COMPAT_LAZY_REFCOUNTS != 0,
                 "refcount-bits": h.refcount_bits(),
                 "corrupt": h.incompatible & header::INCOMPAT_CORRUPT != 0,
                 "extended-l2": h.incompatible & header::INCOMPAT_EXTL2 != 0,
-            })
+            });
+            if !bitmaps.is_empty() {
+                // qemu-img lists bitmaps right after lazy-refcounts.
+                if let Some(m) = d.as_object_mut() {
+                    let all = std::mem::take(m);
+                    for (k, v) in all {
+                        let after = k == "lazy-refcounts";
+                        m.insert(k, v);
+                        if after {
+                            m.insert("bitmaps".into(), super::bitmap::info_json(&bitmaps));
+                        }
+                    }
+                }
+            }
+            d
         } else {
             serde_json::json!({ "compat": "0.10", "compression-type": "zlib", "refcount-bits": h.refcount_bits() })
         };
@@ -984,6 +1016,7 @@ impl BlockDriver for Qcow2Driver {
         if new_size < st.header.size {
             return Err(Error::unsupported("qcow2 shrinking is not supported yet"));
         }
+        self.bitmaps_before_resize(&mut st)?;
         let per_l2 = self.cs * self.l2_entries();
         let need = new_size.div_ceil(per_l2);
         if need * 8 > header::MAX_L1_BYTES {
@@ -1019,7 +1052,8 @@ impl BlockDriver for Qcow2Driver {
         self.storage.write_at(&new_size.to_be_bytes(), 24)?;
         self.storage.flush()?;
         st.header.size = new_size;
-        self.flush_locked(&mut st)
+        self.flush_locked(&mut st)?;
+        self.bitmaps_after_resize(&mut st, new_size)
     }
 
     fn compressed_cluster_size(&self) -> Option<u64> {
@@ -1094,6 +1128,21 @@ impl BlockDriver for Qcow2Driver {
 
     fn make_empty(&self) -> Result<()> {
         self.make_empty_clusters()
+    }
+
+    fn bitmaps(&self) -> Result<Vec<qimg_core::BitmapInfo>> {
+        let st = self.lock()?;
+        Ok(st.bitmaps.as_ref().map(|b| b.infos()).unwrap_or_default())
+    }
+
+    fn bitmap_apply(&self, actions: &[qimg_core::BitmapAction]) -> Result<()> {
+        let mut st = self.lock()?;
+        self.bitmaps_apply(&mut st, actions)
+    }
+
+    fn bitmap_read(&self, name: &str) -> Result<qimg_core::BitmapData> {
+        let mut st = self.lock()?;
+        self.bitmaps_read(&mut st, name)
     }
 
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {

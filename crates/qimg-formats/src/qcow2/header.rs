@@ -48,6 +48,10 @@ pub const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
 pub const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 /// Header extension: feature name table.
 pub const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
+/// Header extension: persistent bitmaps (see [`super::bitmap`]).
+pub const EXT_BITMAPS: u32 = 0x2385_2875;
+/// Autoclear feature: the bitmaps extension is valid.
+pub const AUTOCLEAR_BITMAPS: u64 = 1 << 0;
 /// Largest L1 table QEMU accepts, in bytes (QCOW_MAX_L1_SIZE).
 pub const MAX_L1_BYTES: u64 = 32 << 20;
 /// Largest refcount table QEMU accepts, in bytes (QCOW_MAX_REFTABLE_SIZE).
@@ -104,6 +108,8 @@ pub struct Header {
     pub backing_format: Option<String>,
     /// Feature names from the feature table: (type, bit, name).
     pub feature_names: Vec<(u8, u8, String)>,
+    /// The bitmaps extension's body, as stored (validated by [`super::bitmap`]).
+    pub bitmaps_ext: Option<Vec<u8>>,
 }
 
 fn be32(b: &[u8], o: usize) -> u32 {
@@ -185,6 +191,7 @@ impl Header {
             backing_file: None,
             backing_format: None,
             feature_names: Vec::new(),
+            bitmaps_ext: None,
         };
         if version == 3 {
             if first.len() < 104 {
@@ -331,6 +338,7 @@ impl Header {
                         self.feature_names.push((e[0], e[1], name));
                     }
                 }
+                EXT_BITMAPS => self.bitmaps_ext = Some(body.to_vec()),
                 _ => {}
             }
             off = data + len.div_ceil(8) * 8;

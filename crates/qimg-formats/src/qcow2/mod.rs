@@ -3,15 +3,18 @@
 //! Roles as in every format folder: [`header`] (on-disk header, extensions, bounds), [`mapping`]
 //! (L1/L2 entries and the L2 cache), [`alloc`] (refcounts and cluster allocation), [`check`],
 //! [`create`], and [`driver`] (the [`qimg_core::BlockDriver`] implementation); [`backing`] changes
-//! the backing reference and empties an image for `rebase` and `commit`.
+//! the backing reference and empties an image for `rebase` and `commit`; [`bitmap`] holds
+//! persistent dirty bitmaps.
 //!
 //! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
 //! Extended L2 entries (32 subclusters per cluster) are decoded per subcluster; a write into a
 //! cluster whose subclusters are not all allocated completes the whole cluster.
-//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption, writable opens of images with internal snapshots,
-//! external data files, zstd compression, unknown incompatible features.
+//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption,
+//! writable opens of images with internal snapshots, external data files, unknown incompatible
+//! features.
 pub mod alloc;
 pub mod backing;
+pub mod bitmap;
 pub mod check;
 pub mod compress;
 pub mod create;
