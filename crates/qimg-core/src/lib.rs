@@ -12,9 +12,11 @@ pub mod driver;
 pub mod error;
 pub mod file;
 pub mod lock;
+pub mod snapshot;
 pub mod storage;
 pub mod zero;
 
 pub use driver::{BlockDriver, CheckReport, DriverInfo, LayerExtent, LayerStatus, RepairMode};
 pub use error::{Error, ErrorCode, Result};
+pub use snapshot::{SnapshotInfo, SnapshotSelector};
 pub use storage::Storage;

@@ -2,10 +2,11 @@
 //!
 //! Roles as in every format folder: [`header`] (on-disk header, extensions, bounds), [`mapping`]
 //! (L1/L2 entries and the L2 cache), [`alloc`] (refcounts and cluster allocation), [`check`],
-//! [`create`], and [`driver`] (the [`qimg_core::BlockDriver`] implementation).
+//! [`create`], and [`driver`] (the [`qimg_core::BlockDriver`] implementation); [`snapshot`] (the
+//! snapshot table) and [`snapshot_ops`] (create/apply/delete, copy-on-write of shared tables).
 //!
 //! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
-//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption, writable opens of images with internal snapshots, extended L2 entries,
+//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption, extended L2 entries,
 //! external data files, zstd compression, unknown incompatible features.
 pub mod alloc;
 pub mod check;
@@ -14,6 +15,8 @@ pub mod create;
 pub mod driver;
 pub mod header;
 pub mod mapping;
+pub mod snapshot;
+pub mod snapshot_ops;
 
 pub use create::create;
 pub use driver::Qcow2Driver;
