@@ -7,7 +7,7 @@
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
 export type { ImageOptions } from "./graph/spec.js";
-export { type BlockStatusEntry, Image } from "./image.js";
+export { type BlockStatusEntry, Image, type SnapshotInfo, type SnapshotSelector } from "./image.js";
 export {
   type CheckOptions,
   type CheckOutcome,
@@ -21,4 +21,5 @@ export { type CreateOptions, create } from "./jobs/create.js";
 export { type ImageInfo, type InfoOptions, info } from "./jobs/info.js";
 export { Job, type Progress } from "./jobs/job.js";
 export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
+export { type SnapshotAction, type SnapshotOptions, snapshot } from "./jobs/snapshot.js";
 export { formatNames } from "./registry/index.js";

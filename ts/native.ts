@@ -13,7 +13,14 @@ const require = createRequire(import.meta.url);
 /** The loaded addon (typed by the generated `native/binding.d.ts`). */
 export const native: typeof Binding = require("../native/binding.cjs");
 
-export type { CopyRangeStats, MapEntry, NativeCheck, NativeImage, NativeInfo } from "../native/binding.js";
+export type {
+  CopyRangeStats,
+  MapEntry,
+  NativeCheck,
+  NativeImage,
+  NativeInfo,
+  NativeSnapshot,
+} from "../native/binding.js";
 
 /** Turn anything thrown by the addon into a QimgError (other errors pass through unchanged). */
 export function unwrapNativeError(e: unknown): unknown {

@@ -11,6 +11,7 @@ import { createCommand, optionsHelp } from "../commands/create.js";
 import { infoCommand } from "../commands/info.js";
 import { mapCommand } from "../commands/map.js";
 import type { Io } from "../commands/output.js";
+import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { type Command, parseCommandLine } from "../options/commands/index.js";
@@ -28,6 +29,7 @@ Commands:
   check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename
   compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
+  snapshot [--object objectdef] [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] [-f fmt] filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -113,8 +115,18 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
         },
         io,
       );
+    case "snapshot":
+      return snapshotCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          action: c.action,
+          forceShare: c.forceShare,
+          quiet: c.quiet,
+        },
+        io,
+      );
     case "convert":
-      if (c.snapshot) unsupported("-l");
       if (c.salvage) unsupported("--salvage");
       if (c.bitmaps) unsupported("--bitmaps");
       if (c.targetImageOpts) unsupported("--target-image-opts");
@@ -131,6 +143,9 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           parallel: c.parallel,
           outOfOrder: c.outOfOrder,
           forceShare: c.forceShare,
+          snapshot:
+            c.snapshot &&
+            (c.snapshot.idOrName ? c.snapshot.name : { id: c.snapshot.id, name: c.snapshot.name }),
           compress: c.compress,
           backingFile: c.backing,
           backingFormat: c.backingFormat,
