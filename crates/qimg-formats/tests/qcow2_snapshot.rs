@@ -357,6 +357,19 @@ fn hostile_snapshot_tables_are_typed_errors() {
     b.resize(off + 4096, 0);
     refused(&img, &b, "Snapshot table is too big");
 
+    // Extra data too short for version 3: opens, and check reports it as qemu-img does.
+    let mut b = good.clone();
+    put32(&mut b, t + 36, 8);
+    std::fs::write(&img, &b).unwrap();
+    let q = run("qemu-img", &["check", img.to_str().unwrap()]);
+    assert_eq!(q.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&q.stderr).contains("snapshot table entry 0 is incomplete"));
+    let d = open(img.to_str().unwrap(), true).unwrap();
+    let r = d.check(RepairMode::None).unwrap();
+    assert_eq!(r.corruptions, 1, "{:?}", r.messages);
+    assert!(r.messages[0].contains("snapshot table entry 0 is incomplete"));
+    drop(d);
+
     // A disk size its L1 table cannot map: refused when used, not at open.
     let mut b = good.clone();
     put64(&mut b, t + 48, 1 << 40);

@@ -84,6 +84,15 @@ impl Qcow2Driver {
                 "snapshot table",
             );
         }
+        // Version 3 entries need vm_state_size_large and disk_size in their extra data.
+        for (i, sn) in st.snapshots.iter().enumerate() {
+            if st.header.version >= 3 && sn.extra_size < 16 {
+                r.report.corruptions += 1;
+                r.report
+                    .messages
+                    .push(format!("ERROR snapshot table entry {i} is incomplete"));
+            }
+        }
         let snaps: Vec<(u64, u32)> = st
             .snapshots
             .iter()
