@@ -432,7 +432,7 @@ impl Qcow2Driver {
         }
     }
 
-    fn maybe_shrink_cache(&self, st: &mut State) -> Result<()> {
+    pub(super) fn maybe_shrink_cache(&self, st: &mut State) -> Result<()> {
         if st.l2.over_capacity() || st.rc.over_capacity() {
             // Dirty tables may only be written once the refcounts they rely on are durable.
             self.flush_locked(st)?;

@@ -107,6 +107,8 @@ impl Qcow2Driver {
                     st.rc.free_later(h, 1);
                 }
             }
+            // Bounded memory: written refcounts are safe at any point (leaks at worst).
+            self.maybe_shrink_cache(st)?;
         }
         Ok(l2s)
     }
@@ -146,6 +148,8 @@ impl Qcow2Driver {
                 }
                 t.dirty = true;
             }
+            // Flushing writes refcounts before these tables, so it is safe mid-pass.
+            self.maybe_shrink_cache(st)?;
         }
         Ok(())
     }
