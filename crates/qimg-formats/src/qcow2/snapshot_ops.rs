@@ -8,9 +8,11 @@
 //!
 //! Every operation runs in the order: flush pending writes → raise refcounts and write new
 //! clusters (L1 copies, tables) → flush → refcount blocks → flush → L2/L1 tables → flush → header
-//! switch → flush → decrements → flush → COPIED recomputed → flush. A crash before the header
-//! switch leaves only leaks; after it, only leaks or (between the decrements and the COPIED pass,
-//! exactly as in QEMU) a refcount-1 cluster without COPIED, which `check -r all` fixes.
+//! switch → flush → decrements → flush → COPIED recomputed → flush. A crash leaves leaks and, in
+//! two windows QEMU has too (create: refcounts raised but COPIED not yet cleared; apply/delete:
+//! refcounts dropped to 1 but COPIED not yet set), COPIED flags that disagree with refcounts. Both
+//! are harmless (an extra reference is a leak; a missing COPIED only costs a copy) and `check -r
+//! all` repairs them; the `qcow2_snapshot` crash test checks every flush boundary.
 use super::compress;
 use super::driver::{Qcow2Driver, State};
 use super::header::MAX_SNAPSHOTS;
