@@ -230,7 +230,8 @@ impl Qcow2Driver {
             name: name.to_string(),
             vm_state_size: 0,
             date_sec: now.as_secs() as u32,
-            date_nsec: now.subsec_nanos(),
+            // QEMU takes the time in microseconds.
+            date_nsec: now.subsec_micros() * 1000,
             vm_clock_nsec: 0,
             icount: Some(0),
             disk_size: st.header.size,
