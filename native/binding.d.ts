@@ -46,6 +46,16 @@ export declare class NativeImage {
   setBacking(backing?: NativeImage | undefined | null): void
   /** Flush, clear dirty marks and release locks. Further calls fail; closing twice is a no-op. */
   close(): Promise<void>
+  /** The image's internal snapshots (empty for formats without them). */
+  snapshots(): Promise<Array<NativeSnapshot>>
+  /** Take an internal snapshot named `name`; resolves to the new snapshot. */
+  snapshotCreate(name: string): Promise<NativeSnapshot>
+  /** Revert the image to a snapshot (`qemu-img snapshot -a`). */
+  snapshotApply(which: SnapshotRefArg): Promise<void>
+  /** Delete a snapshot (`qemu-img snapshot -d`). */
+  snapshotDelete(which: SnapshotRefArg): Promise<void>
+  /** A read-only image showing a snapshot's contents (`convert -l`). Close it before this one. */
+  snapshotView(which: SnapshotRefArg): Promise<NativeImage>
 }
 
 /** First offset in the range where `a` and `b` differ, or null. */
@@ -236,6 +246,26 @@ export interface NativeInfo {
   formatSpecificJson?: string
 }
 
+/** One internal snapshot, with qemu-img's `SnapshotInfo` fields. */
+export interface NativeSnapshot {
+  /** Unique ID string. */
+  id: string
+  /** Name (tag). */
+  name: string
+  /** Bytes of saved VM state. */
+  vmStateSize: number
+  /** Creation time: seconds since the epoch. */
+  dateSec: number
+  /** Creation time: nanoseconds within the second. */
+  dateNsec: number
+  /** Guest clock at creation, in nanoseconds. */
+  vmClockNsec: number
+  /** Instruction count, when recorded. */
+  icount?: number
+  /** Guest size when the snapshot was taken. */
+  diskSize: number
+}
+
 /** Version of the native core. */
 export declare function nativeVersion(): string
 
@@ -284,3 +314,13 @@ export interface RebaseRangeStats {
 
 /** Store a new backing file reference in `img` (`null` removes it), after flushing it. */
 export declare function setBackingFile(img: NativeImage, name?: string | undefined | null, format?: string | undefined | null): Promise<void>
+
+/** Which snapshot: `idOrName` (an ID, else a name), or `id` and/or `name` matched exactly. */
+export interface SnapshotRefArg {
+  /** An ID, else a name (`qemu-img snapshot -a`, `convert -l NAME`). */
+  idOrName?: string
+  /** Exact ID (`snapshot.id=`). */
+  id?: string
+  /** Exact name (`snapshot.name=`). */
+  name?: string
+}

@@ -11,10 +11,58 @@ import {
   callNative,
   type MapEntry,
   type NativeImage,
+  type NativeSnapshot,
   native,
 } from "./native.js";
 
 export type { BitmapAction, BitmapData, BitmapInfo };
+
+/** An internal snapshot (qcow2), with qemu-img's `SnapshotInfo` fields. */
+export interface SnapshotInfo {
+  /** Unique ID string (qemu-img numbers them 1, 2, …). */
+  id: string;
+  /** Name (tag); names may repeat and may be empty. */
+  name: string;
+  /** Bytes of saved VM state (0 for disk-only snapshots). */
+  vmStateSize: number;
+  /** Creation time: seconds since the epoch. */
+  dateSec: number;
+  /** Creation time: nanoseconds within the second. */
+  dateNsec: number;
+  /** Guest clock at creation, in nanoseconds. */
+  vmClockNsec: number;
+  /** Instruction count at creation, when recorded. */
+  icount?: number;
+  /** Guest size when the snapshot was taken. */
+  diskSize: number;
+}
+
+/**
+ * Which snapshot: a string is an ID, else a name (as `qemu-img snapshot -a` and `convert -l NAME`);
+ * an object matches `id` and/or `name` exactly (`snapshot.id=…,snapshot.name=…`).
+ */
+export type SnapshotSelector = string | { id?: string; name?: string };
+
+function toSnapshotInfo(n: NativeSnapshot): SnapshotInfo {
+  const s: SnapshotInfo = {
+    id: n.id,
+    name: n.name,
+    vmStateSize: n.vmStateSize,
+    dateSec: n.dateSec,
+    dateNsec: n.dateNsec,
+    vmClockNsec: n.vmClockNsec,
+    diskSize: n.diskSize,
+  };
+  if (n.icount !== undefined && n.icount !== null) s.icount = n.icount;
+  return s;
+}
+
+function toNativeRef(sel: SnapshotSelector): { idOrName?: string; id?: string; name?: string } {
+  if (typeof sel === "string") return { idOrName: sel };
+  if (sel.id === undefined && sel.name === undefined)
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "a snapshot selector needs an id or a name");
+  return { id: sel.id, name: sel.name };
+}
 
 /** One extent of block status, as `qemu-img map --output=json` reports it. */
 export interface BlockStatusEntry {
@@ -179,6 +227,38 @@ export class Image implements AsyncDisposable {
   /** Change the virtual size (active layer). */
   async resize(size: number): Promise<void> {
     await callNative(() => this.native.resize(size));
+  }
+
+  /** The image's internal snapshots (qcow2; empty for formats without them), oldest first. */
+  async snapshots(): Promise<SnapshotInfo[]> {
+    return (await callNative(() => this.native.snapshots())).map(toSnapshotInfo);
+  }
+
+  /**
+   * Take an internal snapshot of this image (opened writable) named `name`; a new ID is chosen
+   * as qemu-img does. Resolves after the snapshot is on stable storage.
+   */
+  async snapshotCreate(name: string): Promise<SnapshotInfo> {
+    return toSnapshotInfo(await callNative(() => this.native.snapshotCreate(name)));
+  }
+
+  /** Revert this image (opened writable) to a snapshot; its virtual size becomes the snapshot's. */
+  async snapshotApply(which: SnapshotSelector): Promise<void> {
+    await callNative(() => this.native.snapshotApply(toNativeRef(which)));
+  }
+
+  /** Delete a snapshot of this image (opened writable), freeing what only it used. */
+  async snapshotDelete(which: SnapshotSelector): Promise<void> {
+    await callNative(() => this.native.snapshotDelete(toNativeRef(which)));
+  }
+
+  /**
+   * A read-only `Image` showing a snapshot's contents (it reads through this image's backing
+   * chain). Close it before closing this image.
+   */
+  async snapshotView(which: SnapshotSelector): Promise<Image> {
+    const v = await callNative(() => this.native.snapshotView(toNativeRef(which)));
+    return new Image([v], [this.filename], true);
   }
 
   /** Close the whole chain: flush, clear dirty marks, release locks. Safe to call twice. */

@@ -2,7 +2,8 @@
  * qimg: QEMU's block layer for Node.js.
  *
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
- * `create`, `convert`, `check`, `compare`, `info`, `map`, `commit`, `rebase`, `bitmap`.
+ * `create`, `convert`, `check`, `compare`, `info`, `map`, `commit`, `rebase`, `bitmap`,
+ * `snapshot`.
  */
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
@@ -13,6 +14,8 @@ export {
   type BitmapInfo,
   type BlockStatusEntry,
   Image,
+  type SnapshotInfo,
+  type SnapshotSelector,
 } from "./image.js";
 export { type BitmapOptions, type BitmapStep, bitmap, copyBitmaps } from "./jobs/bitmap.js";
 export {
@@ -30,4 +33,5 @@ export { type ImageInfo, type InfoOptions, info } from "./jobs/info.js";
 export { Job, type Progress } from "./jobs/job.js";
 export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
 export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js";
+export { type SnapshotAction, type SnapshotOptions, snapshot } from "./jobs/snapshot.js";
 export { formatNames } from "./registry/index.js";

@@ -22,6 +22,7 @@ export type {
   NativeCheck,
   NativeImage,
   NativeInfo,
+  NativeSnapshot,
 } from "../native/binding.js";
 
 /** Turn anything thrown by the addon into a QimgError (other errors pass through unchanged). */

@@ -113,6 +113,15 @@ impl NativeImage {
         guard.clone().ok_or_else(|| invalid("the image is closed"))
     }
 
+    /// Wrap an opened driver (a snapshot view, for example).
+    pub fn from_driver(driver: Arc<dyn BlockDriver>) -> Self {
+        NativeImage {
+            format: driver.format_name().to_string(),
+            virtual_size: driver.virtual_size() as f64,
+            slot: Arc::new(Mutex::new(Some(driver))),
+        }
+    }
+
     pub(crate) fn run<T: Send + ToNapiValue + TypeName + 'static>(
         &self,
         f: impl FnOnce(Arc<dyn BlockDriver>) -> qimg_core::Result<T> + Send + 'static,

@@ -1,13 +1,14 @@
 /**
  * Model-based random test (fast-check): random write / writeZeroes / discard / flush / reopen
- * sequences on a qimg-opened qcow2, checked after every step against a plain in-memory model,
- * then `qemu-img check` (clean) and `qemu-img compare` (equal to the model) on the result.
+ * sequences, interleaved with internal snapshot create / apply / delete, on a qimg-opened qcow2,
+ * checked against a plain in-memory model (one buffer per snapshot), then `qemu-img check`
+ * (clean), `qemu-img compare` (equal to the model) and `qemu-img convert -l` of every snapshot.
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { create, type Image, open } from "../../ts/index.js";
-import { hasPeer, qemuCheck, run, tempDir } from "../helpers/peers.js";
+import { hasPeer, qemuCheck, run, runOk, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img");
 const t = tempDir();
@@ -20,7 +21,10 @@ type Op =
   | { kind: "zero"; off: number; len: number; unmap: boolean }
   | { kind: "discard"; off: number; len: number }
   | { kind: "flush" }
-  | { kind: "reopen" };
+  | { kind: "reopen" }
+  | { kind: "snapCreate" }
+  | { kind: "snapApply"; pick: number }
+  | { kind: "snapDelete"; pick: number };
 
 const range = fc
   .tuple(fc.integer({ min: 0, max: SIZE - 1 }), fc.integer({ min: 1, max: 300_000 }))
@@ -40,6 +44,9 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: range.map((r) => ({ kind: "discard" as const, ...r })) },
   { weight: 1, arbitrary: fc.constant({ kind: "flush" as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: "reopen" as const }) },
+  { weight: 2, arbitrary: fc.constant({ kind: "snapCreate" as const }) },
+  { weight: 1, arbitrary: fc.nat(7).map((pick) => ({ kind: "snapApply" as const, pick })) },
+  { weight: 1, arbitrary: fc.nat(7).map((pick) => ({ kind: "snapDelete" as const, pick })) },
 );
 
 describe.skipIf(!have)("qcow2 model-based random operations", () => {
@@ -57,6 +64,7 @@ describe.skipIf(!have)("qcow2 model-based random operations", () => {
           if (lazy && compat === "1.1") options.lazy_refcounts = "on";
           await create(file, { format: "qcow2", size: SIZE, options });
           const model = Buffer.alloc(SIZE);
+          const snaps: Array<{ id: string; data: Buffer }> = [];
           let img: Image = await open(file, { format: "qcow2" });
           try {
             for (const o of ops) {
@@ -73,6 +81,18 @@ describe.skipIf(!have)("qcow2 model-based random operations", () => {
                 if (b > a) model.fill(0, a, b);
               } else if (o.kind === "flush") {
                 await img.flush();
+              } else if (o.kind === "snapCreate") {
+                const s = await img.snapshotCreate(`s${snaps.length}`);
+                snaps.push({ id: s.id, data: Buffer.from(model) });
+              } else if (o.kind === "snapApply") {
+                if (snaps.length === 0) continue;
+                const s = snaps[o.pick % snaps.length];
+                await img.snapshotApply(s.id);
+                s.data.copy(model);
+              } else if (o.kind === "snapDelete") {
+                if (snaps.length === 0) continue;
+                const [s] = snaps.splice(o.pick % snaps.length, 1);
+                await img.snapshotDelete({ id: s.id });
               } else {
                 await img.close();
                 img = await open(file, { format: "qcow2" });
@@ -90,6 +110,11 @@ describe.skipIf(!have)("qcow2 model-based random operations", () => {
           writeFileSync(raw, model);
           const cmp = run("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", file, raw]);
           expect(cmp.status).toBe(0);
+          for (const s of snaps) {
+            const out = `${file}.${s.id}.raw`;
+            runOk("qemu-img", ["convert", "-l", `snapshot.id=${s.id}`, "-O", "raw", file, out]);
+            expect(readFileSync(out).equals(s.data), `snapshot ${s.id}`).toBe(true);
+          }
         },
       ),
       { numRuns: 30, seed: 20261125 },

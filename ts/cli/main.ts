@@ -15,6 +15,7 @@ import { infoCommand } from "../commands/info.js";
 import { mapCommand } from "../commands/map.js";
 import type { Io } from "../commands/output.js";
 import { rebaseCommand } from "../commands/rebase.js";
+import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { type Command, parseCommandLine } from "../options/commands/index.js";
@@ -35,6 +36,7 @@ Commands:
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
   commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-c] -b backing_file [-F backing_fmt] filename
+  snapshot [--object objectdef] [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] [-f fmt] filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -120,8 +122,18 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
         },
         io,
       );
+    case "snapshot":
+      return snapshotCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          action: c.action,
+          forceShare: c.forceShare,
+          quiet: c.quiet,
+        },
+        io,
+      );
     case "convert":
-      if (c.snapshot) unsupported("-l");
       if (c.salvage) unsupported("--salvage");
       if (c.targetImageOpts) unsupported("--target-image-opts");
       return convertCommand(
@@ -137,6 +149,9 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           parallel: c.parallel,
           outOfOrder: c.outOfOrder,
           forceShare: c.forceShare,
+          snapshot:
+            c.snapshot &&
+            (c.snapshot.idOrName ? c.snapshot.name : { id: c.snapshot.id, name: c.snapshot.name }),
           compress: c.compress,
           compressThreads: c.compressThreads,
           compressLevel: c.compressLevel,

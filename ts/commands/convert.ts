@@ -1,5 +1,6 @@
 /** `qimg convert`: qemu-img's convert with -p progress. */
 import type { ImageOptions } from "../graph/spec.js";
+import type { SnapshotSelector } from "../image.js";
 import { convert } from "../jobs/convert.js";
 import type { Io } from "./output.js";
 import { progressBar } from "./progress.js";
@@ -42,6 +43,8 @@ export interface ConvertArgs {
   skipBrokenBitmaps?: boolean;
   /** `-U`. */
   forceShare: boolean;
+  /** `-l`: convert this internal snapshot of the source. */
+  snapshot?: SnapshotSelector;
   /** `-p`. */
   progress: boolean;
   /** `-q`. */
@@ -62,6 +65,7 @@ export async function convertCommand(a: ConvertArgs, io: Io): Promise<number> {
     parallel: a.parallel,
     outOfOrder: a.outOfOrder,
     forceShare: a.forceShare,
+    snapshot: a.snapshot,
     backingFile: a.backingFile,
     backingFormat: a.backingFormat,
     compress: a.compress,

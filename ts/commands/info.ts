@@ -3,6 +3,7 @@
 import type { ImageOptions } from "../graph/spec.js";
 import { type ImageInfo, info } from "../jobs/info.js";
 import { type Io, qemuJson, sizeToStr } from "./output.js";
+import { snapshotTable } from "./snapshot.js";
 
 /** What the `info` command needs. */
 export interface InfoArgs {
@@ -50,6 +51,7 @@ export function humanInfo(i: ImageInfo): string {
   if (i["backing-filename-format"] !== undefined)
     l.push(`backing file format: ${i["backing-filename-format"]}`);
   if (i["dirty-flag"]) l.push("cleanly shut down: no");
+  if (i.snapshots) l.push(snapshotTable(i.snapshots).trimEnd());
   const fs = i["format-specific"];
   if (fs && Object.keys(fs.data).length > 0) {
     l.push("Format specific information:");

@@ -10,7 +10,7 @@ import { availableParallelism } from "node:os";
 import { QimgError } from "../errors.js";
 import { open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
-import type { Image } from "../image.js";
+import type { Image, SnapshotSelector } from "../image.js";
 import { callNative, native } from "../native.js";
 import { brokenBitmaps, copyBitmaps } from "./bitmap.js";
 import { create } from "./create.js";
@@ -52,6 +52,11 @@ export interface ConvertOptions {
   bitmaps?: boolean;
   /** `--skip-broken-bitmaps`: skip inconsistent bitmaps instead of failing. */
   skipBrokenBitmaps?: boolean;
+  /**
+   * `-l`: convert an internal snapshot of the (single) source instead of its active layer; a
+   * string is an ID, else a name.
+   */
+  snapshot?: SnapshotSelector;
   /** `-U` for the sources. */
   forceShare?: boolean;
   /** Cancellation. */
@@ -118,12 +123,31 @@ async function runConvert(
     }
   }
   const sources: Image[] = [];
+  const parents: Image[] = [];
   let dst: Image | undefined;
   let failure: unknown;
   let out: ConvertResult | undefined;
   try {
     for (const s of specs) {
       sources.push(await open(s, { format: opts.sourceFormat, readOnly: true, forceShare: opts.forceShare }));
+    }
+    if (opts.snapshot !== undefined) {
+      if (sources.length !== 1) {
+        throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "No support for concatenating multiple snapshot");
+      }
+      const parent = sources[0];
+      const view = await parent.snapshotView(opts.snapshot).catch((e: unknown) => {
+        const notFound = e instanceof QimgError && e.code === "ERR_QIMG_NOT_FOUND";
+        throw new QimgError(
+          notFound ? "ERR_QIMG_NOT_FOUND" : "ERR_QIMG_UNSUPPORTED",
+          `Failed to load snapshot: ${notFound ? "Can't find snapshot" : (e as Error).message}`,
+          { path: parent.filename, cause: e },
+        );
+      });
+      // The view reads through the parent's backing chain: close it first.
+      sources.unshift(view);
+      sources.length = 1;
+      parents.push(parent);
     }
     const total = sources.reduce((a, s) => a + s.virtualSize, 0);
     const targetFormat = opts.targetFormat ?? "raw";
@@ -195,7 +219,7 @@ async function runConvert(
   }
   // Close flushes the target even after a failure or abort, so what was written stays consistent.
   if (dst) await dst.close().catch((e) => (failure ??= e));
-  for (const s of sources) await s.close().catch(() => undefined);
+  for (const s of [...sources, ...parents]) await s.close().catch(() => undefined);
   if (failure !== undefined || !out) throw failure;
   return out;
 }

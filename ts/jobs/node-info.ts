@@ -1,11 +1,13 @@
 /** One layer's `ImageInfo`, in qemu-img's JSON shape and field order. */
 import * as fs from "node:fs/promises";
-import { callNative, type NativeImage } from "../native.js";
+import { callNative, type NativeImage, type NativeSnapshot } from "../native.js";
 
 /** `qemu-img info --output=json` for one image. */
 export interface ImageInfo {
   /** Child nodes (the protocol node). */
   children: Array<{ name: string; info: ImageInfo }>;
+  /** Internal snapshots, when the image has any. */
+  snapshots?: SnapshotJson[];
   /** Backing format as stored in the image. */
   "backing-filename-format"?: string;
   /** Guest size. */
@@ -28,6 +30,40 @@ export interface ImageInfo {
   "dirty-flag": boolean;
   /** For `--backing-chain`: the next image. */
   "backing-image"?: ImageInfo;
+}
+
+/** One entry of `info`'s `snapshots` array, in qemu-img 10's field order. */
+export interface SnapshotJson {
+  /** Instruction count (absent when not recorded). */
+  icount?: number;
+  /** Guest clock: nanoseconds within the second. */
+  "vm-clock-nsec": number;
+  /** Name. */
+  name: string;
+  /** Creation time: seconds since the epoch. */
+  "date-sec": number;
+  /** Creation time: nanoseconds. */
+  "date-nsec": number;
+  /** Guest clock: whole seconds. */
+  "vm-clock-sec": number;
+  /** Unique ID. */
+  id: string;
+  /** Bytes of saved VM state. */
+  "vm-state-size": number;
+}
+
+/** A snapshot (native or `SnapshotInfo`) in `info`'s JSON shape. */
+export function snapshotJson(s: NativeSnapshot): SnapshotJson {
+  const j = {} as SnapshotJson;
+  if (s.icount !== undefined && s.icount !== null) j.icount = s.icount;
+  j["vm-clock-nsec"] = s.vmClockNsec % 1e9;
+  j.name = s.name;
+  j["date-sec"] = s.dateSec;
+  j["date-nsec"] = s.dateNsec;
+  j["vm-clock-sec"] = Math.floor(s.vmClockNsec / 1e9);
+  j.id = s.id;
+  j["vm-state-size"] = s.vmStateSize;
+  return j;
 }
 
 /** `info` of one opened layer (its native handle and file name). */
@@ -53,6 +89,8 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
   };
   // Field order follows qemu-img 10's JSON output.
   const ordered: ImageInfo = { children: out.children } as ImageInfo;
+  const snaps = await callNative(() => n.snapshots());
+  if (snaps.length > 0) ordered.snapshots = snaps.map(snapshotJson);
   if (i.backingFormat) ordered["backing-filename-format"] = i.backingFormat;
   ordered["virtual-size"] = i.virtualSize;
   ordered.filename = filename;

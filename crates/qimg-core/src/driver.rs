@@ -185,6 +185,26 @@ pub trait BlockDriver: Send + Sync {
             self.format_name()
         )))
     }
+    /// Internal snapshots of this image (an empty list for formats without them).
+    fn snapshots(&self) -> Result<Vec<crate::SnapshotInfo>> {
+        Ok(Vec::new())
+    }
+    /// Take an internal snapshot of the active layer named `name` (a new ID is chosen).
+    fn snapshot_create(&self, _name: &str) -> Result<crate::SnapshotInfo> {
+        Err(Error::unsupported("Operation not supported"))
+    }
+    /// Make the active layer a copy of the selected snapshot (`qemu-img snapshot -a`).
+    fn snapshot_apply(&self, _sel: crate::SnapshotSelector<'_>) -> Result<()> {
+        Err(Error::unsupported("Operation not supported"))
+    }
+    /// Delete the selected snapshot (`qemu-img snapshot -d`).
+    fn snapshot_delete(&self, _sel: crate::SnapshotSelector<'_>) -> Result<()> {
+        Err(Error::unsupported("Operation not supported"))
+    }
+    /// A read-only driver showing the selected snapshot's contents (`convert -l`).
+    fn snapshot_view(&self, _sel: crate::SnapshotSelector<'_>) -> Result<Arc<dyn BlockDriver>> {
+        Err(Error::unsupported("Operation not supported"))
+    }
     /// The backing layer given with [`Self::set_backing`], if any.
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
         None

@@ -16,6 +16,7 @@ pub mod error;
 pub mod file;
 pub mod lock;
 pub mod rebase;
+pub mod snapshot;
 pub mod storage;
 pub mod zero;
 
@@ -24,4 +25,5 @@ pub use driver::{
     BlockDriver, CheckReport, CompressedCluster, DriverInfo, LayerExtent, LayerStatus, RepairMode,
 };
 pub use error::{Error, ErrorCode, Result};
+pub use snapshot::{SnapshotInfo, SnapshotSelector};
 pub use storage::Storage;

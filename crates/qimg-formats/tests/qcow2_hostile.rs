@@ -271,14 +271,6 @@ fn hostile_images_give_typed_errors_never_panics() {
             Writable(ErrorCode::Corrupt),
         ),
         (
-            "internal snapshots",
-            Box::new(|b| {
-                put32(b, 60, 1);
-                put64(b, 64, CS * 3);
-            }),
-            Writable(ErrorCode::Unsupported),
-        ),
-        (
             "L2 entry past EOF",
             Box::new(move |b| put64(b, l2, (1u64 << 40) | (1 << 63))),
             Read(ErrorCode::Corrupt),

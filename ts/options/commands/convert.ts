@@ -79,6 +79,8 @@ export interface SnapshotRef {
   id?: string;
   /** Snapshot name (a bare `-l NAME` is an ID or a name). */
   name?: string;
+  /** Set for a bare `-l NAME`: `name` is matched as an ID first, then as a name. */
+  idOrName?: boolean;
 }
 
 /** A parsed `convert`. */
@@ -153,7 +155,7 @@ export interface ConvertCommand {
 }
 
 function snapshotRef(v: string): SnapshotRef {
-  if (!v.startsWith("snapshot.")) return { name: v };
+  if (!v.startsWith("snapshot.")) return { name: v, idOrName: true };
   const rec = toRecord(parseKeyValues(v));
   const ref: SnapshotRef = {};
   for (const [k, x] of Object.entries(rec)) {

@@ -15,6 +15,7 @@ import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand }
 import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 import { buildRebase, REBASE_SPEC, type RebaseCommand } from "./rebase.js";
+import { buildSnapshot, SNAPSHOT_SPEC, type SnapshotCommand } from "./snapshot.js";
 
 export type { BitmapCommand, BitmapCommandAction } from "./bitmap.js";
 export type { CheckCommand } from "./check.js";
@@ -26,6 +27,7 @@ export type { CreateCommand, OptionsHelpCommand } from "./create.js";
 export type { InfoCommand } from "./info.js";
 export type { MapCommand } from "./map.js";
 export type { RebaseCommand } from "./rebase.js";
+export type { SnapshotCommand } from "./snapshot.js";
 
 /** The commands qimg implements. */
 export type CommandName =
@@ -37,7 +39,8 @@ export type CommandName =
   | "map"
   | "commit"
   | "rebase"
-  | "bitmap";
+  | "bitmap"
+  | "snapshot";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -69,6 +72,7 @@ export type Command =
   | CommitCommand
   | RebaseCommand
   | BitmapCommand
+  | SnapshotCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -85,6 +89,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   commit: COMMIT_SPEC,
   rebase: REBASE_SPEC,
   bitmap: BITMAP_SPEC,
+  snapshot: SNAPSHOT_SPEC,
 };
 
 const BUILDERS = {
@@ -97,6 +102,7 @@ const BUILDERS = {
   commit: buildCommit,
   rebase: buildRebase,
   bitmap: buildBitmap,
+  snapshot: buildSnapshot,
 } as const;
 
 /** True if `s` names a command qimg implements. */

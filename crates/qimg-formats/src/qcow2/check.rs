@@ -1,5 +1,7 @@
 //! Consistency check and repair: count every reference to every host cluster from the header,
-//! L1, L2 and refcount structures, then compare with the stored refcounts (as `qemu-img check`).
+//! L1, L2 and refcount structures, the snapshot table and every snapshot's L1/L2 tables, then
+//! compare with the stored refcounts (as `qemu-img check`), and check OFLAG_COPIED on the active
+//! tables.
 use super::driver::{Qcow2Driver, State, HOST_MASK};
 use super::mapping::{decode_l2, Cluster, COMPRESSED, COPIED};
 use qimg_core::{CheckReport, Error, RepairMode, Result};
@@ -37,11 +39,6 @@ impl Refs {
 impl Qcow2Driver {
     fn count_refs(&self, st: &mut State) -> Result<Refs> {
         let cs = self.cs;
-        if st.header.nb_snapshots > 0 {
-            return Err(Error::unsupported(
-                "checking qcow2 images with internal snapshots is not supported yet",
-            ));
-        }
         let file_size = self.storage.size()?;
         // Clusters in the file, or allocated by this driver and not written yet.
         let clusters = file_size.div_ceil(cs).max(st.rc.end_cluster);
@@ -79,15 +76,60 @@ impl Qcow2Driver {
             }
             r.add(cs, o, cs, "refcount block");
         }
-        let stride = self.l2_stride();
-        let l2e = self.l2_entries();
         for (off, len, what) in self.bitmap_refs(st)? {
             r.add(cs, off, len, what);
         }
+        if st.header.nb_snapshots > 0 {
+            r.add(
+                cs,
+                st.header.snapshots_offset,
+                st.snap_table_len,
+                "snapshot table",
+            );
+        }
+        // Version 3 entries need vm_state_size_large and disk_size in their extra data.
+        for (i, sn) in st.snapshots.iter().enumerate() {
+            if st.header.version >= 3 && sn.extra_size < 16 {
+                r.report.corruptions += 1;
+                r.report
+                    .messages
+                    .push(format!("ERROR snapshot table entry {i} is incomplete"));
+            }
+        }
+        let snaps: Vec<(u64, u32)> = st
+            .snapshots
+            .iter()
+            .map(|s| (s.l1_offset, s.l1_size))
+            .collect();
+        for (off, n) in snaps {
+            if n == 0 {
+                continue;
+            }
+            if !r.add(cs, off, n as u64 * 8, "snapshot L1 table") {
+                continue;
+            }
+            let mut raw = vec![0u8; n as usize * 8];
+            self.storage.read_at(&mut raw, off)?;
+            let l1: Vec<u64> = raw
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+            self.count_l1(st, &mut r, &l1, false)?;
+        }
+        let l1 = st.l1.clone();
+        self.count_l1(st, &mut r, &l1, true)?;
+        Ok(r)
+    }
+
+    /// Count the references of one L1 table and its L2 tables. For the active table (`active`),
+    /// also queue COPIED checks and fill in the allocation statistics, as qemu-img does.
+    fn count_l1(&self, st: &mut State, r: &mut Refs, l1: &[u64], active: bool) -> Result<()> {
+        let cs = self.cs;
+        let stride = self.l2_stride();
+        let l2e = self.l2_entries();
         let guest_clusters = st.header.size.div_ceil(cs);
         let (mut allocated, mut fragmented, mut compressed) = (0u64, 0u64, 0u64);
-        for l1i in 0..st.l1.len() {
-            let e = st.l1[l1i];
+        for (l1i, &e) in l1.iter().enumerate() {
             let l2off = e & HOST_MASK;
             if l2off == 0 {
                 continue;
@@ -102,7 +144,9 @@ impl Qcow2Driver {
             if !r.add(cs, l2off, cs, "L2 table") {
                 continue;
             }
-            r.copied.push((true, l1i as u64, e));
+            if active {
+                r.copied.push((true, l1i as u64, e));
+            }
             // Fragmentation counts within one L2 table, as qemu-img does.
             let mut next_host = 0u64;
             let entries = st.l2.get(self.storage.as_ref(), l2off, cs)?.entries.clone();
@@ -131,7 +175,9 @@ impl Qcow2Driver {
                         if !r.add(cs, host, cs, "data cluster") {
                             continue;
                         }
-                        r.copied.push((false, gc, ent));
+                        if active {
+                            r.copied.push((false, gc, ent));
+                        }
                         allocated += 1;
                         if next_host != 0 && host != next_host {
                             fragmented += 1;
@@ -142,11 +188,13 @@ impl Qcow2Driver {
                 }
             }
         }
-        r.report.total_clusters = Some(guest_clusters);
-        r.report.allocated_clusters = Some(allocated);
-        r.report.fragmented_clusters = Some(fragmented);
-        r.report.compressed_clusters = Some(compressed);
-        Ok(r)
+        if active {
+            r.report.total_clusters = Some(guest_clusters);
+            r.report.allocated_clusters = Some(allocated);
+            r.report.fragmented_clusters = Some(fragmented);
+            r.report.compressed_clusters = Some(compressed);
+        }
+        Ok(())
     }
 
     /// Check, and with `mode` repair, the image (lock held). Also used to rebuild refcounts of a
@@ -206,10 +254,18 @@ impl Qcow2Driver {
             if (ent & COPIED != 0) == want {
                 continue;
             }
-            let kind = if is_l1 { "L2 cluster" } else { "data cluster" };
-            r.report.messages.push(format!(
-                "ERROR OFLAG_COPIED {kind}: entry={ent:#x} refcount={rc}"
-            ));
+            let verb = if mode == RepairMode::All {
+                "Repairing"
+            } else {
+                "ERROR"
+            };
+            r.report.messages.push(if is_l1 {
+                format!(
+                    "{verb} OFLAG_COPIED L2 cluster: l1_index={idx} l1_entry={ent:x} refcount={rc}"
+                )
+            } else {
+                format!("{verb} OFLAG_COPIED data cluster: l2_entry={ent:x} refcount={rc}")
+            });
             if mode == RepairMode::All {
                 let fixed = if want { ent | COPIED } else { ent & !COPIED };
                 if is_l1 {

@@ -11,6 +11,7 @@ use super::mapping::{
     self, decode_l1, decode_l2, decode_l2_ext, encode_l2_ext, Cluster, L2Cache, Sub, COPIED,
     OFFSET_MASK, SUBCLUSTERS, ZERO,
 };
+use super::snapshot::{self, Snapshot};
 use crate::options::OpenOptions;
 use qimg_core::{
     BlockDriver, CompressedCluster, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result,
@@ -37,6 +38,9 @@ pub(super) struct State {
     compressed_cursor: u64,
     /// Persistent bitmaps (empty unless the image has a valid bitmaps extension).
     pub(super) bitmaps: Option<Bitmaps>,
+    /// The snapshot table, and its length in bytes on disk.
+    pub(super) snapshots: Vec<Snapshot>,
+    pub(super) snap_table_len: u64,
 }
 
 /// An open qcow2 image.
@@ -96,6 +100,8 @@ impl Qcow2Driver {
             header.refcount_order,
             file_size,
         )?;
+        let (snapshots, snap_table_len) =
+            snapshot::read_table(storage.as_ref(), &header, file_size)?;
         let dirty = header.incompatible & header::INCOMPAT_DIRTY != 0;
         let drv = Qcow2Driver {
             storage,
@@ -115,6 +121,8 @@ impl Qcow2Driver {
                 metadata_prealloc: None,
                 compressed_cursor: 0,
                 bitmaps: Some(bitmaps),
+                snapshots,
+                snap_table_len,
             }),
             backing: RwLock::new(None),
         };
@@ -191,7 +199,7 @@ impl Qcow2Driver {
         Ok(())
     }
 
-    fn begin_write(&self, st: &mut State) -> Result<()> {
+    pub(super) fn begin_write(&self, st: &mut State) -> Result<()> {
         if self.read_only {
             return Err(
                 Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
@@ -239,7 +247,7 @@ impl Qcow2Driver {
 
     /// Refuse a host cluster offset at or past the end of the image file (a hostile or torn
     /// mapping; the file never ends before a cluster this driver allocated).
-    fn check_host(&self, st: &State, host: u64, what: &str) -> Result<()> {
+    pub(super) fn check_host(&self, st: &State, host: u64, what: &str) -> Result<()> {
         if host >= st.rc.end_cluster.saturating_mul(self.cs) {
             return Err(Error::corrupt(format!(
                 "{what} offset {host:#x} is beyond the end of the image file"
@@ -261,9 +269,8 @@ impl Qcow2Driver {
         let cur = decode_l1(st.l1[l1i], self.cluster_bits)?;
         if cur != 0 {
             if st.l1[l1i] & COPIED == 0 {
-                return Err(Error::unsupported(
-                    "writing through a shared L2 table (internal snapshots) is not supported yet",
-                ));
+                // Shared with a snapshot: copy before modifying.
+                return self.cow_l2(st, l1i, cur);
             }
             return Ok(cur);
         }
@@ -491,7 +498,7 @@ impl Qcow2Driver {
         }
     }
 
-    fn maybe_shrink_cache(&self, st: &mut State) -> Result<()> {
+    pub(super) fn maybe_shrink_cache(&self, st: &mut State) -> Result<()> {
         if st.l2.over_capacity() || st.rc.over_capacity() {
             // Dirty tables may only be written once the refcounts they rely on are durable.
             self.flush_locked(st)?;
@@ -686,11 +693,6 @@ fn check_features(h: &Header, read_only: bool) -> Result<()> {
     if h.incompatible & header::INCOMPAT_CORRUPT != 0 && !read_only {
         return Err(Error::corrupt(
             "qcow2: Image is corrupt; cannot be opened read/write",
-        ));
-    }
-    if h.nb_snapshots > 0 && !read_only {
-        return Err(Error::unsupported(
-            "qcow2 images with internal snapshots can only be opened read-only for now",
         ));
     }
     Ok(())
@@ -1143,6 +1145,36 @@ impl BlockDriver for Qcow2Driver {
     fn bitmap_read(&self, name: &str) -> Result<qimg_core::BitmapData> {
         let mut st = self.lock()?;
         self.bitmaps_read(&mut st, name)
+    }
+
+    fn snapshots(&self) -> Result<Vec<qimg_core::SnapshotInfo>> {
+        Ok(self
+            .lock()?
+            .snapshots
+            .iter()
+            .map(|s| s.info.clone())
+            .collect())
+    }
+
+    fn snapshot_create(&self, name: &str) -> Result<qimg_core::SnapshotInfo> {
+        let mut st = self.lock()?;
+        self.snapshot_create_locked(&mut st, name)
+    }
+
+    fn snapshot_apply(&self, sel: qimg_core::SnapshotSelector<'_>) -> Result<()> {
+        let mut st = self.lock()?;
+        self.snapshot_apply_locked(&mut st, sel)?;
+        st.metadata_prealloc = None;
+        Ok(())
+    }
+
+    fn snapshot_delete(&self, sel: qimg_core::SnapshotSelector<'_>) -> Result<()> {
+        let mut st = self.lock()?;
+        self.snapshot_delete_locked(&mut st, sel)
+    }
+
+    fn snapshot_view(&self, sel: qimg_core::SnapshotSelector<'_>) -> Result<Arc<dyn BlockDriver>> {
+        self.snapshot_view_of(sel)
     }
 
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {

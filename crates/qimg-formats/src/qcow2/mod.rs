@@ -4,14 +4,14 @@
 //! (L1/L2 entries and the L2 cache), [`alloc`] (refcounts and cluster allocation), [`check`],
 //! [`create`], and [`driver`] (the [`qimg_core::BlockDriver`] implementation); [`backing`] changes
 //! the backing reference and empties an image for `rebase` and `commit`; [`bitmap`] holds
-//! persistent dirty bitmaps.
+//! persistent dirty bitmaps; [`snapshot`] (the snapshot table) and [`snapshot_ops`]
+//! (create/apply/delete, copy-on-write of shared tables) internal snapshots.
 //!
 //! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
 //! Extended L2 entries (32 subclusters per cluster) are decoded per subcluster; a write into a
 //! cluster whose subclusters are not all allocated completes the whole cluster.
 //! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption,
-//! writable opens of images with internal snapshots, external data files, unknown incompatible
-//! features.
+//! external data files, unknown incompatible features.
 pub mod alloc;
 pub mod backing;
 pub mod bitmap;
@@ -21,6 +21,8 @@ pub mod create;
 pub mod driver;
 pub mod header;
 pub mod mapping;
+pub mod snapshot;
+pub mod snapshot_ops;
 
 pub use create::create;
 pub use driver::Qcow2Driver;
