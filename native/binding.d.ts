@@ -58,6 +58,12 @@ export declare class NativeImage {
   snapshotView(which: SnapshotRefArg): Promise<NativeImage>
 }
 
+/**
+ * Attach `data` (an opened raw image of the external data file) to `img` as the file holding
+ * its guest data (qcow2 `data_file`), or detach with `null`.
+ */
+export declare function attachDataFile(img: NativeImage, data?: NativeImage | undefined | null): void
+
 /** First offset in the range where `a` and `b` differ, or null. */
 export declare function compareRange(a: NativeImage, b: NativeImage, offset: number, length: number): Promise<number | null>
 
@@ -224,6 +230,8 @@ export interface NativeCreateOptions {
   compressionType?: string
   /** qcow2 `data_file=`. */
   dataFile?: string
+  /** qcow2 `data_file_raw=`. */
+  dataFileRaw?: boolean
 }
 
 /** Facts about an opened image for `info`. */

@@ -101,9 +101,12 @@ export class Image implements AsyncDisposable {
   /** File names of the chain, top first. */
   readonly chainFilenames: string[];
   #closed = false;
+  /** External data files the layers use (closed after them). */
+  readonly #attached: NativeImage[];
 
   /** @internal Use `open()`. */
-  constructor(chain: NativeImage[], filenames: string[], readOnly: boolean) {
+  constructor(chain: NativeImage[], filenames: string[], readOnly: boolean, attached: NativeImage[] = []) {
+    this.#attached = attached;
     this.chain = chain;
     this.chainFilenames = filenames;
     this.filename = filenames[0];
@@ -266,7 +269,8 @@ export class Image implements AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     let first: unknown;
-    for (const n of this.chain) {
+    // Layers first (they flush into their data files), then the data files.
+    for (const n of [...this.chain, ...this.#attached]) {
       try {
         await callNative(() => n.close());
       } catch (e) {

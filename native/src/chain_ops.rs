@@ -1,5 +1,6 @@
 //! Backing-chain operations for `rebase` and `commit`: change an image's backing reference,
-//! empty an image into its backing file, and the safe-rebase chunk loop.
+//! empty an image into its backing file, the safe-rebase chunk loop; and attaching a qcow2
+//! image's external data file.
 use crate::error::to_u64;
 use crate::image::NativeImage;
 use crate::work::{spawn, Work};
@@ -78,4 +79,16 @@ pub fn set_backing_file(
 pub fn make_empty(img: &NativeImage) -> AsyncTask<Work<()>> {
     let d = img.driver();
     spawn(None, move || d?.make_empty())
+}
+
+/// Attach `data` (an opened raw image of the external data file) to `img` as the file holding
+/// its guest data (qcow2 `data_file`), or detach with `null`.
+#[napi]
+pub fn attach_data_file(img: &NativeImage, data: Option<&NativeImage>) -> napi::Result<()> {
+    let d = img.driver().map_err(crate::error::to_napi)?;
+    let storage = match data {
+        Some(x) => Some(x.driver().map_err(crate::error::to_napi)?.storage().clone()),
+        None => None,
+    };
+    d.set_data_file(storage).map_err(crate::error::to_napi)
 }

@@ -39,6 +39,8 @@ pub struct NativeCreateOptions {
     pub compression_type: Option<String>,
     /// qcow2 `data_file=`.
     pub data_file: Option<String>,
+    /// qcow2 `data_file_raw=`.
+    pub data_file_raw: Option<bool>,
 }
 
 /// Create (or overwrite) an image file.
@@ -61,6 +63,7 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             extended_l2: opts.extended_l2.unwrap_or(false),
             compression_type: opts.compression_type,
             data_file: opts.data_file,
+            data_file_raw: opts.data_file_raw.unwrap_or(false),
         };
         let file = FileStorage::open(
             &opts.filename,

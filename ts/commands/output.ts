@@ -32,7 +32,13 @@ export function formatG3(v: number): string {
   return String(Number((r / 10 ** decimals).toFixed(decimals)));
 }
 
-/** qemu-img's JSON pretty printer: 4-space indent, and empty containers opened on their own line. */
+/**
+ * qemu-img's JSON pretty printer: 4-space indent, and an empty container closed on the next line
+ * at the indentation of the line that opens it.
+ */
 export function qemuJson(v: unknown): string {
-  return JSON.stringify(v, null, 4).replace(/\[\]/g, "[\n    ]").replace(/\{\}/g, "{\n    }");
+  return JSON.stringify(v, null, 4).replace(
+    /^( *)(.*?)(\[\]|\{\})/gm,
+    (_m, indent: string, head: string, pair: string) => `${indent}${head}${pair[0]}\n${indent}${pair[1]}`,
+  );
 }

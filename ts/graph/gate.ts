@@ -1,6 +1,6 @@
 /**
- * The implicit-open gate: every file an image names by itself (a backing file today; data files
- * and extents later) passes here before qimg opens it.
+ * The implicit-open gate: every file an image names by itself (backing files, qcow2 external data
+ * files; extents later) passes here before qimg opens it.
  *
  * Policies: `files` (default) allows plain host paths; `all` also allows `json:` and protocol
  * names; `none` (the untrusted profile) allows nothing.
@@ -17,6 +17,7 @@ export function admitImplicit(
   from: string,
   policy: ImplicitPolicy,
   what = "backing file",
+  relativeTo: "image" | "cwd" = "image",
 ): string {
   if (policy === "none") {
     throw new QimgError(
@@ -34,6 +35,8 @@ export function admitImplicit(
     );
   }
   if (special || path.isAbsolute(name)) return name;
+  // QEMU opens a relative external data file name from the current directory, not the image's.
+  if (relativeTo === "cwd") return path.resolve(name);
   // QEMU resolves a relative backing name against the directory of the image naming it.
   return path.join(path.dirname(from), name);
 }

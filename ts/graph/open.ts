@@ -75,6 +75,36 @@ async function openNode(
   );
 }
 
+/**
+ * A qcow2 node with an external data file (`data_file`): open the file it names, through the
+ * implicit-open gate, as a raw node in the node's own mode and attach it. `info` never gets here.
+ */
+async function attachDataFile(
+  n: NativeImage,
+  filename: string,
+  readOnly: boolean,
+  opts: OpenOptions,
+  attached: NativeImage[],
+): Promise<void> {
+  if (n.format !== "qcow2") return;
+  const info = await callNative(() => n.info());
+  const specific = info.formatSpecificJson ? JSON.parse(info.formatSpecificJson) : undefined;
+  const name: unknown = specific?.data?.["data-file"];
+  if (typeof name !== "string") return;
+  const path = admitImplicit(name, filename, opts.implicit ?? "files", "data file", "cwd");
+  const data = await callNative(() =>
+    native.openImage({
+      filename: path,
+      format: "raw",
+      readOnly,
+      locking: opts.locking,
+      forceShare: opts.forceShare ?? false,
+    }),
+  );
+  attached.push(data);
+  await callNative(() => native.attachDataFile(n, data));
+}
+
 /** Open an image and its backing chain. */
 export async function open(spec: string | ImageOptions, opts: OpenOptions = {}): Promise<Image> {
   const top = toNodeSpec(spec);
@@ -85,6 +115,7 @@ export async function open(spec: string | ImageOptions, opts: OpenOptions = {}):
   const maxDepth = opts.maxChainDepth ?? 64;
   const chain: NativeImage[] = [];
   const names: string[] = [];
+  const attached: NativeImage[] = [];
   try {
     let node: NodeSpec | null | undefined = top;
     let fmt = opts.format;
@@ -99,6 +130,7 @@ export async function open(spec: string | ImageOptions, opts: OpenOptions = {}):
       if (chain.length > 0) chain[chain.length - 1].setBacking(n);
       chain.push(n);
       names.push(node.filename);
+      if (opts.purpose !== "info") await attachDataFile(n, node.filename, ro, opts, attached);
       ro = !opts.writableLayers?.includes(chain.length);
       fmt = undefined;
       if (opts.noBacking || node.backing === null) break;
@@ -118,8 +150,8 @@ export async function open(spec: string | ImageOptions, opts: OpenOptions = {}):
       if (info.backingFormat && !node.format) node.format = info.backingFormat;
     }
   } catch (e) {
-    for (const n of chain) await n.close().catch(() => undefined);
+    for (const n of [...chain, ...attached]) await n.close().catch(() => undefined);
     throw e;
   }
-  return new Image(chain, names, readOnly);
+  return new Image(chain, names, readOnly, attached);
 }

@@ -80,7 +80,7 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
     });
   }
   const get = (k: string) => o[k];
-  for (const k of ["encryption", "encrypt.format", "data_file_raw"]) {
+  for (const k of ["encryption", "encrypt.format"]) {
     if (get(k) !== undefined && get(k) !== "off") {
       throw new QimgError("ERR_QIMG_UNSUPPORTED", `Option '${k}' is not supported yet`);
     }
@@ -103,8 +103,18 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       extendedL2: get("extended_l2") === undefined ? undefined : toBool("extended_l2", get("extended_l2")),
       compressionType: get("compression_type") === undefined ? undefined : String(get("compression_type")),
       dataFile: get("data_file") === undefined ? undefined : String(get("data_file")),
+      dataFileRaw:
+        get("data_file_raw") === undefined ? undefined : toBool("data_file_raw", get("data_file_raw")),
     }),
   );
+  const dataFile = get("data_file");
+  if (dataFile !== undefined) {
+    // The external data file, a raw file of the virtual size. As qemu-img, a relative name is
+    // relative to the current directory (and opened from there later, as QEMU does).
+    await callNative(() =>
+      native.createImage({ filename: String(dataFile), format: "raw", size: size as number }),
+    );
+  }
 }
 
 function normalizeCompat(c: string): string {

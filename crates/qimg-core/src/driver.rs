@@ -205,6 +205,14 @@ pub trait BlockDriver: Send + Sync {
     fn snapshot_view(&self, _sel: crate::SnapshotSelector<'_>) -> Result<Arc<dyn BlockDriver>> {
         Err(Error::unsupported("Operation not supported"))
     }
+    /// Attach the external data file holding this image's guest data (qcow2 `data_file`),
+    /// opened by the graph builder through the implicit-open gate.
+    fn set_data_file(&self, _data: Option<Arc<dyn crate::Storage>>) -> Result<()> {
+        Err(Error::invalid(format!(
+            "{} images have no external data file",
+            self.format_name()
+        )))
+    }
     /// The backing layer given with [`Self::set_backing`], if any.
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
         None

@@ -63,6 +63,8 @@ pub struct CreateOptions {
     pub extended_l2: bool,
     /// qcow2: `compression_type=` (zlib only until the qcow2-parity work).
     pub compression_type: Option<String>,
-    /// qcow2: `data_file=` (refused until the qcow2-parity work).
+    /// qcow2: `data_file=`: guest data goes to this external file (created by the caller).
     pub data_file: Option<String>,
+    /// qcow2: `data_file_raw=on`: the data file stays a valid raw image (identity mapping).
+    pub data_file_raw: bool,
 }

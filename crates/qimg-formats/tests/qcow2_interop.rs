@@ -245,3 +245,29 @@ fn hostile_headers_are_typed_errors() {
         assert_eq!(e.code, code, "{name}: {}", e.message);
     }
 }
+
+#[test]
+fn zeroing_two_partial_clusters_zeroes_both() {
+    // A request with no whole cluster inside, starting in an unallocated cluster and ending in
+    // an allocated one: the second part must still be zeroed.
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("z.qcow2");
+    let i = img.to_str().unwrap();
+    create_image(
+        "qcow2",
+        storage(i, false, true),
+        &CreateOptions {
+            size: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let d = open_driver("qcow2", storage(i, false, false), &OpenOptions::default()).unwrap();
+    d.write(70_000, &[7u8; 10_000]).unwrap();
+    d.write_zeroes(60_000, 15_000, false).unwrap();
+    let mut got = vec![0u8; 20_000];
+    d.read(60_000, &mut got).unwrap();
+    assert!(got[..15_000].iter().all(|&b| b == 0), "zeroed range");
+    assert!(got[15_000..].iter().all(|&b| b == 7), "data after it");
+    d.close().unwrap();
+}

@@ -706,10 +706,10 @@ fn create_rejects_what_qemu_rejects() {
         ),
         (
             CreateOptions {
-                data_file: Some("x".into()),
+                data_file_raw: true,
                 ..base.clone()
             },
-            ErrorCode::Unsupported,
+            ErrorCode::InvalidArgument,
         ),
         (
             CreateOptions {

@@ -3,7 +3,7 @@
 //! compare with the stored refcounts (as `qemu-img check`), and check OFLAG_COPIED on the active
 //! tables.
 use super::driver::{Qcow2Driver, State, HOST_MASK};
-use super::mapping::{decode_l2, Cluster, COMPRESSED, COPIED};
+use super::mapping::{Cluster, COMPRESSED, COPIED};
 use qimg_core::{CheckReport, Error, RepairMode, Result};
 
 /// Most host clusters a check will count (bounds the reference array to 128 MiB of u32).
@@ -163,7 +163,7 @@ impl Qcow2Driver {
                     fragmented += 1;
                     continue;
                 }
-                match decode_l2(ent, self.cluster_bits) {
+                match super::mapping::decode_l2_in(ent, self.cluster_bits, self.data_file) {
                     Err(_) => {
                         r.report.corruptions += 1;
                         r.report.messages.push(format!("ERROR offset={:x}: Cluster is not properly aligned; L2 entry corrupted.", ent & HOST_MASK));
@@ -172,11 +172,14 @@ impl Qcow2Driver {
                         if gc >= guest_clusters {
                             // Entries past the guest size still count as references, as in QEMU.
                         }
-                        if !r.add(cs, host, cs, "data cluster") {
-                            continue;
-                        }
-                        if active {
-                            r.copied.push((false, gc, ent));
+                        // Clusters of an external data file are not refcounted.
+                        if !self.data_file {
+                            if !r.add(cs, host, cs, "data cluster") {
+                                continue;
+                            }
+                            if active {
+                                r.copied.push((false, gc, ent));
+                            }
                         }
                         allocated += 1;
                         if next_host != 0 && host != next_host {

@@ -45,8 +45,26 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
             "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
         ));
     }
-    if o.data_file.is_some() {
-        return Err(Error::unsupported("data_file is not supported yet"));
+    if o.data_file_raw && o.data_file.is_none() {
+        return Err(Error::invalid("data-file-raw requires data-file"));
+    }
+    if let Some(d) = &o.data_file {
+        if !v3 {
+            return Err(Error::invalid("External data files are only supported with compatibility level 1.1 and above (use version=v3 or greater)"));
+        }
+        if d.is_empty() || d.len() > 1023 || d.contains('\0') {
+            return Err(Error::invalid("Data file name must be 1 to 1023 bytes"));
+        }
+        if o.preallocation != Preallocation::Off {
+            return Err(Error::unsupported(
+                "preallocation with an external data file is not supported yet",
+            ));
+        }
+        if o.backing_file.is_some() && o.data_file_raw {
+            return Err(Error::invalid(
+                "Backing file and data-file-raw cannot be used at the same time",
+            ));
+        }
     }
     let compression = match o.compression_type.as_deref() {
         None | Some("zlib") => super::compress::ZLIB,
@@ -101,13 +119,21 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
             header::INCOMPAT_EXTL2
         } else {
             0
+        } | if o.data_file.is_some() {
+            header::INCOMPAT_DATA_FILE
+        } else {
+            0
         },
         compatible: if o.lazy_refcounts {
             header::COMPAT_LAZY_REFCOUNTS
         } else {
             0
         },
-        autoclear: 0,
+        autoclear: if o.data_file_raw {
+            header::AUTOCLEAR_DATA_FILE_RAW
+        } else {
+            0
+        },
         refcount_order: bits.trailing_zeros(),
         header_length: if v3 { 112 } else { 72 },
         compression_type: compression,
@@ -115,6 +141,7 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         backing_format: o.backing_fmt.clone(),
         feature_names: Vec::new(),
         bitmaps_ext: None,
+        data_file: o.data_file.clone(),
     };
     storage.truncate(0)?;
     // Refcount table at cluster 1, first block at cluster 2 counting clusters 0..=2.
@@ -153,6 +180,9 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
     if let Some(f) = &o.backing_fmt {
         push_extension(&mut first, header::EXT_BACKING_FORMAT, f.as_bytes());
     }
+    if let Some(d) = &o.data_file {
+        push_extension(&mut first, header::EXT_DATA_FILE, d.as_bytes());
+    }
     let mut table_ext = Vec::new();
     for (ty, bit, name) in FEATURE_TABLE {
         let mut e = vec![*ty, *bit];
@@ -186,8 +216,25 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
     storage.flush()?;
     if o.preallocation != Preallocation::Off {
         preallocate(storage, o.preallocation, o.size)?;
+    } else if o.data_file_raw {
+        map_identity(storage, o.size)?;
     }
     Ok(())
+}
+
+/// `data_file_raw=on`: map every guest cluster to the same offset of the data file, as QEMU
+/// does at creation, so the data file is the guest disk byte for byte.
+fn map_identity(storage: Arc<dyn Storage>, size: u64) -> Result<()> {
+    let drv = Qcow2Driver::open(storage, &OpenOptions { read_only: false })?;
+    let cs = drv.cs;
+    {
+        let mut st = drv.lock()?;
+        for gc in 0..size.div_ceil(cs) {
+            drv.set_l2_pub(&mut st, gc, (gc * cs) | COPIED)?;
+        }
+        drv.flush_locked(&mut st)?;
+    }
+    drv.close()
 }
 
 /// Allocate every guest cluster (and its L2 table), then make the data area as asked.

@@ -8,7 +8,7 @@ use super::bitmap::Bitmaps;
 use super::compress;
 use super::header::{self, Header};
 use super::mapping::{
-    self, decode_l1, decode_l2, decode_l2_ext, encode_l2_ext, Cluster, L2Cache, Sub, COPIED,
+    self, decode_l1, decode_l2_ext, decode_l2_in, encode_l2_ext, Cluster, L2Cache, Sub, COPIED,
     OFFSET_MASK, SUBCLUSTERS, ZERO,
 };
 use super::snapshot::{self, Snapshot};
@@ -55,6 +55,13 @@ pub struct Qcow2Driver {
     pub(super) ext_l2: bool,
     pub(super) state: Mutex<State>,
     backing: RwLock<Option<Arc<dyn BlockDriver>>>,
+    /// Guest data lives in an external data file (incompatible bit 2): host offsets of data
+    /// clusters are offsets in that file, equal to the guest offset, and are not refcounted.
+    pub(super) data_file: bool,
+    /// The external data file is a valid raw image (autoclear bit 1).
+    pub(super) data_raw: bool,
+    /// The external data file's storage, attached by the graph builder.
+    data: RwLock<Option<Arc<dyn Storage>>>,
 }
 
 /// One planned piece of a read.
@@ -103,6 +110,8 @@ impl Qcow2Driver {
         let (snapshots, snap_table_len) =
             snapshot::read_table(storage.as_ref(), &header, file_size)?;
         let dirty = header.incompatible & header::INCOMPAT_DIRTY != 0;
+        let data_file = header.incompatible & header::INCOMPAT_DATA_FILE != 0;
+        let data_raw = data_file && header.autoclear & header::AUTOCLEAR_DATA_FILE_RAW != 0;
         let drv = Qcow2Driver {
             storage,
             read_only: opts.read_only,
@@ -125,6 +134,9 @@ impl Qcow2Driver {
                 snap_table_len,
             }),
             backing: RwLock::new(None),
+            data_file,
+            data_raw,
+            data: RwLock::new(None),
         };
         if !opts.read_only {
             let mut st = drv.lock()?;
@@ -230,9 +242,14 @@ impl Qcow2Driver {
         let t = st.l2.get(self.storage.as_ref(), l2off, self.cs)?;
         let i = (gc % l2e) as usize;
         let c = if self.ext_l2 {
-            decode_l2_ext(t.entries[2 * i], t.entries[2 * i + 1], self.cluster_bits)?
+            decode_l2_ext(
+                t.entries[2 * i],
+                t.entries[2 * i + 1],
+                self.cluster_bits,
+                self.data_file,
+            )?
         } else {
-            decode_l2(t.entries[i], self.cluster_bits)?
+            decode_l2_in(t.entries[i], self.cluster_bits, self.data_file)?
         };
         if let Cluster::Data { host, .. }
         | Cluster::Zero(Some(host))
@@ -240,9 +257,29 @@ impl Qcow2Driver {
             host: Some(host), ..
         } = c
         {
-            self.check_host(st, host, "Data cluster")?;
+            if !self.data_file {
+                self.check_host(st, host, "Data cluster")?;
+            }
         }
         Ok(c)
+    }
+
+    /// Where guest data is stored: the external data file when the image has one (an error if
+    /// it was not attached), else the image file itself.
+    pub(super) fn data_storage(&self) -> Result<Arc<dyn Storage>> {
+        if !self.data_file {
+            return Ok(self.storage.clone());
+        }
+        self.data
+            .read()
+            .map_err(|_| Error::new(ErrorCode::Internal, "data file lock poisoned"))?
+            .clone()
+            .ok_or_else(|| {
+                Error::unsupported(
+                    "The image's external data file was not opened ('data-file' is required)",
+                )
+                .with_path(self.storage.name())
+            })
     }
 
     /// Refuse a host cluster offset at or past the end of the image file (a hostile or torn
@@ -384,7 +421,7 @@ impl Qcow2Driver {
                         }
                     }
                     let s = (pos - offset) as usize;
-                    self.storage
+                    self.data_storage()?
                         .write_at(&data[s..s + len as usize], host + within)?;
                     pos += len;
                 }
@@ -406,16 +443,22 @@ impl Qcow2Driver {
                             self.ensure_l2(st, gc + k)?;
                         }
                     }
-                    let host = st.rc.allocate(self.storage.as_ref(), n)?;
-                    self.sync_reftable_header(st)?;
+                    // External data files are not refcounted: a cluster lives at its guest offset.
+                    let host = if self.data_file {
+                        gc * cs
+                    } else {
+                        let h = st.rc.allocate(self.storage.as_ref(), n)?;
+                        self.sync_reftable_header(st)?;
+                        h
+                    };
+                    let dst = self.data_storage()?;
                     let run_start = gc * cs;
                     let run_end = (gc + n) * cs;
                     let copy_end = run_end.min(end);
                     let full = within == 0 && copy_end == run_end;
                     if full {
                         let s = (pos - offset) as usize;
-                        self.storage
-                            .write_at(&data[s..s + (run_end - pos) as usize], host)?;
+                        dst.write_at(&data[s..s + (run_end - pos) as usize], host)?;
                     } else {
                         let mut buf = vec![0u8; (n * cs) as usize];
                         for k in 0..n {
@@ -431,7 +474,7 @@ impl Qcow2Driver {
                         let d = (pos - run_start) as usize;
                         let len = (copy_end - pos) as usize;
                         buf[d..d + len].copy_from_slice(&data[s..s + len]);
-                        self.storage.write_at(&buf, host)?;
+                        dst.write_at(&buf, host)?;
                     }
                     for k in 0..n {
                         let old = self.lookup(st, gc + k)?;
@@ -453,13 +496,13 @@ impl Qcow2Driver {
                 slot.fill(0);
                 Ok(())
             }
-            Cluster::Data { host, .. } => self.storage.read_at(slot, host),
+            Cluster::Data { host, .. } => self.data_storage()?.read_at(slot, host),
             Cluster::Compressed(entry) => self.read_compressed(entry, slot),
             c @ Cluster::Mixed { .. } => {
                 let sc = self.sc_size();
                 for (i, part) in slot.chunks_mut(sc as usize).enumerate() {
                     match c.sub(i as u32, sc) {
-                        Sub::Data(h) => self.storage.read_at(part, h)?,
+                        Sub::Data(h) => self.data_storage()?.read_at(part, h)?,
                         Sub::Zero(_) => part.fill(0),
                         Sub::Unallocated => {
                             self.read_backing(gc * self.cs + i as u64 * sc, part)?
@@ -482,6 +525,10 @@ impl Qcow2Driver {
     /// Queue the host space of a cluster's old mapping for freeing (a compressed cluster holds
     /// one reference on every host cluster its data touches).
     fn free_cluster_of(&self, st: &mut State, old: Cluster) {
+        if self.data_file {
+            // Data clusters of an external data file hold no references.
+            return;
+        }
         match old {
             Cluster::Data { host, .. }
             | Cluster::Zero(Some(host))
@@ -589,11 +636,19 @@ impl Qcow2Driver {
     }
 
     /// Write explicit zeros over a sub-cluster range unless it already reads as zeros.
+    /// The range may touch two clusters (a request with no whole cluster inside): each part is
+    /// checked on its own.
     fn zero_partial(&self, st: &mut State, offset: u64, len: u64) -> Result<()> {
-        if len == 0 || self.reads_zero(st, offset / self.cs)? {
-            return Ok(());
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let stop = ((pos / self.cs + 1) * self.cs).min(end);
+            if !self.reads_zero(st, pos / self.cs)? {
+                self.write_locked(st, pos, &vec![0u8; (stop - pos) as usize])?;
+            }
+            pos = stop;
         }
-        self.write_locked(st, offset, &vec![0u8; len as usize])
+        Ok(())
     }
 
     /// Make guest cluster `gc` unallocated, freeing what it pointed to.
@@ -661,10 +716,17 @@ fn check_features(h: &Header, read_only: bool) -> Result<()> {
             h.crypt_method
         )));
     }
+    if h.incompatible & header::INCOMPAT_DATA_FILE != 0 && h.data_file.is_none() {
+        // QEMU then needs the data file given as an option, which qimg does not take yet.
+        return Err(Error::unsupported(
+            "'data-file' is required for this image (it names no external data file)",
+        ));
+    }
     let known = header::INCOMPAT_DIRTY
         | header::INCOMPAT_CORRUPT
         | header::INCOMPAT_COMPRESSION
-        | header::INCOMPAT_EXTL2;
+        | header::INCOMPAT_EXTL2
+        | header::INCOMPAT_DATA_FILE;
     let unknown = h.incompatible & !known;
     if unknown != 0 {
         let names: Vec<String> = (0..64)
@@ -758,7 +820,7 @@ impl BlockDriver for Qcow2Driver {
         for (at, len, piece) in plan {
             let slot = &mut buf[at..at + len];
             match piece {
-                ReadPiece::Host(h) => self.storage.read_at(slot, h)?,
+                ReadPiece::Host(h) => self.data_storage()?.read_at(slot, h)?,
                 ReadPiece::Zero => slot.fill(0),
                 ReadPiece::Backing => self.read_backing(offset + at as u64, slot)?,
                 ReadPiece::Compressed(entry, within) => {
@@ -785,6 +847,10 @@ impl BlockDriver for Qcow2Driver {
         self.bounds(&st, offset, length)?;
         self.begin_write(&mut st)?;
         Self::mark_dirty(&mut st, offset, length);
+        if self.data_raw {
+            // A raw data file must stay the guest disk: zero it there, keep the identity map.
+            return self.data_storage()?.write_zeroes(offset, length, may_unmap);
+        }
         let whole = self.whole_clusters(offset, length);
         if whole.is_empty() {
             return self.zero_partial(&mut st, offset, length);
@@ -824,6 +890,10 @@ impl BlockDriver for Qcow2Driver {
         self.bounds(&st, offset, length)?;
         self.begin_write(&mut st)?;
         Self::mark_dirty(&mut st, offset, length);
+        if self.data_raw {
+            // Discarded ranges of a raw data file read as zeros there, as after QEMU's discard.
+            return self.data_storage()?.write_zeroes(offset, length, true);
+        }
         let v3 = st.header.version >= 3;
         let backing = self.has_backing();
         // As QEMU: only whole clusters are discarded; they then read as zeros on v3 images.
@@ -848,6 +918,7 @@ impl BlockDriver for Qcow2Driver {
             let mut st = self.lock()?;
             self.bounds(&st, offset, length)?;
             recurse = match st.metadata_prealloc {
+                _ if self.data_file => false,
                 Some(v) => v,
                 None => {
                     let v = self.detect_metadata_prealloc(&mut st)?;
@@ -968,9 +1039,25 @@ impl BlockDriver for Qcow2Driver {
                 "compression-type": if h.compression_type == compress::ZSTD { "zstd" } else { "zlib" },
                 "lazy-refcounts": h.compatible & header::COMPAT_LAZY_REFCOUNTS != 0,
                 "refcount-bits": h.refcount_bits(),
-                "corrupt": h.incompatible & header::INCOMPAT_CORRUPT != 0,
-                "extended-l2": h.incompatible & header::INCOMPAT_EXTL2 != 0,
             });
+            if let (true, Some(m)) = (self.data_file, d.as_object_mut()) {
+                // qemu-img names the data file (and whether it is raw) after refcount-bits.
+                m.insert(
+                    "data-file".into(),
+                    h.data_file.clone().unwrap_or_default().into(),
+                );
+                m.insert("data-file-raw".into(), self.data_raw.into());
+            }
+            if let Some(m) = d.as_object_mut() {
+                m.insert(
+                    "corrupt".into(),
+                    (h.incompatible & header::INCOMPAT_CORRUPT != 0).into(),
+                );
+                m.insert(
+                    "extended-l2".into(),
+                    (h.incompatible & header::INCOMPAT_EXTL2 != 0).into(),
+                );
+            }
             if !bitmaps.is_empty() {
                 // qemu-img lists bitmaps right after lazy-refcounts.
                 if let Some(m) = d.as_object_mut() {
@@ -1175,6 +1262,19 @@ impl BlockDriver for Qcow2Driver {
 
     fn snapshot_view(&self, sel: qimg_core::SnapshotSelector<'_>) -> Result<Arc<dyn BlockDriver>> {
         self.snapshot_view_of(sel)
+    }
+
+    fn set_data_file(&self, data: Option<Arc<dyn Storage>>) -> Result<()> {
+        if !self.data_file {
+            return Err(Error::invalid(
+                "data-file can only be set for images that use an external data file",
+            ));
+        }
+        *self
+            .data
+            .write()
+            .map_err(|_| Error::new(ErrorCode::Internal, "data file lock poisoned"))? = data;
+        Ok(())
     }
 
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {

@@ -50,6 +50,11 @@ pub const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 pub const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
 /// Header extension: persistent bitmaps (see [`super::bitmap`]).
 pub const EXT_BITMAPS: u32 = 0x2385_2875;
+/// Header extension: external data file name.
+pub const EXT_DATA_FILE: u32 = 0x4441_5441;
+/// Autoclear feature: the external data file is a valid raw image (guest offset = file offset,
+/// every write reaches it).
+pub const AUTOCLEAR_DATA_FILE_RAW: u64 = 1 << 1;
 /// Autoclear feature: the bitmaps extension is valid.
 pub const AUTOCLEAR_BITMAPS: u64 = 1 << 0;
 /// Largest L1 table QEMU accepts, in bytes (QCOW_MAX_L1_SIZE).
@@ -110,6 +115,8 @@ pub struct Header {
     pub feature_names: Vec<(u8, u8, String)>,
     /// The bitmaps extension's body, as stored (validated by [`super::bitmap`]).
     pub bitmaps_ext: Option<Vec<u8>>,
+    /// External data file name from its header extension, if any.
+    pub data_file: Option<String>,
 }
 
 fn be32(b: &[u8], o: usize) -> u32 {
@@ -192,6 +199,7 @@ impl Header {
             backing_format: None,
             feature_names: Vec::new(),
             bitmaps_ext: None,
+            data_file: None,
         };
         if version == 3 {
             if first.len() < 104 {
@@ -339,6 +347,14 @@ impl Header {
                     }
                 }
                 EXT_BITMAPS => self.bitmaps_ext = Some(body.to_vec()),
+                EXT_DATA_FILE => {
+                    if body.is_empty() || body.len() > 1023 || body.contains(&0) {
+                        return Err(Error::corrupt(
+                            "External data file name must be 1 to 1023 bytes without NUL",
+                        ));
+                    }
+                    self.data_file = Some(String::from_utf8_lossy(body).into_owned())
+                }
                 _ => {}
             }
             off = data + len.div_ceil(8) * 8;

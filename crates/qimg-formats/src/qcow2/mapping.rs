@@ -95,7 +95,12 @@ pub const SUBCLUSTERS: u64 = 32;
 /// Decode an extended L2 entry (standard entry and subcluster bitmap), with QEMU's validity
 /// rules: no zero flag, no bitmap on compressed clusters, no subcluster both allocated and zero,
 /// no allocated subcluster without a host cluster.
-pub fn decode_l2_ext(entry: u64, bitmap: u64, cluster_bits: u32) -> Result<Cluster> {
+pub fn decode_l2_ext(
+    entry: u64,
+    bitmap: u64,
+    cluster_bits: u32,
+    data_file: bool,
+) -> Result<Cluster> {
     let bad = |why: &str| {
         Err(Error::corrupt(format!(
             "Invalid extended L2 entry {entry:#x} bitmap {bitmap:#x}: {why}"
@@ -114,7 +119,7 @@ pub fn decode_l2_ext(entry: u64, bitmap: u64, cluster_bits: u32) -> Result<Clust
     if alloc & zero != 0 {
         return bad("a subcluster is both allocated and zero");
     }
-    let host = match decode_l2(entry & !ZERO, cluster_bits)? {
+    let host = match decode_l2_in(entry & !ZERO, cluster_bits, data_file)? {
         Cluster::Data { host, .. } => Some(host),
         _ => None,
     };
@@ -149,6 +154,23 @@ pub fn encode_l2_ext(entry: u64) -> (u64, u64) {
 
 /// Decode a standard L2 entry.
 pub fn decode_l2(entry: u64, cluster_bits: u32) -> Result<Cluster> {
+    decode_l2_in(entry, cluster_bits, false)
+}
+
+/// Decode a standard L2 entry of an image with an external data file when `data_file`: there,
+/// host offset 0 is a real cluster, told apart from "unallocated" by the COPIED flag (data file
+/// clusters always have it), as QEMU does.
+pub fn decode_l2_in(entry: u64, cluster_bits: u32, data_file: bool) -> Result<Cluster> {
+    if data_file && entry & COMPRESSED == 0 && entry & OFFSET_MASK == 0 && entry & COPIED != 0 {
+        return Ok(if entry & ZERO != 0 {
+            Cluster::Zero(Some(0))
+        } else {
+            Cluster::Data {
+                host: 0,
+                copied: true,
+            }
+        });
+    }
     if entry & COMPRESSED != 0 {
         return Ok(Cluster::Compressed(entry));
     }

@@ -83,7 +83,9 @@ impl Qcow2Driver {
             return Ok(());
         }
         let has = st.bitmaps.as_ref().is_some_and(|b| b.dir.is_some());
-        let keep = if has { AUTOCLEAR_BITMAPS } else { 0 };
+        // The raw-data-file bit is maintained too: writes keep a raw data file the guest disk.
+        let keep = (if has { AUTOCLEAR_BITMAPS } else { 0 })
+            | (st.header.autoclear & crate::qcow2::header::AUTOCLEAR_DATA_FILE_RAW);
         if st.header.autoclear & !keep != 0 {
             st.header.autoclear &= keep;
             self.write_header_field(st, 88, &st.header.autoclear.to_be_bytes())?;
