@@ -2,7 +2,7 @@
  * qimg: QEMU's block layer for Node.js.
  *
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
- * `create`, `convert`, `check`, `compare`, `info`, `map`.
+ * `create`, `convert`, `check`, `compare`, `info`, `map`, `measure`.
  */
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
@@ -21,4 +21,5 @@ export { type CreateOptions, create } from "./jobs/create.js";
 export { type ImageInfo, type InfoOptions, info } from "./jobs/info.js";
 export { Job, type Progress } from "./jobs/job.js";
 export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
+export { type MeasureOptions, type MeasureResult, measure } from "./jobs/measure.js";
 export { formatNames } from "./registry/index.js";

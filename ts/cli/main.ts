@@ -10,6 +10,7 @@ import { convertCommand } from "../commands/convert.js";
 import { createCommand, optionsHelp } from "../commands/create.js";
 import { infoCommand } from "../commands/info.js";
 import { mapCommand } from "../commands/map.js";
+import { measureCommand } from "../commands/measure.js";
 import type { Io } from "../commands/output.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
@@ -28,6 +29,7 @@ Commands:
   check [--object objectdef] [--image-opts] [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename
   compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
+  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -109,6 +111,19 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           output: c.output,
           startOffset: c.startOffset,
           maxLength: c.maxLength,
+          forceShare: c.forceShare,
+        },
+        io,
+      );
+    case "measure":
+      return measureCommand(
+        {
+          source: c.image === undefined ? (c.size ?? 0n) : image(c.image),
+          format: c.format,
+          targetFormat: c.targetFormat,
+          options: toRecord(c.options),
+          snapshot: c.snapshot,
+          output: c.output,
           forceShare: c.forceShare,
         },
         io,

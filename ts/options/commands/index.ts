@@ -11,6 +11,7 @@ import { buildConvert, CONVERT_SPEC, type ConvertCommand } from "./convert.js";
 import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand } from "./create.js";
 import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
+import { buildMeasure, MEASURE_SPEC, type MeasureCommand } from "./measure.js";
 
 export type { CheckCommand } from "./check.js";
 export type { ImageArg, OutputFormat } from "./common.js";
@@ -19,9 +20,10 @@ export type { ConvertCommand, SnapshotRef } from "./convert.js";
 export type { CreateCommand, OptionsHelpCommand } from "./create.js";
 export type { InfoCommand } from "./info.js";
 export type { MapCommand } from "./map.js";
+export type { MeasureCommand } from "./measure.js";
 
 /** The commands qimg implements. */
-export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map";
+export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map" | "measure";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -50,6 +52,7 @@ export type Command =
   | CheckCommand
   | CompareCommand
   | MapCommand
+  | MeasureCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -63,6 +66,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   check: CHECK_SPEC,
   compare: COMPARE_SPEC,
   map: MAP_SPEC,
+  measure: MEASURE_SPEC,
 };
 
 const BUILDERS = {
@@ -72,6 +76,7 @@ const BUILDERS = {
   check: buildCheck,
   compare: buildCompare,
   map: buildMap,
+  measure: buildMeasure,
 } as const;
 
 /** True if `s` names a command qimg implements. */
