@@ -2,7 +2,7 @@
  * qimg: QEMU's block layer for Node.js.
  *
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
- * `create`, `convert`, `check`, `compare`, `info`, `map`, `measure`.
+ * `create`, `convert`, `check`, `compare`, `info`, `map`, `measure`, `resize`.
  */
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
@@ -22,4 +22,5 @@ export { type ImageInfo, type InfoOptions, info } from "./jobs/info.js";
 export { Job, type Progress } from "./jobs/job.js";
 export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
 export { type MeasureOptions, type MeasureResult, measure } from "./jobs/measure.js";
+export { type ResizeOptions, resize } from "./jobs/resize.js";
 export { formatNames } from "./registry/index.js";

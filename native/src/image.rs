@@ -261,6 +261,13 @@ impl NativeImage {
         self.run(move |d| d.resize(to_u64(size, "size")?))
     }
 
+    /// Change the guest size as `qemu-img resize` does: shrink, or grow with QEMU's
+    /// preallocation mode (`off`, `metadata`, `falloc`, `full`) for the new area.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn truncate(&self, size: f64, preallocation: String) -> AsyncTask<Work<()>> {
+        self.run(move |d| d.truncate(to_u64(size, "size")?, &preallocation))
+    }
+
     /// Facts for `info`.
     #[napi(ts_return_type = "Promise<NativeInfo>")]
     pub fn info(&self) -> AsyncTask<Work<NativeInfo>> {

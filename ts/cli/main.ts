@@ -12,6 +12,7 @@ import { infoCommand } from "../commands/info.js";
 import { mapCommand } from "../commands/map.js";
 import { measureCommand } from "../commands/measure.js";
 import type { Io } from "../commands/output.js";
+import { resizeCommand } from "../commands/resize.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { type Command, parseCommandLine } from "../options/commands/index.js";
@@ -30,6 +31,7 @@ Commands:
   compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
   measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
+  resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -125,6 +127,19 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           snapshot: c.snapshot,
           output: c.output,
           forceShare: c.forceShare,
+        },
+        io,
+      );
+    case "resize":
+      return resizeCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          size: c.size,
+          relative: c.relative,
+          preallocation: c.preallocation,
+          shrink: c.shrink,
+          quiet: c.quiet,
         },
         io,
       );

@@ -134,6 +134,16 @@ pub trait BlockDriver: Send + Sync {
             self.format_name()
         )))
     }
+    /// Change the virtual size as `qemu-img resize` does, preallocating the grown area with
+    /// QEMU's mode (`off`, `metadata`, `falloc`, `full`). Shrinking never preallocates.
+    fn truncate(&self, new_size: u64, prealloc: &str) -> Result<()> {
+        if prealloc != "off" {
+            return Err(Error::unsupported(format!(
+                "Unsupported preallocation mode: {prealloc}"
+            )));
+        }
+        self.resize(new_size)
+    }
     /// Cluster size of compressed writes, or `None` if the format cannot store compressed data.
     fn compressed_cluster_size(&self) -> Option<u64> {
         None

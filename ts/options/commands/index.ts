@@ -12,6 +12,7 @@ import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand }
 import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 import { buildMeasure, MEASURE_SPEC, type MeasureCommand } from "./measure.js";
+import { buildResize, protectNegativeSize, RESIZE_SPEC, type ResizeCommand } from "./resize.js";
 
 export type { CheckCommand } from "./check.js";
 export type { ImageArg, OutputFormat } from "./common.js";
@@ -21,9 +22,10 @@ export type { CreateCommand, OptionsHelpCommand } from "./create.js";
 export type { InfoCommand } from "./info.js";
 export type { MapCommand } from "./map.js";
 export type { MeasureCommand } from "./measure.js";
+export type { ResizeCommand, ResizePreallocation } from "./resize.js";
 
 /** The commands qimg implements. */
-export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map" | "measure";
+export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map" | "measure" | "resize";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -53,6 +55,7 @@ export type Command =
   | CompareCommand
   | MapCommand
   | MeasureCommand
+  | ResizeCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -67,6 +70,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   compare: COMPARE_SPEC,
   map: MAP_SPEC,
   measure: MEASURE_SPEC,
+  resize: RESIZE_SPEC,
 };
 
 const BUILDERS = {
@@ -77,6 +81,7 @@ const BUILDERS = {
   compare: buildCompare,
   map: buildMap,
   measure: buildMeasure,
+  resize: buildResize,
 } as const;
 
 /** True if `s` names a command qimg implements. */
@@ -86,7 +91,8 @@ export function isCommandName(s: string): s is CommandName {
 
 /** Parse one command's arguments (`argv` without the command word). */
 export function parseCommand(cmd: CommandName, argv: readonly string[]): Command {
-  const p = parseArgs(argv, COMMAND_SPECS[cmd], { stopAt: ["h"] });
+  const args = cmd === "resize" ? protectNegativeSize(argv) : argv;
+  const p = parseArgs(args, COMMAND_SPECS[cmd], { stopAt: ["h"] });
   if (p.stoppedAt === "h") return { cmd: "help", topic: cmd };
   const objs = objects(p);
   if (isObjectHelp(objs))

@@ -412,7 +412,7 @@ impl Qcow2Driver {
 
     /// Queue the host space of a cluster's old mapping for freeing (a compressed cluster holds
     /// one reference on every host cluster its data touches).
-    fn free_cluster_of(&self, st: &mut State, old: Cluster) {
+    pub(super) fn free_cluster_of(&self, st: &mut State, old: Cluster) {
         match old {
             Cluster::Data { host, .. } | Cluster::Zero(Some(host)) => st.rc.free_later(host, 1),
             Cluster::Compressed(entry) => {
@@ -853,7 +853,7 @@ impl BlockDriver for Qcow2Driver {
         let mut st = self.lock()?;
         self.begin_write(&mut st)?;
         if new_size < st.header.size {
-            return Err(Error::unsupported("qcow2 shrinking is not supported yet"));
+            return self.shrink_locked(&mut st, new_size);
         }
         let per_l2 = self.cs * self.l2_entries();
         let need = new_size.div_ceil(per_l2);
@@ -891,6 +891,17 @@ impl BlockDriver for Qcow2Driver {
         self.storage.flush()?;
         st.header.size = new_size;
         self.flush_locked(&mut st)
+    }
+
+    fn truncate(&self, new_size: u64, prealloc: &str) -> Result<()> {
+        let mode = crate::options::Preallocation::parse(prealloc)?;
+        let old = self.virtual_size();
+        self.resize(new_size)?;
+        if mode == crate::options::Preallocation::Off || new_size <= old {
+            return Ok(());
+        }
+        let mut st = self.lock()?;
+        self.preallocate_grown(&mut st, old, new_size, mode)
     }
 
     fn compressed_cluster_size(&self) -> Option<u64> {

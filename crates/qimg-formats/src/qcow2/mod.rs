@@ -14,6 +14,7 @@ pub mod create;
 pub mod driver;
 pub mod header;
 pub mod mapping;
+pub mod resize;
 
 pub use create::create;
 pub use driver::Qcow2Driver;
