@@ -34,6 +34,8 @@ export declare class NativeImage {
    * preallocation mode (`off`, `metadata`, `falloc`, `full`) for the new area.
    */
   truncate(size: number, preallocation: string): Promise<void>
+  /** `qemu-img amend`: change format options in place (validated `[name, value]` pairs). */
+  amend(options: Array<Array<string>>): Promise<void>
   /** Facts for `info`. */
   info(): Promise<NativeInfo>
   /** Check consistency; `repair` is `none`, `leaks` or `all`. */

@@ -2,12 +2,13 @@
  * qimg: QEMU's block layer for Node.js.
  *
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
- * `create`, `convert`, `check`, `compare`, `info`, `map`, `measure`, `resize`.
+ * `create`, `convert`, `check`, `compare`, `info`, `map`, `measure`, `resize`, `amend`.
  */
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
 export type { ImageOptions } from "./graph/spec.js";
 export { type BlockStatusEntry, Image } from "./image.js";
+export { type AmendOptions, amend } from "./jobs/amend.js";
 export {
   type CheckOptions,
   type CheckOutcome,

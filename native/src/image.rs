@@ -268,6 +268,16 @@ impl NativeImage {
         self.run(move |d| d.truncate(to_u64(size, "size")?, &preallocation))
     }
 
+    /// `qemu-img amend`: change format options in place (validated `[name, value]` pairs).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn amend(&self, options: Vec<Vec<String>>) -> AsyncTask<Work<()>> {
+        let pairs: Vec<(String, String)> = options
+            .into_iter()
+            .filter_map(|mut kv| (kv.len() == 2).then(|| (kv.remove(0), kv.remove(0))))
+            .collect();
+        self.run(move |d| d.amend(&pairs))
+    }
+
     /// Facts for `info`.
     #[napi(ts_return_type = "Promise<NativeInfo>")]
     pub fn info(&self) -> AsyncTask<Work<NativeInfo>> {

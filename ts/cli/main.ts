@@ -4,6 +4,7 @@
  * `parseCommandLine` (ts/options) turns argv into a typed command; this file runs it. Errors print
  * as `qimg: message` on stderr with qemu-img's exit codes (1, or 2 for compare).
  */
+import { amendCommand } from "../commands/amend.js";
 import { checkCommand } from "../commands/check.js";
 import { compareCommand } from "../commands/compare.js";
 import { convertCommand } from "../commands/convert.js";
@@ -32,6 +33,7 @@ Commands:
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
   measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
+  amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -139,6 +141,18 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           relative: c.relative,
           preallocation: c.preallocation,
           shrink: c.shrink,
+          quiet: c.quiet,
+        },
+        io,
+      );
+    case "amend":
+      return amendCommand(
+        {
+          image: c.image === undefined ? undefined : image(c.image),
+          format: c.format,
+          options: toRecord(c.options),
+          help: c.help,
+          progress: c.progress,
           quiet: c.quiet,
         },
         io,

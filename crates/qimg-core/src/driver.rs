@@ -144,6 +144,14 @@ pub trait BlockDriver: Send + Sync {
         }
         self.resize(new_size)
     }
+    /// `qemu-img amend`: change format options in place (`compat`, `lazy_refcounts`,
+    /// `refcount_bits`, …) given as validated `(name, value)` pairs.
+    fn amend(&self, _options: &[(String, String)]) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Format driver '{}' does not support option amendment",
+            self.format_name()
+        )))
+    }
     /// Cluster size of compressed writes, or `None` if the format cannot store compressed data.
     fn compressed_cluster_size(&self) -> Option<u64> {
         None

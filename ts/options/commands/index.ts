@@ -4,6 +4,7 @@
  */
 import { type OptionSpec, parseArgs } from "../argv.js";
 import { isObjectHelp } from "../object.js";
+import { AMEND_SPEC, type AmendCommand, buildAmend } from "./amend.js";
 import { buildCheck, CHECK_SPEC, type CheckCommand } from "./check.js";
 import { fail, objects } from "./common.js";
 import { buildCompare, COMPARE_SPEC, type CompareCommand } from "./compare.js";
@@ -14,6 +15,7 @@ import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 import { buildMeasure, MEASURE_SPEC, type MeasureCommand } from "./measure.js";
 import { buildResize, protectNegativeSize, RESIZE_SPEC, type ResizeCommand } from "./resize.js";
 
+export type { AmendCommand } from "./amend.js";
 export type { CheckCommand } from "./check.js";
 export type { ImageArg, OutputFormat } from "./common.js";
 export type { CompareCommand } from "./compare.js";
@@ -25,7 +27,16 @@ export type { MeasureCommand } from "./measure.js";
 export type { ResizeCommand, ResizePreallocation } from "./resize.js";
 
 /** The commands qimg implements. */
-export type CommandName = "create" | "info" | "convert" | "check" | "compare" | "map" | "measure" | "resize";
+export type CommandName =
+  | "create"
+  | "info"
+  | "convert"
+  | "check"
+  | "compare"
+  | "map"
+  | "measure"
+  | "resize"
+  | "amend";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -56,6 +67,7 @@ export type Command =
   | MapCommand
   | MeasureCommand
   | ResizeCommand
+  | AmendCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -71,6 +83,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   map: MAP_SPEC,
   measure: MEASURE_SPEC,
   resize: RESIZE_SPEC,
+  amend: AMEND_SPEC,
 };
 
 const BUILDERS = {
@@ -82,6 +95,7 @@ const BUILDERS = {
   map: buildMap,
   measure: buildMeasure,
   resize: buildResize,
+  amend: buildAmend,
 } as const;
 
 /** True if `s` names a command qimg implements. */

@@ -904,6 +904,31 @@ impl BlockDriver for Qcow2Driver {
         self.preallocate_grown(&mut st, old, new_size, mode)
     }
 
+    fn amend(&self, options: &[(String, String)]) -> Result<()> {
+        let mut o = super::amend::AmendOptions::default();
+        for (k, v) in options {
+            match (k.as_str(), v.as_str()) {
+                ("compat", "0.10" | "v2") => o.version = Some(2),
+                ("compat", "1.1" | "v3") => o.version = Some(3),
+                ("lazy_refcounts", "on" | "true") => o.lazy_refcounts = Some(true),
+                ("lazy_refcounts", "off" | "false") => o.lazy_refcounts = Some(false),
+                ("refcount_bits", b) => {
+                    o.refcount_bits = b
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|b| b.is_power_of_two() && *b <= 64);
+                    if o.refcount_bits.is_none() {
+                        return Err(Error::invalid(
+                            "Refcount width must be a power of two and may not exceed 64 bits",
+                        ));
+                    }
+                }
+                _ => return Err(Error::invalid(format!("Invalid parameter '{k}'"))),
+            }
+        }
+        self.amend_with(&o)
+    }
+
     fn compressed_cluster_size(&self) -> Option<u64> {
         Some(self.cs)
     }

@@ -8,6 +8,7 @@
 //! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption, writable opens of images with internal snapshots, extended L2 entries,
 //! external data files, zstd compression, unknown incompatible features.
 pub mod alloc;
+pub mod amend;
 pub mod check;
 pub mod compress;
 pub mod create;
