@@ -77,6 +77,12 @@ fn entry_set(data: &mut [u8], idx: usize, bits: u32, v: u64) {
     }
 }
 
+/// The allocator's entry encoding, for other modules' tests.
+#[cfg(test)]
+pub(super) fn set_entry_for_test(data: &mut [u8], idx: usize, bits: u32, v: u64) {
+    entry_set(data, idx, bits, v)
+}
+
 impl Refcounts {
     /// Load the refcount table (entries are validated when used).
     pub fn load(
