@@ -110,6 +110,8 @@ describe.skipIf(!have)("amend vs qemu-img", () => {
     const src = v3();
     const v2src = v2();
     const r8 = image(["-o", "refcount_bits=8"], ["write -P 1 0 64k"]);
+    // Two compressed clusters packed into one host cluster: refcount 2 does not fit in 1 bit.
+    const packed = image([], ["write -c -P 1 0 64k", "write -c -P 2 64k 64k"]);
     const cases: Array<[string, string[]]> = [
       [src, ["-o", "cluster_size=4k"]],
       [src, ["-o", "encryption=on"]],
@@ -128,6 +130,7 @@ describe.skipIf(!have)("amend vs qemu-img", () => {
       [v2src, ["-o", "lazy_refcounts=on"]],
       [v2src, ["-o", "refcount_bits=1"]],
       [r8, ["-o", "compat=0.10"]],
+      [packed, ["-o", "refcount_bits=1"]],
       [src, []],
     ];
     for (const [f, args] of cases) {

@@ -193,6 +193,19 @@ impl Qcow2Driver {
         } else {
             (1u64 << (1u32 << order)) - 1
         };
+        // Every refcount must fit the new width before anything is written.
+        if order < st.header.refcount_order {
+            for c in 0..file_clusters {
+                let v = st.rc.get(s, c)?;
+                if v > max {
+                    return Err(Error::unsupported(format!(
+                        "Cannot decrease refcount entry width to {} bits: Cluster at offset {:#x} has a refcount of {v}",
+                        1u32 << order,
+                        c * cs
+                    )));
+                }
+            }
+        }
         // New blocks, then the table, at the end of the file; each counts everything before it
         // and itself. Blocks are built one at a time (memory stays one cluster per block).
         let per_block = cs * 8 / (1u64 << order);
