@@ -152,6 +152,17 @@ describe.skipIf(!have)("amend vs qemu-img", () => {
     expect([r.status, r.stderr.replace("qimg:", "qemu-img:")]).toEqual([q.status, q.stderr]);
   });
 
+  it("-p prints qemu-img's progress lines; -q silences them", () => {
+    const src = v3();
+    for (const flags of [["-p"], ["-p", "-q"]]) {
+      copyFileSync(src, `${src}.p`);
+      copyFileSync(src, `${src}.pq`);
+      const q = run("qemu-img", ["amend", ...flags, "-o", "compat=0.10", `${src}.pq`]);
+      const r = qimg(["amend", ...flags, "-o", "compat=0.10", `${src}.p`]);
+      expect([r.status, r.stdout]).toEqual([q.status, q.stdout]);
+    }
+  });
+
   it("-o help lists the amendable options as qemu-img does", () => {
     const q = runOk("qemu-img", ["amend", "-f", "qcow2", "-o", "help"]);
     const r = qimg(["amend", "-f", "qcow2", "-o", "help"]);
