@@ -72,6 +72,17 @@ describe.skipIf(!have)("amend vs qemu-img", () => {
     ["size shrinks", v3, "size=4M"],
     ["size and downgrade", v3, "size=100M,compat=0.10"],
     ["same compat (no-op)", v3, "compat=1.1"],
+    [
+      "lazy overlay: size, then downgrade (the dirty bit must not outlive the v3 header)",
+      () => {
+        const base = image([], ["write -P 7 0 4M"]);
+        return image(
+          ["-b", base, "-F", "qcow2", "-o", "lazy_refcounts=on"],
+          ["write -z 1M 1M", "write -P 9 3M 64k"],
+        );
+      },
+      "size=80M,compat=0.10",
+    ],
   ];
   for (const [name, make, opts] of cases) {
     it(name, () => {

@@ -46,7 +46,7 @@ impl Qcow2Driver {
             st.header.compatible = 0;
             st.header.autoclear = 0;
             st.header.refcount_order = 4;
-            self.rewrite_header(&st)?;
+            self.rewrite_header(&mut st)?;
         }
         if let Some(bits) = o.refcount_bits {
             if bits != st.header.refcount_bits() {
@@ -58,7 +58,7 @@ impl Qcow2Driver {
             if lazy != on {
                 st.header.compatible ^= header::COMPAT_LAZY_REFCOUNTS;
                 st.header.incompatible &= !header::INCOMPAT_DIRTY;
-                self.rewrite_header(&st)?;
+                self.rewrite_header(&mut st)?;
             }
         }
         if version < st.header.version {
@@ -68,7 +68,7 @@ impl Qcow2Driver {
     }
 
     /// Rewrite the whole header cluster from `st.header`, keeping unknown extensions.
-    fn rewrite_header(&self, st: &State) -> Result<()> {
+    fn rewrite_header(&self, st: &mut State) -> Result<()> {
         let cs = self.cs;
         let mut old = vec![0u8; cs as usize];
         self.storage.read_at(&mut old, 0)?;
@@ -108,7 +108,11 @@ impl Qcow2Driver {
         }
         first.resize(cs as usize, 0);
         self.storage.write_at(&first, 0)?;
-        self.storage.flush()
+        self.storage.flush()?;
+        // The dirty bit now on disk is the header's (a v2 header has no field for it at all).
+        st.dirty_on_disk =
+            st.header.version >= 3 && st.header.incompatible & header::INCOMPAT_DIRTY != 0;
+        Ok(())
     }
 
     /// Version 3 → 2 (QEMU's `qcow2_downgrade`).

@@ -24,7 +24,7 @@ pub(super) struct State {
     pub(super) l2: L2Cache,
     pub(super) rc: Refcounts,
     /// The lazy-refcounts dirty bit is set on disk.
-    dirty_on_disk: bool,
+    pub(super) dirty_on_disk: bool,
     closed: bool,
     /// `None` until block status first asks: does the image look metadata-preallocated?
     metadata_prealloc: Option<bool>,
