@@ -34,12 +34,21 @@ export function measureJson(r: MeasureResult): string {
 export async function measureCommand(a: MeasureArgs, io: Io): Promise<number> {
   if (a.snapshot !== undefined)
     throw new QimgError("ERR_QIMG_UNSUPPORTED", "measure -l (internal snapshots) is not supported yet");
-  const r = await measure(a.source, {
-    format: a.format,
-    targetFormat: a.targetFormat,
-    options: a.options,
-    forceShare: a.forceShare,
-  });
+  let r: MeasureResult;
+  try {
+    r = await measure(a.source, {
+      format: a.format,
+      targetFormat: a.targetFormat,
+      options: a.options,
+      forceShare: a.forceShare,
+    });
+  } catch (e) {
+    // qemu-img reports a bad -o list as two errors: the option's, then "Invalid options for …".
+    const m = e instanceof Error ? /^([\s\S]*)\n(Invalid options for file format .*)$/.exec(e.message) : null;
+    if (!m) throw e;
+    io.err(`qimg: ${m[1]}\nqimg: ${m[2]}\n`);
+    return 1;
+  }
   if (a.output === "json") {
     io.out(measureJson(r));
   } else {
