@@ -90,6 +90,7 @@ describe.skipIf(!have)("resize vs qemu-img", () => {
       ["--shrink", "0"],
       ["abc"],
       ["--preallocation=full", "64M"],
+      ["100P"],
     ];
     for (const c of cases) {
       const q = run("qemu-img", ["resize", "-f", "qcow2", ...c.slice(0, -1), theirs, ...c.slice(-1)]);

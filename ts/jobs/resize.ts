@@ -55,6 +55,13 @@ export async function resize(
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Preallocation can only be used for growing images");
     if (img.format === "qcow2" && total % 512n !== 0n)
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "The new size must be a multiple of 512");
+    if (img.format === "qcow2" && total > current) {
+      // QEMU's L1 limit (32 MiB of entries), checked before qimg's own 2^53 limit.
+      const cs = BigInt((await img.info())["cluster-size"] ?? 65536);
+      const entries = (total + cs * (cs / 8n) - 1n) / (cs * (cs / 8n));
+      if (entries * 8n > 32n << 20n)
+        throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Failed to grow the L1 table: File too large");
+    }
     if (total > BigInt(Number.MAX_SAFE_INTEGER))
       throw new QimgError("ERR_QIMG_OUT_OF_RANGE", `Size ${total} is beyond what qimg can address`);
     await img.resize(Number(total), { preallocation: prealloc });

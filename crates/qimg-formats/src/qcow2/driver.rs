@@ -858,7 +858,9 @@ impl BlockDriver for Qcow2Driver {
         let per_l2 = self.cs * self.l2_entries();
         let need = new_size.div_ceil(per_l2);
         if need * 8 > header::MAX_L1_BYTES {
-            return Err(Error::invalid("Image size too large for this cluster size"));
+            return Err(Error::invalid(
+                "Failed to grow the L1 table: File too large",
+            ));
         }
         if need > st.l1.len() as u64 {
             self.flush_locked(&mut st)?;
