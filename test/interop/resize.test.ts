@@ -107,6 +107,19 @@ describe.skipIf(!have)("resize vs qemu-img", () => {
     expect(qemuCheck(ours).status).toBe(0);
   });
 
+  it("without -f a probed raw image is resized after qemu-img's warning; amend refuses it", () => {
+    const [ours, theirs] = pair("raw");
+    const q = run("qemu-img", ["resize", theirs, "70M"]);
+    const r = qimg(["resize", ours, "70M"]);
+    expect([r.status, r.stdout, r.stderr.replace(ours, theirs)]).toEqual([q.status, q.stdout, q.stderr]);
+    const qa = run("qemu-img", ["amend", "-o", "size=80M", theirs]);
+    const ra = qimg(["amend", "-o", "size=80M", ours]);
+    expect([ra.status, ra.stderr.replace(ours, theirs).replace(/^qimg:/m, "qemu-img:")]).toEqual([
+      qa.status,
+      qa.stderr,
+    ]);
+  });
+
   it("a negative size without -- is a size, not an option (qemu-img 10)", () => {
     const [ours, theirs] = pair("raw");
     expect(run("qemu-img", ["resize", "-f", "raw", "--shrink", theirs, "-1M"]).status).toBe(0);

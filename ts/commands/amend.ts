@@ -36,7 +36,7 @@ export async function amendCommand(a: AmendArgs, io: Io): Promise<number> {
     throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Expecting one image file name");
   const progress = a.progress && !a.quiet;
   if (progress) io.out("    (0.00/100%)\r");
-  await amend(a.image, a.options, { format: a.format });
+  await amend(a.image, a.options, { format: a.format, onWarning: (m) => io.err(`WARNING: ${m}\n`) });
   // qemu-img reports the end twice (the amend callback, then the final update) before the newline.
   if (progress) io.out("    (100.00/100%)\r    (100.00/100%)\r\n");
   return 0;

@@ -9,9 +9,13 @@ import { callNative } from "../native.js";
 import { parseSize } from "../options/size.js";
 import { getFormat } from "../registry/index.js";
 import type { CreateOptionSpec } from "../registry/types.js";
+import { formatOrProbe } from "./probe-raw.js";
 
 /** Options of {@link amend}. */
-export interface AmendOptions extends Pick<OpenOptions, "format" | "locking"> {}
+export interface AmendOptions extends Pick<OpenOptions, "format" | "locking"> {
+  /** Called with qemu-img's warnings (probing guessed raw). */
+  onWarning?: (message: string) => void;
+}
 
 /** qcow2's amendable options, in `-o help` order (qemu-img 10's list). */
 export const QCOW2_AMEND_OPTIONS: readonly CreateOptionSpec[] = [
@@ -132,7 +136,10 @@ export async function amend(
   options: Record<string, string>,
   opts: AmendOptions = {},
 ): Promise<void> {
-  const img = await open(spec, { format: opts.format, locking: opts.locking, noBacking: true });
+  const format = await formatOrProbe(spec, opts.format, opts.onWarning);
+  if (format === "raw")
+    throw new QimgError("ERR_QIMG_UNSUPPORTED", "Format driver 'raw' does not support option amendment");
+  const img = await open(spec, { format, locking: opts.locking, noBacking: true });
   try {
     if (img.format !== "qcow2")
       throw new QimgError(

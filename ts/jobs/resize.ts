@@ -1,8 +1,8 @@
 /** `resize()`: change an image's virtual size as `qemu-img resize` does (shrink needs `shrink`). */
 import { QimgError } from "../errors.js";
 import { type OpenOptions, open } from "../graph/open.js";
-import { probeFile } from "../graph/probe.js";
 import type { ImageOptions } from "../graph/spec.js";
+import { formatOrProbe } from "./probe-raw.js";
 
 /** Options of {@link resize}. */
 export interface ResizeOptions extends Pick<OpenOptions, "format" | "locking"> {
@@ -24,16 +24,7 @@ export async function resize(
   size: number | bigint,
   opts: ResizeOptions = {},
 ): Promise<number> {
-  let format = opts.format;
-  if (format === undefined && typeof spec === "string" && !spec.startsWith("json:")) {
-    format = await probeFile(spec);
-    if (format === "raw")
-      opts.onWarning?.(
-        `Image format was not specified for '${spec}' and probing guessed raw.\n` +
-          "         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n" +
-          "         Specify the 'raw' format explicitly to remove the restrictions.",
-      );
-  }
+  const format = await formatOrProbe(spec, opts.format, opts.onWarning);
   const img = await open(spec, { format, locking: opts.locking, noBacking: true });
   try {
     const current = BigInt(img.virtualSize);
