@@ -38,6 +38,13 @@ export declare class NativeImage {
   flush(): Promise<void>
   /** Change the guest size. */
   resize(size: number): Promise<void>
+  /**
+   * Change the guest size as `qemu-img resize` does: shrink, or grow with QEMU's
+   * preallocation mode (`off`, `metadata`, `falloc`, `full`) for the new area.
+   */
+  truncate(size: number, preallocation: string): Promise<void>
+  /** `qemu-img amend`: change format options in place (validated `[name, value]` pairs). */
+  amend(options: Array<Array<string>>): Promise<void>
   /** Facts for `info`. */
   info(): Promise<NativeInfo>
   /** Check consistency; `repair` is `none`, `leaks` or `all`. */

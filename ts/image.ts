@@ -227,9 +227,16 @@ export class Image implements AsyncDisposable {
     await callNative(() => this.native.flush());
   }
 
-  /** Change the virtual size (active layer). */
-  async resize(size: number): Promise<void> {
-    await callNative(() => this.native.resize(size));
+  /**
+   * Change the virtual size (active layer). Growing preallocates the new area with
+   * `preallocation` (`off` by default; qcow2 takes metadata/falloc/full, raw falloc/full);
+   * shrinking drops the data past the new end (qcow2 frees its clusters and truncates the file).
+   */
+  async resize(
+    size: number,
+    opts: { preallocation?: "off" | "metadata" | "falloc" | "full" } = {},
+  ): Promise<void> {
+    await callNative(() => this.native.truncate(size, opts.preallocation ?? "off"));
   }
 
   /** The image's internal snapshots (qcow2; empty for formats without them), oldest first. */

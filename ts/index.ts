@@ -2,8 +2,8 @@
  * qimg: QEMU's block layer for Node.js.
  *
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
- * `create`, `convert`, `check`, `compare`, `info`, `map`, `commit`, `rebase`, `bitmap`,
- * `snapshot`.
+ * `create`, `convert`, `check`, `compare`, `info`, `map`, `measure`, `resize`, `amend`,
+ * `commit`, `rebase`, `bitmap`, `snapshot`.
  */
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
@@ -17,6 +17,7 @@ export {
   type SnapshotInfo,
   type SnapshotSelector,
 } from "./image.js";
+export { type AmendOptions, amend } from "./jobs/amend.js";
 export { type BitmapOptions, type BitmapStep, bitmap, copyBitmaps } from "./jobs/bitmap.js";
 export {
   type CheckOptions,
@@ -32,6 +33,8 @@ export { type CreateOptions, create } from "./jobs/create.js";
 export { type ImageInfo, type InfoOptions, info } from "./jobs/info.js";
 export { Job, type Progress } from "./jobs/job.js";
 export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
+export { type MeasureOptions, type MeasureResult, measure } from "./jobs/measure.js";
 export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js";
+export { type ResizeOptions, resize } from "./jobs/resize.js";
 export { type SnapshotAction, type SnapshotOptions, snapshot } from "./jobs/snapshot.js";
 export { formatNames } from "./registry/index.js";

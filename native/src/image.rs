@@ -270,6 +270,23 @@ impl NativeImage {
         self.run(move |d| d.resize(to_u64(size, "size")?))
     }
 
+    /// Change the guest size as `qemu-img resize` does: shrink, or grow with QEMU's
+    /// preallocation mode (`off`, `metadata`, `falloc`, `full`) for the new area.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn truncate(&self, size: f64, preallocation: String) -> AsyncTask<Work<()>> {
+        self.run(move |d| d.truncate(to_u64(size, "size")?, &preallocation))
+    }
+
+    /// `qemu-img amend`: change format options in place (validated `[name, value]` pairs).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn amend(&self, options: Vec<Vec<String>>) -> AsyncTask<Work<()>> {
+        let pairs: Vec<(String, String)> = options
+            .into_iter()
+            .filter_map(|mut kv| (kv.len() == 2).then(|| (kv.remove(0), kv.remove(0))))
+            .collect();
+        self.run(move |d| d.amend(&pairs))
+    }
+
     /// Facts for `info`.
     #[napi(ts_return_type = "Promise<NativeInfo>")]
     pub fn info(&self) -> AsyncTask<Work<NativeInfo>> {

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { amendCommand } from "../commands/amend.js";
 /**
  * The `qimg` command line: qemu-img's syntax for create, info, convert, check, compare, map,
  * commit and rebase.
@@ -13,8 +14,10 @@ import { convertCommand } from "../commands/convert.js";
 import { createCommand, optionsHelp } from "../commands/create.js";
 import { infoCommand } from "../commands/info.js";
 import { mapCommand } from "../commands/map.js";
+import { measureCommand } from "../commands/measure.js";
 import type { Io } from "../commands/output.js";
 import { rebaseCommand } from "../commands/rebase.js";
+import { resizeCommand } from "../commands/resize.js";
 import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
@@ -37,6 +40,9 @@ Commands:
   commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-c] -b backing_file [-F backing_fmt] filename
   snapshot [--object objectdef] [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] [-f fmt] filename
+  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
+  resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
+  amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -129,6 +135,44 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           format: c.format,
           action: c.action,
           forceShare: c.forceShare,
+          quiet: c.quiet,
+        },
+        io,
+      );
+    case "measure":
+      return measureCommand(
+        {
+          source: c.image === undefined ? (c.size ?? 0n) : image(c.image),
+          format: c.format,
+          targetFormat: c.targetFormat,
+          options: toRecord(c.options),
+          snapshot: c.snapshot,
+          output: c.output,
+          forceShare: c.forceShare,
+        },
+        io,
+      );
+    case "resize":
+      return resizeCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          size: c.size,
+          relative: c.relative,
+          preallocation: c.preallocation,
+          shrink: c.shrink,
+          quiet: c.quiet,
+        },
+        io,
+      );
+    case "amend":
+      return amendCommand(
+        {
+          image: c.image === undefined ? undefined : image(c.image),
+          format: c.format,
+          options: toRecord(c.options),
+          help: c.help,
+          progress: c.progress,
           quiet: c.quiet,
         },
         io,

@@ -146,6 +146,24 @@ pub trait BlockDriver: Send + Sync {
             self.format_name()
         )))
     }
+    /// Change the virtual size as `qemu-img resize` does, preallocating the grown area with
+    /// QEMU's mode (`off`, `metadata`, `falloc`, `full`). Shrinking never preallocates.
+    fn truncate(&self, new_size: u64, prealloc: &str) -> Result<()> {
+        if prealloc != "off" {
+            return Err(Error::unsupported(format!(
+                "Unsupported preallocation mode: {prealloc}"
+            )));
+        }
+        self.resize(new_size)
+    }
+    /// `qemu-img amend`: change format options in place (`compat`, `lazy_refcounts`,
+    /// `refcount_bits`, …) given as validated `(name, value)` pairs.
+    fn amend(&self, _options: &[(String, String)]) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "Format driver '{}' does not support option amendment",
+            self.format_name()
+        )))
+    }
     /// Cluster size of compressed writes, or `None` if the format cannot store compressed data.
     fn compressed_cluster_size(&self) -> Option<u64> {
         None

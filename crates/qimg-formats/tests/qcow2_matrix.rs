@@ -618,13 +618,14 @@ fn resize_grows_the_l1_table() {
     d.resize(5 << 20).unwrap();
     assert_eq!(d.virtual_size(), 5 << 20);
     d.write((5 << 20) - 7000, &[4u8; 7000]).unwrap();
-    assert_eq!(d.resize(1 << 20).unwrap_err().code, ErrorCode::Unsupported);
+    // Shrinking drops the data past the new end; growing again reads zeros there.
+    d.resize(3 << 20).unwrap();
+    d.resize(5 << 20).unwrap();
     d.close().unwrap();
     drop(d);
     qemu_check_clean(i);
     let mut model = vec![0u8; 5 << 20];
     model[1000..6000].fill(3);
-    model[(5 << 20) - 7000..].fill(4);
     qemu_compare(dir.path(), i, &model);
 }
 

@@ -5,6 +5,7 @@
  */
 import { type OptionSpec, parseArgs } from "../argv.js";
 import { isObjectHelp } from "../object.js";
+import { AMEND_SPEC, type AmendCommand, buildAmend } from "./amend.js";
 import { BITMAP_SPEC, type BitmapCommand, buildBitmap } from "./bitmap.js";
 import { buildCheck, CHECK_SPEC, type CheckCommand } from "./check.js";
 import { buildCommit, COMMIT_SPEC, type CommitCommand } from "./commit.js";
@@ -18,6 +19,11 @@ import { buildRebase, REBASE_SPEC, type RebaseCommand } from "./rebase.js";
 import { buildSnapshot, SNAPSHOT_SPEC, type SnapshotCommand } from "./snapshot.js";
 
 export type { BitmapCommand, BitmapCommandAction } from "./bitmap.js";
+
+import { buildMeasure, MEASURE_SPEC, type MeasureCommand } from "./measure.js";
+import { buildResize, protectNegativeSize, RESIZE_SPEC, type ResizeCommand } from "./resize.js";
+
+export type { AmendCommand } from "./amend.js";
 export type { CheckCommand } from "./check.js";
 export type { CommitCommand } from "./commit.js";
 export type { ImageArg, OutputFormat } from "./common.js";
@@ -26,7 +32,9 @@ export type { ConvertCommand, SnapshotRef } from "./convert.js";
 export type { CreateCommand, OptionsHelpCommand } from "./create.js";
 export type { InfoCommand } from "./info.js";
 export type { MapCommand } from "./map.js";
+export type { MeasureCommand } from "./measure.js";
 export type { RebaseCommand } from "./rebase.js";
+export type { ResizeCommand, ResizePreallocation } from "./resize.js";
 export type { SnapshotCommand } from "./snapshot.js";
 
 /** The commands qimg implements. */
@@ -40,7 +48,10 @@ export type CommandName =
   | "commit"
   | "rebase"
   | "bitmap"
-  | "snapshot";
+  | "snapshot"
+  | "measure"
+  | "resize"
+  | "amend";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -73,6 +84,9 @@ export type Command =
   | RebaseCommand
   | BitmapCommand
   | SnapshotCommand
+  | MeasureCommand
+  | ResizeCommand
+  | AmendCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -90,6 +104,9 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   rebase: REBASE_SPEC,
   bitmap: BITMAP_SPEC,
   snapshot: SNAPSHOT_SPEC,
+  measure: MEASURE_SPEC,
+  resize: RESIZE_SPEC,
+  amend: AMEND_SPEC,
 };
 
 const BUILDERS = {
@@ -103,6 +120,9 @@ const BUILDERS = {
   rebase: buildRebase,
   bitmap: buildBitmap,
   snapshot: buildSnapshot,
+  measure: buildMeasure,
+  resize: buildResize,
+  amend: buildAmend,
 } as const;
 
 /** True if `s` names a command qimg implements. */
@@ -112,7 +132,8 @@ export function isCommandName(s: string): s is CommandName {
 
 /** Parse one command's arguments (`argv` without the command word). */
 export function parseCommand(cmd: CommandName, argv: readonly string[]): Command {
-  const p = parseArgs(argv, COMMAND_SPECS[cmd], { stopAt: ["h"] });
+  const args = cmd === "resize" ? protectNegativeSize(argv) : argv;
+  const p = parseArgs(args, COMMAND_SPECS[cmd], { stopAt: ["h"] });
   if (p.stoppedAt === "h") return { cmd: "help", topic: cmd };
   const objs = objects(p);
   if (isObjectHelp(objs))

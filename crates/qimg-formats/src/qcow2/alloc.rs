@@ -77,6 +77,12 @@ fn entry_set(data: &mut [u8], idx: usize, bits: u32, v: u64) {
     }
 }
 
+/// The allocator's entry encoding, for other modules' tests.
+#[cfg(test)]
+pub(super) fn set_entry_for_test(data: &mut [u8], idx: usize, bits: u32, v: u64) {
+    entry_set(data, idx, bits, v)
+}
+
 impl Refcounts {
     /// Load the refcount table (entries are validated when used).
     pub fn load(
@@ -446,6 +452,36 @@ impl Refcounts {
             }
         }
         Ok(())
+    }
+
+    /// Drop refcount block `b` from the table if every cluster it describes is free, except
+    /// perhaps the block itself (QEMU's `qcow2_shrink_reftable`). A block counted by another block
+    /// is queued for freeing; a self-describing one is free once the table entry is gone.
+    /// Returns true if dropped.
+    pub fn drop_unused_block(&mut self, storage: &dyn Storage, b: u64) -> Result<bool> {
+        if !self.load_block(storage, b)? {
+            return Ok(false);
+        }
+        let off = self.table[b as usize] & !0x1ff;
+        let own = off / self.cs();
+        let first = b * self.per_block;
+        let self_idx = (first..first + self.per_block)
+            .contains(&own)
+            .then(|| (own - first) as usize);
+        let blk = &self.blocks[&b];
+        let used = (0..self.per_block as usize)
+            .any(|i| Some(i) != self_idx && entry_get(&blk.data, i, self.bits) != 0);
+        if used {
+            return Ok(false);
+        }
+        self.blocks.remove(&b);
+        self.table[b as usize] = 0;
+        self.table_dirty = true;
+        self.hint = self.hint.min(first);
+        if self_idx.is_none() {
+            self.free_later(off, 1);
+        }
+        Ok(true)
     }
 
     /// True if anything is waiting to be written.

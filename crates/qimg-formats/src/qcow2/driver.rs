@@ -30,7 +30,7 @@ pub(super) struct State {
     pub(super) l2: L2Cache,
     pub(super) rc: Refcounts,
     /// The lazy-refcounts dirty bit is set on disk.
-    dirty_on_disk: bool,
+    pub(super) dirty_on_disk: bool,
     closed: bool,
     /// `None` until block status first asks: does the image look metadata-preallocated?
     metadata_prealloc: Option<bool>,
@@ -524,7 +524,7 @@ impl Qcow2Driver {
 
     /// Queue the host space of a cluster's old mapping for freeing (a compressed cluster holds
     /// one reference on every host cluster its data touches).
-    fn free_cluster_of(&self, st: &mut State, old: Cluster) {
+    pub(super) fn free_cluster_of(&self, st: &mut State, old: Cluster) {
         if self.data_file {
             // Data clusters of an external data file hold no references.
             return;
@@ -1103,13 +1103,15 @@ impl BlockDriver for Qcow2Driver {
         let mut st = self.lock()?;
         self.begin_write(&mut st)?;
         if new_size < st.header.size {
-            return Err(Error::unsupported("qcow2 shrinking is not supported yet"));
+            return self.shrink_locked(&mut st, new_size);
         }
         self.bitmaps_before_resize(&mut st)?;
         let per_l2 = self.cs * self.l2_entries();
         let need = new_size.div_ceil(per_l2);
         if need * 8 > header::MAX_L1_BYTES {
-            return Err(Error::invalid("Image size too large for this cluster size"));
+            return Err(Error::invalid(
+                "Failed to grow the L1 table: File too large",
+            ));
         }
         if need > st.l1.len() as u64 {
             self.flush_locked(&mut st)?;
@@ -1143,6 +1145,42 @@ impl BlockDriver for Qcow2Driver {
         st.header.size = new_size;
         self.flush_locked(&mut st)?;
         self.bitmaps_after_resize(&mut st, new_size)
+    }
+
+    fn truncate(&self, new_size: u64, prealloc: &str) -> Result<()> {
+        let mode = crate::options::Preallocation::parse(prealloc)?;
+        let old = self.virtual_size();
+        self.resize(new_size)?;
+        if mode == crate::options::Preallocation::Off || new_size <= old {
+            return Ok(());
+        }
+        let mut st = self.lock()?;
+        self.preallocate_grown(&mut st, old, new_size, mode)
+    }
+
+    fn amend(&self, options: &[(String, String)]) -> Result<()> {
+        let mut o = super::amend::AmendOptions::default();
+        for (k, v) in options {
+            match (k.as_str(), v.as_str()) {
+                ("compat", "0.10" | "v2") => o.version = Some(2),
+                ("compat", "1.1" | "v3") => o.version = Some(3),
+                ("lazy_refcounts", "on" | "true") => o.lazy_refcounts = Some(true),
+                ("lazy_refcounts", "off" | "false") => o.lazy_refcounts = Some(false),
+                ("refcount_bits", b) => {
+                    o.refcount_bits = b
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|b| b.is_power_of_two() && *b <= 64);
+                    if o.refcount_bits.is_none() {
+                        return Err(Error::invalid(
+                            "Refcount width must be a power of two and may not exceed 64 bits",
+                        ));
+                    }
+                }
+                _ => return Err(Error::invalid(format!("Invalid parameter '{k}'"))),
+            }
+        }
+        self.amend_with(&o)
     }
 
     fn compressed_cluster_size(&self) -> Option<u64> {

@@ -5,14 +5,17 @@
 //! [`create`], and [`driver`] (the [`qimg_core::BlockDriver`] implementation); [`backing`] changes
 //! the backing reference and empties an image for `rebase` and `commit`; [`bitmap`] holds
 //! persistent dirty bitmaps; [`snapshot`] (the snapshot table) and [`snapshot_ops`]
-//! (create/apply/delete, copy-on-write of shared tables) internal snapshots.
+//! (create/apply/delete, copy-on-write of shared tables) internal snapshots; [`resize`] (shrink,
+//! grow with preallocation) and [`amend`] (compat, lazy refcounts, refcount width).
 //!
 //! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
 //! Extended L2 entries (32 subclusters per cluster) are decoded per subcluster; a write into a
 //! cluster whose subclusters are not all allocated completes the whole cluster.
+//! External data files hold guest data at its guest offset (not refcounted).
 //! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption,
-//! external data files, unknown incompatible features.
+//! unknown incompatible features.
 pub mod alloc;
+pub mod amend;
 pub mod backing;
 pub mod bitmap;
 pub mod check;
@@ -21,6 +24,7 @@ pub mod create;
 pub mod driver;
 pub mod header;
 pub mod mapping;
+pub mod resize;
 pub mod snapshot;
 pub mod snapshot_ops;
 

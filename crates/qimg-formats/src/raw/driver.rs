@@ -145,4 +145,28 @@ impl BlockDriver for RawDriver {
         self.size.store(new_size, Ordering::Relaxed);
         Ok(())
     }
+
+    fn truncate(&self, new_size: u64, prealloc: &str) -> Result<()> {
+        let old = self.virtual_size();
+        let fill = match prealloc {
+            "off" => None,
+            "falloc" => Some(false),
+            "full" => Some(true),
+            _ => {
+                return Err(Error::unsupported(format!(
+                    "Unsupported preallocation mode: {prealloc}"
+                )))
+            }
+        };
+        self.resize(new_size)?;
+        if let (Some(zeros), true) = (fill, new_size > old) {
+            // As file-posix: reserve the new tail; `full` also writes it.
+            self.storage.allocate(old, new_size - old)?;
+            if zeros {
+                crate::qcow2::resize::write_zero_bytes(self.storage.as_ref(), old, new_size - old)?;
+            }
+            self.storage.flush()?;
+        }
+        Ok(())
+    }
 }
