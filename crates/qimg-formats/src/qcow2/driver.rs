@@ -36,6 +36,8 @@ pub(super) struct State {
     metadata_prealloc: Option<bool>,
     /// Next free byte in the cluster that compressed clusters are being packed into (0: none).
     compressed_cursor: u64,
+    /// Metadata clusters for the overlap check (built on first use; `None` after frees).
+    pub(super) overlap: Option<super::overlap::MetadataClusters>,
     /// Persistent bitmaps (empty unless the image has a valid bitmaps extension).
     pub(super) bitmaps: Option<Bitmaps>,
     /// The snapshot table, and its length in bytes on disk.
@@ -129,6 +131,7 @@ impl Qcow2Driver {
                 closed: false,
                 metadata_prealloc: None,
                 compressed_cursor: 0,
+                overlap: None,
                 bitmaps: Some(bitmaps),
                 snapshots,
                 snap_table_len,
@@ -314,6 +317,7 @@ impl Qcow2Driver {
         let off = st.rc.allocate(self.storage.as_ref(), 1)?;
         self.sync_reftable_header(st)?;
         st.l2.insert_new(off, self.l2_entries() as usize);
+        self.note_new_l2(st, off);
         st.l1[l1i] = off | COPIED;
         st.l1_dirty = true;
         Ok(off)
@@ -421,6 +425,7 @@ impl Qcow2Driver {
                         }
                     }
                     let s = (pos - offset) as usize;
+                    self.check_overlap(st, host + within, len)?;
                     self.data_storage()?
                         .write_at(&data[s..s + len as usize], host + within)?;
                     pos += len;
@@ -451,6 +456,7 @@ impl Qcow2Driver {
                         self.sync_reftable_header(st)?;
                         h
                     };
+                    self.check_overlap(st, host, n * cs)?;
                     let dst = self.data_storage()?;
                     let run_start = gc * cs;
                     let run_end = (gc + n) * cs;
@@ -564,6 +570,8 @@ impl Qcow2Driver {
         if !meta && !st.rc.has_pending_frees() {
             return Ok(());
         }
+        // Tables may have moved or been freed: rebuild the overlap map when next needed.
+        st.overlap = None;
         if st.rc.is_dirty() {
             st.rc.write_back(self.storage.as_ref())?;
             self.storage.flush()?;
@@ -696,6 +704,7 @@ impl Qcow2Driver {
         let padded_end = ((host + len).div_ceil(512) * 512).min((host / cs + 1) * cs);
         let mut out = z.to_vec();
         out.resize((padded_end - host).max(len) as usize, 0);
+        self.check_overlap(&mut st, host, out.len() as u64)?;
         self.storage.write_at(&out, host)?;
         Self::mark_dirty(&mut st, offset, cs);
         let gc = offset / cs;

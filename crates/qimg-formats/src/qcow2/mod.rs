@@ -6,7 +6,8 @@
 //! the backing reference and empties an image for `rebase` and `commit`; [`bitmap`] holds
 //! persistent dirty bitmaps; [`snapshot`] (the snapshot table) and [`snapshot_ops`]
 //! (create/apply/delete, copy-on-write of shared tables) internal snapshots; [`resize`] (shrink,
-//! grow with preallocation) and [`amend`] (compat, lazy refcounts, refcount width).
+//! grow with preallocation) and [`amend`] (compat, lazy refcounts, refcount width); [`overlap`]
+//! keeps guest writes off metadata.
 //!
 //! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
 //! Extended L2 entries (32 subclusters per cluster) are decoded per subcluster; a write into a
@@ -24,6 +25,7 @@ pub mod create;
 pub mod driver;
 pub mod header;
 pub mod mapping;
+pub mod overlap;
 pub mod resize;
 pub mod snapshot;
 pub mod snapshot_ops;

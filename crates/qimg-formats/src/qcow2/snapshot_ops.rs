@@ -40,6 +40,7 @@ impl Qcow2Driver {
         let off = st.rc.allocate(self.storage.as_ref(), 1)?;
         self.sync_reftable_header(st)?;
         st.l2.insert_new(off, entries.len());
+        self.note_new_l2(st, off);
         st.l2.get(self.storage.as_ref(), off, self.cs)?.entries = entries;
         st.l1[l1i] = off | COPIED;
         st.l1_dirty = true;
