@@ -10,6 +10,15 @@
 //! ```
 use qimg_core::{Error, Result};
 
+thread_local! {
+    /// Per-thread codec states, reused from cluster to cluster: creating a deflate or zstd
+    /// context costs more than compressing a 64 KiB cluster.
+    static INFLATE: std::cell::RefCell<Option<flate2::Decompress>> = const { std::cell::RefCell::new(None) };
+    static DEFLATE: std::cell::RefCell<Option<(u32, flate2::Compress)>> = const { std::cell::RefCell::new(None) };
+    static ZSTD_DECODER: std::cell::RefCell<Option<zstd::stream::raw::Decoder<'static>>> = const { std::cell::RefCell::new(None) };
+    static ZSTD_ENCODER: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Compression type 0 (header field): raw deflate.
 pub const ZLIB: u8 = 0;
 /// Compression type 1: zstd.
@@ -27,8 +36,10 @@ pub fn locate(entry: u64, cluster_bits: u32) -> (u64, u64) {
 /// as QEMU does; output that would not fill the cluster is an error.
 pub fn decompress(kind: u8, input: &[u8], out: &mut [u8]) -> Result<()> {
     match kind {
-        ZLIB => {
-            let mut d = flate2::Decompress::new(false);
+        ZLIB => INFLATE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let d = slot.get_or_insert_with(|| flate2::Decompress::new(false));
+            d.reset(false);
             match d.decompress(input, out, flate2::FlushDecompress::Finish) {
                 Ok(_) if d.total_out() as usize == out.len() => Ok(()),
                 Ok(_) => Err(Error::corrupt(format!(
@@ -40,10 +51,18 @@ pub fn decompress(kind: u8, input: &[u8], out: &mut [u8]) -> Result<()> {
                     "compressed cluster does not inflate: {e}"
                 ))),
             }
-        }
-        ZSTD => {
+        }),
+        ZSTD => ZSTD_DECODER.with(|cell| {
             use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
-            let mut dec = Decoder::new().map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(Decoder::new().map_err(|e| Error::corrupt(format!("zstd: {e}")))?);
+            }
+            let dec = slot
+                .as_mut()
+                .ok_or_else(|| Error::corrupt("zstd decoder"))?;
+            dec.reinit()
+                .map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
             let mut inb = InBuffer::around(input);
             let mut outb = OutBuffer::around(out);
             while outb.pos() < outb.capacity() {
@@ -58,7 +77,7 @@ pub fn decompress(kind: u8, input: &[u8], out: &mut [u8]) -> Result<()> {
                 }
             }
             Ok(())
-        }
+        }),
         k => Err(Error::unsupported(format!("Unknown compression type {k}"))),
     }
 }
@@ -81,9 +100,21 @@ pub fn check_level(kind: u8, level: Option<u32>) -> Result<()> {
 pub fn compress(kind: u8, level: Option<u32>, input: &[u8]) -> Result<Vec<u8>> {
     check_level(kind, level)?;
     match kind {
-        ZLIB => {
-            let lvl = flate2::Compression::new(level.unwrap_or(6).min(9));
-            let mut c = flate2::Compress::new_with_window_bits(lvl, false, 12);
+        ZLIB => DEFLATE.with(|cell| {
+            let lvl = level.unwrap_or(6).min(9);
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(l, _)| *l != lvl) {
+                let c = flate2::Compress::new_with_window_bits(
+                    flate2::Compression::new(lvl),
+                    false,
+                    12,
+                );
+                *slot = Some((lvl, c));
+            }
+            let (_, c) = slot
+                .as_mut()
+                .ok_or_else(|| Error::invalid("deflate state"))?;
+            c.reset();
             let mut out = Vec::with_capacity(input.len() + input.len() / 8 + 64);
             match c.compress_vec(input, &mut out, flate2::FlushCompress::Finish) {
                 Ok(flate2::Status::StreamEnd) => Ok(out),
@@ -94,9 +125,21 @@ pub fn compress(kind: u8, level: Option<u32>, input: &[u8]) -> Result<Vec<u8>> {
                     format!("deflate: {e}"),
                 )),
             }
-        }
-        ZSTD => zstd::bulk::compress(input, level.map_or(3, |l| l as i32))
-            .map_err(|e| Error::new(qimg_core::ErrorCode::Internal, format!("zstd: {e}"))),
+        }),
+        ZSTD => ZSTD_ENCODER.with(|cell| {
+            let lvl = level.map_or(3, |l| l as i32);
+            let internal = |e: std::io::Error| {
+                Error::new(qimg_core::ErrorCode::Internal, format!("zstd: {e}"))
+            };
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(l, _)| *l != lvl) {
+                *slot = Some((lvl, zstd::bulk::Compressor::new(lvl).map_err(internal)?));
+            }
+            let (_, c) = slot
+                .as_mut()
+                .ok_or_else(|| Error::invalid("zstd encoder"))?;
+            c.compress(input).map_err(internal)
+        }),
         k => Err(Error::unsupported(format!("Unknown compression type {k}"))),
     }
 }
