@@ -28,6 +28,11 @@ export declare class NativeImage {
   read(offset: number, buf: Buffer): Promise<void>
   /** Write all of `buf` at guest `offset`. */
   write(offset: number, buf: Buffer): Promise<void>
+  /**
+   * Write one whole cluster at guest `offset` compressed (qcow2; the image's last cluster may
+   * be shorter), at `level` or the format's default.
+   */
+  writeCompressed(offset: number, buf: Buffer, level?: number | undefined | null): Promise<void>
   /** Make a guest range read as zeros (`mayUnmap` lets the driver free space). */
   writeZeroes(offset: number, length: number, mayUnmap?: boolean | undefined | null): Promise<void>
   /** Discard a guest range. */

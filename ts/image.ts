@@ -160,6 +160,16 @@ export class Image implements AsyncDisposable {
     await callNative(() => this.native.write(offset, toBuffer(data)));
   }
 
+  /**
+   * Write one whole cluster compressed (qcow2): `offset` is cluster aligned and `data` is one
+   * cluster long (shorter only for the image's last cluster). Data that does not compress is
+   * stored plainly. `level`: zlib 1..9, zstd 1..22 (default the format's).
+   */
+  async writeCompressed(offset: number, data: Uint8Array, opts: { level?: number } = {}): Promise<void> {
+    this.#range(offset, data.byteLength);
+    await callNative(() => this.native.writeCompressed(offset, toBuffer(data), opts.level));
+  }
+
   /** Make a guest range read as zeros; `mayUnmap` lets the format free the space. */
   async writeZeroes(offset: number, length: number, opts: { mayUnmap?: boolean } = {}): Promise<void> {
     this.#range(offset, length);

@@ -220,6 +220,18 @@ impl NativeImage {
         self.run(move |d| d.write(to_u64(offset, "offset")?, buf.as_ref()))
     }
 
+    /// Write one whole cluster at guest `offset` compressed (qcow2; the image's last cluster may
+    /// be shorter), at `level` or the format's default.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write_compressed(
+        &self,
+        offset: f64,
+        buf: Buffer,
+        level: Option<u32>,
+    ) -> AsyncTask<Work<()>> {
+        self.run(move |d| d.write_compressed(to_u64(offset, "offset")?, buf.as_ref(), level))
+    }
+
     /// Make a guest range read as zeros (`mayUnmap` lets the driver free space).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn write_zeroes(

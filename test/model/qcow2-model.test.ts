@@ -1,6 +1,6 @@
 /**
- * Model-based random test (fast-check): random write / writeZeroes / discard / flush / reopen
- * sequences, interleaved with internal snapshot create / apply / delete, on a qimg-opened qcow2,
+ * Model-based random test (fast-check): random write / compressed cluster write / writeZeroes /
+ * discard / flush / reopen sequences, interleaved with internal snapshot create / apply / delete, on a qimg-opened qcow2,
  * checked against a plain in-memory model (one buffer per snapshot), then `qemu-img check`
  * (clean), `qemu-img compare` (equal to the model) and `qemu-img convert -l` of every snapshot.
  */
@@ -18,6 +18,7 @@ const SIZE = 2 << 20;
 
 type Op =
   | { kind: "write"; off: number; len: number; byte: number }
+  | { kind: "compressed"; cluster: number; byte: number; noise: number }
   | { kind: "zero"; off: number; len: number; unmap: boolean }
   | { kind: "discard"; off: number; len: number }
   | { kind: "flush" }
@@ -42,6 +43,12 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     arbitrary: fc.tuple(range, fc.boolean()).map(([r, unmap]) => ({ kind: "zero" as const, ...r, unmap })),
   },
   { weight: 2, arbitrary: range.map((r) => ({ kind: "discard" as const, ...r })) },
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(fc.nat(1023), fc.integer({ min: 1, max: 255 }), fc.nat(64))
+      .map(([cluster, byte, noise]) => ({ kind: "compressed" as const, cluster, byte, noise })),
+  },
   { weight: 1, arbitrary: fc.constant({ kind: "flush" as const }) },
   { weight: 1, arbitrary: fc.constant({ kind: "reopen" as const }) },
   { weight: 2, arbitrary: fc.constant({ kind: "snapCreate" as const }) },
@@ -71,6 +78,15 @@ describe.skipIf(!have)("qcow2 model-based random operations", () => {
               if (o.kind === "write") {
                 await img.write(o.off, Buffer.alloc(o.len, o.byte));
                 model.fill(o.byte, o.off, o.off + o.len);
+              } else if (o.kind === "compressed") {
+                // A whole cluster: a byte pattern with `noise` scattered bytes (some compress to
+                // a few bytes, some barely).
+                const at = (o.cluster % (SIZE / cluster)) * cluster;
+                const data = Buffer.alloc(cluster, o.byte);
+                for (let i = 0; i < o.noise * 8; i++)
+                  data[(i * 7919 + o.byte) % cluster] = (i * 31 + o.noise) & 255;
+                await img.writeCompressed(at, data);
+                data.copy(model, at);
               } else if (o.kind === "zero") {
                 await img.writeZeroes(o.off, o.len, { mayUnmap: o.unmap });
                 model.fill(0, o.off, o.off + o.len);
