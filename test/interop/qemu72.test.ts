@@ -4,6 +4,7 @@
  * (contents, `check` JSON, `map` JSON but the `compressed` field 7.2 does not print), and images
  * qimg writes pass 7.2's `check` and compare equal under 7.2's `compare`.
  */
+import { readFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { open } from "../../ts/index.js";
 import { hasPeer, qemu72, qimg, run, runOk, sha256, tempDir } from "../helpers/peers.js";
@@ -75,6 +76,68 @@ describe.skipIf(!have)("qimg → qemu-img 7.2", () => {
       expect(run(img72 as string, ["compare", "-f", "raw", "-F", "qcow2", src, f]).status).toBe(0);
     });
   }
+
+  it("snapshots, bitmaps, extended L2, a data file, amend and resize made by qimg", async () => {
+    const src = source("features");
+    const cases: Array<[string, string[], (f: string) => void]> = [
+      [
+        "snapshots",
+        [],
+        (f) => {
+          expect(qimg(["snapshot", "-c", "one", f]).status).toBe(0);
+          expect(q(["snapshot", "-l", f])).toContain("one");
+        },
+      ],
+      [
+        "bitmaps",
+        [],
+        (f) => {
+          expect(qimg(["bitmap", "--add", "-g", "64k", f, "b0"]).status).toBe(0);
+          expect(JSON.parse(q(["info", "--output=json", f]))["format-specific"].data.bitmaps[0].name).toBe(
+            "b0",
+          );
+        },
+      ],
+      ["extended-l2", ["-o", "extended_l2=on"], () => undefined],
+      [
+        "amend-refcount-bits",
+        [],
+        (f) => {
+          expect(qimg(["amend", "-o", "refcount_bits=64,lazy_refcounts=on", f]).status).toBe(0);
+        },
+      ],
+      [
+        "resize",
+        [],
+        (f) => {
+          expect(qimg(["resize", f, "+1M"]).status).toBe(0);
+          runOk("qemu-img", ["resize", "-f", "raw", src, "+1M"]);
+        },
+      ],
+    ];
+    for (const [name, extra, then] of cases) {
+      const f = t.path(`feat-${name}.qcow2`);
+      const r = qimg(["convert", "-f", "raw", "-O", "qcow2", ...extra, src, f]);
+      expect(r.status, r.stderr).toBe(0);
+      then(f);
+      expect(run(img72 as string, ["check", f]).status, name).toBe(0);
+      expect(run(img72 as string, ["compare", "-f", "raw", "-F", "qcow2", src, f]).status, name).toBe(0);
+    }
+    // A data file: qimg creates and writes it, 7.2 reads the same bytes.
+    const df = t.path("df.qcow2");
+    expect(
+      qimg(["create", "-q", "-f", "qcow2", "-o", `data_file=${t.path("df.data")}`, df, "2M"]).status,
+    ).toBe(0);
+    const img = await open(df);
+    await img.write(12345, Buffer.alloc(100_000, 0x42));
+    await img.close();
+    expect(run(img72 as string, ["check", df]).status).toBe(0);
+    const dec = t.path("df.dec");
+    q(["convert", "-O", "raw", df, dec]);
+    const want = Buffer.alloc(2 << 20);
+    want.fill(0x42, 12345, 112345);
+    expect(sha256(readFileSync(dec))).toBe(sha256(want));
+  });
 
   it("a chain rebased and committed by qimg", () => {
     const base = t.path("chain-base.qcow2");
