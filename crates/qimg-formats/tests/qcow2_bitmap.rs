@@ -3,20 +3,10 @@
 //! changes pass `qemu-img check` and list identically; writes through qimg set the bits QEMU's
 //! own writes set; hostile directories give typed errors.
 mod common;
-use common::{have_qemu, run, serial, storage};
+use common::{have_qemu, ok, run, serial, storage};
 use qimg_core::{BitmapAction, BitmapInfo, BlockDriver, ErrorCode, RepairMode};
 use qimg_formats::{open_driver, OpenOptions};
 use std::sync::Arc;
-
-fn ok(cmd: &str, args: &[&str]) -> String {
-    let o = run(cmd, args);
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn open(path: &str, rw: bool) -> qimg_core::Result<Arc<dyn BlockDriver>> {
     open_driver(

@@ -3,21 +3,12 @@
 //! driver leave images qemu-img checks clean and compares equal to a model; invalid subcluster
 //! bitmaps are typed errors.
 mod common;
-use common::{have_qemu, run, serial, storage};
+use common::{have_qemu, ok, run, serial, storage};
 use qimg_core::{BlockDriver, ErrorCode};
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions};
 use std::sync::Arc;
 
 const SIZE: u64 = 4 << 20;
-
-fn ok(cmd: &str, args: &[&str]) {
-    let o = run(cmd, args);
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// A patterned base and an extended-L2 overlay QEMU wrote at subcluster granularity.
 fn qemu_overlay(dir: &std::path::Path, cluster: &str) -> (String, String) {

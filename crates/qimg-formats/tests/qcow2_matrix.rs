@@ -3,21 +3,10 @@
 //! backing chains with copy-on-write, lazy refcounts, preallocation, check/repair, concurrency,
 //! and `info` written by the driver and judged by QEMU.
 mod common;
-use common::{have_qemu, run, serial, storage};
+use common::{have_qemu, ok, run, serial, storage};
 use qimg_core::{BlockDriver, ErrorCode, LayerStatus, RepairMode};
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions, Preallocation};
 use std::sync::Arc;
-
-fn ok(cmd: &str, args: &[&str]) -> String {
-    let o = run(cmd, args);
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn open(path: &str, read_only: bool) -> Arc<dyn BlockDriver> {
     open_driver(

@@ -2,7 +2,7 @@
 //! copies of the same images: `qemu-img check` clean, `compare` equal, the same file size after a
 //! shrink, and `info` showing the amended fields; refusals leave the image untouched.
 mod common;
-use common::{have_qemu, run, serial, storage};
+use common::{have_qemu, ok, serial, storage};
 use qimg_core::{BlockDriver, ErrorCode};
 use qimg_formats::{open_driver, OpenOptions};
 use std::sync::Arc;
@@ -14,17 +14,6 @@ fn open(path: &str) -> Arc<dyn BlockDriver> {
         &OpenOptions { read_only: false },
     )
     .unwrap_or_else(|e| panic!("open {path}: {}", e.message))
-}
-
-fn ok(cmd: &str, args: &[&str]) -> String {
-    let o = run(cmd, args);
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A qemu-made image with data, zero and compressed clusters, and a copy of it.

@@ -3,7 +3,7 @@
 //! `qemu-img check`, appear in `qemu-img snapshot -l`, and convert (`-l`) to the same bytes.
 //! Hostile snapshot tables are refused with typed errors, one case per limit.
 mod common;
-use common::{have_qemu, run, serial, storage};
+use common::{have_qemu, ok, run, serial, storage};
 use qimg_core::{BlockDriver, ErrorCode, RepairMode, SnapshotSelector};
 use qimg_formats::{open_driver, OpenOptions};
 use std::sync::Arc;
@@ -16,17 +16,6 @@ fn open(path: &str, read_only: bool) -> qimg_core::Result<Arc<dyn BlockDriver>> 
         storage(path, read_only, false),
         &OpenOptions { read_only },
     )
-}
-
-fn ok(cmd: &str, args: &[&str]) -> String {
-    let o = run(cmd, args);
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn qemu_check_clean(path: &str) {

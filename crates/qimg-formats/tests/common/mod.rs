@@ -47,3 +47,17 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 pub fn run(cmd: &str, args: &[&str]) -> std::process::Output {
     Command::new(cmd).args(args).output().expect(cmd)
 }
+
+/// Run a peer command that must succeed; returns its standard output (panics with both
+/// streams otherwise).
+#[allow(dead_code)] // not every test binary spawns peers directly
+pub fn ok(cmd: &str, args: &[&str]) -> String {
+    let o = run(cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
