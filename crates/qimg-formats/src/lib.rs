@@ -4,6 +4,7 @@
 //! their bounds), `mapping` (guest → host lookups), `alloc` (space and refcounts), `check`,
 //! `create`, and `driver` (the [`qimg_core::BlockDriver`] implementation). [`open_driver`] and
 //! [`create_image`] dispatch by format name; TypeScript owns probing and the registry of names.
+pub(crate) mod bytes;
 pub mod options;
 pub mod qcow2;
 pub mod raw;

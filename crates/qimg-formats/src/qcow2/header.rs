@@ -28,6 +28,7 @@
 //! `u32 type, u32 length, data padded to 8 bytes`; type 0 ends the list. Known types:
 //! 0xe2792aca backing format name, 0x6803f857 feature name table, 0x23852875 bitmaps,
 //! 0x0537be77 full disk encryption header, 0x44415441 external data file name.
+use crate::bytes::{be32, be64};
 use qimg_core::{Error, Result};
 
 /// The magic number `QFI\xfb`.
@@ -117,16 +118,6 @@ pub struct Header {
     pub bitmaps_ext: Option<Vec<u8>>,
     /// External data file name from its header extension, if any.
     pub data_file: Option<String>,
-}
-
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn be64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_be_bytes(a)
 }
 
 fn check_offset(what: &str, off: u64, cluster: u64) -> Result<()> {

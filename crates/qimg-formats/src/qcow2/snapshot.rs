@@ -22,6 +22,7 @@
 //! Limits (QEMU's): at most 65536 entries, a table of at most 64 MiB, at most 1024 bytes of
 //! extra data per entry, snapshot L1 tables of at most 32 MiB, cluster aligned, inside the file.
 use super::header::{Header, MAX_L1_BYTES, MAX_OFFSET};
+use crate::bytes::{be16, be32, be64};
 use qimg_core::{Error, Result, SnapshotInfo, Storage};
 
 /// Largest snapshot table QEMU accepts (QCOW_MAX_SNAPSHOTS_SIZE).
@@ -46,20 +47,6 @@ pub struct Snapshot {
     pub unknown_extra: Vec<u8>,
     /// Extra data bytes as stored (check reports v3 entries with fewer than 16).
     pub extra_size: u32,
-}
-
-fn be16(b: &[u8], o: usize) -> u16 {
-    u16::from_be_bytes([b[o], b[o + 1]])
-}
-
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn be64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_be_bytes(a)
 }
 
 /// Read and bound the snapshot table of `h`. Returns the entries and the table's byte length.

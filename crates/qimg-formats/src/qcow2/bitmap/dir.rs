@@ -19,6 +19,7 @@
 //!  20 - 23  extra_data_size          extra data follows; only with extra_data_compatible
 //!  variable extra_data, then name (not NUL-terminated), then padding to 8 bytes
 //! ```
+use crate::bytes::{be32, be64};
 use qimg_core::{Error, Result};
 
 /// Most bitmaps QEMU accepts (QCOW2_MAX_BITMAPS).
@@ -68,16 +69,6 @@ pub struct DirEntry {
     pub name: Vec<u8>,
     /// Extra data, raw.
     pub extra: Vec<u8>,
-}
-
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn be64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_be_bytes(a)
 }
 
 fn bad(msg: impl Into<String>) -> Error {
