@@ -7,7 +7,7 @@
 //! persistent dirty bitmaps; [`snapshot`] (the snapshot table) and [`snapshot_ops`]
 //! (create/apply/delete, copy-on-write of shared tables) internal snapshots; [`resize`] (shrink,
 //! grow with preallocation) and [`amend`] (compat, lazy refcounts, refcount width); [`overlap`]
-//! keeps guest writes off metadata.
+//! keeps guest writes off metadata; [`header_write`] rewrites the header cluster in place.
 //!
 //! Compressed clusters (zlib and zstd) are read, and overwritten by allocating a new cluster.
 //! Extended L2 entries (32 subclusters per cluster) are decoded per subcluster; a write into a
@@ -24,6 +24,7 @@ pub mod compress;
 pub mod create;
 pub mod driver;
 pub mod header;
+pub mod header_write;
 pub mod mapping;
 pub mod overlap;
 pub mod resize;

@@ -7,8 +7,9 @@
 use super::dir::{self, BitmapsExt, FLAG_AUTO, FLAG_EXTRA_DATA_COMPATIBLE, FLAG_IN_USE};
 use super::table;
 use crate::qcow2::driver::{Qcow2Driver, State};
-use crate::qcow2::header::{self, AUTOCLEAR_BITMAPS, EXT_BITMAPS};
-use qimg_core::{Error, Result};
+use crate::qcow2::header::{AUTOCLEAR_BITMAPS, EXT_BITMAPS};
+use crate::qcow2::header_write::BackingName;
+use qimg_core::Result;
 
 impl Qcow2Driver {
     /// Write `bytes` at newly allocated clusters (padded to whole clusters); returns the offset.
@@ -158,56 +159,19 @@ impl Qcow2Driver {
     }
 
     /// Rewrite the header cluster's extensions with `ext` as the bitmaps extension (or none),
-    /// the autoclear bit to match, and the backing file name moved after the extensions.
+    /// the autoclear bit to match; the backing file name moves after the extensions.
     fn rewrite_header(&self, st: &mut State, ext: Option<BitmapsExt>) -> Result<()> {
-        let cs = self.cs as usize;
-        let file_size = self.storage.size()?;
-        let mut first = vec![0u8; cs.min(file_size as usize)];
-        self.storage.read_at(&mut first, 0)?;
-        let h = &st.header;
-        let hl = h.header_length as usize;
-        let limit = match h.backing_file_offset {
-            0 => first.len(),
-            b => (b as usize).min(first.len()),
-        };
-        let mut out = first[..hl].to_vec();
-        let mut off = hl;
-        while off + 8 <= limit {
-            let ty = u32::from_be_bytes(first[off..off + 4].try_into().unwrap_or([0; 4]));
-            let len =
-                u32::from_be_bytes(first[off + 4..off + 8].try_into().unwrap_or([0; 4])) as usize;
-            if ty == 0 || len > limit - off - 8 {
-                break;
-            }
-            if ty != EXT_BITMAPS {
-                header::push_extension(&mut out, ty, &first[off + 8..off + 8 + len]);
-            }
-            off += 8 + len.div_ceil(8) * 8;
-        }
-        if let Some(e) = ext {
-            header::push_extension(&mut out, EXT_BITMAPS, &e.encode());
-        }
-        out.extend_from_slice(&[0u8; 8]);
-        let mut autoclear = h.autoclear & !AUTOCLEAR_BITMAPS;
+        let mut autoclear = st.header.autoclear & !AUTOCLEAR_BITMAPS;
         if ext.is_some() {
             autoclear |= AUTOCLEAR_BITMAPS;
         }
-        out[88..96].copy_from_slice(&autoclear.to_be_bytes());
-        let mut backing_off = 0u64;
-        if h.backing_file_offset != 0 {
-            let (b, n) = (h.backing_file_offset as usize, h.backing_file_size as usize);
-            let name = first.get(b..b + n).unwrap_or_default().to_vec();
-            backing_off = out.len() as u64;
-            out.extend_from_slice(&name);
-            out[8..16].copy_from_slice(&backing_off.to_be_bytes());
-        }
-        if out.len() > cs {
-            return Err(Error::unsupported(
-                "the header extensions do not fit in the header cluster",
-            ));
-        }
-        self.storage.write_at(&out, 0)?;
-        self.storage.flush()?;
+        let body = ext.map(|e| e.encode());
+        let (backing_off, _) = self.rewrite_header_cluster(
+            st,
+            &[(EXT_BITMAPS, body.as_ref().map(|b| &b[..]))],
+            BackingName::Keep,
+            |out| out[88..96].copy_from_slice(&autoclear.to_be_bytes()),
+        )?;
         let h = &mut st.header;
         h.autoclear = autoclear;
         h.backing_file_offset = backing_off;
