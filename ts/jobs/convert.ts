@@ -42,8 +42,9 @@ export interface ConvertOptions {
   compress?: boolean;
   /**
    * `--compress-threads` (beyond qemu-img): threads compressing clusters with `compress`, default
-   * every core. Chunks in flight are bounded by `parallel` and libuv's pool; each chunk splits its
-   * clusters over the remaining threads.
+   * every core (then libuv's whole pool compresses, so I/O waits overlap). Chunks in flight are
+   * bounded by `parallel` and libuv's pool; each chunk splits its clusters over the remaining
+   * threads.
    */
   compressThreads?: number;
   /** `--compress-level` (beyond qemu-img): zlib 1..9, zstd 1..22; default the format's (6, 3). */
@@ -110,8 +111,14 @@ async function runConvert(
     throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "compressThreads must be an integer between 1 and 256");
   }
   // Chunks in flight at once: with compression, no more than the threads asked for.
-  const inFlight = opts.compress ? Math.min(parallel, compressThreads, uvPoolSize()) : parallel;
-  const perChunkThreads = Math.ceil(compressThreads / inFlight);
+  // An explicit thread count is a bound: no more chunks in flight than threads. By default the
+  // pool's threads all compress (at least one per core), so I/O waits overlap with compression.
+  const inFlight = !opts.compress
+    ? parallel
+    : opts.compressThreads === undefined
+      ? Math.min(parallel, Math.max(compressThreads, uvPoolSize()))
+      : Math.min(parallel, compressThreads, uvPoolSize());
+  const perChunkThreads = Math.max(1, Math.ceil(compressThreads / inFlight));
   if (opts.compressLevel !== undefined && !opts.noCreate) {
     const zstd = String(opts.targetOptions?.compression_type ?? "zlib") === "zstd";
     const max = zstd ? 22 : 9;
