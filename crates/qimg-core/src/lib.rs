@@ -3,6 +3,7 @@
 //! - [`error`]: the stable error codes (`ERR_QIMG_*`) that cross into JavaScript.
 //! - [`storage`]: the protocol layer trait (bytes of a host file, device or remote export).
 //! - [`file`]: the `file` protocol on a POSIX file, with QEMU-compatible image locks ([`lock`]).
+//! - [`nbd`]: the `nbd` protocol: an NBD client as a storage (negotiation, transmission).
 //! - [`driver`]: the format layer trait (guest ranges mapped onto a storage) and block status.
 //! - [`zero`]: fast zero detection used by convert and write-zeroes detection.
 //! - [`bitmap`]: persistent dirty bitmaps (list, actions, contents).
@@ -15,6 +16,7 @@ pub mod driver;
 pub mod error;
 pub mod file;
 pub mod lock;
+pub mod nbd;
 pub mod rebase;
 pub mod snapshot;
 pub mod storage;

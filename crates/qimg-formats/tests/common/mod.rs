@@ -5,6 +5,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 /// Open `path` as a file storage (default locking).
+#[allow(dead_code)] // not every test binary opens files directly
 pub fn storage(path: &str, read_only: bool, create: bool) -> Arc<dyn Storage> {
     Arc::new(
         FileStorage::open(
