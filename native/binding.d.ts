@@ -289,6 +289,20 @@ export interface NativeSnapshot {
 /** Version of the native core. */
 export declare function nativeVersion(): string
 
+/** An NBD export to open (QEMU's `file.driver=nbd` options). */
+export interface NbdTarget {
+  /** `inet` or `unix`. */
+  serverType: string
+  /** Host name or address (`inet`). */
+  host?: string
+  /** TCP port (`inet`; default 10809). */
+  port?: number
+  /** Socket path (`unix`). */
+  path?: string
+  /** Export name (default ""). */
+  export?: string
+}
+
 /** Open an image: the file protocol, then the format driver on top. */
 export declare function openImage(opts: OpenImageOptions): Promise<NativeImage>
 
@@ -306,6 +320,8 @@ export interface OpenImageOptions {
   forceShare?: boolean
   /** `info`: take the image locks `qemu-img info` takes (metadata only), not a reader's. */
   purpose?: string
+  /** The `nbd` protocol instead of a host file (`filename` then only names it in messages). */
+  nbd?: NbdTarget
 }
 
 /**

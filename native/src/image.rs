@@ -24,6 +24,59 @@ pub struct OpenImageOptions {
     pub force_share: Option<bool>,
     /// `info`: take the image locks `qemu-img info` takes (metadata only), not a reader's.
     pub purpose: Option<String>,
+    /// The `nbd` protocol instead of a host file (`filename` then only names it in messages).
+    pub nbd: Option<NbdTarget>,
+}
+
+/// An NBD export to open (QEMU's `file.driver=nbd` options).
+#[napi(object)]
+pub struct NbdTarget {
+    /// `inet` or `unix`.
+    pub server_type: String,
+    /// Host name or address (`inet`).
+    pub host: Option<String>,
+    /// TCP port (`inet`; default 10809).
+    pub port: Option<u32>,
+    /// Socket path (`unix`).
+    pub path: Option<String>,
+    /// Export name (default "").
+    pub export: Option<String>,
+}
+
+/// The storage an image opens on: an NBD export, or the host file.
+fn open_storage(
+    opts: &OpenImageOptions,
+    fo: &FileOptions,
+    perms: PermSet,
+) -> qimg_core::Result<Arc<dyn Storage>> {
+    let Some(n) = &opts.nbd else {
+        return Ok(Arc::new(FileStorage::open_with_perms(
+            &opts.filename,
+            fo,
+            perms,
+        )?));
+    };
+    let addr = match n.server_type.as_str() {
+        "inet" => qimg_core::nbd::Address::Tcp(
+            n.host
+                .clone()
+                .ok_or_else(|| invalid("NBD server host is missing"))?,
+            u16::try_from(n.port.unwrap_or(10809)).map_err(|_| invalid("NBD port out of range"))?,
+        ),
+        "unix" => qimg_core::nbd::Address::Unix(
+            n.path
+                .clone()
+                .ok_or_else(|| invalid("NBD socket path is missing"))?,
+        ),
+        t => return Err(invalid(format!("Unknown NBD server type '{t}'"))),
+    };
+    let export = n.export.clone().unwrap_or_default();
+    Ok(Arc::new(qimg_core::nbd::NbdStorage::connect(
+        &addr,
+        &export,
+        opts.read_only,
+        &opts.filename,
+    )?))
 }
 
 /// One extent of `qemu-img map --output=json`.
@@ -164,8 +217,7 @@ pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
         } else {
             PermSet::for_open(opts.read_only, force_share)
         };
-        let storage: Arc<dyn Storage> =
-            Arc::new(FileStorage::open_with_perms(&opts.filename, &fo, perms)?);
+        let storage = open_storage(&opts, &fo, perms)?;
         let fo = qimg_formats::OpenOptions {
             read_only: opts.read_only,
         };

@@ -39,7 +39,7 @@ export function humanInfo(i: ImageInfo): string {
     `image: ${i.filename}`,
     `file format: ${i.format}`,
     `virtual size: ${sizeToStr(i["virtual-size"])} (${i["virtual-size"]} bytes)`,
-    `disk size: ${sizeToStr(i["actual-size"] ?? 0)}`,
+    `disk size: ${i["actual-size"] === undefined ? "unavailable" : sizeToStr(i["actual-size"])}`,
   ];
   if (i["cluster-size"] !== undefined) l.push(`cluster_size: ${i["cluster-size"]}`);
   if (i["backing-filename"] !== undefined) {
@@ -62,7 +62,9 @@ export function humanInfo(i: ImageInfo): string {
     l.push(`    filename: ${c.info.filename}`);
     l.push(`    protocol type: ${c.info.format}`);
     l.push(`    file length: ${sizeToStr(c.info["virtual-size"])} (${c.info["virtual-size"]} bytes)`);
-    l.push(`    disk size: ${sizeToStr(c.info["actual-size"] ?? 0)}`);
+    l.push(
+      `    disk size: ${c.info["actual-size"] === undefined ? "unavailable" : sizeToStr(c.info["actual-size"])}`,
+    );
   }
   return `${l.join("\n")}\n`;
 }

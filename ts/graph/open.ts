@@ -6,9 +6,9 @@ import { QimgError } from "../errors.js";
 import { Image } from "../image.js";
 import { callNative, type NativeImage, native } from "../native.js";
 import { parseJsonFilename } from "../options/json.js";
-import { getFormat } from "../registry/index.js";
+import { getFormat, probeFormat } from "../registry/index.js";
 import { admitImplicit, type ImplicitPolicy } from "./gate.js";
-import { probeFile } from "./probe.js";
+import { PROBE_BYTES, probeFile } from "./probe.js";
 import { type ImageOptions, type NodeSpec, normalizeSpec } from "./spec.js";
 
 /** Options of {@link open}. */
@@ -50,6 +50,28 @@ async function openNode(
   explicitFormat?: string,
 ): Promise<NativeImage> {
   let format = explicitFormat ?? node.format;
+  const nbd = node.nbd
+    ? {
+        serverType: node.nbd.serverType,
+        host: node.nbd.host,
+        port: node.nbd.port,
+        path: node.nbd.path,
+        export: node.nbd.export,
+      }
+    : undefined;
+  if (!format && nbd) {
+    // Probe over the protocol: the export's first bytes through a raw node.
+    const raw = await callNative(() =>
+      native.openImage({ filename: node.filename, format: "raw", readOnly: true, nbd }),
+    );
+    try {
+      const head = Buffer.alloc(Math.min(PROBE_BYTES, raw.virtualSize));
+      await callNative(() => raw.read(0, head));
+      format = probeFormat(head, node.filename);
+    } finally {
+      await callNative(() => raw.close());
+    }
+  }
   if (!format) {
     format = await probeFile(node.filename);
     if (format === "raw" && !readOnly) {
@@ -71,6 +93,7 @@ async function openNode(
       locking: node.locking ?? opts.locking,
       forceShare: node.forceShare ?? opts.forceShare ?? false,
       purpose: opts.purpose,
+      nbd,
     }),
   );
 }

@@ -3,6 +3,7 @@
  * QEMU's `--image-opts` shape), normalized into one {@link NodeSpec}.
  */
 import { QimgError } from "../errors.js";
+import { isNbdString, type NbdTarget, parseNbdOptions, parseNbdString } from "./nbd.js";
 
 /** An image described as QEMU's block options (`driver`, `file.*`, `backing`). */
 export interface ImageOptions {
@@ -36,6 +37,8 @@ export interface NodeSpec {
   forceShare?: boolean;
   /** `undefined`: use the image's own backing file; `null`: none; otherwise this spec. */
   backing?: NodeSpec | null;
+  /** The `nbd` protocol node (`filename` then names it in messages). */
+  nbd?: NbdTarget;
 }
 
 const PROTOCOLS = /^([a-z][a-z0-9+.-]*):\/\//i;
@@ -51,6 +54,7 @@ function boolOpt(v: unknown, name: string): boolean | undefined {
 export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string) => ImageOptions): NodeSpec {
   if (typeof spec === "string") {
     if (spec.startsWith("json:")) return normalizeSpec(parseJson(spec), parseJson);
+    if (isNbdString(spec)) return { filename: spec, nbd: parseNbdString(spec) };
     const m = PROTOCOLS.exec(spec);
     if (m || /^(nbd|nvme|iscsi|ssh|gluster|sheepdog|fat):/.test(spec)) {
       const proto = m ? m[1] : spec.split(":")[0];
@@ -61,8 +65,15 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
   const file = spec.file;
   let filename = spec.filename;
   let locking: string | undefined;
+  let nbd: NbdTarget | undefined;
   if (typeof file === "string") filename = file;
-  else if (file) {
+  else if (file?.driver === "nbd") {
+    nbd = parseNbdOptions(file);
+    filename =
+      nbd.serverType === "unix"
+        ? `nbd+unix:///${nbd.export}?socket=${nbd.path}`
+        : `nbd://${nbd.host}${nbd.port === undefined ? "" : `:${nbd.port}`}/${nbd.export}`;
+  } else if (file) {
     if (file.driver !== undefined && file.driver !== "file") {
       throw new QimgError("ERR_QIMG_UNSUPPORTED", `Unknown protocol driver '${file.driver}'`);
     }
@@ -79,6 +90,7 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
     );
   }
   const node: NodeSpec = { filename };
+  if (nbd) node.nbd = nbd;
   if (spec.driver !== undefined && spec.driver !== "file") node.format = spec.driver;
   if (locking) node.locking = locking as NodeSpec["locking"];
   const ro = boolOpt(spec["read-only"], "read-only");

@@ -1,5 +1,6 @@
 /** One layer's `ImageInfo`, in qemu-img's JSON shape and field order. */
 import * as fs from "node:fs/promises";
+import { isNbdString } from "../graph/nbd.js";
 import { callNative, type NativeImage, type NativeSnapshot } from "../native.js";
 
 /** `qemu-img info --output=json` for one image. */
@@ -26,8 +27,8 @@ export interface ImageInfo {
   "full-backing-filename"?: string;
   /** Backing file as stored. */
   "backing-filename"?: string;
-  /** Dirty flag. */
-  "dirty-flag": boolean;
+  /** Dirty flag (absent where qemu-img cannot tell, as for raw over NBD). */
+  "dirty-flag"?: boolean;
   /** For `--backing-chain`: the next image. */
   "backing-image"?: ImageInfo;
 }
@@ -69,6 +70,7 @@ export function snapshotJson(s: NativeSnapshot): SnapshotJson {
 /** `info` of one opened layer (its native handle and file name). */
 export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageInfo> {
   const i = await callNative(() => n.info());
+  if (isNbdString(filename)) return nbdNodeInfo(n, filename, i);
   const st = await fs.stat(filename);
   const file: ImageInfo = {
     children: [],
@@ -108,4 +110,32 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
   }
   ordered["dirty-flag"] = i.dirty;
   return ordered;
+}
+
+/**
+ * `info` of a layer over the NBD protocol, as qemu-img prints it: the file child is the `nbd`
+ * node (its length only), there is no disk size, and raw layers have no dirty flag.
+ */
+async function nbdNodeInfo(
+  n: NativeImage,
+  filename: string,
+  i: Awaited<ReturnType<NativeImage["info"]>>,
+): Promise<ImageInfo> {
+  // The NBD storage reports the export size as its allocated bytes.
+  const file = { children: [], "virtual-size": i.actualSize, filename, format: "nbd" } as ImageInfo;
+  const out = { children: [{ name: "file", info: file }] } as ImageInfo;
+  const snaps = await callNative(() => n.snapshots());
+  if (snaps.length > 0) out.snapshots = snaps.map(snapshotJson);
+  if (i.backingFormat) out["backing-filename-format"] = i.backingFormat;
+  out["virtual-size"] = i.virtualSize;
+  out.filename = filename;
+  if (i.clusterSize !== undefined && i.clusterSize !== null) out["cluster-size"] = i.clusterSize;
+  out.format = i.format;
+  if (i.formatSpecificJson) out["format-specific"] = JSON.parse(i.formatSpecificJson);
+  if (i.backingFile) {
+    out["full-backing-filename"] = i.backingFile;
+    out["backing-filename"] = i.backingFile;
+  }
+  if (i.format !== "raw") out["dirty-flag"] = i.dirty;
+  return out;
 }
