@@ -224,6 +224,12 @@ export interface NativeCreateOptions {
   compressionType?: string
   /** qcow2 `data_file=`. */
   dataFile?: string
+  /** vdi `static=`. */
+  staticImage?: boolean
+  /** vpc `subformat=`. */
+  subformat?: string
+  /** vpc `force_size=`. */
+  forceSize?: boolean
 }
 
 /** Facts about an opened image for `info`. */

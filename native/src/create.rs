@@ -39,6 +39,12 @@ pub struct NativeCreateOptions {
     pub compression_type: Option<String>,
     /// qcow2 `data_file=`.
     pub data_file: Option<String>,
+    /// vdi `static=`.
+    pub static_image: Option<bool>,
+    /// vpc `subformat=`.
+    pub subformat: Option<String>,
+    /// vpc `force_size=`.
+    pub force_size: Option<bool>,
 }
 
 /// Create (or overwrite) an image file.
@@ -61,6 +67,9 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             extended_l2: opts.extended_l2.unwrap_or(false),
             compression_type: opts.compression_type,
             data_file: opts.data_file,
+            static_image: opts.static_image.unwrap_or(false),
+            subformat: opts.subformat,
+            force_size: opts.force_size.unwrap_or(false),
         };
         let file = FileStorage::open(
             &opts.filename,

@@ -103,6 +103,9 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       extendedL2: get("extended_l2") === undefined ? undefined : toBool("extended_l2", get("extended_l2")),
       compressionType: get("compression_type") === undefined ? undefined : String(get("compression_type")),
       dataFile: get("data_file") === undefined ? undefined : String(get("data_file")),
+      staticImage: get("static") === undefined ? undefined : toBool("static", get("static")),
+      subformat: get("subformat") === undefined ? undefined : String(get("subformat")),
+      forceSize: get("force_size") === undefined ? undefined : toBool("force_size", get("force_size")),
     }),
   );
 }

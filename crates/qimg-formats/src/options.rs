@@ -65,4 +65,10 @@ pub struct CreateOptions {
     pub compression_type: Option<String>,
     /// qcow2: `data_file=` (refused until the qcow2-parity work).
     pub data_file: Option<String>,
+    /// vdi: `static=on` (every block allocated at creation).
+    pub static_image: bool,
+    /// vpc: `subformat=dynamic|fixed` (None = dynamic).
+    pub subformat: Option<String>,
+    /// vpc: `force_size=on` (keep the size as given instead of rounding to CHS geometry).
+    pub force_size: bool,
 }

@@ -1,0 +1,255 @@
+//! The VDI driver: reads and writes through the block map, allocates blocks at the end of the
+//! data area, and writes metadata back on flush (see [`super::alloc`] for the ordering).
+//!
+//! Block status follows `qemu-img map` on qemu-img 10.0: unallocated blocks are zeros decided by
+//! this layer (`present: true, zero: true, data: false`); allocated blocks are data at their host
+//! offset, split where the host file has holes (`zero: true, data: true` there).
+use super::alloc::{allocate_block, flush_metadata};
+use super::header::{VdiHeader, HEADER_SIZE};
+use super::mapping::BlockMap;
+use crate::options::OpenOptions;
+use qimg_core::{
+    BlockDriver, CheckReport, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, RepairMode,
+    Result, Storage,
+};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Mutable state behind the driver's lock.
+struct State {
+    /// The header as it will be written back.
+    header: VdiHeader,
+    /// The block map.
+    map: BlockMap,
+    /// Set by `close`.
+    closed: bool,
+}
+
+/// An opened VDI image.
+pub struct VdiDriver {
+    /// The image file.
+    storage: Arc<dyn Storage>,
+    /// Refuse writes.
+    read_only: bool,
+    /// Header, map and flags.
+    state: Mutex<State>,
+}
+
+impl VdiDriver {
+    /// Open `storage` as VDI, checking the header against QEMU's limits.
+    pub fn open(storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Self> {
+        let name = storage.name().to_string();
+        let file_size = storage.size()?;
+        let storage_ro = storage.read_only();
+        if file_size < HEADER_SIZE as u64 {
+            return Err(Error::new(
+                ErrorCode::WrongFormat,
+                "Image not in VDI format (file too short)",
+            )
+            .with_path(name));
+        }
+        let mut raw = [0u8; HEADER_SIZE];
+        storage.read_at(&mut raw, 0)?;
+        let header = VdiHeader::parse(&raw, file_size).map_err(|e| e.with_path(&name))?;
+        let mut bytes = vec![0u8; header.bmap_bytes() as usize];
+        storage.read_at(&mut bytes, header.offset_bmap as u64)?;
+        let map = BlockMap::decode(&bytes, header.blocks_in_image as usize);
+        Ok(VdiDriver {
+            storage,
+            read_only: opts.read_only || storage_ro,
+            state: Mutex::new(State {
+                header,
+                map,
+                closed: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        let st = self
+            .state
+            .lock()
+            .map_err(|_| Error::new(ErrorCode::Internal, "vdi state lock poisoned"))?;
+        if st.closed {
+            return Err(Error::invalid("the image is closed").with_path(self.storage.name()));
+        }
+        Ok(st)
+    }
+
+    fn bounds(&self, st: &State, offset: u64, len: u64) -> Result<()> {
+        let size = st.header.disk_size;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::new(
+                ErrorCode::OutOfRange,
+                format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"),
+            )
+            .with_path(self.storage.name()));
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(
+                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
+                    .with_path(self.storage.name()),
+            );
+        }
+        Ok(())
+    }
+
+    /// Write `buf` at guest `offset`, allocating blocks for non-zero data in unallocated ones.
+    fn write_locked(&self, st: &mut State, offset: u64, buf: &[u8]) -> Result<()> {
+        let State { header, map, .. } = st;
+        let bs = header.block_size as u64;
+        for run in map.runs(header, offset, buf.len() as u64) {
+            let src = &buf[(run.guest - offset) as usize..][..run.len as usize];
+            match run.host {
+                Some(h) => self.storage.write_at(src, h)?,
+                None => {
+                    // Unallocated blocks already read as zeros: only non-zero data allocates.
+                    let mut pos = 0u64;
+                    while pos < run.len {
+                        let g = run.guest + pos;
+                        let take = (bs - g % bs).min(run.len - pos);
+                        let piece = &src[pos as usize..(pos + take) as usize];
+                        if piece.iter().any(|&b| b != 0) {
+                            allocate_block(
+                                &*self.storage,
+                                header,
+                                map,
+                                (g / bs) as usize,
+                                g % bs,
+                                piece,
+                            )?;
+                        }
+                        pos += take;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BlockDriver for VdiDriver {
+    fn format_name(&self) -> &'static str {
+        "vdi"
+    }
+
+    fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.state.lock().map(|s| s.header.disk_size).unwrap_or(0)
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let st = self.lock()?;
+        self.bounds(&st, offset, buf.len() as u64)?;
+        for run in st.map.runs(&st.header, offset, buf.len() as u64) {
+            let dst = &mut buf[(run.guest - offset) as usize..][..run.len as usize];
+            match run.host {
+                Some(h) => self.storage.read_at(dst, h)?,
+                None => dst.fill(0),
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.writable()?;
+        let mut st = self.lock()?;
+        self.bounds(&st, offset, buf.len() as u64)?;
+        self.write_locked(&mut st, offset, buf)
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()> {
+        self.writable()?;
+        let st = self.lock()?;
+        self.bounds(&st, offset, length)?;
+        // Unallocated blocks read as zeros already; allocated ones get zeros (a hole where the
+        // host file can punch one) and stay allocated, as VDI cannot free a block in place.
+        for run in st.map.runs(&st.header, offset, length) {
+            if let Some(h) = run.host {
+                self.storage.write_zeroes(h, run.len, may_unmap)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn discard(&self, offset: u64, length: u64) -> Result<()> {
+        self.write_zeroes(offset, length, true)
+    }
+
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
+        let st = self.lock()?;
+        self.bounds(&st, offset, length)?;
+        let mut out = Vec::new();
+        for run in st.map.runs(&st.header, offset, length) {
+            match run.host {
+                None => out.push(LayerExtent {
+                    start: run.guest,
+                    length: run.len,
+                    status: LayerStatus::Zero { host_offset: None },
+                }),
+                Some(h) => split_host_holes(&*self.storage, run.guest, run.len, h, &mut out)?,
+            }
+        }
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut st = self.lock()?;
+        let State { header, map, .. } = &mut *st;
+        flush_metadata(&*self.storage, header, map)
+    }
+
+    fn close(&self) -> Result<()> {
+        let mut st = self.lock()?;
+        let State { header, map, .. } = &mut *st;
+        flush_metadata(&*self.storage, header, map)?;
+        st.closed = true;
+        Ok(())
+    }
+
+    fn info(&self) -> Result<DriverInfo> {
+        let st = self.lock()?;
+        Ok(DriverInfo {
+            cluster_size: Some(st.header.block_size as u64),
+            ..Default::default()
+        })
+    }
+
+    fn check(&self, repair: RepairMode) -> Result<CheckReport> {
+        let st = self.lock()?;
+        super::check::check(&st.header, &st.map, repair)
+    }
+}
+
+/// Push `len` bytes of data at guest `guest` / host `host` as extents, split where the host
+/// file has holes (those read as zeros: QEMU's DATA|ZERO).
+pub(crate) fn split_host_holes(
+    storage: &dyn Storage,
+    guest: u64,
+    len: u64,
+    host: u64,
+    out: &mut Vec<LayerExtent>,
+) -> Result<()> {
+    let mut done = 0;
+    while done < len {
+        let run = storage.data_run(host + done, len - done)?;
+        let n = run.length.clamp(1, len - done);
+        out.push(LayerExtent {
+            start: guest + done,
+            length: n,
+            status: LayerStatus::Data {
+                host_offset: Some(host + done),
+                compressed: false,
+                reads_zero: !run.data,
+            },
+        });
+        done += n;
+    }
+    Ok(())
+}
