@@ -27,7 +27,9 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         None | Some("dynamic") => false,
         Some("fixed") => true,
         Some(other) => {
-            return Err(Error::invalid(format!("Invalid subformat '{other}'")));
+            return Err(Error::invalid(format!(
+                "Parameter 'subformat' does not accept value '{other}'"
+            )));
         }
     };
     let (geometry, size) = create_geometry(opts.size, opts.force_size)?;
