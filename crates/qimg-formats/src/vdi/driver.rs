@@ -7,6 +7,7 @@
 use super::alloc::{allocate_block, flush_metadata};
 use super::header::{VdiHeader, HEADER_SIZE};
 use super::mapping::BlockMap;
+use crate::blockmap::Run;
 use crate::options::OpenOptions;
 use qimg_core::{
     BlockDriver, CheckReport, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, RepairMode,
@@ -97,14 +98,16 @@ impl VdiDriver {
         Ok(())
     }
 
-    /// Write `buf` at guest `offset`, allocating blocks for non-zero data in unallocated ones.
-    fn write_locked(&self, st: &mut State, offset: u64, buf: &[u8]) -> Result<()> {
+    /// Allocate blocks for the non-zero data of `buf` (at guest `offset`) that falls in
+    /// unallocated blocks, writing it; returns the runs in allocated blocks, left to the caller.
+    fn write_locked(&self, st: &mut State, offset: u64, buf: &[u8]) -> Result<Vec<Run>> {
         let State { header, map, .. } = st;
         let bs = header.block_size as u64;
+        let mut in_place = Vec::new();
         for run in map.runs(header, offset, buf.len() as u64) {
             let src = &buf[(run.guest - offset) as usize..][..run.len as usize];
             match run.host {
-                Some(h) => self.storage.write_at(src, h)?,
+                Some(_) => in_place.push(run),
                 None => {
                     // Unallocated blocks already read as zeros: only non-zero data allocates.
                     let mut pos = 0u64;
@@ -127,7 +130,7 @@ impl VdiDriver {
                 }
             }
         }
-        Ok(())
+        Ok(in_place)
     }
 }
 
@@ -145,9 +148,14 @@ impl BlockDriver for VdiDriver {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let st = self.lock()?;
-        self.bounds(&st, offset, buf.len() as u64)?;
-        for run in st.map.runs(&st.header, offset, buf.len() as u64) {
+        // Look up under the lock, read outside it: blocks never move once allocated, so
+        // parallel readers (convert keeps several chunks in flight) do not queue behind each other.
+        let runs = {
+            let st = self.lock()?;
+            self.bounds(&st, offset, buf.len() as u64)?;
+            st.map.runs(&st.header, offset, buf.len() as u64)
+        };
+        for run in runs {
             let dst = &mut buf[(run.guest - offset) as usize..][..run.len as usize];
             match run.host {
                 Some(h) => self.storage.read_at(dst, h)?,
@@ -159,18 +167,29 @@ impl BlockDriver for VdiDriver {
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.writable()?;
-        let mut st = self.lock()?;
-        self.bounds(&st, offset, buf.len() as u64)?;
-        self.write_locked(&mut st, offset, buf)
+        // Allocation happens under the lock; writes into blocks already allocated go after it.
+        let in_place = {
+            let mut st = self.lock()?;
+            self.bounds(&st, offset, buf.len() as u64)?;
+            self.write_locked(&mut st, offset, buf)?
+        };
+        for run in in_place {
+            let src = &buf[(run.guest - offset) as usize..][..run.len as usize];
+            self.storage.write_at(src, run.host.expect("allocated run"))?;
+        }
+        Ok(())
     }
 
     fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()> {
         self.writable()?;
-        let st = self.lock()?;
-        self.bounds(&st, offset, length)?;
+        let runs = {
+            let st = self.lock()?;
+            self.bounds(&st, offset, length)?;
+            st.map.runs(&st.header, offset, length)
+        };
         // Unallocated blocks read as zeros already; allocated ones get zeros (a hole where the
         // host file can punch one) and stay allocated, as VDI cannot free a block in place.
-        for run in st.map.runs(&st.header, offset, length) {
+        for run in runs {
             if let Some(h) = run.host {
                 self.storage.write_zeroes(h, run.len, may_unmap)?;
             }
@@ -183,10 +202,13 @@ impl BlockDriver for VdiDriver {
     }
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
-        let st = self.lock()?;
-        self.bounds(&st, offset, length)?;
+        let runs = {
+            let st = self.lock()?;
+            self.bounds(&st, offset, length)?;
+            st.map.runs(&st.header, offset, length)
+        };
         let mut out = Vec::new();
-        for run in st.map.runs(&st.header, offset, length) {
+        for run in runs {
             match run.host {
                 None => out.push(LayerExtent {
                     start: run.guest,

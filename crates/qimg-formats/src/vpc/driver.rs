@@ -15,6 +15,7 @@ use super::header::{
     DynHeader, Footer, DYN_HEADER_SIZE, FOOTER_SIZE, TYPE_DIFFERENCING, TYPE_FIXED,
 };
 use super::mapping::Bat;
+use crate::blockmap::Run;
 use crate::options::OpenOptions;
 use crate::vdi::driver::split_host_holes;
 use qimg_core::{
@@ -165,11 +166,19 @@ impl BlockDriver for VpcDriver {
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.bounds(offset, buf.len() as u64)?;
-        let st = self.lock()?;
-        let Some(bat) = &st.bat else {
-            return self.storage.read_at(buf, offset);
+        // Look up under the lock, read outside it (blocks never move once allocated).
+        let runs = {
+            let st = self.lock()?;
+            match &st.bat {
+                Some(bat) => bat.runs(offset, buf.len() as u64),
+                None => vec![Run {
+                    guest: offset,
+                    len: buf.len() as u64,
+                    host: Some(offset),
+                }],
+            }
         };
-        for run in bat.runs(offset, buf.len() as u64) {
+        for run in runs {
             let dst = &mut buf[(run.guest - offset) as usize..][..run.len as usize];
             match run.host {
                 Some(h) => self.storage.read_at(dst, h)?,
@@ -185,13 +194,16 @@ impl BlockDriver for VpcDriver {
         let mut st = self.lock()?;
         let State { bat, free, .. } = &mut *st;
         let Some(bat) = bat else {
+            drop(st);
             return self.storage.write_at(buf, offset);
         };
+        // Allocation happens under the lock; writes into allocated blocks go after it.
         let bs = bat.block_size;
+        let mut in_place = Vec::new();
         for run in bat.runs(offset, buf.len() as u64) {
             let src = &buf[(run.guest - offset) as usize..][..run.len as usize];
-            if let Some(h) = run.host {
-                self.storage.write_at(src, h)?;
+            if run.host.is_some() {
+                in_place.push(run);
                 continue;
             }
             let mut pos = 0u64;
@@ -213,6 +225,11 @@ impl BlockDriver for VpcDriver {
                 }
                 pos += take;
             }
+        }
+        drop(st);
+        for run in in_place {
+            let src = &buf[(run.guest - offset) as usize..][..run.len as usize];
+            self.storage.write_at(src, run.host.expect("allocated run"))?;
         }
         Ok(())
     }
