@@ -146,6 +146,26 @@ describe.skipIf(!have)("vdi and vpc against qemu-img", () => {
     });
   }
 
+  it("check -r on vdi and check on vpc: exit 63 and qemu-img's message", () => {
+    const v = t.path("r.vdi");
+    const h = t.path("r.vhd");
+    runOk("qemu-img", ["create", "-q", "-f", "vdi", v, "4M"]);
+    runOk("qemu-img", ["create", "-q", "-f", "vpc", h, "4M"]);
+    for (const args of [
+      ["check", "-r", "all", "-f", "vdi", v],
+      ["check", "-r", "leaks", "--output=json", "-f", "vdi", v],
+      ["check", "-f", "vpc", h],
+    ]) {
+      const q = run("qemu-img", args);
+      const o = qimg(args);
+      expect([o.status, o.stdout, o.stderr.replace(/^qimg/, "qemu-img")], args.join(" ")).toEqual([
+        q.status,
+        q.stdout,
+        q.stderr,
+      ]);
+    }
+  });
+
   const targets: Array<[string, string, string[]]> = [
     ["raw", "raw", []],
     ["qcow2", "qcow2", []],

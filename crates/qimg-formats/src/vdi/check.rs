@@ -1,6 +1,7 @@
 //! `check` for VDI, as QEMU's: every allocated map entry must name a slot below
 //! `blocks_in_image` used by no other entry, and the header's `blocks_allocated` must equal the
-//! number of allocated entries. Repair is not supported (QEMU refuses it too).
+//! number of allocated entries. Repair is not supported: QEMU's check returns ENOTSUP when asked
+//! to fix, which qemu-img reports as "This image format does not support checks" (exit 63).
 use super::header::{is_allocated, VdiHeader};
 use super::mapping::BlockMap;
 use qimg_core::{CheckReport, Error, RepairMode, Result};
@@ -8,7 +9,9 @@ use qimg_core::{CheckReport, Error, RepairMode, Result};
 /// Check the in-memory header and map; findings are worded as QEMU prints them.
 pub fn check(h: &VdiHeader, map: &BlockMap, repair: RepairMode) -> Result<CheckReport> {
     if repair != RepairMode::None {
-        return Err(Error::unsupported("Operation not supported"));
+        return Err(Error::unsupported(
+            "This image format does not support checks",
+        ));
     }
     let mut r = CheckReport::default();
     let mut used = vec![false; h.blocks_in_image as usize];
