@@ -183,3 +183,39 @@ fn hostile_map_entries_are_contained() {
     assert_eq!(r.messages, theirs);
     assert_eq!(r.corruptions, 1);
 }
+
+#[test]
+fn data_area_over_the_block_map_opens_read_only_only() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("o.vdi");
+    let ps = p.to_str().unwrap();
+    assert!(run("qemu-img", &["create", "-q", "-f", "vdi", ps, "4M"])
+        .status
+        .success());
+    let mut b = std::fs::read(ps).unwrap();
+    put32(&mut b, 0x158, 0x200);
+    std::fs::write(ps, &b).unwrap();
+    let e = open_driver(
+        "vdi",
+        storage(ps, false, false),
+        &OpenOptions { read_only: false },
+    )
+    .err()
+    .expect("opened writable");
+    assert_eq!(e.code, ErrorCode::Corrupt);
+    assert!(
+        e.message.contains("overlaps the block map"),
+        "{}",
+        e.message
+    );
+    open_driver(
+        "vdi",
+        storage(ps, true, false),
+        &OpenOptions { read_only: true },
+    )
+    .unwrap();
+}

@@ -100,3 +100,59 @@ fn hostile_headers_are_refused_with_typed_errors() {
         }
     }
 }
+
+#[test]
+fn blocks_over_metadata_or_each_other_open_read_only_only() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("o.vhd");
+    let ps = p.to_str().unwrap();
+    assert!(run("qemu-img", &["create", "-q", "-f", "vpc", ps, "8M"])
+        .status
+        .success());
+    assert!(run(
+        "qemu-io",
+        &[
+            "-f",
+            "vpc",
+            "-c",
+            "write -P 1 0 4k",
+            "-c",
+            "write -P 2 2M 4k",
+            ps
+        ]
+    )
+    .status
+    .success());
+    let orig = std::fs::read(ps).unwrap();
+    let first = u32::from_be_bytes(orig[1536..1540].try_into().unwrap());
+    // Block 0's bitmap at sector 1 (over the dynamic header); block 1 on top of block 0.
+    for (what, entry, value) in [("over the header", 0usize, 1u32), ("shared", 1, first)] {
+        let mut b = orig.clone();
+        put32(&mut b, 1536 + 4 * entry, value);
+        std::fs::write(ps, &b).unwrap();
+        let e = open_driver(
+            "vpc",
+            storage(ps, false, false),
+            &OpenOptions { read_only: false },
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{what}: opened writable"));
+        assert_eq!(e.code, ErrorCode::Corrupt, "{what}");
+        assert!(
+            e.message
+                .contains("overlaps the image metadata or another block"),
+            "{what}: {}",
+            e.message
+        );
+        open_driver(
+            "vpc",
+            storage(ps, true, false),
+            &OpenOptions { read_only: true },
+        )
+        .unwrap();
+    }
+}

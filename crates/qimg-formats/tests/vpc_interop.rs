@@ -269,6 +269,17 @@ fn same_contents_as_qemu(d: &dyn qimg_core::BlockDriver, f: &str) {
     std::fs::remove_file(&raw).unwrap();
 }
 
+/// The first `n` guest bytes as qemu-img reads them (no full conversion of a large image).
+fn qemu_raw_prefix(path: &str, n: usize) -> Vec<u8> {
+    let out = format!("{path}.prefix.raw");
+    let cmd = format!("qemu-img dd -f vpc -O raw if={path} of={out} bs={n} count=1");
+    let o = run("sh", &["-c", &cmd]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    b
+}
+
 fn samples() -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/samples");
     if p.is_dir() {
@@ -312,6 +323,20 @@ fn sample_images_read_as_qemu_reads_them() {
             .to_string(),
     ];
     for f in files.drain(..) {
+        // Each opens writable too (a copy), and stays readable by QEMU after a write.
+        let w = dir.path().join("w.vhd");
+        std::fs::copy(&f, &w).unwrap();
+        let ws = w.to_str().unwrap();
+        let d = qimg_open("vpc", ws, false);
+        d.write(4096, &[9; 4096]).unwrap();
+        let ours = {
+            let mut b = vec![0u8; 1 << 20];
+            d.read(0, &mut b).unwrap();
+            b
+        };
+        d.close().unwrap();
+        drop(d);
+        assert!(qemu_raw_prefix(ws, 1 << 20) == ours, "{f}: written copy");
         let d = qimg_open("vpc", &f, true);
         let info = qemu_info(&f, "vpc");
         assert_eq!(

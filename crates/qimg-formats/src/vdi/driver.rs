@@ -54,9 +54,22 @@ impl VdiDriver {
         let mut bytes = vec![0u8; header.bmap_bytes() as usize];
         storage.read_at(&mut bytes, header.offset_bmap as u64)?;
         let map = BlockMap::decode(&bytes, header.blocks_in_image as usize);
+        let read_only = opts.read_only || storage_ro;
+        if !read_only {
+            // Beyond QEMU: a data area starting inside the header or block map would let a write
+            // overwrite the image's own metadata. Such an image opens read-only only.
+            let meta_end = header.offset_bmap as u64 + header.bmap_bytes();
+            if (header.offset_data as u64) < meta_end {
+                return Err(Error::corrupt(format!(
+                    "VDI data area (offset 0x{:x}) overlaps the block map (ending at 0x{meta_end:x}); open it read-only",
+                    header.offset_data
+                ))
+                .with_path(&name));
+            }
+        }
         Ok(VdiDriver {
             storage,
-            read_only: opts.read_only || storage_ro,
+            read_only,
             state: Mutex::new(State {
                 header,
                 map,
@@ -175,7 +188,8 @@ impl BlockDriver for VdiDriver {
         };
         for run in in_place {
             let src = &buf[(run.guest - offset) as usize..][..run.len as usize];
-            self.storage.write_at(src, run.host.expect("allocated run"))?;
+            self.storage
+                .write_at(src, run.host.expect("allocated run"))?;
         }
         Ok(())
     }

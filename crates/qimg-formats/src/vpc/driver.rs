@@ -51,6 +51,38 @@ fn invalid_image(name: &str) -> Error {
     Error::new(ErrorCode::WrongFormat, "invalid VPC image").with_path(name)
 }
 
+/// Beyond QEMU, for writable opens: no block may overlap the footer copy, the dynamic header or
+/// the BAT (a write there would overwrite the image's own metadata), nor another block.
+fn check_no_overlap(bat: &Bat, dyn_offset: u64) -> Result<()> {
+    let span = bat.bitmap_size + bat.block_size;
+    let mut meta = [
+        (0, FOOTER_SIZE as u64),
+        (dyn_offset, dyn_offset + DYN_HEADER_SIZE as u64),
+        (bat.offset, bat.offset + bat.entries.len() as u64 * 4),
+    ];
+    meta.sort_unstable();
+    let mut blocks: Vec<(u64, usize)> = bat
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, &e)| e != super::header::BAT_UNALLOCATED)
+        .map(|(i, &e)| (e as u64 * 512, i))
+        .collect();
+    blocks.sort_unstable();
+    let mut prev_end = 0u64;
+    for (start, idx) in blocks {
+        let end = start + span;
+        let hits_meta = meta.iter().any(|&(a, b)| start < b && a < end);
+        if hits_meta || start < prev_end {
+            return Err(Error::corrupt(format!(
+                "VHD block {idx} (at {start}) overlaps the image metadata or another block; open it read-only"
+            )));
+        }
+        prev_end = end;
+    }
+    Ok(())
+}
+
 impl VpcDriver {
     /// Open `storage` as a VHD (dynamic, or fixed with its footer at the end).
     pub fn open(storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Self> {
@@ -91,6 +123,9 @@ impl VpcDriver {
             let mut bytes = vec![0u8; h.max_table_entries as usize * 4];
             storage.read_at(&mut bytes, h.table_offset)?;
             let bat = Bat::decode(&bytes, h.table_offset, h.block_size as u64, h.bitmap_size());
+            if !(opts.read_only || storage.read_only()) {
+                check_no_overlap(&bat, footer.data_offset).map_err(|e| e.with_path(&name))?;
+            }
             free = (h.table_offset + bytes.len() as u64)
                 .next_multiple_of(512)
                 .max(bat.data_end());
@@ -229,7 +264,8 @@ impl BlockDriver for VpcDriver {
         drop(st);
         for run in in_place {
             let src = &buf[(run.guest - offset) as usize..][..run.len as usize];
-            self.storage.write_at(src, run.host.expect("allocated run"))?;
+            self.storage
+                .write_at(src, run.host.expect("allocated run"))?;
         }
         Ok(())
     }
