@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
+import { hasPeer, qemu72, qimg, run, runOk, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img") && hasPeer("qemu-io");
 const t = tempDir("qimg-vdivpc-");
@@ -221,6 +221,30 @@ describe.skipIf(!have)("vdi and vpc against qemu-img", () => {
       expect(statSync(b).blocks * 512, "sparse").toBeLessThan(8 << 20);
     });
   }
+
+  it("create with a backing file: refused with qemu-img's message", () => {
+    for (const f of ["vdi", "vpc"]) {
+      const args = ["create", "-f", f, "-b", src, "-F", "raw", t.path(`b.${f}`)];
+      const q = run("qemu-img", args);
+      const o = qimg(args);
+      expect(o.status).toBe(q.status);
+      expect(q.stderr).toContain(`Backing file not supported for file format '${f}'`);
+      expect(o.stderr).toContain(`Backing file not supported for file format '${f}'`);
+    }
+  });
+
+  it("qemu-img 7.2 reads what qimg writes (vdi, vdi static, vpc dynamic, fixed, force_size)", () => {
+    const q72 = qemu72("qemu-img");
+    if (!q72) return;
+    for (const [name, fmt, extra] of targets.filter(([, f]) => f === "vdi" || f === "vpc")) {
+      const img = t.path(`q72-${name}.img`);
+      expect(qimg(["convert", "-f", "raw", "-O", fmt, ...extra, src, img]).status).toBe(0);
+      const out = t.path(`q72-${name}.raw`);
+      runOk(q72, ["convert", "-f", fmt, "-O", "raw", img, out]);
+      expect(sameGuest(readFileSync(out), srcBytes), name).toBe(true);
+      if (fmt === "vdi") expect(run(q72, ["check", "-f", "vdi", img]).status, name).toBe(0);
+    }
+  });
 
   it("a fixed VHD probes as raw, as in QEMU, and opens with -f vpc", () => {
     const img = t.path("fixed.vhd");

@@ -52,7 +52,7 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
   let size = opts.size ?? (o.size === undefined ? undefined : toSize("size", o.size));
   if (backingFile !== undefined) {
     if (!entry.supportsBacking) {
-      throw new QimgError("ERR_QIMG_UNSUPPORTED", `Driver '${format}' does not support backing files`);
+      throw new QimgError("ERR_QIMG_UNSUPPORTED", `Backing file not supported for file format '${format}'`);
     }
     if (backingFormat === undefined) {
       throw new QimgError(
