@@ -84,7 +84,7 @@ describe.skipIf(!have)("vdi and vpc model-based random operations", () => {
                 // Concurrent writes to disjoint 300 KiB ranges (several may allocate one block).
                 const live = o.offs.filter((off) => off + 300_000 <= SIZE);
                 await Promise.all(live.map((off, i) => img.write(off, Buffer.alloc(300_000, o.byte + i))));
-                live.forEach((off, i) => model.fill(o.byte + i, off, off + 300_000));
+                for (const [i, off] of live.entries()) model.fill(o.byte + i, off, off + 300_000);
               } else if (o.kind === "flush") {
                 await img.flush();
               } else {
