@@ -219,3 +219,93 @@ fn data_area_over_the_block_map_opens_read_only_only() {
     )
     .unwrap();
 }
+
+#[test]
+fn corrupt_maps_open_read_only_only_and_a_lagging_count_never_shares_a_slot() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("l.vdi");
+    let ps = p.to_str().unwrap();
+    assert!(run("qemu-img", &["create", "-q", "-f", "vdi", ps, "4M"])
+        .status
+        .success());
+    let qio = [
+        "-f",
+        "vdi",
+        "-c",
+        "write -P 1 0 1M",
+        "-c",
+        "write -P 2 1M 1M",
+        "-c",
+        "write -P 3 2M 1M",
+    ];
+    assert!(run("qemu-io", &[&qio[..], &[ps]].concat()).status.success());
+    let orig = std::fs::read(ps).unwrap();
+    // A shared slot: writable open refused, read-only open fine.
+    let mut b = orig.clone();
+    put32(&mut b, 516, 0);
+    std::fs::write(ps, &b).unwrap();
+    let e = open_driver(
+        "vdi",
+        storage(ps, false, false),
+        &OpenOptions { read_only: false },
+    )
+    .err()
+    .expect("opened writable");
+    assert_eq!(e.code, ErrorCode::Corrupt);
+    assert_eq!(
+        e.message,
+        "VDI block map is corrupt (block index 0 also used by 0); open it read-only"
+    );
+    open_driver(
+        "vdi",
+        storage(ps, true, false),
+        &OpenOptions { read_only: true },
+    )
+    .unwrap();
+    // Blocks 0 and 2 only (slots 0 and 2), count 2: QEMU would put the next block in slot 2.
+    let mut b = orig.clone();
+    put32(&mut b, 516, 0xffff_ffff);
+    put32(&mut b, 0x184, 2);
+    std::fs::write(ps, &b).unwrap();
+    assert!(run("qemu-img", &["check", "-f", "vdi", ps])
+        .status
+        .success());
+    let d = open_driver(
+        "vdi",
+        storage(ps, false, false),
+        &OpenOptions { read_only: false },
+    )
+    .unwrap();
+    d.write(3 << 20, &[4; 4096]).unwrap();
+    d.close().unwrap();
+    drop(d);
+    let o = run("qemu-img", &["check", "-f", "vdi", ps]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw = dir.path().join("l.raw");
+    assert!(run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "vdi",
+            "-O",
+            "raw",
+            ps,
+            raw.to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
+    let r = std::fs::read(&raw).unwrap();
+    assert!(r[..1 << 20].iter().all(|&x| x == 1));
+    assert!(r[1 << 20..2 << 20].iter().all(|&x| x == 0));
+    assert!(
+        r[2 << 20..3 << 20].iter().all(|&x| x == 3),
+        "block 2 kept its data"
+    );
+    assert!(r[3 << 20..(3 << 20) + 4096].iter().all(|&x| x == 4));
+}

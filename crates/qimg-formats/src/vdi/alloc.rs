@@ -1,6 +1,8 @@
 //! Allocating VDI data blocks, and writing the metadata back in a crash-safe order.
 //!
-//! New blocks are appended at slot `blocks_allocated` (host `offset_data + slot * block_size`).
+//! New blocks go to slot `blocks_allocated` (host `offset_data + slot * block_size`), as in QEMU,
+//! unless an entry already references that slot (an image whose count lags its map, e.g. after a
+//! power cut): then the next slot no entry references, so two blocks never share one.
 //! The data is written first and the map entry only changes in memory; [`flush_metadata`] then
 //! makes the data durable, writes the header (the new `blocks_allocated`), flushes, and only then
 //! writes the block map sectors. So a power cut can leave written-but-unreferenced blocks (the
@@ -22,13 +24,12 @@ pub fn allocate_block(
     within: u64,
     data: &[u8],
 ) -> Result<u64> {
-    let slot = h.blocks_allocated;
-    if slot >= h.blocks_in_image {
+    let Some(slot) = map.free_slot(h.blocks_allocated) else {
         return Err(Error::corrupt(format!(
             "VDI image has no free block left ({} of {} allocated)",
             h.blocks_allocated, h.blocks_in_image
         )));
-    }
+    };
     let bs = h.block_size as u64;
     let host = h.block_offset(slot);
     let old_size = storage.size()?;

@@ -58,6 +58,19 @@ impl VdiDriver {
         if !read_only {
             // Beyond QEMU: a data area starting inside the header or block map would let a write
             // overwrite the image's own metadata. Such an image opens read-only only.
+            // Likewise entries QEMU's check calls corrupt (slots past the map, shared slots).
+            let found = super::check::check(&header, &map, qimg_core::RepairMode::None)?;
+            if let Some(m) = found
+                .messages
+                .iter()
+                .find(|m| !m.starts_with("ERROR: allocated blocks mismatch"))
+            {
+                return Err(Error::corrupt(format!(
+                    "VDI block map is corrupt ({}); open it read-only",
+                    m.trim_start_matches("ERROR: ")
+                ))
+                .with_path(&name));
+            }
             let meta_end = header.offset_bmap as u64 + header.bmap_bytes();
             if (header.offset_data as u64) < meta_end {
                 return Err(Error::corrupt(format!(

@@ -10,6 +10,8 @@ pub struct BlockMap {
     pub entries: Vec<u32>,
     /// Entries `[lo, hi)` changed in memory but not yet on disk.
     pub dirty: Option<(usize, usize)>,
+    /// Data slots referenced by some entry (a bitset over `blocks_in_image` slots).
+    used: Vec<u64>,
 }
 
 impl BlockMap {
@@ -20,10 +22,36 @@ impl BlockMap {
             .take(count)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        Self::with_entries(entries)
+    }
+
+    fn with_entries(entries: Vec<u32>) -> Self {
+        let mut used = vec![0u64; entries.len().div_ceil(64)];
+        for &e in &entries {
+            if (e as usize) < entries.len() {
+                used[e as usize / 64] |= 1 << (e % 64);
+            }
+        }
         BlockMap {
             entries,
             dirty: None,
+            used,
         }
+    }
+
+    /// True if some entry references data slot `slot`.
+    pub fn slot_used(&self, slot: u32) -> bool {
+        self.used
+            .get(slot as usize / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    /// The first slot from `from` on (wrapping once) that no entry references.
+    pub fn free_slot(&self, from: u32) -> Option<u32> {
+        let n = self.entries.len() as u32;
+        (from..n)
+            .chain(0..from.min(n))
+            .find(|&s| !self.slot_used(s))
     }
 
     /// A map of `count` unallocated entries, or (static images) block `i` at slot `i`.
@@ -33,10 +61,7 @@ impl BlockMap {
         } else {
             vec![UNALLOCATED; count as usize]
         };
-        BlockMap {
-            entries,
-            dirty: None,
-        }
+        Self::with_entries(entries)
     }
 
     /// The on-disk bytes of entries `[lo, hi)`.
@@ -61,6 +86,9 @@ impl BlockMap {
     /// Point guest block `idx` at data slot `slot` (in memory; marked dirty).
     pub fn set(&mut self, idx: usize, slot: u32) {
         self.entries[idx] = slot;
+        if (slot as usize) < self.entries.len() {
+            self.used[slot as usize / 64] |= 1 << (slot % 64);
+        }
         self.dirty = Some(match self.dirty {
             None => (idx, idx + 1),
             Some((lo, hi)) => (lo.min(idx), hi.max(idx + 1)),
