@@ -7,9 +7,10 @@
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
+import { open } from "../../ts/index.js";
 import { hasPeer, qemu72, qimg, run, runOk, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img") && hasPeer("qemu-io");
@@ -182,6 +183,9 @@ describe.skipIf(!have)("vdi and vpc against qemu-img", () => {
       expect(r.status, r.stderr).toBe(0);
       expect(sameGuest(qemuBytes(img, fmt), srcBytes)).toBe(true);
       if (fmt === "vdi") expect(run("qemu-img", ["check", "-f", "vdi", img]).status).toBe(0);
+      expect(qimg(["map", "--output=json", "-f", fmt, img]).stdout, "map").toBe(
+        runOk("qemu-img", ["map", "--output=json", "-f", fmt, img]),
+      );
       if (!name.endsWith("static") && !name.endsWith("fixed")) {
         expect(statSync(img).blocks * 512, "sparse").toBeLessThan(8 << 20);
       }
@@ -243,6 +247,27 @@ describe.skipIf(!have)("vdi and vpc against qemu-img", () => {
       runOk(q72, ["convert", "-f", fmt, "-O", "raw", img, out]);
       expect(sameGuest(readFileSync(out), srcBytes), name).toBe(true);
       if (fmt === "vdi") expect(run(q72, ["check", "-f", "vdi", img]).status, name).toBe(0);
+    }
+  });
+
+  it("hostile images surface typed errors through the library", async () => {
+    const bad = t.path("bad.vdi");
+    runOk("qemu-img", ["create", "-q", "-f", "vdi", bad, "4M"]);
+    const b = readFileSync(bad);
+    b.writeUInt32LE(0x1234, 0x40);
+    writeFileSync(bad, b);
+    await expect(open(bad, { format: "vdi" })).rejects.toMatchObject({ code: "ERR_QIMG_WRONG_FORMAT" });
+    b.writeUInt32LE(0xbeda107f, 0x40);
+    b.writeUInt32LE(2 << 20, 0x178);
+    writeFileSync(bad, b);
+    await expect(open(bad, { format: "vdi" })).rejects.toMatchObject({ code: "ERR_QIMG_UNSUPPORTED" });
+    if (existsSync(SAMPLES)) {
+      await expect(
+        open(`${SAMPLES}/qemu-iotests/afl5.img`, { format: "vpc", readOnly: true }),
+      ).rejects.toMatchObject({
+        code: "ERR_QIMG_CORRUPT",
+        message: "Max Table Entries too large (1073741825)",
+      });
     }
   });
 

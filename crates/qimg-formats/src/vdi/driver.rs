@@ -3,7 +3,8 @@
 //!
 //! Block status follows `qemu-img map` on qemu-img 10.0: unallocated blocks are zeros decided by
 //! this layer (`present: true, zero: true, data: false`); allocated blocks are data at their host
-//! offset, split where the host file has holes (`zero: true, data: true` there).
+//! offset; in static images only (QEMU's BDRV_BLOCK_RECURSE) they are split where the host file
+//! has holes (`zero: true, data: true` there).
 use super::alloc::{allocate_block, flush_metadata};
 use super::header::{VdiHeader, HEADER_SIZE};
 use super::mapping::BlockMap;
@@ -229,10 +230,11 @@ impl BlockDriver for VdiDriver {
     }
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
-        let runs = {
+        let (runs, recurse) = {
             let st = self.lock()?;
             self.bounds(&st, offset, length)?;
-            st.map.runs(&st.header, offset, length)
+            let recurse = st.header.image_type == super::header::TYPE_STATIC;
+            (st.map.runs(&st.header, offset, length), recurse)
         };
         let mut out = Vec::new();
         for run in runs {
@@ -242,7 +244,18 @@ impl BlockDriver for VdiDriver {
                     length: run.len,
                     status: LayerStatus::Zero { host_offset: None },
                 }),
-                Some(h) => split_host_holes(&*self.storage, run.guest, run.len, h, &mut out)?,
+                Some(h) if recurse => {
+                    split_host_holes(&*self.storage, run.guest, run.len, h, &mut out)?
+                }
+                Some(h) => out.push(LayerExtent {
+                    start: run.guest,
+                    length: run.len,
+                    status: LayerStatus::Data {
+                        host_offset: Some(h),
+                        compressed: false,
+                        reads_zero: false,
+                    },
+                }),
             }
         }
         Ok(out)
