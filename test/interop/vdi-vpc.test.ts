@@ -147,6 +147,21 @@ describe.skipIf(!have)("vdi and vpc against qemu-img", () => {
     });
   }
 
+  it("check of a corrupt vdi: report, JSON and exit code equal qemu-img's", () => {
+    const v = t.path("corrupt.vdi");
+    runOk("qemu-img", ["create", "-q", "-f", "vdi", v, "4M"]);
+    runOk("qemu-io", ["-f", "vdi", "-c", "write -P 1 0 2M", v]);
+    const b = readFileSync(v);
+    b.writeUInt32LE(0, 516);
+    b.writeUInt32LE(77, 520);
+    writeFileSync(v, b);
+    for (const o of ["human", "json"]) {
+      const q = run("qemu-img", ["check", `--output=${o}`, "-f", "vdi", v]);
+      const m = qimg(["check", `--output=${o}`, "-f", "vdi", v]);
+      expect([m.status, m.stdout, m.stderr], o).toEqual([q.status, q.stdout, q.stderr]);
+    }
+  });
+
   it("check -r on vdi and check on vpc: exit 63 and qemu-img's message", () => {
     const v = t.path("r.vdi");
     const h = t.path("r.vhd");
