@@ -360,3 +360,64 @@ fn sample_images_read_as_qemu_reads_them() {
     assert_eq!(e.code, qimg_core::ErrorCode::Corrupt);
     assert_eq!(e.message, "Max Table Entries too large (1073741825)");
 }
+
+/// A dynamic VHD with 512 KiB blocks (other tools' choice; QEMU only makes 2 MiB), built by hand.
+fn handmade_vhd(path: &str, size: u64, block: u32) {
+    fn sum(b: &[u8], field: usize) -> u32 {
+        !b.iter()
+            .enumerate()
+            .filter(|(i, _)| !(field..field + 4).contains(i))
+            .fold(0u32, |s, (_, &x)| s.wrapping_add(x as u32))
+    }
+    let entries = size.div_ceil(block as u64) as u32;
+    let bat_bytes = (entries as u64 * 4).next_multiple_of(512) as usize;
+    let mut f = [0u8; 512];
+    f[..8].copy_from_slice(b"conectix");
+    f[8..12].copy_from_slice(&2u32.to_be_bytes());
+    f[12..16].copy_from_slice(&0x10000u32.to_be_bytes());
+    f[16..24].copy_from_slice(&512u64.to_be_bytes());
+    f[28..32].copy_from_slice(b"win ");
+    f[40..48].copy_from_slice(&size.to_be_bytes());
+    f[48..56].copy_from_slice(&size.to_be_bytes());
+    f[56..60].copy_from_slice(&[0x01, 0x00, 0x04, 0x11]);
+    f[60..64].copy_from_slice(&3u32.to_be_bytes());
+    let s = sum(&f, 64);
+    f[64..68].copy_from_slice(&s.to_be_bytes());
+    let mut h = [0u8; 1024];
+    h[..8].copy_from_slice(b"cxsparse");
+    h[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+    h[16..24].copy_from_slice(&1536u64.to_be_bytes());
+    h[24..28].copy_from_slice(&0x10000u32.to_be_bytes());
+    h[28..32].copy_from_slice(&entries.to_be_bytes());
+    h[32..36].copy_from_slice(&block.to_be_bytes());
+    let s = sum(&h, 36);
+    h[36..40].copy_from_slice(&s.to_be_bytes());
+    let mut img = Vec::new();
+    img.extend_from_slice(&f);
+    img.extend_from_slice(&h);
+    img.extend(std::iter::repeat_n(0xffu8, bat_bytes));
+    img.extend_from_slice(&f);
+    std::fs::write(path, img).unwrap();
+}
+
+#[test]
+fn other_block_sizes_read_and_write_as_qemu() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b512k.vhd");
+    let p = p.to_str().unwrap();
+    handmade_vhd(p, 5 << 20, 512 << 10);
+    let model = model_run("vpc", p, 21, 40);
+    assert_eq!(qemu_raw(p, "vpc"), model);
+    // And QEMU's writes into it read back in qimg.
+    ok(
+        "qemu-io",
+        &["-f", "vpc", "-c", "write -P 0x5a 700k 900k", p],
+    );
+    let d = qimg_open("vpc", p, true);
+    assert!(read_all(d.as_ref()) == qemu_raw(p, "vpc"));
+    assert_eq!(d.info().unwrap().cluster_size, Some(512 << 10));
+}
