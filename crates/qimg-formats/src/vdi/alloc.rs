@@ -5,9 +5,9 @@
 //! power cut): then the next slot no entry references, so two blocks never share one.
 //! The data is written first and the map entry only changes in memory; [`flush_metadata`] then
 //! makes the data durable, writes the header (the new `blocks_allocated`), flushes, and only then
-//! writes the block map sectors. So a power cut can leave written-but-unreferenced blocks (the
-//! header counting more blocks than the map references: space leaked, never data pointing at
-//! garbage), while QEMU — which writes the map without flushing the data first — can be left with
+//! writes the block map sectors (header and map in one page-sized write when they share the first
+//! 4 KiB). So a power cut can leave written-but-unreferenced blocks (the header counting more
+//! blocks than the map references: space leaked, never data pointing at garbage), while QEMU — which writes the map without flushing the data first — can be left with
 //! map entries pointing at blocks that never reached the disk.
 use super::header::{VdiHeader, HEADER_SIZE};
 use super::mapping::BlockMap;
@@ -58,20 +58,34 @@ fn zero_below(storage: &dyn Storage, start: u64, end: u64, old_size: u64) -> Res
     Ok(())
 }
 
-/// Write back changed metadata: data flushed → header → flush → block map sectors → flush.
+/// Bytes a single metadata write may span to be treated as one page by the host (header and map
+/// entries in the first 4 KiB are written together).
+const PAGE: u64 = 4096;
+
+/// Write back changed metadata: data flushed → header → flush → block map sectors → flush. When
+/// the header and every changed map sector lie in the first 4 KiB (images up to 896 MiB with the
+/// map right after the header, as QEMU and qimg create them), both go in one page-sized write, so
+/// a power cut leaves the old or the new count-and-map pair and `qemu-img check` stays clean.
 pub fn flush_metadata(storage: &dyn Storage, h: &VdiHeader, map: &mut BlockMap) -> Result<()> {
     let Some((lo, hi)) = map.dirty else {
         return storage.flush();
     };
-    storage.flush()?;
-    storage.write_at(&h.encode(), 0)?;
     storage.flush()?;
     // Whole sectors of the map, so a torn write cannot mix entries across sectors we did not mean
     // to touch.
     let per = HEADER_SIZE / 4;
     let lo = lo / per * per;
     let hi = hi.div_ceil(per).saturating_mul(per).min(map.entries.len());
-    storage.write_at(&map.encode(lo, hi), h.offset_bmap as u64 + lo as u64 * 4)?;
+    let bmap_at = h.offset_bmap as u64;
+    if bmap_at == HEADER_SIZE as u64 && bmap_at + hi as u64 * 4 <= PAGE {
+        let mut page = h.encode().to_vec();
+        page.extend_from_slice(&map.encode(0, hi));
+        storage.write_at(&page, 0)?;
+    } else {
+        storage.write_at(&h.encode(), 0)?;
+        storage.flush()?;
+        storage.write_at(&map.encode(lo, hi), bmap_at + lo as u64 * 4)?;
+    }
     storage.flush()?;
     map.dirty = None;
     Ok(())
