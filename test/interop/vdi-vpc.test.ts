@@ -221,18 +221,36 @@ describe.skipIf(!have)("vdi and vpc against qemu-img", () => {
     });
   }
 
+  for (const [name, fmt, extra] of targets.filter(([, f]) => f === "vdi" || f === "vpc")) {
+    it(`qemu-img convert raw → ${name}, then qimg reads it: info, map and contents agree`, () => {
+      const img = t.path(`qm-${name}.img`);
+      runOk("qemu-img", ["convert", "-f", "raw", "-O", fmt, ...extra, src, img]);
+      expect(JSON.parse(qimg(["info", "--output=json", "-f", fmt, img]).stdout)).toEqual(
+        JSON.parse(runOk("qemu-img", ["info", "--output=json", "-f", fmt, img])),
+      );
+      expect(qimg(["map", "--output=json", "-f", fmt, img]).stdout).toBe(
+        runOk("qemu-img", ["map", "--output=json", "-f", fmt, img]),
+      );
+      const out = t.path(`qm-${name}.raw`);
+      expect(qimg(["convert", "-f", fmt, "-O", "raw", img, out]).status).toBe(0);
+      expect(sameGuest(readFileSync(out), srcBytes)).toBe(true);
+    });
+  }
+
   const pairs: Array<[string, string]> = [
     ["vdi", "vpc"],
     ["vpc", "vdi"],
     ["vdi", "qcow2"],
     ["vpc", "qcow2"],
+    ["vpc", "vpc"],
+    ["vdi", "vdi"],
     ["qcow2", "vdi"],
     ["qcow2", "vpc"],
   ];
   for (const [from, to] of pairs) {
     it(`convert ${from} (made by qemu-img) → ${to} (by qimg): qemu-img compare`, () => {
       const a = t.path(`p-${from}-${to}.${from}`);
-      const b = t.path(`p-${from}-${to}.${to}`);
+      const b = t.path(`p-${from}-${to}.out.${to}`);
       runOk("qemu-img", ["convert", "-f", "raw", "-O", from, src, a]);
       const r = qimg(["convert", "-f", from, "-O", to, a, b]);
       expect(r.status, r.stderr).toBe(0);
