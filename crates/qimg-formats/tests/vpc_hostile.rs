@@ -156,3 +156,56 @@ fn blocks_over_metadata_or_each_other_open_read_only_only() {
         .unwrap();
     }
 }
+
+#[test]
+fn a_fixed_vhd_larger_than_its_file_opens_read_only_only() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f.vhd");
+    let ps = p.to_str().unwrap();
+    assert!(run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            "subformat=fixed,force_size=on",
+            ps,
+            "4M"
+        ]
+    )
+    .status
+    .success());
+    let mut b = std::fs::read(ps).unwrap();
+    let n = b.len();
+    b[n - 512 + 48..n - 512 + 56].copy_from_slice(&(8u64 << 20).to_be_bytes());
+    let s = sum(&b[n - 512..], 64);
+    b[n - 512 + 64..n - 512 + 68].copy_from_slice(&s.to_be_bytes());
+    std::fs::write(ps, &b).unwrap();
+    let e = open_driver(
+        "vpc",
+        storage(ps, false, false),
+        &OpenOptions { read_only: false },
+    )
+    .err()
+    .expect("opened writable");
+    assert_eq!(e.code, ErrorCode::Corrupt);
+    assert_eq!(
+        e.message,
+        "fixed VHD claims 8388608 bytes but holds 4194304 before its footer; open it read-only"
+    );
+    let d = open_driver(
+        "vpc",
+        storage(ps, true, false),
+        &OpenOptions { read_only: true },
+    )
+    .unwrap();
+    let mut buf = vec![1u8; 1 << 20];
+    d.read(7 << 20, &mut buf).unwrap();
+    assert!(buf.iter().all(|&x| x == 0), "past the file reads as zeros");
+}

@@ -113,6 +113,14 @@ impl VpcDriver {
         }
         let size = footer.guest_size().map_err(|e| e.with_path(&name))?;
         let mut free = file_size.saturating_sub(FOOTER_SIZE as u64);
+        let writable = !(opts.read_only || storage.read_only());
+        if at_end && writable && size > free {
+            // Beyond QEMU: guest writes past the data area would overwrite the footer.
+            return Err(Error::corrupt(format!(
+                "fixed VHD claims {size} bytes but holds {free} before its footer; open it read-only"
+            ))
+            .with_path(&name));
+        }
         let bat = if at_end {
             None
         } else {
@@ -123,7 +131,7 @@ impl VpcDriver {
             let mut bytes = vec![0u8; h.max_table_entries as usize * 4];
             storage.read_at(&mut bytes, h.table_offset)?;
             let bat = Bat::decode(&bytes, h.table_offset, h.block_size as u64, h.bitmap_size());
-            if !(opts.read_only || storage.read_only()) {
+            if writable {
                 check_no_overlap(&bat, footer.data_offset).map_err(|e| e.with_path(&name))?;
             }
             free = (h.table_offset + bytes.len() as u64)
