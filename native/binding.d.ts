@@ -244,6 +244,12 @@ export interface NativeCreateOptions {
   dataFile?: string
   /** qcow2 `data_file_raw=`. */
   dataFileRaw?: boolean
+  /** vdi `static=`. */
+  staticImage?: boolean
+  /** vpc `subformat=`. */
+  subformat?: string
+  /** vpc `force_size=`. */
+  forceSize?: boolean
 }
 
 /** Facts about an opened image for `info`. */

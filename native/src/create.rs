@@ -41,6 +41,12 @@ pub struct NativeCreateOptions {
     pub data_file: Option<String>,
     /// qcow2 `data_file_raw=`.
     pub data_file_raw: Option<bool>,
+    /// vdi `static=`.
+    pub static_image: Option<bool>,
+    /// vpc `subformat=`.
+    pub subformat: Option<String>,
+    /// vpc `force_size=`.
+    pub force_size: Option<bool>,
 }
 
 /// Create (or overwrite) an image file.
@@ -64,6 +70,9 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             compression_type: opts.compression_type,
             data_file: opts.data_file,
             data_file_raw: opts.data_file_raw.unwrap_or(false),
+            static_image: opts.static_image.unwrap_or(false),
+            subformat: opts.subformat,
+            force_size: opts.force_size.unwrap_or(false),
         };
         let file = FileStorage::open(
             &opts.filename,

@@ -137,7 +137,9 @@ describe.skipIf(!have)("jobs", () => {
     await expect(img.read(0, 1)).rejects.toMatchObject({ code: "ERR_QIMG_INVALID_ARGUMENT" });
     await expect(open("iscsi://127.0.0.1/iqn.x/0")).rejects.toMatchObject({ code: "ERR_QIMG_UNSUPPORTED" });
     // A protocol qimg speaks, with nobody listening: an I/O error, not a hang.
-    await expect(open("nbd://127.0.0.1:1/x", { format: "raw" })).rejects.toMatchObject({ code: "ERR_QIMG_IO" });
+    await expect(open("nbd://127.0.0.1:1/x", { format: "raw" })).rejects.toMatchObject({
+      code: "ERR_QIMG_IO",
+    });
   });
 
   it("the implicit-open gate follows plain backing paths, refuses json: names and everything when untrusted", async () => {

@@ -57,11 +57,12 @@ function shape(c: NativeCheck, filename: string, format: string): CheckResult {
   };
   put("image-end-offset", c.imageEndOffset);
   put("total-clusters", c.totalClusters);
+  // QEMU prints its QDict in hash-bucket order: corruptions before check-errors, leaks after.
+  put("corruptions", c.corruptions);
+  put("corruptions-fixed", c.corruptionsFixed);
   out["check-errors"] = c.checkErrors;
   put("leaks", c.leaks);
-  put("corruptions", c.corruptions);
   put("leaks-fixed", c.leaksFixed);
-  put("corruptions-fixed", c.corruptionsFixed);
   put("allocated-clusters", c.allocatedClusters);
   put("fragmented-clusters", c.fragmentedClusters);
   put("compressed-clusters", c.compressedClusters);

@@ -52,7 +52,7 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
   let size = opts.size ?? (o.size === undefined ? undefined : toSize("size", o.size));
   if (backingFile !== undefined) {
     if (!entry.supportsBacking) {
-      throw new QimgError("ERR_QIMG_UNSUPPORTED", `Driver '${format}' does not support backing files`);
+      throw new QimgError("ERR_QIMG_UNSUPPORTED", `Backing file not supported for file format '${format}'`);
     }
     if (backingFormat === undefined) {
       throw new QimgError(
@@ -105,6 +105,9 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       dataFile: get("data_file") === undefined ? undefined : String(get("data_file")),
       dataFileRaw:
         get("data_file_raw") === undefined ? undefined : toBool("data_file_raw", get("data_file_raw")),
+      staticImage: get("static") === undefined ? undefined : toBool("static", get("static")),
+      subformat: get("subformat") === undefined ? undefined : String(get("subformat")),
+      forceSize: get("force_size") === undefined ? undefined : toBool("force_size", get("force_size")),
     }),
   );
   const dataFile = get("data_file");

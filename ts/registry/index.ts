@@ -6,12 +6,16 @@ import { QimgError } from "../errors.js";
 import { qcow2Format } from "./qcow2.js";
 import { rawFormat } from "./raw.js";
 import type { FormatEntry } from "./types.js";
+import { vdiFormat } from "./vdi.js";
+import { vpcFormat } from "./vpc.js";
 
 export type { CreateOptionSpec, FormatEntry } from "./types.js";
 
 const formats = new Map<string, FormatEntry>([
   [rawFormat.name, rawFormat],
   [qcow2Format.name, qcow2Format],
+  [vdiFormat.name, vdiFormat],
+  [vpcFormat.name, vpcFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */

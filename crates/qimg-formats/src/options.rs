@@ -67,4 +67,10 @@ pub struct CreateOptions {
     pub data_file: Option<String>,
     /// qcow2: `data_file_raw=on`: the data file stays a valid raw image (identity mapping).
     pub data_file_raw: bool,
+    /// vdi: `static=on` (every block allocated at creation).
+    pub static_image: bool,
+    /// vpc: `subformat=dynamic|fixed` (None = dynamic).
+    pub subformat: Option<String>,
+    /// vpc: `force_size=on` (keep the size as given instead of rounding to CHS geometry).
+    pub force_size: bool,
 }
