@@ -4,10 +4,13 @@
 //! their bounds), `mapping` (guest → host lookups), `alloc` (space and refcounts), `check`,
 //! `create`, and `driver` (the [`qimg_core::BlockDriver`] implementation). [`open_driver`] and
 //! [`create_image`] dispatch by format name; TypeScript owns probing and the registry of names.
+pub mod bochs;
 pub(crate) mod bytes;
 pub mod options;
+pub mod parallels;
 pub mod qcow2;
 pub mod raw;
+pub(crate) mod readonly;
 
 pub use options::{CreateOptions, OpenOptions, Preallocation};
 use qimg_core::{BlockDriver, Error, Result, Storage};
@@ -22,6 +25,8 @@ pub fn open_driver(
     match format {
         "raw" => Ok(Arc::new(raw::RawDriver::open(storage, opts)?)),
         "qcow2" => Ok(Arc::new(qcow2::Qcow2Driver::open(storage, opts)?)),
+        "parallels" => Ok(Arc::new(parallels::ParallelsDriver::open(storage, opts)?)),
+        "bochs" => Ok(Arc::new(bochs::BochsDriver::open(storage, opts)?)),
         other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
     }
 }
@@ -31,6 +36,7 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
     match format {
         "raw" => raw::create(storage, opts),
         "qcow2" => qcow2::create(storage, opts),
+        "parallels" => parallels::create(storage, opts),
         other => Err(Error::unsupported(format!(
             "Format driver '{other}' does not support image creation"
         ))),
