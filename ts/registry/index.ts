@@ -4,6 +4,7 @@
  */
 import { QimgError } from "../errors.js";
 import { bochsFormat } from "./bochs.js";
+import { cloopFormat } from "./cloop.js";
 import { parallelsFormat } from "./parallels.js";
 import { qcow2Format } from "./qcow2.js";
 import { rawFormat } from "./raw.js";
@@ -16,6 +17,7 @@ const formats = new Map<string, FormatEntry>([
   [qcow2Format.name, qcow2Format],
   [parallelsFormat.name, parallelsFormat],
   [bochsFormat.name, bochsFormat],
+  [cloopFormat.name, cloopFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */

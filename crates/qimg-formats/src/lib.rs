@@ -6,6 +6,7 @@
 //! [`create_image`] dispatch by format name; TypeScript owns probing and the registry of names.
 pub mod bochs;
 pub(crate) mod bytes;
+pub mod cloop;
 pub mod options;
 pub mod parallels;
 pub mod qcow2;
@@ -27,6 +28,7 @@ pub fn open_driver(
         "qcow2" => Ok(Arc::new(qcow2::Qcow2Driver::open(storage, opts)?)),
         "parallels" => Ok(Arc::new(parallels::ParallelsDriver::open(storage, opts)?)),
         "bochs" => Ok(Arc::new(bochs::BochsDriver::open(storage, opts)?)),
+        "cloop" => Ok(Arc::new(cloop::CloopDriver::open(storage, opts)?)),
         other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
     }
 }
