@@ -1,6 +1,7 @@
 /** One layer's `ImageInfo`, in qemu-img's JSON shape and field order. */
 import * as fs from "node:fs/promises";
 import { callNative, type NativeImage, type NativeSnapshot } from "../native.js";
+import { getFormat } from "../registry/index.js";
 
 /** `qemu-img info --output=json` for one image. */
 export interface ImageInfo {
@@ -27,7 +28,7 @@ export interface ImageInfo {
   /** Backing file as stored. */
   "backing-filename"?: string;
   /** Dirty flag. */
-  "dirty-flag": boolean;
+  "dirty-flag"?: boolean;
   /** For `--backing-chain`: the next image. */
   "backing-image"?: ImageInfo;
 }
@@ -106,6 +107,6 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
         : path.join(path.dirname(filename), i.backingFile);
     ordered["backing-filename"] = i.backingFile;
   }
-  ordered["dirty-flag"] = i.dirty;
+  if (getFormat(i.format).reportsDirtyFlag !== false) ordered["dirty-flag"] = i.dirty;
   return ordered;
 }

@@ -21,6 +21,7 @@ export const bochsFormat: FormatEntry = {
   },
   writable: false,
   supportsBacking: false,
+  reportsDirtyFlag: false,
   supportsCheck: false,
   createOptions: [],
 };

@@ -14,6 +14,7 @@ export const cloopFormat: FormatEntry = {
   },
   writable: false,
   supportsBacking: false,
+  reportsDirtyFlag: false,
   supportsCheck: false,
   createOptions: [],
 };

@@ -5,6 +5,7 @@
 import { QimgError } from "../errors.js";
 import { bochsFormat } from "./bochs.js";
 import { cloopFormat } from "./cloop.js";
+import { dmgFormat } from "./dmg.js";
 import { parallelsFormat } from "./parallels.js";
 import { qcow2Format } from "./qcow2.js";
 import { rawFormat } from "./raw.js";
@@ -18,6 +19,7 @@ const formats = new Map<string, FormatEntry>([
   [parallelsFormat.name, parallelsFormat],
   [bochsFormat.name, bochsFormat],
   [cloopFormat.name, cloopFormat],
+  [dmgFormat.name, dmgFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */
@@ -32,12 +34,12 @@ export function formatNames(): string[] {
   return [...formats.keys()];
 }
 
-/** Pick the best-scoring format for `head`; ties go to the first registered. */
-export function probeFormat(head: Uint8Array, filename: string): string {
+/** Pick the best-scoring format for `head` (and the file's last 512 bytes, `tail`); ties go to the first registered. */
+export function probeFormat(head: Uint8Array, filename: string, tail?: Uint8Array): string {
   let best = rawFormat.name;
   let score = 0;
   for (const f of formats.values()) {
-    const s = f.probe(head, filename);
+    const s = f.probe(head, filename, tail);
     if (s > score) {
       score = s;
       best = f.name;

@@ -16,6 +16,7 @@ export const parallelsFormat: FormatEntry = {
   },
   writable: true,
   supportsBacking: false,
+  reportsDirtyFlag: false,
   supportsCheck: true,
   createOptions: [
     { name: "cluster_size", type: "size", help: "Parallels image cluster size", default: "1048576" },

@@ -7,6 +7,7 @@
 pub mod bochs;
 pub(crate) mod bytes;
 pub mod cloop;
+pub mod dmg;
 pub mod options;
 pub mod parallels;
 pub mod qcow2;
@@ -29,6 +30,7 @@ pub fn open_driver(
         "parallels" => Ok(Arc::new(parallels::ParallelsDriver::open(storage, opts)?)),
         "bochs" => Ok(Arc::new(bochs::BochsDriver::open(storage, opts)?)),
         "cloop" => Ok(Arc::new(cloop::CloopDriver::open(storage, opts)?)),
+        "dmg" => Ok(Arc::new(dmg::DmgDriver::open(storage, opts)?)),
         other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
     }
 }
