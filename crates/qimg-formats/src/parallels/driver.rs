@@ -173,18 +173,30 @@ impl BlockDriver for ParallelsDriver {
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.bounds(offset, buf.len() as u64)?;
-        let st = self.lock()?;
-        let cs = st.h.cluster_size();
-        Self::for_clusters(cs, offset, buf.len() as u64, |pos, idx, within, n| {
-            let dst = &mut buf[(pos - offset) as usize..(pos - offset + n) as usize];
-            match st.bat.host(&st.h, idx) {
-                Some(host) => self.storage.read_at(dst, host + within),
-                None => {
-                    dst.fill(0);
-                    Ok(())
+        // Look the clusters up under the lock, then read without it (reads run in parallel;
+        // clusters are never freed for reuse while open, so a mapping stays valid).
+        let mut plan = Vec::new();
+        {
+            let st = self.lock()?;
+            let cs = st.h.cluster_size();
+            Self::for_clusters(cs, offset, buf.len() as u64, |pos, idx, within, n| {
+                let host = st.bat.host(&st.h, idx).map(|h| h + within);
+                match plan.last_mut() {
+                    Some((_, len, Some(prev))) if host == Some(*prev + *len) => *len += n,
+                    Some((_, len, None)) if host.is_none() => *len += n,
+                    _ => plan.push((pos, n, host)),
                 }
+                Ok(())
+            })?;
+        }
+        for (pos, n, host) in plan {
+            let dst = &mut buf[(pos - offset) as usize..(pos - offset + n) as usize];
+            match host {
+                Some(h) => self.storage.read_at(dst, h)?,
+                None => dst.fill(0),
             }
-        })
+        }
+        Ok(())
     }
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
