@@ -103,6 +103,15 @@ describe.skipIf(!have)("read-only formats and parallels through the CLI", () => 
     runOk("qemu-img", ["create", "-q", "-f", "parallels", "-o", "cluster_size=256k", a, "7M"]);
     expect(qimg(["create", "-q", "-f", "parallels", "-o", "cluster_size=256k", b, "7M"]).status).toBe(0);
     expect(readFileSync(b).equals(readFileSync(a))).toBe(true);
+    // preallocation is the file protocol's: accepted without effect, metadata refused.
+    const f = t.path("f.prl");
+    expect(
+      qimg(["create", "-q", "-f", "parallels", "-o", "cluster_size=256k,preallocation=full", f, "7M"]).status,
+    ).toBe(0);
+    expect(readFileSync(f).equals(readFileSync(a))).toBe(true);
+    const meta = qimg(["create", "-q", "-f", "parallels", "-o", "preallocation=metadata", f, "7M"]);
+    expect(meta.status).toBe(1);
+    expect(meta.stderr).toContain("Unsupported preallocation mode: metadata");
     expect(qimg(["create", "-f", "parallels", "-o", "help"]).stdout).toBe(
       runOk("qemu-img", ["create", "-f", "parallels", "-o", "help"]),
     );

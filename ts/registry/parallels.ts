@@ -21,5 +21,14 @@ export const parallelsFormat: FormatEntry = {
   createOptions: [
     { name: "cluster_size", type: "size", help: "Parallels image cluster size", default: "1048576" },
     { name: "size", type: "size", help: "Virtual disk size" },
+    {
+      // The file protocol's option: accepted (as qemu-img does), without effect on the result,
+      // since the parallels driver rewrites the file after the protocol created it.
+      name: "preallocation",
+      type: "string",
+      help: "Preallocation mode (allowed values: off, falloc, full)",
+      default: "off",
+      protocol: true,
+    },
   ],
 };

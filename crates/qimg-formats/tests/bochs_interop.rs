@@ -114,6 +114,26 @@ fn writable_open_and_flat_images_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let flat = file(&dir, "flat.img", &vec![0u8; 1 << 20]);
     assert_rejected("bochs", &flat, &[WrongFormat], "flat image");
+    // bximage's other modes: flat (no header, as above) and sparse (its own magic).
+    if have("bximage", "bximage") {
+        let src = file(&dir, "s.raw", &payload()[..2 << 20]);
+        for (mode, code) in [("flat", WrongFormat), ("sparse", Unsupported)] {
+            let out = dir.path().join(format!("m.{mode}"));
+            let out = out.to_str().unwrap();
+            let o = common::run(
+                "bximage",
+                &[
+                    "-func=convert",
+                    &format!("-imgmode={mode}"),
+                    "-q",
+                    &src,
+                    out,
+                ],
+            );
+            assert!(o.status.success());
+            assert_rejected("bochs", out, &[code], mode);
+        }
+    }
 }
 
 /// A valid v2 growing header: 1 MiB disk, 4 KiB extents (256 entries), all unallocated.

@@ -37,6 +37,8 @@ pub const MAX_EXTENT: u32 = 0x80_0000;
 pub const MAX_BITMAP: u32 = 1 << 20;
 /// Sector size.
 pub const SECTOR: u64 = 512;
+/// First u32 (little-endian) of bximage's "sparse" images, another format QEMU does not read.
+pub const SPARSE_MAGIC: u32 = 0x0246_8ace;
 
 /// The decoded, bounded header.
 #[derive(Debug, Clone)]
@@ -87,6 +89,11 @@ impl Header {
 
     /// Decode and bound the first 512 bytes of a file of `file_size` bytes.
     pub fn parse(b: &[u8], file_size: u64) -> Result<Header> {
+        if b.len() >= 4 && le32(b, 0) == SPARSE_MAGIC {
+            return Err(Error::unsupported(
+                "bochs: bximage 'sparse' images are not supported (only 'growing' redologs)",
+            ));
+        }
         if b.len() < HEADER_SIZE
             || cstr(&b[..32]) != MAGIC
             || cstr(&b[32..48]) != REDOLOG

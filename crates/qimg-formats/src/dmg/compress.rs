@@ -11,8 +11,17 @@ fn bad(index: usize, why: impl std::fmt::Display) -> Error {
     Error::corrupt(format!("dmg: chunk {index} does not decompress: {why}"))
 }
 
-/// Decode `src` (a chunk of type `k`) into `dst`, which it must fill exactly.
+/// Decode `src` (a chunk of type `k`) into `dst`, which it must fill exactly. A panic inside a
+/// third-party decoder on malformed input becomes `ERR_QIMG_CORRUPT` too.
 pub fn decode(k: u32, src: &[u8], dst: &mut [u8], index: usize) -> Result<()> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_inner(k, src, dst, index)
+    }));
+    r.unwrap_or_else(|_| Err(bad(index, "the decoder failed on malformed input")))
+}
+
+/// [`decode`] without the panic guard.
+fn decode_inner(k: u32, src: &[u8], dst: &mut [u8], index: usize) -> Result<()> {
     match k {
         kind::ZLIB => zlib(src, dst, index),
         kind::BZIP2 => bzip2(src, dst, index),

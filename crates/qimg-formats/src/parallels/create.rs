@@ -5,7 +5,9 @@
 //! Checked against qemu-img 10.0: the size is rounded up to 512; `cluster_size` (default 1 MiB)
 //! is taken in whole sectors; a size of 2^32 clusters or more is refused with "Image size is too
 //! large for this cluster size". qimg also refuses clusters over 64 MiB (QEMU accepts them, but
-//! qimg bounds every cluster buffer).
+//! qimg bounds every cluster buffer). `preallocation=` belongs to the file protocol: qemu-img
+//! accepts off/falloc/full without effect on the final image (the driver rewrites the file) and
+//! refuses `metadata`; so does qimg.
 use super::header::{Header, HEADER_SIZE, MAX_CLUSTER, SECTOR};
 use crate::options::CreateOptions;
 use qimg_core::{Error, Result, Storage};
@@ -20,6 +22,9 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         return Err(Error::unsupported(
             "Driver 'parallels' does not support backing files",
         ));
+    }
+    if opts.preallocation == crate::options::Preallocation::Metadata {
+        return Err(Error::invalid("Unsupported preallocation mode: metadata"));
     }
     let cs = opts.cluster_size.unwrap_or(DEFAULT_CLUSTER) / SECTOR * SECTOR;
     let size = opts
