@@ -6,7 +6,7 @@
  * MB/s, peak RSS and the ratio qimg/qemu-img (qemu-img also timed with a following `sync`, as
  * qimg flushes its target before exiting). Not a test: nothing is asserted.
  *
- * Usage: node benches/roformats.mjs [--size 4G] [--dir benches/work] [--runs 1]
+ * Usage: node benches/roformats.mjs [--size 4G] [--dir benches/work] [--runs 1] [--only parallels]
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
@@ -15,6 +15,8 @@ import { benchArgs, makeWorkload, qimgCli, settle } from "./workload.mjs";
 
 const { size, dir, opt } = benchArgs();
 const runs = Number(opt("runs", "1"));
+/** Only the paths whose name contains this (e.g. `parallels`, `cloop`, `bochs`). */
+const only = opt("only", "");
 
 /** Run under GNU time; seconds, seconds with a trailing sync, peak RSS (KiB). */
 function timed(argv) {
@@ -46,12 +48,16 @@ const paths = [
   { name: "raw→parallels", f: "raw", O: "parallels", in: src },
   { name: "parallels→raw", f: "parallels", O: "raw", in: prl },
 ];
-if (has("create_compressed_fs")) {
+if (only && !"cloop".includes(only)) {
+  // skipped by --only
+} else if (has("create_compressed_fs")) {
   const cl = join(dir, "ref.cloop");
   execFileSync("create_compressed_fs", ["-q", "-B", "65536", src, cl], { stdio: "ignore" });
   paths.push({ name: "cloop→raw", f: "cloop", O: "raw", in: cl });
 } else console.log("cloop: create_compressed_fs missing (apt-get install cloop-utils), skipped");
-if (has("bximage")) {
+if (only && !"bochs".includes(only)) {
+  // skipped by --only
+} else if (has("bximage")) {
   const bo = join(dir, "ref.bochs");
   rmSync(bo, { force: true });
   execFileSync("bximage", ["-func=convert", "-imgmode=growing", "-q", src, bo], { stdio: "ignore" });
@@ -61,7 +67,7 @@ if (has("bximage")) {
 const mb = size / 1e6;
 console.log(`workload: ${src} (${(size / 1024 ** 3).toFixed(2)} GiB), best of ${runs}`);
 console.log("path           tool      seconds   MB/s  peak RSS MiB  +sync s   ratio vs qemu-img / +sync");
-for (const p of paths) {
+for (const p of paths.filter((x) => x.name.includes(only))) {
   const out = join(dir, `out.${p.O}`);
   const q = best(["qemu-img", "convert", "-f", p.f, "-O", p.O, p.in, out], out);
   const m = best([...qimgCli, "convert", "-f", p.f, "-O", p.O, p.in, out], out);

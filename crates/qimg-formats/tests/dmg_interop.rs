@@ -503,3 +503,64 @@ fn decoders_survive_mutated_streams() {
         t.elapsed()
     );
 }
+
+#[test]
+fn resource_fork_images_without_a_plist_read_back() {
+    // Old UDIF images keep the blkx tables in a binary resource fork: header (data offset, map
+    // offset, data length, map length), then each resource as a u32 length and its bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let parts = all_kinds();
+    let want: Vec<u8> = parts.iter().flat_map(|p| p.data.clone()).collect();
+    let img = build(&parts, &|_| {});
+    // Take the mish table back out of the XML image and rebuild the tail as a resource fork.
+    let n = img.len();
+    let koly = &img[n - 512..];
+    let xml_off = u64::from_be_bytes(koly[216..224].try_into().unwrap()) as usize;
+    let xml = std::str::from_utf8(&img[xml_off..n - 512]).unwrap();
+    let a = xml.find("<data>").unwrap() + 6;
+    let b = xml.find("</data>").unwrap();
+    let mish = unbase64(&xml[a..b]);
+    let mut out = img[..xml_off].to_vec();
+    let rsrc_off = out.len() as u64;
+    let mut fork = Vec::new();
+    fork.extend(be32(256));
+    fork.extend(be32(0));
+    fork.extend(be32(4 + mish.len() as u32 + 4 + 3));
+    fork.extend(be32(0));
+    fork.resize(256, 0);
+    fork.extend(be32(mish.len() as u32));
+    fork.extend(&mish);
+    fork.extend(be32(3)); // a resource that is not a mish table: skipped
+    fork.extend(b"abc");
+    out.extend(&fork);
+    let mut k = koly.to_vec();
+    k[40..48].copy_from_slice(&be64(rsrc_off));
+    k[48..56].copy_from_slice(&be64(fork.len() as u64));
+    k[216..232].fill(0);
+    out.extend(k);
+    let p = file(&dir, "rsrc.dmg", &out);
+    assert_eq!(read_all(&*open_ro("dmg", &p).unwrap()), want);
+}
+
+fn unbase64(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
