@@ -3,7 +3,7 @@
  * field by field against qemu-img, `convert` to qcow2 and raw decoding to MANIFEST.md's sha256,
  * parallels `create`/`check` against qemu-img.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { hasPeer, qemu72, qimg, run, runOk, sha256, tempDir } from "../helpers/peers.js";
@@ -95,6 +95,14 @@ describe.skipIf(!have)("read-only formats and parallels through the CLI", () => 
     const r = qimg(["check", join(SAMPLES, "qemu-iotests/empty.bochs")]);
     expect(r.status).toBe(63);
     expect(run("qemu-img", ["check", join(SAMPLES, "qemu-iotests/empty.bochs")]).status).toBe(63);
+    // A repair needs a writable open, which these drivers refuse as qemu-img does.
+    const copy = t.path("e.bochs");
+    writeFileSync(copy, readFileSync(join(SAMPLES, "qemu-iotests/empty.bochs")));
+    const ours = qimg(["check", "-r", "all", copy]);
+    const theirs = run("qemu-img", ["check", "-r", "all", copy]);
+    expect(ours.status).toBe(theirs.status);
+    expect(ours.stderr).toContain("Image is read-only");
+    expect(theirs.stderr).toContain("Image is read-only");
   });
 
   it("parallels create, -o help and check match qemu-img", () => {

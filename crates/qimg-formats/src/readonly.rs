@@ -39,14 +39,15 @@ pub fn whole_data(offset: u64, length: u64) -> Vec<LayerExtent> {
     }]
 }
 
-/// Refuse a writable open of a read-only format.
-pub fn refuse_rw_open(format: &str, read_only: bool, path: &str) -> Result<()> {
+/// Refuse a writable open of a read-only format, in qemu-img's words ("Image is read-only").
+pub fn refuse_rw_open(_format: &str, read_only: bool, path: &str) -> Result<()> {
     if read_only {
         Ok(())
     } else {
-        Err(Error::unsupported(format!(
-            "Driver '{format}' can only be used for read-only devices"
-        ))
+        Err(Error::new(
+            ErrorCode::ReadOnly,
+            format!("Could not open '{path}': Image is read-only"),
+        )
         .with_path(path))
     }
 }

@@ -110,7 +110,8 @@ fn writable_open_and_flat_images_are_refused() {
         Err(e) => e,
         Ok(_) => panic!("writable open accepted"),
     };
-    assert_eq!(e.code, Unsupported);
+    assert_eq!(e.code, ReadOnly);
+    assert!(e.message.ends_with("Image is read-only"), "{}", e.message);
     let dir = tempfile::tempdir().unwrap();
     let flat = file(&dir, "flat.img", &vec![0u8; 1 << 20]);
     assert_rejected("bochs", &flat, &[WrongFormat], "flat image");
