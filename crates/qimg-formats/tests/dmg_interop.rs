@@ -49,6 +49,10 @@ fn samples_decode_to_manifest_sha() {
         assert_eq!(d.virtual_size(), size, "{name}");
         assert_eq!(sha256(&read_all(&*d)), sha, "{name}");
         assert_eq!(d.write(0, &[0u8; 512]).unwrap_err().code, ReadOnly);
+        if have("7zz", "7zip") {
+            let o = common::run("7zz", &["e", "-so", "-tDmg", &p]);
+            assert_eq!(sha256(&o.stdout), sha, "{name}: 7zz -tDmg agrees");
+        }
     }
 }
 
@@ -447,6 +451,12 @@ fn hostile_images_are_rejected() {
     for (i, (what, bytes, code)) in cases.into_iter().enumerate() {
         let p = file(&dir, &format!("h{i}.dmg"), &bytes);
         assert_rejected("dmg", &p, &[code], what);
+    }
+    // Bombs in every codec: 4 MiB of zeros stored for a chunk of 8 sectors.
+    for kind in [0x8000_0004u32, 0x8000_0006, 0x8000_0007, 0x8000_0008] {
+        let img = build(&one(kind, vec![0u8; 4 << 20]), &set64(c0 + 16, 8));
+        let p = file(&dir, &format!("bomb{kind:x}.dmg"), &img);
+        assert_rejected("dmg", &p, &[Corrupt], &format!("{kind:#x} bomb"));
     }
 }
 
