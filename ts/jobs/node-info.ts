@@ -2,6 +2,7 @@
 import * as fs from "node:fs/promises";
 import { isNbdString } from "../graph/nbd.js";
 import { callNative, type NativeImage, type NativeSnapshot } from "../native.js";
+import { getFormat } from "../registry/index.js";
 
 /** `qemu-img info --output=json` for one image. */
 export interface ImageInfo {
@@ -108,7 +109,7 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
         : path.join(path.dirname(filename), i.backingFile);
     ordered["backing-filename"] = i.backingFile;
   }
-  ordered["dirty-flag"] = i.dirty;
+  if (getFormat(i.format).reportsDirtyFlag !== false) ordered["dirty-flag"] = i.dirty;
   return ordered;
 }
 

@@ -3,6 +3,10 @@
  * Raw is never auto-selected for writing (design: safety defaults).
  */
 import { QimgError } from "../errors.js";
+import { bochsFormat } from "./bochs.js";
+import { cloopFormat } from "./cloop.js";
+import { dmgFormat } from "./dmg.js";
+import { parallelsFormat } from "./parallels.js";
 import { qcow2Format } from "./qcow2.js";
 import { rawFormat } from "./raw.js";
 import type { FormatEntry } from "./types.js";
@@ -16,6 +20,10 @@ const formats = new Map<string, FormatEntry>([
   [qcow2Format.name, qcow2Format],
   [vdiFormat.name, vdiFormat],
   [vpcFormat.name, vpcFormat],
+  [parallelsFormat.name, parallelsFormat],
+  [bochsFormat.name, bochsFormat],
+  [cloopFormat.name, cloopFormat],
+  [dmgFormat.name, dmgFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */
@@ -30,12 +38,12 @@ export function formatNames(): string[] {
   return [...formats.keys()];
 }
 
-/** Pick the best-scoring format for `head`; ties go to the first registered. */
-export function probeFormat(head: Uint8Array, filename: string): string {
+/** Pick the best-scoring format for `head` (and the file's last 512 bytes, `tail`); ties go to the first registered. */
+export function probeFormat(head: Uint8Array, filename: string, tail?: Uint8Array): string {
   let best = rawFormat.name;
   let score = 0;
   for (const f of formats.values()) {
-    const s = f.probe(head, filename);
+    const s = f.probe(head, filename, tail);
     if (s > score) {
       score = s;
       best = f.name;

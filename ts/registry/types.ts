@@ -18,8 +18,11 @@ export interface CreateOptionSpec {
 export interface FormatEntry {
   /** Format name (`-f` / `-O`). */
   name: string;
-  /** Score how likely `head` (the first 512+ bytes) and `filename` are this format; 0 = not. */
-  probe(head: Uint8Array, filename: string): number;
+  /**
+   * Score how likely `head` (the first 512+ bytes), `filename` and `tail` (the last 512 bytes,
+   * when the file has them: DMG keeps its trailer there) are this format; 0 = not.
+   */
+  probe(head: Uint8Array, filename: string, tail?: Uint8Array): number;
   /** True if qimg can create and write it. */
   writable: boolean;
   /** True if images of this format can have a backing file. */
@@ -28,4 +31,9 @@ export interface FormatEntry {
   createOptions: CreateOptionSpec[];
   /** Whether `check` is implemented (qemu-img exits 63 otherwise). */
   supportsCheck: boolean;
+  /**
+   * False for formats whose QEMU driver has no `bdrv_get_info` (parallels, bochs, cloop, dmg):
+   * qemu-img's `info` then prints no `dirty-flag`. Default true.
+   */
+  reportsDirtyFlag?: boolean;
 }

@@ -5,10 +5,15 @@
 //! `create`, and `driver` (the [`qimg_core::BlockDriver`] implementation). [`open_driver`] and
 //! [`create_image`] dispatch by format name; TypeScript owns probing and the registry of names.
 pub mod blockmap;
+pub mod bochs;
 pub(crate) mod bytes;
+pub mod cloop;
+pub mod dmg;
 pub mod options;
+pub mod parallels;
 pub mod qcow2;
 pub mod raw;
+pub(crate) mod readonly;
 pub mod uuid;
 pub mod vdi;
 pub mod vpc;
@@ -28,6 +33,10 @@ pub fn open_driver(
         "qcow2" => Ok(Arc::new(qcow2::Qcow2Driver::open(storage, opts)?)),
         "vdi" => Ok(Arc::new(vdi::VdiDriver::open(storage, opts)?)),
         "vpc" => Ok(Arc::new(vpc::VpcDriver::open(storage, opts)?)),
+        "parallels" => Ok(Arc::new(parallels::ParallelsDriver::open(storage, opts)?)),
+        "bochs" => Ok(Arc::new(bochs::BochsDriver::open(storage, opts)?)),
+        "cloop" => Ok(Arc::new(cloop::CloopDriver::open(storage, opts)?)),
+        "dmg" => Ok(Arc::new(dmg::DmgDriver::open(storage, opts)?)),
         other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
     }
 }
@@ -39,6 +48,7 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
         "qcow2" => qcow2::create(storage, opts),
         "vdi" => vdi::create(storage, opts),
         "vpc" => vpc::create(storage, opts),
+        "parallels" => parallels::create(storage, opts),
         other => Err(Error::unsupported(format!(
             "Format driver '{other}' does not support image creation"
         ))),
