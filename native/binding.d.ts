@@ -224,6 +224,8 @@ export interface NativeCreateOptions {
   compressionType?: string
   /** qcow2 `data_file=`. */
   dataFile?: string
+  /** qed `table_size=` (clusters). */
+  tableSize?: number
 }
 
 /** Facts about an opened image for `info`. */

@@ -39,6 +39,8 @@ pub struct NativeCreateOptions {
     pub compression_type: Option<String>,
     /// qcow2 `data_file=`.
     pub data_file: Option<String>,
+    /// qed `table_size=` (clusters).
+    pub table_size: Option<f64>,
 }
 
 /// Create (or overwrite) an image file.
@@ -61,6 +63,10 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             extended_l2: opts.extended_l2.unwrap_or(false),
             compression_type: opts.compression_type,
             data_file: opts.data_file,
+            table_size: opts
+                .table_size
+                .map(|c| crate::error::to_u64(c, "table_size"))
+                .transpose()?,
         };
         let file = FileStorage::open(
             &opts.filename,

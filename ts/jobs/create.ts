@@ -80,7 +80,7 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
     });
   }
   const get = (k: string) => o[k];
-  for (const k of ["encryption", "encrypt.format", "data_file_raw"]) {
+  for (const k of ["encryption", "encrypt.format", "encrypt.key-secret", "data_file_raw"]) {
     if (get(k) !== undefined && get(k) !== "off") {
       throw new QimgError("ERR_QIMG_UNSUPPORTED", `Option '${k}' is not supported yet`);
     }
@@ -103,6 +103,7 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       extendedL2: get("extended_l2") === undefined ? undefined : toBool("extended_l2", get("extended_l2")),
       compressionType: get("compression_type") === undefined ? undefined : String(get("compression_type")),
       dataFile: get("data_file") === undefined ? undefined : String(get("data_file")),
+      tableSize: get("table_size") === undefined ? undefined : toSize("table_size", get("table_size")),
     }),
   );
 }

@@ -3,7 +3,9 @@
  * Raw is never auto-selected for writing (design: safety defaults).
  */
 import { QimgError } from "../errors.js";
+import { qcowFormat } from "./qcow.js";
 import { qcow2Format } from "./qcow2.js";
+import { qedFormat } from "./qed.js";
 import { rawFormat } from "./raw.js";
 import type { FormatEntry } from "./types.js";
 
@@ -12,6 +14,8 @@ export type { CreateOptionSpec, FormatEntry } from "./types.js";
 const formats = new Map<string, FormatEntry>([
   [rawFormat.name, rawFormat],
   [qcow2Format.name, qcow2Format],
+  [qedFormat.name, qedFormat],
+  [qcowFormat.name, qcowFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */

@@ -4,8 +4,11 @@
 //! their bounds), `mapping` (guest → host lookups), `alloc` (space and refcounts), `check`,
 //! `create`, and `driver` (the [`qimg_core::BlockDriver`] implementation). [`open_driver`] and
 //! [`create_image`] dispatch by format name; TypeScript owns probing and the registry of names.
+pub mod l2map;
 pub mod options;
+pub mod qcow;
 pub mod qcow2;
+pub mod qed;
 pub mod raw;
 
 pub use options::{CreateOptions, OpenOptions, Preallocation};
@@ -21,6 +24,8 @@ pub fn open_driver(
     match format {
         "raw" => Ok(Arc::new(raw::RawDriver::open(storage, opts)?)),
         "qcow2" => Ok(Arc::new(qcow2::Qcow2Driver::open(storage, opts)?)),
+        "qed" => Ok(Arc::new(qed::QedDriver::open(storage, opts)?)),
+        "qcow" => Ok(Arc::new(qcow::QcowDriver::open(storage, opts)?)),
         other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
     }
 }
@@ -30,6 +35,8 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
     match format {
         "raw" => raw::create(storage, opts),
         "qcow2" => qcow2::create(storage, opts),
+        "qed" => qed::create(storage, opts),
+        "qcow" => qcow::create(storage, opts),
         other => Err(Error::unsupported(format!(
             "Format driver '{other}' does not support image creation"
         ))),

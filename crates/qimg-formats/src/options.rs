@@ -65,4 +65,6 @@ pub struct CreateOptions {
     pub compression_type: Option<String>,
     /// qcow2: `data_file=` (refused until the qcow2-parity work).
     pub data_file: Option<String>,
+    /// qed: `table_size=` in clusters (None = 4).
+    pub table_size: Option<u64>,
 }

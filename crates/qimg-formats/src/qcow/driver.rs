@@ -1,0 +1,146 @@
+//! The qcow (v1) [`BlockDriver`]: the header and the shared table engine.
+//!
+//! Beyond QEMU: a partial write into a cluster not yet allocated here copies the rest of the
+//! cluster from the backing layer (QEMU's qcow leaves it zero, which only its 512-byte clusters
+//! for images with a backing file hide), and metadata is written only after the data it points
+//! at is durable. Discard does nothing, as QEMU's qcow.
+use super::header::{self, QcowHeader};
+use super::mapping::QcowTables;
+use crate::l2map::{Geometry, TableMap};
+use crate::options::OpenOptions;
+use qimg_core::{BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, Result, Storage};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// An opened qcow image.
+pub struct QcowDriver {
+    map: TableMap<QcowTables>,
+    header: QcowHeader,
+    backing_file: Option<String>,
+    read_only: bool,
+    closed: AtomicBool,
+}
+
+impl QcowDriver {
+    /// Open and validate a qcow image.
+    pub fn open(storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Self> {
+        let file_len = storage.size()?;
+        let mut first = vec![0u8; header::HEADER_LEN];
+        storage.read_at(&mut first, 0)?;
+        let h = QcowHeader::parse(&first, file_len)?;
+        let backing_file = if h.backing_file_offset != 0 {
+            let mut name = vec![0u8; h.backing_file_size as usize];
+            storage.read_at(&mut name, h.backing_file_offset)?;
+            Some(String::from_utf8_lossy(&name).into_owned())
+        } else {
+            None
+        };
+        let cs = h.cluster_size();
+        let l2_entries = 1u64 << h.l2_bits;
+        let geo = Geometry {
+            cluster_size: cs,
+            l2_entries,
+            l2_reserve: (l2_entries * 8).next_multiple_of(cs),
+            l1_offset: h.l1_table_offset,
+            l1_entries: h.l1_entries(),
+        };
+        let fmt = QcowTables {
+            cluster_bits: h.cluster_bits as u32,
+            l2_bytes: l2_entries * 8,
+            file_len,
+        };
+        let map = TableMap::load(storage, fmt, geo, file_len.next_multiple_of(cs), h.size)?;
+        Ok(QcowDriver {
+            map,
+            header: h,
+            backing_file,
+            read_only: opts.read_only,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::new(ErrorCode::ReadOnly, "Image is read-only"));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorCode::Internal, "image is closed"));
+        }
+        Ok(())
+    }
+}
+
+impl BlockDriver for QcowDriver {
+    fn format_name(&self) -> &'static str {
+        "qcow"
+    }
+
+    fn storage(&self) -> &Arc<dyn Storage> {
+        self.map.storage()
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.header.size
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.map.read(offset, buf)
+    }
+
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.writable()?;
+        self.map.write(offset, buf, &mut || Ok(()))
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, _may_unmap: bool) -> Result<()> {
+        self.writable()?;
+        self.map.write_zeroes(offset, length, &mut || Ok(()))
+    }
+
+    fn discard(&self, offset: u64, length: u64) -> Result<()> {
+        self.writable()?;
+        if offset
+            .checked_add(length)
+            .is_none_or(|e| e > self.header.size)
+        {
+            return Err(Error::new(ErrorCode::OutOfRange, "discard beyond the image"));
+        }
+        Ok(())
+    }
+
+    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
+        self.map.block_status(offset, length)
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.map.flush()
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) || self.read_only {
+            return Ok(());
+        }
+        self.map.flush()
+    }
+
+    fn info(&self) -> Result<DriverInfo> {
+        Ok(DriverInfo {
+            cluster_size: Some(self.header.cluster_size()),
+            dirty: false,
+            backing_file: self.backing_file.clone(),
+            backing_format: None,
+            format_specific: None,
+        })
+    }
+
+    fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
+        self.map.backing()
+    }
+
+    fn set_backing(&self, backing: Option<Arc<dyn BlockDriver>>) -> Result<()> {
+        self.map.set_backing(backing)
+    }
+}
