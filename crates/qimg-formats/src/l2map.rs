@@ -238,7 +238,10 @@ impl<F: TableFormat> TableMap<F> {
         match self.backing() {
             None => buf.fill(0),
             Some(b) => {
-                let n = b.virtual_size().saturating_sub(offset).min(buf.len() as u64) as usize;
+                let n = b
+                    .virtual_size()
+                    .saturating_sub(offset)
+                    .min(buf.len() as u64) as usize;
                 if n > 0 {
                     b.read(offset, &mut buf[..n])?;
                 }
@@ -348,9 +351,7 @@ impl<F: TableFormat> TableMap<F> {
             if let Entry::Data(h) = e {
                 // In place; extend over following clusters contiguous on the host.
                 let mut n = 1;
-                while gc + n <= last
-                    && self.entry(&mut st, gc + n)? == Entry::Data(h + n * cs)
-                {
+                while gc + n <= last && self.entry(&mut st, gc + n)? == Entry::Data(h + n * cs) {
                     n += 1;
                 }
                 let hi = (offset + data.len() as u64).min((gc + n) * cs);
@@ -369,7 +370,7 @@ impl<F: TableFormat> TableMap<F> {
             // A run of clusters to allocate, all in the same L2 table.
             let mut n = 1;
             while gc + n <= last
-                && (gc + n) % self.geo.l2_entries != 0
+                && !(gc + n).is_multiple_of(self.geo.l2_entries)
                 && !matches!(self.entry(&mut st, gc + n)?, Entry::Data(_))
             {
                 n += 1;
@@ -423,7 +424,7 @@ impl<F: TableFormat> TableMap<F> {
             let cend = (pos / cs + 1) * cs;
             let hi = cend.min(end);
             let gc = pos / cs;
-            let whole = pos % cs == 0 && hi == cend;
+            let whole = pos.is_multiple_of(cs) && hi == cend;
             let e = self.entries(gc, 1)?[0];
             if e == Entry::Zero || (e == Entry::Unallocated && !has_backing) {
                 pos = hi;

@@ -41,7 +41,11 @@ fn be64(b: &[u8], o: usize) -> u64 {
 }
 
 fn open(path: &str) -> qimg_core::Result<Arc<dyn BlockDriver>> {
-    open_driver("qcow", storage(path, true, false), &OpenOptions { read_only: true })
+    open_driver(
+        "qcow",
+        storage(path, true, false),
+        &OpenOptions { read_only: true },
+    )
 }
 
 fn code_of(dir: &std::path::Path, good: &[u8], patch: &dyn Fn(&mut Vec<u8>)) -> ErrorCode {
@@ -53,7 +57,9 @@ fn code_of(dir: &std::path::Path, good: &[u8], patch: &dyn Fn(&mut Vec<u8>)) -> 
         Err(e) => e.code,
         Ok(d) => {
             let mut buf = vec![0u8; 4096];
-            d.read(0, &mut buf).expect_err("hostile mapping must fail").code
+            d.read(0, &mut buf)
+                .expect_err("hostile mapping must fail")
+                .code
         }
     }
 }
@@ -66,21 +72,65 @@ fn hostile_headers_are_refused_with_typed_errors() {
     let l2 = be64(&good, l1) as usize;
     type Patch = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, ErrorCode, Patch)> = vec![
-        ("bad magic", ErrorCode::WrongFormat, Box::new(|b| b[0] = b'X')),
-        ("truncated header", ErrorCode::Corrupt, Box::new(|b| b.truncate(30))),
-        ("version 2", ErrorCode::Unsupported, Box::new(|b| put32(b, 4, 2))),
+        (
+            "bad magic",
+            ErrorCode::WrongFormat,
+            Box::new(|b| b[0] = b'X'),
+        ),
+        (
+            "truncated header",
+            ErrorCode::Corrupt,
+            Box::new(|b| b.truncate(30)),
+        ),
+        (
+            "version 2",
+            ErrorCode::Unsupported,
+            Box::new(|b| put32(b, 4, 2)),
+        ),
         ("size 0", ErrorCode::Corrupt, Box::new(|b| put64(b, 24, 0))),
         ("size 1", ErrorCode::Corrupt, Box::new(|b| put64(b, 24, 1))),
-        ("cluster bits 8", ErrorCode::Corrupt, Box::new(|b| b[32] = 8)),
-        ("cluster bits 17", ErrorCode::Corrupt, Box::new(|b| b[32] = 17)),
+        (
+            "cluster bits 8",
+            ErrorCode::Corrupt,
+            Box::new(|b| b[32] = 8),
+        ),
+        (
+            "cluster bits 17",
+            ErrorCode::Corrupt,
+            Box::new(|b| b[32] = 17),
+        ),
         ("l2 bits 5", ErrorCode::Corrupt, Box::new(|b| b[33] = 5)),
         ("l2 bits 14", ErrorCode::Corrupt, Box::new(|b| b[33] = 14)),
-        ("crypt method 2", ErrorCode::Corrupt, Box::new(|b| put32(b, 36, 2))),
-        ("AES encryption", ErrorCode::Unsupported, Box::new(|b| put32(b, 36, 1))),
-        ("size overflows", ErrorCode::Corrupt, Box::new(|b| put64(b, 24, u64::MAX - 10))),
-        ("L1 too large", ErrorCode::Corrupt, Box::new(|b| put64(b, 24, 1 << 62))),
-        ("L1 past end of file", ErrorCode::Corrupt, Box::new(|b| put64(b, 40, 1 << 40))),
-        ("L1 offset wraps", ErrorCode::Corrupt, Box::new(|b| put64(b, 40, u64::MAX - 4))),
+        (
+            "crypt method 2",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 36, 2)),
+        ),
+        (
+            "AES encryption",
+            ErrorCode::Unsupported,
+            Box::new(|b| put32(b, 36, 1)),
+        ),
+        (
+            "size overflows",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 24, u64::MAX - 10)),
+        ),
+        (
+            "L1 too large",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 24, 1 << 62)),
+        ),
+        (
+            "L1 past end of file",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 40, 1 << 40)),
+        ),
+        (
+            "L1 offset wraps",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 40, u64::MAX - 4)),
+        ),
         (
             "backing name too long",
             ErrorCode::Corrupt,
@@ -97,8 +147,16 @@ fn hostile_headers_are_refused_with_typed_errors() {
                 put32(b, 16, 10);
             }),
         ),
-        ("L2 past end of file", ErrorCode::Corrupt, Box::new(move |b| put64(b, l1, 1 << 40))),
-        ("data past end of file", ErrorCode::Corrupt, Box::new(move |b| put64(b, l2, 1 << 40))),
+        (
+            "L2 past end of file",
+            ErrorCode::Corrupt,
+            Box::new(move |b| put64(b, l1, 1 << 40)),
+        ),
+        (
+            "data past end of file",
+            ErrorCode::Corrupt,
+            Box::new(move |b| put64(b, l2, 1 << 40)),
+        ),
         (
             "compressed data past end of file",
             ErrorCode::Corrupt,

@@ -27,7 +27,13 @@ fn ok(out: &std::process::Output, what: &str) {
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len)
-        .map(|x| if (x / 65536) % 3 == 1 { 0 } else { (x * 7 % 253) as u8 })
+        .map(|x| {
+            if (x / 65536) % 3 == 1 {
+                0
+            } else {
+                (x * 7 % 253) as u8
+            }
+        })
         .collect()
 }
 
@@ -41,21 +47,31 @@ fn qemu_written_reads_back() {
     let img = dir.path().join("q.qcow");
     let raw = dir.path().join("q.raw");
     let (i, r) = (img.to_str().unwrap(), raw.to_str().unwrap());
-    ok(&run("qemu-img", &["create", "-q", "-f", "qcow", i, "9M"]), "create");
+    ok(
+        &run("qemu-img", &["create", "-q", "-f", "qcow", i, "9M"]),
+        "create",
+    );
     ok(
         &run(
             "qemu-io",
             &[
-                "-c", "write -P 0x11 0 100k",
-                "-c", "write -P 0x22 3M 5000",
-                "-c", "write -P 0x33 8M 1M",
-                "-c", "write -z 40k 8k",
+                "-c",
+                "write -P 0x11 0 100k",
+                "-c",
+                "write -P 0x22 3M 5000",
+                "-c",
+                "write -P 0x33 8M 1M",
+                "-c",
+                "write -z 40k 8k",
                 i,
             ],
         ),
         "qemu-io",
     );
-    ok(&run("qemu-img", &["convert", "-f", "qcow", "-O", "raw", i, r]), "convert");
+    ok(
+        &run("qemu-img", &["convert", "-f", "qcow", "-O", "raw", i, r]),
+        "convert",
+    );
     let d = open(i, true);
     let mut got = vec![0u8; d.virtual_size() as usize];
     d.read(0, &mut got).unwrap();
@@ -77,14 +93,46 @@ fn compressed_clusters_read() {
     let i = img.to_str().unwrap();
     // qemu-img 10 exits 1 without a message after `convert -c -O qcow` although every cluster
     // is written: judge the image by QEMU's own reading of it instead.
-    let _ = run("qemu-img", &["convert", "-c", "-f", "raw", "-O", "qcow", src.to_str().unwrap(), i]);
-    ok(&run("qemu-img", &["compare", "-f", "qcow", "-F", "raw", i, src.to_str().unwrap()]), "QEMU reads it");
+    let _ = run(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-f",
+            "raw",
+            "-O",
+            "qcow",
+            src.to_str().unwrap(),
+            i,
+        ],
+    );
+    ok(
+        &run(
+            "qemu-img",
+            &[
+                "compare",
+                "-f",
+                "qcow",
+                "-F",
+                "raw",
+                i,
+                src.to_str().unwrap(),
+            ],
+        ),
+        "QEMU reads it",
+    );
     let d = open(i, true);
     let mut got = vec![0u8; data.len()];
     d.read(0, &mut got).unwrap();
     assert!(got == data);
     let st = d.block_status(0, 4096).unwrap();
-    assert!(matches!(st[0].status, LayerStatus::Data { compressed: true, .. }));
+    assert!(matches!(
+        st[0].status,
+        LayerStatus::Data {
+            compressed: true,
+            ..
+        }
+    ));
     drop(d);
     // Overwriting part of a compressed cluster keeps the rest of it.
     let d = open(i, false);
@@ -94,7 +142,21 @@ fn compressed_clusters_read() {
     let mut want = data.clone();
     want[100..150].fill(0xee);
     std::fs::write(&src, &want).unwrap();
-    ok(&run("qemu-img", &["compare", "-f", "qcow", "-F", "raw", i, src.to_str().unwrap()]), "compare");
+    ok(
+        &run(
+            "qemu-img",
+            &[
+                "compare",
+                "-f",
+                "qcow",
+                "-F",
+                "raw",
+                i,
+                src.to_str().unwrap(),
+            ],
+        ),
+        "compare",
+    );
 }
 
 #[test]
@@ -128,7 +190,7 @@ fn model_random_writes_and_qemu_compare() {
             let off = (s >> 20) % size;
             let len = ((s >> 8) % 200_000).min(size - off);
             let byte = (s >> 56) as u8 | 1;
-            if s % 5 == 0 {
+            if s.is_multiple_of(5) {
                 d.write_zeroes(off, len, true).unwrap();
                 model[off as usize..(off + len) as usize].fill(0);
             } else {
@@ -142,7 +204,10 @@ fn model_random_writes_and_qemu_compare() {
         d.close().unwrap();
         drop(d);
         std::fs::write(&raw, &model).unwrap();
-        ok(&run("qemu-img", &["compare", "-f", "qcow", "-F", "raw", i, r]), "compare");
+        ok(
+            &run("qemu-img", &["compare", "-f", "qcow", "-F", "raw", i, r]),
+            "compare",
+        );
         let chk = run("qemu-img", &["check", i]);
         assert_eq!(chk.status.code(), Some(63), "qcow has no check");
     }
@@ -175,14 +240,32 @@ fn backing_file_layout_and_copy_on_write() {
     create_image("qcow", storage(t, false, true), &co).unwrap();
     let q = qtop.to_str().unwrap();
     ok(
-        &run("qemu-img", &["create", "-q", "-f", "qcow", "-b", "base.raw", "-F", "raw", q]),
+        &run(
+            "qemu-img",
+            &[
+                "create", "-q", "-f", "qcow", "-b", "base.raw", "-F", "raw", q,
+            ],
+        ),
         "create",
     );
-    assert_eq!(std::fs::read(&top).unwrap(), std::fs::read(&qtop).unwrap(), "same bytes as QEMU");
+    assert_eq!(
+        std::fs::read(&top).unwrap(),
+        std::fs::read(&qtop).unwrap(),
+        "same bytes as QEMU"
+    );
     let d = open(t, false);
-    let bd = open_driver("raw", storage(b, true, false), &OpenOptions { read_only: true }).unwrap();
+    let bd = open_driver(
+        "raw",
+        storage(b, true, false),
+        &OpenOptions { read_only: true },
+    )
+    .unwrap();
     d.set_backing(Some(bd)).unwrap();
-    for (off, len, byte) in [(1000usize, 3000usize, 7u8), (70_000, 100, 8), (1 << 20, 65536, 9)] {
+    for (off, len, byte) in [
+        (1000usize, 3000usize, 7u8),
+        (70_000, 100, 8),
+        (1 << 20, 65536, 9),
+    ] {
         d.write(off as u64, &vec![byte; len]).unwrap();
         model[off..off + len].fill(byte);
     }
@@ -191,7 +274,13 @@ fn backing_file_layout_and_copy_on_write() {
     d.close().unwrap();
     drop(d);
     std::fs::write(&exp, &model).unwrap();
-    ok(&run("qemu-img", &["compare", "-F", "raw", t, exp.to_str().unwrap()]), "compare");
+    ok(
+        &run(
+            "qemu-img",
+            &["compare", "-F", "raw", t, exp.to_str().unwrap()],
+        ),
+        "compare",
+    );
     let info = run("qemu-img", &["info", "--output=json", t]);
     let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(v["backing-filename"], "base.raw");
@@ -219,9 +308,23 @@ fn created_image_equals_qemus() {
         )
         .unwrap();
         ok(
-            &run("qemu-img", &["create", "-q", "-f", "qcow", b.to_str().unwrap(), &size.to_string()]),
+            &run(
+                "qemu-img",
+                &[
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow",
+                    b.to_str().unwrap(),
+                    &size.to_string(),
+                ],
+            ),
             "create",
         );
-        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "size {size}");
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "size {size}"
+        );
     }
 }

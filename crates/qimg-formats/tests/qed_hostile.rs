@@ -38,7 +38,11 @@ fn put64(b: &mut [u8], o: usize, v: u64) {
 }
 
 fn open(path: &str) -> qimg_core::Result<Arc<dyn BlockDriver>> {
-    open_driver("qed", storage(path, true, false), &OpenOptions { read_only: true })
+    open_driver(
+        "qed",
+        storage(path, true, false),
+        &OpenOptions { read_only: true },
+    )
 }
 
 /// Open (and read the first cluster of) a patched copy; return the error code.
@@ -51,7 +55,9 @@ fn code_of(dir: &std::path::Path, good: &[u8], patch: impl Fn(&mut Vec<u8>)) -> 
         Err(e) => e.code,
         Ok(d) => {
             let mut buf = vec![0u8; CS];
-            d.read(0, &mut buf).expect_err("hostile mapping must fail").code
+            d.read(0, &mut buf)
+                .expect_err("hostile mapping must fail")
+                .code
         }
     }
 }
@@ -63,24 +69,93 @@ fn hostile_headers_are_refused_with_typed_errors() {
     assert!(open(dir.path().join("good.qed").to_str().unwrap()).is_ok());
     let l1 = CS;
     let l2 = u64::from_le_bytes(good[l1..l1 + 8].try_into().unwrap()) as usize;
-    let cases: Vec<(&str, ErrorCode, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-        ("bad magic", ErrorCode::WrongFormat, Box::new(|b| b[3] = b'X')),
-        ("truncated header", ErrorCode::Corrupt, Box::new(|b| b.truncate(40))),
-        ("unknown feature", ErrorCode::Unsupported, Box::new(|b| put64(b, 16, 1 << 40))),
-        ("cluster size below 4K", ErrorCode::Corrupt, Box::new(|b| put32(b, 4, 2048))),
-        ("cluster size above 64M", ErrorCode::Corrupt, Box::new(|b| put32(b, 4, 128 << 20))),
-        ("cluster size not a power of 2", ErrorCode::Corrupt, Box::new(|b| put32(b, 4, 65536 + 4096))),
-        ("table size 0", ErrorCode::Corrupt, Box::new(|b| put32(b, 8, 0))),
-        ("table size 3", ErrorCode::Corrupt, Box::new(|b| put32(b, 8, 3))),
-        ("table size 32", ErrorCode::Corrupt, Box::new(|b| put32(b, 8, 32))),
-        ("header size 0", ErrorCode::Corrupt, Box::new(|b| put32(b, 12, 0))),
-        ("header size overflows", ErrorCode::Corrupt, Box::new(|b| put32(b, 12, u32::MAX))),
-        ("image size not sector aligned", ErrorCode::Corrupt, Box::new(|b| put64(b, 48, (8 << 20) + 100))),
-        ("image size beyond the tables", ErrorCode::Corrupt, Box::new(|b| put64(b, 48, 1 << 60))),
-        ("L1 offset unaligned", ErrorCode::Corrupt, Box::new(|b| put64(b, 40, 65536 + 8))),
-        ("L1 offset inside header", ErrorCode::Corrupt, Box::new(|b| put64(b, 40, 0))),
-        ("L1 table past end of file", ErrorCode::Corrupt, Box::new(|b| put64(b, 40, 1 << 40))),
-        ("L1 offset wraps", ErrorCode::Corrupt, Box::new(|b| put64(b, 40, u64::MAX & !0xffff))),
+    type Patch = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, ErrorCode, Patch)> = vec![
+        (
+            "bad magic",
+            ErrorCode::WrongFormat,
+            Box::new(|b| b[3] = b'X'),
+        ),
+        (
+            "truncated header",
+            ErrorCode::Corrupt,
+            Box::new(|b| b.truncate(40)),
+        ),
+        (
+            "unknown feature",
+            ErrorCode::Unsupported,
+            Box::new(|b| put64(b, 16, 1 << 40)),
+        ),
+        (
+            "cluster size below 4K",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 4, 2048)),
+        ),
+        (
+            "cluster size above 64M",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 4, 128 << 20)),
+        ),
+        (
+            "cluster size not a power of 2",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 4, 65536 + 4096)),
+        ),
+        (
+            "table size 0",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 8, 0)),
+        ),
+        (
+            "table size 3",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 8, 3)),
+        ),
+        (
+            "table size 32",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 8, 32)),
+        ),
+        (
+            "header size 0",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 12, 0)),
+        ),
+        (
+            "header size overflows",
+            ErrorCode::Corrupt,
+            Box::new(|b| put32(b, 12, u32::MAX)),
+        ),
+        (
+            "image size not sector aligned",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 48, (8 << 20) + 100)),
+        ),
+        (
+            "image size beyond the tables",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 48, 1 << 60)),
+        ),
+        (
+            "L1 offset unaligned",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 40, 65536 + 8)),
+        ),
+        (
+            "L1 offset inside header",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 40, 0)),
+        ),
+        (
+            "L1 table past end of file",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 40, 1 << 40)),
+        ),
+        (
+            "L1 offset wraps",
+            ErrorCode::Corrupt,
+            Box::new(|b| put64(b, 40, !0xffff)),
+        ),
         (
             "backing name outside header",
             ErrorCode::Corrupt,

@@ -67,22 +67,36 @@ fn qemu_written_reads_back() {
         "cluster_size=1M,table_size=16",
         "cluster_size=8k,table_size=2",
     ] {
-        ok(&run("qemu-img", &["create", "-q", "-f", "qed", "-o", opts, i, "20M"]), opts);
+        ok(
+            &run(
+                "qemu-img",
+                &["create", "-q", "-f", "qed", "-o", opts, i, "20M"],
+            ),
+            opts,
+        );
         ok(
             &run(
                 "qemu-io",
                 &[
-                    "-c", "write -P 0x11 0 100k",
-                    "-c", "write -P 0x22 3M 5000",
-                    "-c", "write -z 4M 1M",
-                    "-c", "write -P 0x33 19M 1M",
-                    "-c", "write -P 0x44 4M 4096",
+                    "-c",
+                    "write -P 0x11 0 100k",
+                    "-c",
+                    "write -P 0x22 3M 5000",
+                    "-c",
+                    "write -z 4M 1M",
+                    "-c",
+                    "write -P 0x33 19M 1M",
+                    "-c",
+                    "write -P 0x44 4M 4096",
                     i,
                 ],
             ),
             "qemu-io",
         );
-        ok(&run("qemu-img", &["convert", "-f", "qed", "-O", "raw", i, r]), "convert");
+        ok(
+            &run("qemu-img", &["convert", "-f", "qed", "-O", "raw", i, r]),
+            "convert",
+        );
         let d = open(i, true);
         let mut got = vec![0u8; d.virtual_size() as usize];
         d.read(0, &mut got).unwrap();
@@ -102,7 +116,13 @@ fn qemu_accepts_what_qimg_wrote() {
     let img = dir.path().join("w.qed");
     let raw = dir.path().join("w.raw");
     let (i, r) = (img.to_str().unwrap(), raw.to_str().unwrap());
-    for (cs, ts) in [(65536u64, 4u64), (4096, 2), (4096, 16), (1 << 20, 2), (32768, 8)] {
+    for (cs, ts) in [
+        (65536u64, 4u64),
+        (4096, 2),
+        (4096, 16),
+        (1 << 20, 2),
+        (32768, 8),
+    ] {
         create_image(
             "qed",
             storage(i, false, true),
@@ -124,7 +144,10 @@ fn qemu_accepts_what_qimg_wrote() {
         drop(d);
         ok(&run("qemu-img", &["check", i]), "qemu-img check");
         std::fs::write(&raw, &model).unwrap();
-        ok(&run("qemu-img", &["compare", "-f", "qed", "-F", "raw", i, r]), "compare");
+        ok(
+            &run("qemu-img", &["compare", "-f", "qed", "-F", "raw", i, r]),
+            "compare",
+        );
         let info = run("qemu-img", &["info", "--output=json", i]);
         let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(v["cluster-size"], cs);
@@ -162,7 +185,10 @@ fn model_random_writes() {
         drop(d);
         ok(&run("qemu-img", &["check", i]), "qemu-img check");
         std::fs::write(&raw, &model).unwrap();
-        ok(&run("qemu-img", &["compare", "-f", "qed", "-F", "raw", i, r]), "compare");
+        ok(
+            &run("qemu-img", &["compare", "-f", "qed", "-F", "raw", i, r]),
+            "compare",
+        );
     }
 }
 
@@ -195,7 +221,12 @@ fn backing_file_reads_through_and_copies_on_write() {
     assert_eq!(v["backing-filename"], "base.raw");
     assert_eq!(v["backing-filename-format"], "raw");
     let d = open(t, false);
-    let bd = open_driver("raw", storage(b, true, false), &OpenOptions { read_only: true }).unwrap();
+    let bd = open_driver(
+        "raw",
+        storage(b, true, false),
+        &OpenOptions { read_only: true },
+    )
+    .unwrap();
     d.set_backing(Some(bd)).unwrap();
     d.write(1000, &[7u8; 3000]).unwrap();
     model[1000..4000].fill(7);
@@ -211,7 +242,10 @@ fn backing_file_reads_through_and_copies_on_write() {
     ok(&run("qemu-img", &["check", t]), "check");
     std::fs::write(&exp, &model).unwrap();
     ok(
-        &run("qemu-img", &["compare", "-F", "raw", t, exp.to_str().unwrap()]),
+        &run(
+            "qemu-img",
+            &["compare", "-F", "raw", t, exp.to_str().unwrap()],
+        ),
         "compare",
     );
 }
@@ -285,7 +319,10 @@ fn check_counts_match_qemu() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("k.qed");
     let i = img.to_str().unwrap();
-    ok(&run("qemu-img", &["create", "-q", "-f", "qed", i, "10M"]), "create");
+    ok(
+        &run("qemu-img", &["create", "-q", "-f", "qed", i, "10M"]),
+        "create",
+    );
     ok(
         &run(
             "qemu-io",
@@ -353,7 +390,10 @@ fn table_size_one_qemu_refuses_qimg_handles() {
     let img = dir.path().join("one.qed");
     let i = img.to_str().unwrap();
     ok(
-        &run("qemu-img", &["create", "-q", "-f", "qed", "-o", "table_size=1", i, "4M"]),
+        &run(
+            "qemu-img",
+            &["create", "-q", "-f", "qed", "-o", "table_size=1", i, "4M"],
+        ),
         "create",
     );
     let info = run("qemu-img", &["info", i]);

@@ -28,7 +28,11 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     };
     let header_end = (HEADER_LEN + name.len()).next_multiple_of(8) as u64;
     let h = QcowHeader {
-        backing_file_offset: if name.is_empty() { 0 } else { HEADER_LEN as u64 },
+        backing_file_offset: if name.is_empty() {
+            0
+        } else {
+            HEADER_LEN as u64
+        },
         backing_file_size: name.len() as u32,
         mtime: 0,
         size,

@@ -103,7 +103,10 @@ impl BlockDriver for QcowDriver {
             .checked_add(length)
             .is_none_or(|e| e > self.header.size)
         {
-            return Err(Error::new(ErrorCode::OutOfRange, "discard beyond the image"));
+            return Err(Error::new(
+                ErrorCode::OutOfRange,
+                "discard beyond the image",
+            ));
         }
         Ok(())
     }

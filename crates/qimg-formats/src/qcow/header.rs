@@ -55,12 +55,17 @@ impl QcowHeader {
     /// Decode and bound-check the header; `file_len` bounds the L1 table.
     pub fn parse(b: &[u8], file_len: u64) -> Result<Self> {
         if b.len() < HEADER_LEN || file_len < HEADER_LEN as u64 {
-            return Err(Error::corrupt("Image not in qcow format (header truncated)"));
+            return Err(Error::corrupt(
+                "Image not in qcow format (header truncated)",
+            ));
         }
         let u32at = |o: usize| u32::from_be_bytes(b[o..o + 4].try_into().unwrap());
         let u64at = |o: usize| u64::from_be_bytes(b[o..o + 8].try_into().unwrap());
         if u32at(0) != MAGIC {
-            return Err(Error::new(ErrorCode::WrongFormat, "Image not in qcow format"));
+            return Err(Error::new(
+                ErrorCode::WrongFormat,
+                "Image not in qcow format",
+            ));
         }
         let version = u32at(4);
         if version != VERSION {
@@ -105,8 +110,7 @@ impl QcowHeader {
         if l1 > i32::MAX as u64 / 8 {
             return Err(Error::corrupt("Image too large"));
         }
-        if h
-            .l1_table_offset
+        if h.l1_table_offset
             .checked_add(l1 * 8)
             .is_none_or(|e| e > file_len)
             || h.l1_table_offset < HEADER_LEN as u64
@@ -120,12 +124,13 @@ impl QcowHeader {
             if h.backing_file_size > MAX_BACKING_NAME {
                 return Err(Error::corrupt("Backing file name too long"));
             }
-            if h
-                .backing_file_offset
+            if h.backing_file_offset
                 .checked_add(h.backing_file_size as u64)
                 .is_none_or(|e| e > file_len)
             {
-                return Err(Error::corrupt("qcow backing file name lies outside the file"));
+                return Err(Error::corrupt(
+                    "qcow backing file name lies outside the file",
+                ));
             }
         }
         Ok(h)

@@ -45,7 +45,11 @@ impl TableFormat for QcowTables {
         }
         if raw & OFLAG_COMPRESSED != 0 {
             let (off, len) = self.locate(raw);
-            if len == 0 || off.checked_add(len).is_none_or(|e| e > file_size.max(self.file_len)) {
+            if len == 0
+                || off
+                    .checked_add(len)
+                    .is_none_or(|e| e > file_size.max(self.file_len))
+            {
                 return Err(Error::corrupt(format!(
                     "qcow compressed cluster {off:#x}+{len} lies outside the file"
                 ))
@@ -66,10 +70,10 @@ impl TableFormat for QcowTables {
         if off < super::header::HEADER_LEN as u64
             || off.checked_add(self.l2_bytes).is_none_or(|e| e > file_size)
         {
-            return Err(
-                Error::corrupt(format!("qcow L2 table offset {off:#x} lies outside the file"))
-                    .with_offset(off),
-            );
+            return Err(Error::corrupt(format!(
+                "qcow L2 table offset {off:#x} lies outside the file"
+            ))
+            .with_offset(off));
         }
         Ok(())
     }

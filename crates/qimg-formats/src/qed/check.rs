@@ -55,15 +55,14 @@ pub fn check(map: &TableMap<QedTables>, h: &QedHeader, fix: bool) -> Result<(Che
     let mut l1_fixed = false;
     let mut allocated = 0u64;
     let mut fragmented = 0u64;
-    let mut prev: Option<u64> = None;
-    for i in 0..l1.len() {
-        let l2off = l1[i];
+    for entry in l1.iter_mut() {
+        let l2off = *entry;
         if l2off == 0 {
             continue;
         }
         if !h.table_offset_valid(l2off, file_size) {
             if fix {
-                l1[i] = 0;
+                *entry = 0;
                 l1_fixed = true;
                 r.corruptions_fixed += 1;
             } else {
@@ -82,7 +81,7 @@ pub fn check(map: &TableMap<QedTables>, h: &QedHeader, fix: bool) -> Result<(Che
             continue;
         }
         let mut l2 = decode_table(&raw, false);
-        prev = None;
+        let mut prev: Option<u64> = None;
         let mut l2_fixed = false;
         for e in l2.iter_mut() {
             if *e == 0 || *e == ZERO_CLUSTER {
@@ -114,7 +113,9 @@ pub fn check(map: &TableMap<QedTables>, h: &QedHeader, fix: bool) -> Result<(Che
         storage.write_at(&encode_table(&l1, false), h.l1_table_offset)?;
     }
     if r.check_errors == 0 {
-        r.leaks = (h.header_size..nclusters).filter(|&c| !used.is_set(c)).count() as u64;
+        r.leaks = (h.header_size..nclusters)
+            .filter(|&c| !used.is_set(c))
+            .count() as u64;
     }
     r.allocated_clusters = Some(allocated);
     r.fragmented_clusters = Some(fragmented);

@@ -137,8 +137,7 @@ impl BlockDriver for QedDriver {
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.writable()?;
-        self.map
-            .write(offset, buf, &mut || self.mark_need_check())
+        self.map.write(offset, buf, &mut || self.mark_need_check())
     }
 
     fn write_zeroes(&self, offset: u64, length: u64, _may_unmap: bool) -> Result<()> {
@@ -151,7 +150,10 @@ impl BlockDriver for QedDriver {
         self.writable()?;
         let vs = self.virtual_size();
         if offset.checked_add(length).is_none_or(|e| e > vs) {
-            return Err(Error::new(ErrorCode::OutOfRange, "discard beyond the image"));
+            return Err(Error::new(
+                ErrorCode::OutOfRange,
+                "discard beyond the image",
+            ));
         }
         Ok(())
     }
@@ -250,7 +252,8 @@ impl BlockDriver for QedDriver {
         *self
             .backing_file
             .lock()
-            .map_err(|_| Error::new(ErrorCode::Internal, "lock poisoned"))? = name.map(String::from);
+            .map_err(|_| Error::new(ErrorCode::Internal, "lock poisoned"))? =
+            name.map(String::from);
         Ok(())
     }
 

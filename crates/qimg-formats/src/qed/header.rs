@@ -90,7 +90,7 @@ pub fn max_image_size(cluster_size: u64, table_size: u64) -> u64 {
 
 /// True if `size` is a multiple of 512 within what the geometry addresses.
 pub fn image_size_valid(size: u64, cluster_size: u64, table_size: u64) -> bool {
-    size % 512 == 0 && size <= max_image_size(cluster_size, table_size)
+    size.is_multiple_of(512) && size <= max_image_size(cluster_size, table_size)
 }
 
 impl QedHeader {

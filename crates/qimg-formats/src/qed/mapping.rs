@@ -25,10 +25,10 @@ impl TableFormat for QedTables {
             0 => Ok(Entry::Unallocated),
             ZERO_CLUSTER => Ok(Entry::Zero),
             off if self.header.cluster_offset_valid(off, file_size) => Ok(Entry::Data(off)),
-            off => Err(Error::corrupt(format!(
-                "QED data cluster offset {off:#x} is invalid"
-            ))
-            .with_offset(off)),
+            off => Err(
+                Error::corrupt(format!("QED data cluster offset {off:#x} is invalid"))
+                    .with_offset(off),
+            ),
         }
     }
 
