@@ -1,0 +1,128 @@
+/**
+ * qed and qcow (v1) through the CLI, side by side with qemu-img: `create -o help`, `info`
+ * (human and JSON) byte-equal, `check`/`check -r` output and exit codes for qed (63 for qcow),
+ * and `convert` between every pair of raw, qcow2, qed and qcow, equal contents and a sparse target.
+ */
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { afterAll, describe, expect, it } from "vitest";
+import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
+
+const have = hasPeer("qemu-img");
+const t = tempDir();
+afterAll(() => t.cleanup());
+
+const SIZE = 8 << 20;
+
+/** Run `args` through both tools; JSON output is compared parsed (QEMU orders keys by hash). */
+function same(args: string[], f: string, status?: number): void {
+  const q = run("qemu-img", [...args, f]);
+  const m = qimg([...args, f]);
+  if (status !== undefined) expect(q.status).toBe(status);
+  expect(m.status, m.stderr).toBe(q.status);
+  if (args.includes("--output=json")) expect(JSON.parse(m.stdout)).toEqual(JSON.parse(q.stdout));
+  else expect(m.stdout).toBe(q.stdout);
+}
+
+/** A raw source with data runs, zero runs and holes. */
+function source(): string {
+  const p = t.path("src.raw");
+  const b = Buffer.alloc(SIZE);
+  for (let i = 0; i < 64 << 10; i++) b[i] = (i * 7) % 251;
+  b.fill(0x33, 1 << 20, (1 << 20) + 300_000);
+  b.fill(0x44, SIZE - 4096, SIZE);
+  writeFileSync(p, b);
+  return p;
+}
+
+describe.skipIf(!have)("qed and qcow with qemu-img", () => {
+  it("create -o help lists qemu-img's options", () => {
+    for (const fmt of ["qed", "qcow"]) {
+      const q = runOk("qemu-img", ["create", "-f", fmt, "-o", "help"]);
+      const m = qimg(["create", "-f", fmt, "-o", "help"]);
+      expect(m.status).toBe(0);
+      expect(m.stdout).toBe(q);
+    }
+  });
+
+  it("info human and JSON equal qemu-img's", () => {
+    const base = t.path("base.raw");
+    runOk("qemu-img", ["create", "-q", "-f", "raw", base, "4M"]);
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", t.path("base.qcow2"), "4M"]);
+    const cases: Array<[string, string[]]> = [
+      ["qed", ["-o", "cluster_size=4096,table_size=2"]],
+      ["qed", ["-b", "base.raw", "-F", "raw"]],
+      ["qed", ["-b", "base.qcow2", "-F", "qcow2"]],
+      ["qcow", []],
+      ["qcow", ["-b", "base.raw", "-F", "raw"]],
+    ];
+    for (const [i, [fmt, opts]] of cases.entries()) {
+      const f = t.path(`info${i}.${fmt}`);
+      const mc = qimg(["create", "-q", "-f", fmt, ...opts, f, "4M"]);
+      expect(mc.status, mc.stderr).toBe(0);
+      runOk("qemu-io", ["-f", fmt, "-c", "write -P 1 0 64k", f]);
+      same(["info", "--output=json"], f, 0);
+      same(["info"], f, 0);
+    }
+  });
+
+  it("qed check and check -r: output and exit codes as qemu-img", () => {
+    const f = t.path("chk.qed");
+    runOk("qemu-img", ["create", "-q", "-f", "qed", f, "10M"]);
+    runOk("qemu-io", ["-c", "write -P 1 0 100k", "-c", "write -P 2 5M 64k", f]);
+    for (const args of [["check"], ["check", "--output=json"]]) same(args, f, 0);
+    // Leak three clusters by growing the file.
+    writeFileSync(f, Buffer.concat([readFileSync(f), Buffer.alloc(3 * 65536)]));
+    for (const args of [["check"], ["check", "--output=json"], ["check", "-r", "all"]]) same(args, f, 3);
+    // An L2 entry past the end of the file: a corruption, fixed by -r all.
+    const buf = readFileSync(f);
+    const l2 = Number(buf.readBigUInt64LE(65536));
+    buf.writeBigUInt64LE(BigInt(buf.length + (1 << 20)), l2 + 8);
+    writeFileSync(f, buf);
+    const copy = t.path("chk2.qed");
+    writeFileSync(copy, buf);
+    for (const args of [["check"], ["check", "--output=json"]]) same(args, f, 2);
+    const q = run("qemu-img", ["check", "-r", "all", f]);
+    const m = qimg(["check", "-r", "all", copy]);
+    expect([m.status, m.stdout.replaceAll("chk2", "chk")]).toEqual([q.status, q.stdout]);
+    expect(readFileSync(copy)).toEqual(readFileSync(f));
+  });
+
+  it("qcow has no check (exit 63, qemu-img's message)", () => {
+    const f = t.path("nochk.qcow");
+    runOk("qemu-img", ["create", "-q", "-f", "qcow", f, "1M"]);
+    const q = run("qemu-img", ["check", f]);
+    const m = qimg(["check", f]);
+    expect([m.status, m.stderr.includes("does not support checks")]).toEqual([63, true]);
+    expect(q.status).toBe(63);
+  });
+
+  it("convert between every pair of raw, qcow2, qed and qcow, sparse", () => {
+    const src = source();
+    const fmts = ["raw", "qcow2", "qed", "qcow"];
+    const made: Record<string, string> = {};
+    for (const f of fmts) {
+      made[f] = t.path(`m.${f}`);
+      runOk("qemu-img", ["convert", "-f", "raw", "-O", f, src, made[f]]);
+    }
+    for (const from of fmts) {
+      for (const to of fmts) {
+        const out = t.path(`c-${from}-${to}`);
+        const ref = t.path(`r-${from}-${to}`);
+        const m = qimg(["convert", "-f", from, "-O", to, made[from], out]);
+        expect(m.status, `${from}->${to}: ${m.stderr}`).toBe(0);
+        const cmp = run("qemu-img", ["compare", "-f", to, "-F", "raw", out, src]);
+        expect(cmp.status, `${from}->${to}: ${cmp.stdout}`).toBe(0);
+        const qi = JSON.parse(runOk("qemu-img", ["info", "--output=json", "-f", to, out]));
+        expect(qi["virtual-size"]).toBe(SIZE);
+        if (to === "qed" || to === "qcow2") {
+          expect(run("qemu-img", ["check", "-f", to, out]).status).toBe(0);
+        }
+        // As sparse as qemu-img's own conversion.
+        runOk("qemu-img", ["convert", "-f", from, "-O", to, made[from], ref]);
+        const mine = statSync(out).blocks * 512;
+        const theirs = statSync(ref).blocks * 512;
+        expect(mine, `${from}->${to}`).toBeLessThanOrEqual(theirs + (256 << 10));
+      }
+    }
+  });
+});
