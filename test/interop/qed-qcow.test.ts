@@ -5,7 +5,7 @@
  */
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
-import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
+import { hasPeer, hasReader, qimg, readerSha256, run, runOk, sha256, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img");
 const t = tempDir();
@@ -123,6 +123,17 @@ describe.skipIf(!have)("qed and qcow with qemu-img", () => {
         const theirs = statSync(ref).blocks * 512;
         expect(mine, `${from}->${to}`).toBeLessThanOrEqual(theirs + (256 << 10));
       }
+    }
+  });
+
+  it("qcow images qimg writes read the same in independent readers (7-Zip, libqcow)", () => {
+    const src = source();
+    const f = t.path("ind.qcow");
+    const m = qimg(["convert", "-f", "raw", "-O", "qcow", src, f]);
+    expect(m.status, m.stderr).toBe(0);
+    for (const tool of ["7zz", "pyqcow"] as const) {
+      if (!hasReader(tool)) continue;
+      expect(readerSha256(tool, f), tool).toBe(sha256(src));
     }
   });
 });
