@@ -9,7 +9,7 @@
 //! no on-disk table ever points at space whose contents were not durable first.
 use qimg_core::{BlockDriver, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 /// What one L2 entry says about a guest cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,40 @@ struct MapState {
     virtual_size: u64,
     /// Data written since the last storage flush.
     data_unflushed: bool,
+    /// Guest cluster ranges held by writes in progress.
+    inflight: Vec<(u64, u64)>,
+}
+
+/// One run of a planned write.
+enum Piece {
+    /// `n` clusters from `gc` already stored contiguously at `host`.
+    InPlace { gc: u64, n: u64, host: u64 },
+    /// `n` clusters from `gc` to store at newly reserved `host`; `head`/`tail` are the previous
+    /// entries of the first and last cluster (their uncovered bytes are kept).
+    Alloc {
+        gc: u64,
+        n: u64,
+        host: u64,
+        head: Entry,
+        tail: Entry,
+    },
+}
+
+/// Guest clusters held by one write; released (and waiters woken) on drop.
+struct Claim<'a, F: TableFormat> {
+    map: &'a TableMap<F>,
+    range: (u64, u64),
+}
+
+impl<F: TableFormat> Drop for Claim<'_, F> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.map.state.lock() {
+            if let Some(i) = st.inflight.iter().position(|&r| r == self.range) {
+                st.inflight.swap_remove(i);
+            }
+        }
+        self.map.idle.notify_all();
+    }
 }
 
 /// The engine: a format's map over its storage, plus the backing layer.
@@ -85,6 +119,7 @@ pub struct TableMap<F: TableFormat> {
     pub geo: Geometry,
     storage: Arc<dyn Storage>,
     state: Mutex<MapState>,
+    idle: Condvar,
     backing: RwLock<Option<Arc<dyn BlockDriver>>>,
 }
 
@@ -119,7 +154,9 @@ impl<F: TableFormat> TableMap<F> {
                 end,
                 virtual_size,
                 data_unflushed: false,
+                inflight: Vec::new(),
             }),
+            idle: Condvar::new(),
             backing: RwLock::new(None),
         })
     }
@@ -323,91 +360,144 @@ impl<F: TableFormat> TableMap<F> {
             st.l2
                 .insert(l2off, Arc::new(vec![0u64; self.geo.l2_entries as usize]));
         }
-        let mut t = self.l2(st, l2off)?;
-        Arc::make_mut(&mut t)[i2 as usize] = raw;
-        st.l2.insert(l2off, t);
+        drop(self.l2(st, l2off)?);
+        // The cache holds the only reference here, so this updates the table in place.
+        let t = st
+            .l2
+            .get_mut(&l2off)
+            .ok_or_else(|| Error::new(ErrorCode::Internal, "L2 table left the cache"))?;
+        Arc::make_mut(t)[i2 as usize] = raw;
         st.dirty_l2.insert(l2off);
         Ok(())
     }
 
+    /// Wait until no other write holds a guest cluster in `[first, last]`, then hold them.
+    fn claim(&self, first: u64, last: u64) -> Result<Claim<'_, F>> {
+        let mut st = self.lock()?;
+        while st.inflight.iter().any(|&(a, b)| a <= last && first <= b) {
+            st = self.idle.wait(st).map_err(|_| lock_err())?;
+        }
+        st.inflight.push((first, last));
+        Ok(Claim {
+            map: self,
+            range: (first, last),
+        })
+    }
+
     /// Write guest bytes. Clusters holding plain data are overwritten in place; others get a new
     /// cluster (appended) whose uncovered bytes keep their previous guest contents. `hook` runs
-    /// once before the first allocation.
+    /// once before the first allocation. The guest clusters are claimed for the whole write, so
+    /// data moves without the map lock and writes to other clusters proceed in parallel.
     pub fn write(&self, offset: u64, data: &[u8], hook: AllocHook<'_>) -> Result<()> {
         self.check_range(offset, data.len() as u64)?;
         if data.is_empty() {
             return Ok(());
         }
         let cs = self.geo.cluster_size;
-        let mut st = self.lock()?;
+        let end = offset + data.len() as u64;
         let first = offset / cs;
-        let last = (offset + data.len() as u64 - 1) / cs;
-        let mut hooked = false;
-        let mut gc = first;
-        while gc <= last {
-            let e = self.entry(&mut st, gc)?;
-            let cstart = gc * cs;
-            let lo = offset.max(cstart);
-            if let Entry::Data(h) = e {
-                // In place; extend over following clusters contiguous on the host.
-                let mut n = 1;
-                while gc + n <= last && self.entry(&mut st, gc + n)? == Entry::Data(h + n * cs) {
-                    n += 1;
+        let last = (end - 1) / cs;
+        let _claim = self.claim(first, last)?;
+        let entries = self.entries(first, last - first + 1)?;
+        if entries.iter().any(|e| !matches!(e, Entry::Data(_))) {
+            hook()?;
+        }
+        // Plan under the lock: runs in place, and runs to allocate (space reserved now).
+        let mut plan: Vec<Piece> = Vec::new();
+        {
+            let mut st = self.lock()?;
+            let mut k = 0usize;
+            while k < entries.len() {
+                let gc = first + k as u64;
+                let mut n = 1usize;
+                if let Entry::Data(h) = entries[k] {
+                    while k + n < entries.len() && entries[k + n] == Entry::Data(h + n as u64 * cs)
+                    {
+                        n += 1;
+                    }
+                    plan.push(Piece::InPlace {
+                        gc,
+                        n: n as u64,
+                        host: h,
+                    });
+                } else {
+                    while k + n < entries.len()
+                        && !(gc + n as u64).is_multiple_of(self.geo.l2_entries)
+                        && !matches!(entries[k + n], Entry::Data(_))
+                    {
+                        n += 1;
+                    }
+                    let i1 = (gc / self.geo.l2_entries) as usize;
+                    if st.l1[i1] == 0 {
+                        let l2off = st.end;
+                        st.end += self.geo.l2_reserve;
+                        st.l1[i1] = l2off;
+                        st.dirty_l1.insert(i1 as u64);
+                        st.dirty_l2.insert(l2off);
+                        st.l2
+                            .insert(l2off, Arc::new(vec![0u64; self.geo.l2_entries as usize]));
+                    }
+                    let host = st.end;
+                    st.end += n as u64 * cs;
+                    plan.push(Piece::Alloc {
+                        gc,
+                        n: n as u64,
+                        host,
+                        head: entries[k],
+                        tail: entries[k + n - 1],
+                    });
                 }
-                let hi = (offset + data.len() as u64).min((gc + n) * cs);
-                self.storage.write_at(
-                    &data[(lo - offset) as usize..(hi - offset) as usize],
-                    h + (lo - cstart),
-                )?;
-                st.data_unflushed = true;
-                gc += n;
-                continue;
+                k += n;
             }
-            if !hooked {
-                hook()?;
-                hooked = true;
+        }
+        // Move the data without the lock.
+        for p in &plan {
+            match *p {
+                Piece::InPlace { gc, n, host } => {
+                    let lo = offset.max(gc * cs);
+                    let hi = end.min((gc + n) * cs);
+                    self.storage.write_at(
+                        &data[(lo - offset) as usize..(hi - offset) as usize],
+                        host + (lo - gc * cs),
+                    )?;
+                }
+                Piece::Alloc {
+                    gc,
+                    n,
+                    host,
+                    head,
+                    tail,
+                } => {
+                    let lo = offset.max(gc * cs);
+                    let hi = end.min((gc + n) * cs);
+                    let src = &data[(lo - offset) as usize..(hi - offset) as usize];
+                    if lo == gc * cs && hi == (gc + n) * cs {
+                        self.storage.write_at(src, host)?;
+                        continue;
+                    }
+                    let mut buf = vec![0u8; (n * cs) as usize];
+                    if lo > gc * cs {
+                        self.cluster_contents(gc, head, &mut buf[..cs as usize])?;
+                    }
+                    let lc = gc + n - 1;
+                    if hi < (lc + 1) * cs && (lc != gc || lo == gc * cs) {
+                        let at = ((lc - gc) * cs) as usize;
+                        self.cluster_contents(lc, tail, &mut buf[at..at + cs as usize])?;
+                    }
+                    buf[(lo - gc * cs) as usize..(hi - gc * cs) as usize].copy_from_slice(src);
+                    self.storage.write_at(&buf, host)?;
+                }
             }
-            // A run of clusters to allocate, all in the same L2 table.
-            let mut n = 1;
-            while gc + n <= last
-                && !(gc + n).is_multiple_of(self.geo.l2_entries)
-                && !matches!(self.entry(&mut st, gc + n)?, Entry::Data(_))
-            {
-                n += 1;
+        }
+        // Point the tables at the new clusters.
+        let mut st = self.lock()?;
+        st.data_unflushed = true;
+        for p in &plan {
+            if let Piece::Alloc { gc, n, host, .. } = *p {
+                for k in 0..n {
+                    self.set_entry(&mut st, gc + k, host + k * cs)?;
+                }
             }
-            // Allocate the L2 table first so data follows it.
-            if st.l1[(gc / self.geo.l2_entries) as usize] == 0 {
-                let i1 = gc / self.geo.l2_entries;
-                let l2off = st.end;
-                st.end += self.geo.l2_reserve;
-                st.l1[i1 as usize] = l2off;
-                st.dirty_l1.insert(i1);
-                st.dirty_l2.insert(l2off);
-                st.l2
-                    .insert(l2off, Arc::new(vec![0u64; self.geo.l2_entries as usize]));
-            }
-            let host = st.end;
-            let mut buf = vec![0u8; (n * cs) as usize];
-            let run_lo = lo;
-            let run_hi = (offset + data.len() as u64).min((gc + n) * cs);
-            if run_lo > cstart {
-                self.cluster_contents(gc, e, &mut buf[..cs as usize])?;
-            }
-            let last_c = gc + n - 1;
-            if run_hi < (last_c + 1) * cs && (last_c != gc || run_lo == cstart) {
-                let le = self.entry(&mut st, last_c)?;
-                let at = ((last_c - gc) * cs) as usize;
-                self.cluster_contents(last_c, le, &mut buf[at..at + cs as usize])?;
-            }
-            buf[(run_lo - cstart) as usize..(run_hi - cstart) as usize]
-                .copy_from_slice(&data[(run_lo - offset) as usize..(run_hi - offset) as usize]);
-            self.storage.write_at(&buf, host)?;
-            st.end += n * cs;
-            st.data_unflushed = true;
-            for k in 0..n {
-                self.set_entry(&mut st, gc + k, host + k * cs)?;
-            }
-            gc += n;
         }
         self.maybe_flush(&mut st)
     }
@@ -433,6 +523,7 @@ impl<F: TableFormat> TableMap<F> {
             match (whole, self.fmt.zero_entry()) {
                 (true, Some(z)) if !matches!(e, Entry::Data(_)) => {
                     hook()?;
+                    let _claim = self.claim(gc, gc)?;
                     let mut st = self.lock()?;
                     self.set_entry(&mut st, gc, z)?;
                 }
