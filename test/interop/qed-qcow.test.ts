@@ -136,4 +136,45 @@ describe.skipIf(!have)("qed and qcow with qemu-img", () => {
       expect(readerSha256(tool, f), tool).toBe(sha256(src));
     }
   });
+
+  it("map (human and JSON) equals qemu-img's", () => {
+    for (const fmt of ["qed", "qcow"]) {
+      const f = t.path(`map.${fmt}`);
+      runOk("qemu-img", ["create", "-q", "-f", fmt, f, "4M"]);
+      runOk("qemu-io", [
+        "-f",
+        fmt,
+        "-c",
+        "write -P 1 0 100k",
+        "-c",
+        "write -z 1M 128k",
+        "-c",
+        "write -P 2 3M 4k",
+        f,
+      ]);
+      same(["map", "--output=json"], f, 0);
+      same(["map"], f, 0);
+    }
+  });
+
+  it("qed rebase -u and commit behave as qemu-img's", () => {
+    const base = t.path("cbase.raw");
+    const other = t.path("cother.raw");
+    writeFileSync(base, Buffer.alloc(4 << 20));
+    writeFileSync(other, Buffer.alloc(4 << 20));
+    const tops = [t.path("ctop1.qed"), t.path("ctop2.qed")];
+    for (const top of tops) {
+      runOk("qemu-img", ["create", "-q", "-f", "qed", "-b", "cbase.raw", "-F", "raw", top]);
+      runOk("qemu-io", ["-f", "qed", "-c", "write -P 9 0 64k", top]);
+    }
+    expect(run("qemu-img", ["rebase", "-u", "-b", "cother.raw", "-F", "raw", tops[0]]).status).toBe(0);
+    expect(qimg(["rebase", "-u", "-b", "cother.raw", "-F", "raw", tops[1]]).status).toBe(0);
+    expect(readFileSync(tops[1])).toEqual(readFileSync(tops[0]));
+    runOk("qemu-img", ["commit", tops[0]]);
+    const m = qimg(["commit", tops[1]]);
+    expect([m.status, m.stdout]).toEqual([0, "Image committed.\n"]);
+    // QEMU's qed cannot empty the top image: both keep their data.
+    expect(readFileSync(tops[1])).toEqual(readFileSync(tops[0]));
+    expect(readFileSync(other).subarray(0, 65536)).toEqual(Buffer.alloc(65536, 9));
+  });
 });

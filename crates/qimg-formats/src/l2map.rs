@@ -610,6 +610,23 @@ impl<F: TableFormat> TableMap<F> {
         Ok(())
     }
 
+    /// Unmap everything, as QEMU's `qcow_make_empty`: a zeroed L1 table made durable, then the
+    /// file cut right after it (the L2 tables and clusters it dropped were unreachable already).
+    pub fn make_empty(&self) -> Result<()> {
+        let mut st = self.lock()?;
+        self.flush_locked(&mut st)?;
+        st.l1.iter_mut().for_each(|e| *e = 0);
+        st.l2.clear();
+        let zeros = vec![0u8; (self.geo.l1_entries * 8) as usize];
+        self.storage.write_at(&zeros, self.geo.l1_offset)?;
+        self.storage.flush()?;
+        let len = self.geo.l1_offset + self.geo.l1_entries * 8;
+        self.storage.truncate(len)?;
+        self.storage.flush()?;
+        st.end = len.next_multiple_of(self.geo.cluster_size);
+        Ok(())
+    }
+
     /// Write dirty metadata in order: data → flush → L2 tables → flush → L1 → flush.
     pub fn flush(&self) -> Result<()> {
         let mut st = self.lock()?;

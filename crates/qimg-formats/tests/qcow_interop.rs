@@ -328,3 +328,48 @@ fn created_image_equals_qemus() {
         );
     }
 }
+
+/// Emptying the top image for `commit` leaves exactly the file QEMU's `qcow_make_empty` leaves.
+#[test]
+fn make_empty_matches_qemu_commit() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    std::fs::write(&base, vec![0u8; 4 << 20]).unwrap();
+    let mut tops = Vec::new();
+    for name in ["a.qcow", "b.qcow"] {
+        let t = dir.path().join(name);
+        let ts = t.to_str().unwrap().to_string();
+        ok(
+            &run(
+                "qemu-img",
+                &[
+                    "create", "-q", "-f", "qcow", "-b", "base.raw", "-F", "raw", &ts,
+                ],
+            ),
+            "create",
+        );
+        ok(
+            &run("qemu-io", &["-f", "qcow", "-c", "write -P 9 0 64k", &ts]),
+            "io",
+        );
+        tops.push(ts);
+    }
+    ok(&run("qemu-img", &["commit", &tops[0]]), "commit");
+    let d = open(&tops[1], false);
+    d.make_empty().unwrap();
+    assert!(d
+        .block_status(0, 4 << 20)
+        .unwrap()
+        .iter()
+        .all(|e| e.status == LayerStatus::Unallocated));
+    d.close().unwrap();
+    drop(d);
+    assert_eq!(
+        std::fs::read(&tops[0]).unwrap(),
+        std::fs::read(&tops[1]).unwrap()
+    );
+}

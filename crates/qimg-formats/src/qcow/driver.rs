@@ -139,6 +139,11 @@ impl BlockDriver for QcowDriver {
         })
     }
 
+    fn make_empty(&self) -> Result<()> {
+        self.writable()?;
+        self.map.make_empty()
+    }
+
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
         self.map.backing()
     }

@@ -257,6 +257,12 @@ impl BlockDriver for QedDriver {
         Ok(())
     }
 
+    /// QEMU's qed cannot empty an image and `qemu-img commit` ignores that, leaving the top
+    /// image's (now committed) data in place; qimg does the same.
+    fn make_empty(&self) -> Result<()> {
+        self.writable()
+    }
+
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
         self.map.backing()
     }
