@@ -82,10 +82,13 @@ pub fn table_size_valid(ts: u64) -> bool {
     ts.is_power_of_two() && ts <= MAX_TABLE_SIZE
 }
 
-/// The largest image size a geometry addresses (QEMU's `qed_max_image_size`).
+/// The largest image size QEMU accepts for a geometry (its `qed_max_image_size`). QEMU computes
+/// it in 64-bit arithmetic that wraps for large geometries (e.g. 64 MiB clusters with 1-cluster
+/// tables, or 4 MiB clusters with 16-cluster tables, give 0), and then refuses every non-empty
+/// image; qimg wraps the same way so that every image it accepts QEMU accepts too.
 pub fn max_image_size(cluster_size: u64, table_size: u64) -> u64 {
     let entries = table_size * cluster_size / 8;
-    entries.saturating_mul(cluster_size).saturating_mul(entries)
+    entries.wrapping_mul(cluster_size).wrapping_mul(entries)
 }
 
 /// True if `size` is a multiple of 512 within what the geometry addresses.
