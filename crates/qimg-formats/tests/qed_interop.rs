@@ -484,7 +484,9 @@ fn created_image_equals_qemus() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.raw");
     std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
-    let cases: Vec<(u64, Option<u64>, Option<u64>, Option<&str>)> = vec![
+    /// Size, cluster_size, table_size, backing format.
+    type Case = (u64, Option<u64>, Option<u64>, Option<&'static str>);
+    let cases: Vec<Case> = vec![
         (10 << 20, None, None, None),
         (1000, None, None, None),
         (0, None, None, None),
