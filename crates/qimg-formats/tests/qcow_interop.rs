@@ -373,3 +373,55 @@ fn make_empty_matches_qemu_commit() {
         std::fs::read(&tops[1]).unwrap()
     );
 }
+
+/// The extremes of the header's limits (512-byte clusters with 64-entry L2 tables, 64 KiB
+/// clusters with 8192-entry tables; QEMU never creates these) are written and read correctly.
+#[test]
+fn cluster_and_l2_size_limits() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("l.qcow");
+    let raw = dir.path().join("l.raw");
+    let (i, r) = (img.to_str().unwrap(), raw.to_str().unwrap());
+    for (cb, lb) in [(9u8, 6u8), (16, 13), (9, 13), (16, 6)] {
+        create_image(
+            "qcow",
+            storage(i, false, true),
+            &CreateOptions {
+                size: 3 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut b = std::fs::read(&img).unwrap();
+        b[32] = cb;
+        b[33] = lb;
+        b.resize(48 + 4096, 0); // room for the largest L1 (3 MiB / 2^15 = 96 entries)
+        std::fs::write(&img, &b).unwrap();
+        let d = open(i, false);
+        assert_eq!(d.info().unwrap().cluster_size, Some(1 << cb));
+        let mut model = vec![0u8; 3 << 20];
+        for (k, (off, len)) in [
+            (0usize, 700usize),
+            (1000, 70_000),
+            (1 << 20, 300_000),
+            ((3 << 20) - 5000, 5000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            d.write(off as u64, &vec![k as u8 + 1; len]).unwrap();
+            model[off..off + len].fill(k as u8 + 1);
+        }
+        d.close().unwrap();
+        drop(d);
+        std::fs::write(&raw, &model).unwrap();
+        ok(
+            &run("qemu-img", &["compare", "-f", "qcow", "-F", "raw", i, r]),
+            &format!("cluster_bits {cb} l2_bits {lb}"),
+        );
+    }
+}
