@@ -87,6 +87,31 @@ describe.skipIf(!have)("qed and qcow with qemu-img", () => {
     expect(readFileSync(copy)).toEqual(readFileSync(f));
   });
 
+  it("qed left by a crash (need-check set): check, check -r all and a writable open as QEMU", () => {
+    const f = t.path("crash.qed");
+    runOk("qemu-img", ["create", "-q", "-f", "qed", f, "10M"]);
+    runOk("qemu-io", ["-c", "write -P 1 0 192k", f]);
+    const buf = readFileSync(f);
+    buf.writeBigUInt64LE(buf.readBigUInt64LE(16) | 2n, 16);
+    const l2 = Number(buf.readBigUInt64LE(65536));
+    buf.writeBigUInt64LE(BigInt(buf.length + (1 << 20)), l2 + 16);
+    const copies = ["crash-q.qed", "crash-m.qed"].map((n) => t.path(n));
+    for (const c of [f, ...copies]) writeFileSync(c, buf);
+    same(["check", "--output=json"], f, 2);
+    const q = run("qemu-img", ["check", "-r", "all", copies[0]]);
+    const m = qimg(["check", "-r", "all", copies[1]]);
+    expect([m.status, m.stdout.replaceAll("crash-m", "crash-q")]).toEqual([q.status, q.stdout]);
+    expect(readFileSync(copies[1])).toEqual(readFileSync(copies[0]));
+    // A writable open (here: a write through convert -n) repairs first, as QEMU's open does.
+    writeFileSync(copies[1], buf);
+    const src = t.path("crash-src.raw");
+    writeFileSync(src, Buffer.alloc(10 << 20, 6));
+    const w = qimg(["convert", "-n", "-f", "raw", "-O", "qed", src, copies[1]]);
+    expect(w.status, w.stderr).toBe(0);
+    expect(run("qemu-img", ["check", copies[1]]).status).toBe(3); // the lost cluster leaks
+    expect(run("qemu-img", ["compare", "-f", "qed", "-F", "raw", copies[1], src]).status).toBe(0);
+  });
+
   it("qcow has no check (exit 63, qemu-img's message)", () => {
     const f = t.path("nochk.qcow");
     runOk("qemu-img", ["create", "-q", "-f", "qcow", f, "1M"]);

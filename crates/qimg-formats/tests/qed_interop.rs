@@ -295,13 +295,15 @@ fn need_check_flag_and_repair_on_open() {
     assert_eq!(r.total_clusters, q["total-clusters"].as_u64());
     assert_eq!(r.allocated_clusters, q["allocated-clusters"].as_u64());
     drop(ro);
-    // A read-write open repairs and clears the flag.
+    // A read-write open repairs (before its first I/O) and clears the flag; the damaged
+    // cluster now reads as zeros, as after QEMU's repair.
     let d = open(i, false);
+    let mut got = vec![0u8; 3 * 65536];
+    d.read(0, &mut got).unwrap();
+    assert!(got[..131072].iter().all(|&x| x == 1));
+    assert!(got[131072..].iter().all(|&x| x == 0));
     let h = std::fs::read(&img).unwrap();
     assert_eq!(u64::from_le_bytes(h[16..24].try_into().unwrap()) & 2, 0);
-    let mut got = vec![0u8; 131072];
-    d.read(0, &mut got).unwrap();
-    assert!(got.iter().all(|&x| x == 1));
     d.close().unwrap();
     drop(d);
     // The cluster the damaged entry pointed at is leaked now, as after QEMU's repair.

@@ -4,6 +4,10 @@
 //! write and cleared on close once everything is durable; a read-write open of an image that
 //! still has it set runs the consistency check with repair first (read-only opens do not, so
 //! a damaged image can still be read for recovery). Discard does nothing, as QEMU's qed.
+//!
+//! The repair after a crash runs before the first I/O of a read-write open rather than inside
+//! `open` itself, so that `check -r` — which opens read-write, as QEMU's `BDRV_O_CHECK` open
+//! does without the automatic repair — reports and fixes the findings itself, as qemu-img does.
 use super::check;
 use super::header::{self, QedHeader};
 use super::mapping::QedTables;
@@ -23,6 +27,10 @@ pub struct QedDriver {
     read_only: bool,
     backing_file: Mutex<Option<String>>,
     closed: AtomicBool,
+    /// Read-write open of an image with the need-check flag: repair before the first I/O.
+    pending_repair: AtomicBool,
+    /// Held while the pending repair runs, so concurrent first I/Os wait for it.
+    repair_lock: Mutex<()>,
 }
 
 impl QedDriver {
@@ -67,11 +75,44 @@ impl QedDriver {
             read_only: opts.read_only,
             backing_file: Mutex::new(backing_file),
             closed: AtomicBool::new(false),
+            pending_repair: AtomicBool::new(false),
+            repair_lock: Mutex::new(()),
         };
         if !opts.read_only && drv.hdr()?.features & header::F_NEED_CHECK != 0 {
-            drv.check(RepairMode::All)?;
+            drv.pending_repair.store(true, Ordering::Release);
         }
         Ok(drv)
+    }
+
+    /// Run the repair a crash left pending (once), before any I/O.
+    fn settle(&self) -> Result<()> {
+        if !self.pending_repair.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _g = self
+            .repair_lock
+            .lock()
+            .map_err(|_| Error::new(ErrorCode::Internal, "repair lock poisoned"))?;
+        if self.pending_repair.load(Ordering::Acquire) {
+            self.check_now(RepairMode::All)?;
+            self.pending_repair.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// `check` proper.
+    fn check_now(&self, repair: RepairMode) -> Result<CheckReport> {
+        let fix = repair != RepairMode::None;
+        if fix {
+            self.writable()?;
+        }
+        self.map.flush()?;
+        let h = self.hdr()?.clone();
+        let (report, clean) = check::check(&self.map, &h, fix)?;
+        if clean {
+            self.clear_need_check()?;
+        }
+        Ok(report)
     }
 
     fn hdr(&self) -> Result<MutexGuard<'_, QedHeader>> {
@@ -88,6 +129,12 @@ impl QedDriver {
             return Err(Error::new(ErrorCode::Internal, "image is closed"));
         }
         Ok(())
+    }
+
+    /// [`Self::writable`], then any pending repair.
+    fn writable_settled(&self) -> Result<()> {
+        self.writable()?;
+        self.settle()
     }
 
     /// Write the header (with `features` updated) and flush it.
@@ -132,22 +179,23 @@ impl BlockDriver for QedDriver {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.settle()?;
         self.map.read(offset, buf)
     }
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        self.writable()?;
+        self.writable_settled()?;
         self.map.write(offset, buf, &mut || self.mark_need_check())
     }
 
     fn write_zeroes(&self, offset: u64, length: u64, _may_unmap: bool) -> Result<()> {
-        self.writable()?;
+        self.writable_settled()?;
         self.map
             .write_zeroes(offset, length, &mut || self.mark_need_check())
     }
 
     fn discard(&self, offset: u64, length: u64) -> Result<()> {
-        self.writable()?;
+        self.writable_settled()?;
         let vs = self.virtual_size();
         if offset.checked_add(length).is_none_or(|e| e > vs) {
             return Err(Error::new(
@@ -159,6 +207,7 @@ impl BlockDriver for QedDriver {
     }
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
+        self.settle()?;
         self.map.block_status(offset, length)
     }
 
@@ -166,13 +215,16 @@ impl BlockDriver for QedDriver {
         if self.read_only {
             return Ok(());
         }
+        self.settle()?;
         self.map.flush()
     }
 
     fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) || self.read_only {
+        if self.read_only || self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.settle()?;
+        self.closed.store(true, Ordering::Release);
         self.map.flush()?;
         self.clear_need_check()
     }
@@ -196,21 +248,16 @@ impl BlockDriver for QedDriver {
     }
 
     fn check(&self, repair: RepairMode) -> Result<CheckReport> {
-        let fix = repair != RepairMode::None;
-        if fix {
-            self.writable()?;
+        // An explicit repair replaces the pending automatic one.
+        if repair != RepairMode::None {
+            self.pending_repair.store(false, Ordering::Release);
         }
-        self.map.flush()?;
-        let h = self.hdr()?.clone();
-        let (report, clean) = check::check(&self.map, &h, fix)?;
-        if clean {
-            self.clear_need_check()?;
-        }
-        Ok(report)
+        self.settle()?;
+        self.check_now(repair)
     }
 
     fn resize(&self, new_size: u64) -> Result<()> {
-        self.writable()?;
+        self.writable_settled()?;
         let mut h = self.hdr()?;
         if !header::image_size_valid(new_size, h.cluster_size, h.table_size) {
             return Err(Error::invalid("Invalid image size specified"));
@@ -227,7 +274,7 @@ impl BlockDriver for QedDriver {
     }
 
     fn set_backing_file(&self, name: Option<&str>, format: Option<&str>) -> Result<()> {
-        self.writable()?;
+        self.writable_settled()?;
         self.map.flush()?;
         let mut h = self.hdr()?;
         h.features &= !(header::F_BACKING_FILE | header::F_BACKING_FORMAT_NO_PROBE);
@@ -260,7 +307,7 @@ impl BlockDriver for QedDriver {
     /// QEMU's qed cannot empty an image and `qemu-img commit` ignores that, leaving the top
     /// image's (now committed) data in place; qimg does the same.
     fn make_empty(&self) -> Result<()> {
-        self.writable()
+        self.writable_settled()
     }
 
     fn backing(&self) -> Option<Arc<dyn BlockDriver>> {
