@@ -353,6 +353,7 @@ impl<F: TableFormat> TableMap<F> {
         let (i1, i2) = (gc / self.geo.l2_entries, gc % self.geo.l2_entries);
         let mut l2off = st.l1[i1 as usize];
         if l2off == 0 {
+            st.end = st.end.next_multiple_of(self.geo.cluster_size);
             l2off = st.end;
             st.end += self.geo.l2_reserve;
             st.l1[i1 as usize] = l2off;
@@ -428,6 +429,8 @@ impl<F: TableFormat> TableMap<F> {
                         n += 1;
                     }
                     let i1 = (gc / self.geo.l2_entries) as usize;
+                    // Compressed data may have left the end unaligned.
+                    st.end = st.end.next_multiple_of(cs);
                     if st.l1[i1] == 0 {
                         let l2off = st.end;
                         st.end += self.geo.l2_reserve;
@@ -499,6 +502,31 @@ impl<F: TableFormat> TableMap<F> {
                 }
             }
         }
+        self.maybe_flush(&mut st)
+    }
+
+    /// Store `bytes` (already encoded, e.g. compressed) for guest cluster `gc`, appended right
+    /// after the last used byte as QEMU packs compressed clusters; `entry` turns the host
+    /// offset into the L2 entry.
+    pub fn write_packed(&self, gc: u64, bytes: &[u8], entry: &dyn Fn(u64) -> u64) -> Result<()> {
+        self.check_range(gc * self.geo.cluster_size, 1)?;
+        let _claim = self.claim(gc, gc)?;
+        let host = {
+            let mut st = self.lock()?;
+            // Make sure the L2 table exists first, so its space precedes the data.
+            let i1 = (gc / self.geo.l2_entries) as usize;
+            if st.l1[i1] == 0 {
+                // No table: the entry is unallocated; writing it allocates the table.
+                self.set_entry(&mut st, gc, 0)?;
+            }
+            let host = st.end;
+            st.end += bytes.len() as u64;
+            host
+        };
+        self.storage.write_at(bytes, host)?;
+        let mut st = self.lock()?;
+        st.data_unflushed = true;
+        self.set_entry(&mut st, gc, entry(host))?;
         self.maybe_flush(&mut st)
     }
 

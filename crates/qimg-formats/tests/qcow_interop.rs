@@ -425,3 +425,72 @@ fn cluster_and_l2_size_limits() {
         );
     }
 }
+
+/// Compressed writes (`convert -c`) pack deflated clusters QEMU and 7-Zip read; incompressible
+/// clusters are stored plain.
+#[test]
+fn compressed_writes_qemu_reads() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("w.qcow");
+    let raw = dir.path().join("w.raw");
+    let (i, r) = (img.to_str().unwrap(), raw.to_str().unwrap());
+    let size = (1u64 << 20) + 1536; // a partial last cluster
+    create_image(
+        "qcow",
+        storage(i, false, true),
+        &CreateOptions {
+            size,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut model = pattern(size as usize);
+    let mut x = 5u64;
+    for b in model[8192..12288].iter_mut() {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        *b = (x >> 56) as u8; // incompressible cluster 2
+    }
+    let d = open(i, false);
+    let cs = d.compressed_cluster_size().unwrap();
+    assert_eq!(cs, 4096);
+    for off in (0..size).step_by(cs as usize) {
+        let end = (off + cs).min(size);
+        d.write_compressed(off, &model[off as usize..end as usize], None)
+            .unwrap();
+    }
+    d.write(5000, &[0xab; 100]).unwrap(); // rewrite inside a compressed cluster
+    model[5000..5100].fill(0xab);
+    let st = d.block_status(0, 4096).unwrap();
+    assert!(matches!(
+        st[0].status,
+        LayerStatus::Data {
+            compressed: true,
+            ..
+        }
+    ));
+    let st = d.block_status(8192, 4096).unwrap();
+    assert!(matches!(
+        st[0].status,
+        LayerStatus::Data {
+            compressed: false,
+            ..
+        }
+    ));
+    d.close().unwrap();
+    drop(d);
+    std::fs::write(&raw, &model).unwrap();
+    ok(
+        &run("qemu-img", &["compare", "-f", "qcow", "-F", "raw", i, r]),
+        "compare",
+    );
+    assert!(
+        std::fs::metadata(&img).unwrap().len() < size / 2,
+        "compressed"
+    );
+    let map = run("qemu-img", &["map", "--output=json", i]);
+    assert!(String::from_utf8_lossy(&map.stdout).contains("\"compressed\": true"));
+}

@@ -3,11 +3,14 @@
 //! Beyond QEMU: a partial write into a cluster not yet allocated here copies the rest of the
 //! cluster from the backing layer (QEMU's qcow leaves it zero, which only its 512-byte clusters
 //! for images with a backing file hide), and metadata is written only after the data it points
-//! at is durable. Discard does nothing, as QEMU's qcow.
+//! at is durable. Discard does nothing, as QEMU's qcow. Compressed writes (`convert -c`) deflate
+//! each cluster with QEMU's 4 KiB window and pack it at the end of the file; a cluster that does
+//! not shrink is stored plain, as QEMU does.
 use super::header::{self, QcowHeader};
-use super::mapping::QcowTables;
+use super::mapping::{QcowTables, OFLAG_COMPRESSED};
 use crate::l2map::{Geometry, TableMap};
 use crate::options::OpenOptions;
+use crate::qcow2::compress;
 use qimg_core::{BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, Result, Storage};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -136,6 +139,35 @@ impl BlockDriver for QcowDriver {
             backing_file: self.backing_file.clone(),
             backing_format: None,
             format_specific: None,
+        })
+    }
+
+    fn compressed_cluster_size(&self) -> Option<u64> {
+        Some(self.header.cluster_size())
+    }
+
+    fn write_compressed(&self, offset: u64, data: &[u8], level: Option<u32>) -> Result<()> {
+        self.writable()?;
+        let cs = self.header.cluster_size();
+        let last = offset + data.len() as u64 == self.header.size;
+        if !offset.is_multiple_of(cs)
+            || data.len() as u64 > cs
+            || (data.len() as u64 != cs && !last)
+        {
+            return Err(Error::invalid(
+                "compressed writes must cover whole clusters",
+            ));
+        }
+        let mut cluster = vec![0u8; cs as usize];
+        cluster[..data.len()].copy_from_slice(data);
+        let z = compress::compress(compress::ZLIB, level, &cluster)?;
+        if z.len() as u64 >= cs {
+            return self.write(offset, data);
+        }
+        let shift = 63 - self.header.cluster_bits as u32;
+        let len = z.len() as u64;
+        self.map.write_packed(offset / cs, &z, &|host| {
+            OFLAG_COMPRESSED | (len << shift) | host
         })
     }
 
