@@ -44,6 +44,45 @@ describe.skipIf(!have)("qed and qcow with qemu-img", () => {
     }
   });
 
+  it("create: every option gives qemu-img's bytes, and the same errors", () => {
+    writeFileSync(t.path("obase.raw"), Buffer.alloc(1 << 20));
+    const ok: Array<[string, string[]]> = [
+      ["qed", ["-o", "preallocation=off"]],
+      ["qed", ["-o", "preallocation=falloc"]],
+      ["qed", ["-o", "preallocation=full"]],
+      ["qed", ["-o", "cluster_size=16k,table_size=8"]],
+      ["qed", ["-o", "cluster_size=2M,table_size=2"]],
+      ["qed", ["-b", "obase.raw", "-F", "raw", "-o", "cluster_size=8k"]],
+      ["qcow", []],
+      ["qcow", ["-o", "preallocation=full"]],
+      ["qcow", ["-b", "obase.raw", "-F", "raw"]],
+    ];
+    for (const [i, [fmt, opts]] of ok.entries()) {
+      const a = t.path(`oq${i}.${fmt}`);
+      const b = t.path(`om${i}.${fmt}`);
+      runOk("qemu-img", ["create", "-q", "-f", fmt, ...opts, a, "3M"]);
+      const m = qimg(["create", "-q", "-f", fmt, ...opts, b, "3M"]);
+      expect(m.status, m.stderr).toBe(0);
+      expect(readFileSync(b), `${fmt} ${opts.join(" ")}`).toEqual(readFileSync(a));
+    }
+    const bad: Array<[string, string]> = [
+      ["qed", "cluster_size=2048"],
+      ["qed", "cluster_size=12k"],
+      ["qed", "table_size=3"],
+      ["qed", "table_size=32"],
+      ["qed", "preallocation=metadata"],
+    ];
+    for (const [fmt, o] of bad) {
+      const f = t.path(`bad.${fmt}`);
+      const q = run("qemu-img", ["create", "-q", "-f", fmt, "-o", o, f, "3M"]);
+      const m = qimg(["create", "-q", "-f", fmt, "-o", o, f, "3M"]);
+      expect(q.status).toBe(1);
+      expect(m.status).toBe(1);
+      const why = q.stderr.trim().split(": ").slice(2).join(": ");
+      expect(m.stderr, o).toContain(why);
+    }
+  });
+
   it("info human and JSON equal qemu-img's", () => {
     const base = t.path("base.raw");
     runOk("qemu-img", ["create", "-q", "-f", "raw", base, "4M"]);
