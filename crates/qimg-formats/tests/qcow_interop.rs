@@ -494,3 +494,89 @@ fn compressed_writes_qemu_reads() {
     let map = run("qemu-img", &["map", "--output=json", i]);
     assert!(String::from_utf8_lossy(&map.stdout).contains("\"compressed\": true"));
 }
+
+/// Compressed clusters copy as stored between qcow images, and from a 4 KiB-cluster zlib qcow2
+/// (the same raw deflate), without inflating them.
+#[test]
+fn compressed_clusters_copy_as_stored() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s.raw");
+    let data = pattern(1 << 20);
+    std::fs::write(&src, &data).unwrap();
+    let s = src.to_str().unwrap();
+    let q2 = dir.path().join("s.qcow2");
+    ok(
+        &run(
+            "qemu-img",
+            &[
+                "convert",
+                "-c",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-o",
+                "cluster_size=4k",
+                s,
+                q2.to_str().unwrap(),
+            ],
+        ),
+        "qcow2 -c",
+    );
+    let q1 = dir.path().join("s.qcow");
+    let _ = run(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-f",
+            "raw",
+            "-O",
+            "qcow",
+            s,
+            q1.to_str().unwrap(),
+        ],
+    );
+    for (fmt, from) in [("qcow2", &q2), ("qcow", &q1)] {
+        let a = open_driver(
+            fmt,
+            storage(from.to_str().unwrap(), true, false),
+            &OpenOptions { read_only: true },
+        )
+        .unwrap();
+        let out = dir.path().join(format!("o-{fmt}.qcow"));
+        let o = out.to_str().unwrap();
+        create_image(
+            "qcow",
+            storage(o, false, true),
+            &CreateOptions {
+                size: 1 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let b = open(o, false);
+        let mut copied = 0;
+        for off in (0..1u64 << 20).step_by(4096) {
+            match a.read_compressed_raw(off).unwrap() {
+                Some(c) if b.write_compressed_raw(off, &c).unwrap() => copied += 1,
+                _ => {
+                    let mut buf = vec![0u8; 4096];
+                    a.read(off, &mut buf).unwrap();
+                    b.write(off, &buf).unwrap();
+                }
+            }
+        }
+        assert!(copied > 100, "{fmt}: {copied} clusters copied as stored");
+        b.close().unwrap();
+        drop(b);
+        ok(
+            &run("qemu-img", &["compare", "-f", "qcow", "-F", "raw", o, s]),
+            fmt,
+        );
+    }
+}

@@ -8,10 +8,12 @@
 //! not shrink is stored plain, as QEMU does.
 use super::header::{self, QcowHeader};
 use super::mapping::{QcowTables, OFLAG_COMPRESSED};
-use crate::l2map::{Geometry, TableMap};
+use crate::l2map::{Entry, Geometry, TableMap};
 use crate::options::OpenOptions;
 use crate::qcow2::compress;
-use qimg_core::{BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, Result, Storage};
+use qimg_core::{
+    BlockDriver, CompressedCluster, DriverInfo, Error, ErrorCode, LayerExtent, Result, Storage,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -169,6 +171,43 @@ impl BlockDriver for QcowDriver {
         self.map.write_packed(offset / cs, &z, &|host| {
             OFLAG_COMPRESSED | (len << shift) | host
         })
+    }
+
+    fn read_compressed_raw(&self, offset: u64) -> Result<Option<CompressedCluster>> {
+        let cs = self.header.cluster_size();
+        match self.map.entries(offset / cs, 1)?[0] {
+            Entry::Compressed(raw) => {
+                let fmt = &self.map.fmt;
+                let (off, len) = fmt.locate(raw);
+                let mut data = vec![0u8; len as usize];
+                self.map.storage().read_at(&mut data, off)?;
+                Ok(Some(CompressedCluster {
+                    kind: compress::ZLIB,
+                    cluster_size: cs,
+                    data,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn write_compressed_raw(&self, offset: u64, c: &CompressedCluster) -> Result<bool> {
+        self.writable()?;
+        let cs = self.header.cluster_size();
+        if c.kind != compress::ZLIB
+            || c.cluster_size != cs
+            || c.data.is_empty()
+            || c.data.len() as u64 >= cs
+            || !offset.is_multiple_of(cs)
+        {
+            return Ok(false);
+        }
+        let shift = 63 - self.header.cluster_bits as u32;
+        let len = c.data.len() as u64;
+        self.map.write_packed(offset / cs, &c.data, &|host| {
+            OFLAG_COMPRESSED | (len << shift) | host
+        })?;
+        Ok(true)
     }
 
     fn make_empty(&self) -> Result<()> {
