@@ -250,6 +250,8 @@ export interface NativeCreateOptions {
   subformat?: string
   /** vpc `force_size=`. */
   forceSize?: boolean
+  /** qed `table_size=` (clusters). */
+  tableSize?: number
 }
 
 /** Facts about an opened image for `info`. */

@@ -47,6 +47,8 @@ pub struct NativeCreateOptions {
     pub subformat: Option<String>,
     /// vpc `force_size=`.
     pub force_size: Option<bool>,
+    /// qed `table_size=` (clusters).
+    pub table_size: Option<f64>,
 }
 
 /// Create (or overwrite) an image file.
@@ -73,6 +75,10 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             static_image: opts.static_image.unwrap_or(false),
             subformat: opts.subformat,
             force_size: opts.force_size.unwrap_or(false),
+            table_size: opts
+                .table_size
+                .map(|c| crate::error::to_u64(c, "table_size"))
+                .transpose()?,
         };
         let file = FileStorage::open(
             &opts.filename,

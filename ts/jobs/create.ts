@@ -80,7 +80,7 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
     });
   }
   const get = (k: string) => o[k];
-  for (const k of ["encryption", "encrypt.format"]) {
+  for (const k of ["encryption", "encrypt.format", "encrypt.key-secret"]) {
     if (get(k) !== undefined && get(k) !== "off") {
       throw new QimgError("ERR_QIMG_UNSUPPORTED", `Option '${k}' is not supported yet`);
     }
@@ -108,6 +108,7 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       staticImage: get("static") === undefined ? undefined : toBool("static", get("static")),
       subformat: get("subformat") === undefined ? undefined : String(get("subformat")),
       forceSize: get("force_size") === undefined ? undefined : toBool("force_size", get("force_size")),
+      tableSize: get("table_size") === undefined ? undefined : toSize("table_size", get("table_size")),
     }),
   );
   const dataFile = get("data_file");

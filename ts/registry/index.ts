@@ -7,7 +7,9 @@ import { bochsFormat } from "./bochs.js";
 import { cloopFormat } from "./cloop.js";
 import { dmgFormat } from "./dmg.js";
 import { parallelsFormat } from "./parallels.js";
+import { qcowFormat } from "./qcow.js";
 import { qcow2Format } from "./qcow2.js";
+import { qedFormat } from "./qed.js";
 import { rawFormat } from "./raw.js";
 import type { FormatEntry } from "./types.js";
 import { vdiFormat } from "./vdi.js";
@@ -24,6 +26,8 @@ const formats = new Map<string, FormatEntry>([
   [bochsFormat.name, bochsFormat],
   [cloopFormat.name, cloopFormat],
   [dmgFormat.name, dmgFormat],
+  [qedFormat.name, qedFormat],
+  [qcowFormat.name, qcowFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */

@@ -9,9 +9,12 @@ pub mod bochs;
 pub(crate) mod bytes;
 pub mod cloop;
 pub mod dmg;
+pub mod l2map;
 pub mod options;
 pub mod parallels;
+pub mod qcow;
 pub mod qcow2;
+pub mod qed;
 pub mod raw;
 pub(crate) mod readonly;
 pub mod uuid;
@@ -37,6 +40,8 @@ pub fn open_driver(
         "bochs" => Ok(Arc::new(bochs::BochsDriver::open(storage, opts)?)),
         "cloop" => Ok(Arc::new(cloop::CloopDriver::open(storage, opts)?)),
         "dmg" => Ok(Arc::new(dmg::DmgDriver::open(storage, opts)?)),
+        "qed" => Ok(Arc::new(qed::QedDriver::open(storage, opts)?)),
+        "qcow" => Ok(Arc::new(qcow::QcowDriver::open(storage, opts)?)),
         other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
     }
 }
@@ -49,6 +54,8 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
         "vdi" => vdi::create(storage, opts),
         "vpc" => vpc::create(storage, opts),
         "parallels" => parallels::create(storage, opts),
+        "qed" => qed::create(storage, opts),
+        "qcow" => qcow::create(storage, opts),
         other => Err(Error::unsupported(format!(
             "Format driver '{other}' does not support image creation"
         ))),

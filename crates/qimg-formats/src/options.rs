@@ -73,4 +73,6 @@ pub struct CreateOptions {
     pub subformat: Option<String>,
     /// vpc: `force_size=on` (keep the size as given instead of rounding to CHS geometry).
     pub force_size: bool,
+    /// qed: `table_size=` in clusters (None = 4).
+    pub table_size: Option<u64>,
 }
