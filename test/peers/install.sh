@@ -2,7 +2,8 @@
 # Install the Debian peers the test suite runs against: qemu-utils (qemu-img, qemu-io, qemu-nbd;
 # version 10 from backports on the project machines), the independent qcow2 readers 7zip (7zz) and
 # python3-libqcow, the VHD/VDI reader python3-libvhdi, bximage (bochs) and cloop-utils
-# (create_compressed_fs), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
+# (create_compressed_fs), the NVMe test guest's qemu-system-x86, linux-image-amd64 and
+# busybox-static (test/vm/), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
 # target/peers/qemu-7.2 (not installed: both versions are used side by side).
 # Only as root; otherwise the tests that need a missing peer skip with a printed reason.
 set -u
@@ -15,17 +16,28 @@ command -v bximage >/dev/null 2>&1 || need+=(bximage)
 command -v create_compressed_fs >/dev/null 2>&1 || need+=(cloop-utils)
 /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || need+=(python3-libqcow)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || need+=(python3-libvhdi)
+# The NVMe guest (test/vm/): QEMU's x86 system emulator, a Debian kernel and a static busybox;
+# installed without recommends (qemu-system-x86 would otherwise pull in a graphics stack).
+vm_need=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || vm_need+=(qemu-system-x86)
+compgen -G '/boot/vmlinuz-*' >/dev/null || vm_need+=(linux-image-amd64)
+dpkg -s busybox-static >/dev/null 2>&1 || vm_need+=(busybox-static)
 q72=target/peers/qemu-7.2
 if [ "$(id -u)" -ne 0 ]; then
+  need+=("${vm_need[@]}")
   [ ${#need[@]} -eq 0 ] || echo "peers: not root; missing ${need[*]} — tests that need them will skip" >&2
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-if [ ${#need[@]} -gt 0 ] || [ ! -x "$q72/usr/bin/qemu-img" ]; then
+if [ ${#need[@]} -gt 0 ] || [ ${#vm_need[@]} -gt 0 ] || [ ! -x "$q72/usr/bin/qemu-img" ]; then
   apt-get update -qq >/dev/null 2>&1 || true
 fi
 if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || echo "peers: apt-get install ${need[*]} failed" >&2
+fi
+if [ ${#vm_need[@]} -gt 0 ]; then
+  apt-get install -y -qq --no-install-recommends "${vm_need[@]}" >/dev/null 2>&1 ||
+    echo "peers: apt-get install ${vm_need[*]} failed — the NVMe guest tests will skip" >&2
 fi
 if [ ! -x "$q72/usr/bin/qemu-img" ]; then
   # The newest 7.2 build the archive offers (bookworm's own qemu-utils).
