@@ -36,7 +36,18 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || echo "peers: apt-get install ${need[*]} failed" >&2
 fi
 if [ ${#vm_need[@]} -gt 0 ]; then
-  apt-get install -y -qq --no-install-recommends "${vm_need[@]}" >/dev/null 2>&1 ||
+  # qemu-utils 10 (backports, on the project machines) breaks bookworm's qemu-system-common 7.2:
+  # apt would remove qemu-img to install it. Take qemu-system-x86 from the same suite then.
+  apt_src=()
+  if qemu-img --version 2>/dev/null | grep -q 'bpo12'; then
+    bpo=$(mktemp -d)
+    mkdir -p "$bpo/lists/partial"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main" > "$bpo/backports.list"
+    apt_src=(-o Dir::Etc::sourcelist="$bpo/backports.list" -o Dir::State::lists="$bpo/lists")
+    apt-get update -qq "${apt_src[@]}" >/dev/null 2>&1 || true
+    vm_need=("${vm_need[@]/#qemu-system-x86/qemu-system-x86/bookworm-backports}")
+  fi
+  apt-get "${apt_src[@]}" install -y -qq --no-install-recommends --no-remove "${vm_need[@]}" >/dev/null 2>&1 ||
     echo "peers: apt-get install ${vm_need[*]} failed — the NVMe guest tests will skip" >&2
 fi
 if [ ! -x "$q72/usr/bin/qemu-img" ]; then
