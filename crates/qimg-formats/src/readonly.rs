@@ -51,3 +51,50 @@ pub fn refuse_rw_open(_format: &str, read_only: bool, path: &str) -> Result<()> 
         .with_path(path))
     }
 }
+
+/// The `BlockDriver` methods every read-only format shares: the three write paths refused, block
+/// status as one data extent over `[offset, offset+length)` within `self.virtual_size()`, and no-op
+/// flush/close/info. Used inside `impl BlockDriver for …` as
+/// `read_only_methods!("bochs", |s| s.h.disk);` (the closure names the receiver for `self.virtual_size()`).
+macro_rules! read_only_methods {
+    ($format:literal) => {
+        fn write(&self, _offset: u64, _buf: &[u8]) -> qimg_core::Result<()> {
+            Err($crate::readonly::refuse_write($format, self.storage.name()))
+        }
+
+        fn write_zeroes(
+            &self,
+            _offset: u64,
+            _length: u64,
+            _may_unmap: bool,
+        ) -> qimg_core::Result<()> {
+            Err($crate::readonly::refuse_write($format, self.storage.name()))
+        }
+
+        fn discard(&self, _offset: u64, _length: u64) -> qimg_core::Result<()> {
+            Err($crate::readonly::refuse_write($format, self.storage.name()))
+        }
+
+        fn block_status(
+            &self,
+            offset: u64,
+            length: u64,
+        ) -> qimg_core::Result<Vec<qimg_core::LayerExtent>> {
+            $crate::readonly::bounds(offset, length, self.virtual_size(), self.storage.name())?;
+            Ok($crate::readonly::whole_data(offset, length))
+        }
+
+        fn flush(&self) -> qimg_core::Result<()> {
+            Ok(())
+        }
+
+        fn close(&self) -> qimg_core::Result<()> {
+            Ok(())
+        }
+
+        fn info(&self) -> qimg_core::Result<qimg_core::DriverInfo> {
+            Ok(qimg_core::DriverInfo::default())
+        }
+    };
+}
+pub(crate) use read_only_methods;

@@ -4,7 +4,7 @@ use super::header::{Header, HEADER_SIZE};
 use super::mapping::{read_extent, Catalog};
 use crate::options::OpenOptions;
 use crate::readonly;
-use qimg_core::{BlockDriver, DriverInfo, LayerExtent, Result, Storage};
+use qimg_core::{BlockDriver, Result, Storage};
 use std::sync::Arc;
 
 /// An opened growing Bochs image.
@@ -65,32 +65,5 @@ impl BlockDriver for BochsDriver {
         Ok(())
     }
 
-    fn write(&self, _offset: u64, _buf: &[u8]) -> Result<()> {
-        Err(readonly::refuse_write("bochs", self.storage.name()))
-    }
-
-    fn write_zeroes(&self, _offset: u64, _length: u64, _may_unmap: bool) -> Result<()> {
-        Err(readonly::refuse_write("bochs", self.storage.name()))
-    }
-
-    fn discard(&self, _offset: u64, _length: u64) -> Result<()> {
-        Err(readonly::refuse_write("bochs", self.storage.name()))
-    }
-
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
-        readonly::bounds(offset, length, self.h.disk, self.storage.name())?;
-        Ok(readonly::whole_data(offset, length))
-    }
-
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn close(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn info(&self) -> Result<DriverInfo> {
-        Ok(DriverInfo::default())
-    }
+    readonly::read_only_methods!("bochs");
 }

@@ -6,7 +6,7 @@ use super::mapping::ChunkTable;
 use super::plist::{blkx_from_rsrc, blkx_from_xml};
 use crate::options::OpenOptions;
 use crate::readonly;
-use qimg_core::{BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, Result, Storage};
+use qimg_core::{BlockDriver, Error, ErrorCode, Result, Storage};
 use std::sync::{Arc, Mutex};
 
 /// An opened UDIF image.
@@ -149,32 +149,5 @@ impl BlockDriver for DmgDriver {
         Ok(())
     }
 
-    fn write(&self, _offset: u64, _buf: &[u8]) -> Result<()> {
-        Err(readonly::refuse_write("dmg", self.storage.name()))
-    }
-
-    fn write_zeroes(&self, _offset: u64, _length: u64, _may_unmap: bool) -> Result<()> {
-        Err(readonly::refuse_write("dmg", self.storage.name()))
-    }
-
-    fn discard(&self, _offset: u64, _length: u64) -> Result<()> {
-        Err(readonly::refuse_write("dmg", self.storage.name()))
-    }
-
-    fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
-        readonly::bounds(offset, length, self.table.size, self.storage.name())?;
-        Ok(readonly::whole_data(offset, length))
-    }
-
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn close(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn info(&self) -> Result<DriverInfo> {
-        Ok(DriverInfo::default())
-    }
+    readonly::read_only_methods!("dmg");
 }
