@@ -9,6 +9,7 @@ pub mod bochs;
 pub(crate) mod bytes;
 pub mod cloop;
 pub mod dmg;
+pub(crate) mod guard;
 pub mod l2map;
 pub mod options;
 pub mod parallels;

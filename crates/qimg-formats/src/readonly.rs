@@ -1,5 +1,5 @@
-//! Pieces shared by the read-only formats (bochs, cloop, dmg): write refusal, range checks and
-//! the block status QEMU reports for drivers without one (the whole range is data, no offset).
+//! Pieces shared by the read-only formats (bochs, cloop, dmg): write refusal, the read-only
+//! `BlockDriver` methods, and the block status QEMU reports for drivers without one (all data).
 use qimg_core::{Error, ErrorCode, LayerExtent, LayerStatus, Result};
 
 /// The error every write path returns.
@@ -9,18 +9,6 @@ pub fn refuse_write(format: &str, path: &str) -> Error {
         format!("Driver '{format}' only supports reading; the image cannot be written"),
     )
     .with_path(path)
-}
-
-/// Refuse `[offset, offset+len)` past `size`.
-pub fn bounds(offset: u64, len: u64, size: u64, path: &str) -> Result<()> {
-    if offset.checked_add(len).is_none_or(|e| e > size) {
-        return Err(Error::new(
-            ErrorCode::OutOfRange,
-            format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"),
-        )
-        .with_path(path));
-    }
-    Ok(())
 }
 
 /// One extent of data without a host offset, as `qemu-img map` shows these formats.
@@ -80,7 +68,7 @@ macro_rules! read_only_methods {
             offset: u64,
             length: u64,
         ) -> qimg_core::Result<Vec<qimg_core::LayerExtent>> {
-            $crate::readonly::bounds(offset, length, self.virtual_size(), self.storage.name())?;
+            $crate::guard::in_range(offset, length, self.virtual_size(), self.storage.name())?;
             Ok($crate::readonly::whole_data(offset, length))
         }
 

@@ -47,7 +47,7 @@ impl BlockDriver for BochsDriver {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        readonly::bounds(offset, buf.len() as u64, self.h.disk, self.storage.name())?;
+        crate::guard::in_range(offset, buf.len() as u64, self.h.disk, self.storage.name())?;
         let ext = u64::from(self.h.extent);
         let mut pos = offset;
         let end = offset + buf.len() as u64;

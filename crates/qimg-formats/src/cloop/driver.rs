@@ -73,7 +73,7 @@ impl BlockDriver for CloopDriver {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        readonly::bounds(offset, buf.len() as u64, self.h.size(), self.storage.name())?;
+        crate::guard::in_range(offset, buf.len() as u64, self.h.size(), self.storage.name())?;
         let bs = u64::from(self.h.block_size);
         let mut pos = offset;
         let end = offset + buf.len() as u64;

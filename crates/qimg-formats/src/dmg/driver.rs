@@ -112,7 +112,7 @@ impl BlockDriver for DmgDriver {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        readonly::bounds(
+        crate::guard::in_range(
             offset,
             buf.len() as u64,
             self.table.size,

@@ -84,24 +84,12 @@ impl ParallelsDriver {
     /// Refuse ranges past the virtual size.
     fn bounds(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.virtual_size();
-        if offset.checked_add(len).is_none_or(|e| e > size) {
-            return Err(Error::new(
-                ErrorCode::OutOfRange,
-                format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"),
-            )
-            .with_path(self.storage.name()));
-        }
-        Ok(())
+        crate::guard::in_range(offset, len, size, self.storage.name())
     }
 
     /// Refuse writes on read-only opens and on images that need repair; set the in-use marker.
     fn writable(&self, st: &mut State) -> Result<()> {
-        if self.read_only {
-            return Err(
-                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
-                    .with_path(self.storage.name()),
-            );
-        }
+        crate::guard::writable(self.read_only, self.storage.name())?;
         if st.needs_repair {
             return Err(Error::corrupt(
                 "parallels: Image was not closed correctly or its BAT is inconsistent; \

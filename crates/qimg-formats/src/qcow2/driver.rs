@@ -204,23 +204,11 @@ impl Qcow2Driver {
 
     fn bounds(&self, st: &State, offset: u64, len: u64) -> Result<()> {
         let size = st.header.size;
-        if offset.checked_add(len).is_none_or(|e| e > size) {
-            return Err(Error::new(
-                ErrorCode::OutOfRange,
-                format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"),
-            )
-            .with_path(self.storage.name()));
-        }
-        Ok(())
+        crate::guard::in_range(offset, len, size, self.storage.name())
     }
 
     pub(super) fn begin_write(&self, st: &mut State) -> Result<()> {
-        if self.read_only {
-            return Err(
-                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
-                    .with_path(self.storage.name()),
-            );
-        }
+        crate::guard::writable(self.read_only, self.storage.name())?;
         if st.header.compatible & header::COMPAT_LAZY_REFCOUNTS != 0 && !st.dirty_on_disk {
             st.header.incompatible |= header::INCOMPAT_DIRTY;
             self.write_header_field(st, 72, &st.header.incompatible.to_be_bytes())?;

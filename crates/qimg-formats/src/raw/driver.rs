@@ -7,9 +7,7 @@
 //! offset, not [`LayerStatus::Unallocated`].
 use crate::options::OpenOptions;
 use qimg_core::storage::DataRun;
-use qimg_core::{
-    BlockDriver, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage,
-};
+use qimg_core::{BlockDriver, DriverInfo, Error, LayerExtent, LayerStatus, Result, Storage};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -42,25 +40,12 @@ impl RawDriver {
     /// Refuse ranges that end past the virtual size (`OutOfRange`).
     fn bounds(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.virtual_size();
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::new(
-                ErrorCode::OutOfRange,
-                format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"),
-            )
-            .with_path(self.storage.name()));
-        }
-        Ok(())
+        crate::guard::in_range(offset, len, size, self.storage.name())
     }
 
     /// Refuse writes on a read-only open (`ReadOnly`).
     fn writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(
-                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
-                    .with_path(self.storage.name()),
-            );
-        }
-        Ok(())
+        crate::guard::writable(self.read_only, self.storage.name())
     }
 }
 
