@@ -12,62 +12,20 @@
  *
  * Usage: node benches/convert.mjs [--size 4G] [--dir benches/work] [--runs 1]
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import { rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import { benchArgs, makeWorkload, qimgCli, settle } from "./workload.mjs";
+import { benchArgs, convertTable, makeWorkload } from "./workload.mjs";
 
 const { size, dir, opt } = benchArgs();
 const runs = Number(opt("runs", "1"));
-const qimg = qimgCli;
-
-/** Run a command under GNU time; return seconds (and with a trailing sync), and peak RSS (KiB). */
-function timed(argv) {
-  settle();
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync("/usr/bin/time", ["-f", "%M", ...argv], { encoding: "utf8" });
-  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  spawnSync("sync");
-  const synced = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${argv.join(" ")} failed: ${r.stderr}`);
-  const rss = Number(r.stderr.trim().split("\n").pop());
-  return { secs, synced, rss };
-}
-
-function best(argv, out) {
-  let b;
-  for (let i = 0; i < runs; i++) {
-    rmSync(out, { force: true });
-    const r = timed(argv);
-    if (!b || r.secs < b.secs) b = r;
-  }
-  return b;
-}
-
 const src = makeWorkload(join(dir, "workload.raw"), size);
 const qref = join(dir, "ref.qcow2");
 execFileSync("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", src, qref]);
-const paths = [
-  { name: "raw→qcow2", f: "raw", O: "qcow2", in: src },
-  { name: "qcow2→raw", f: "qcow2", O: "raw", in: qref },
-  { name: "qcow2→qcow2", f: "qcow2", O: "qcow2", in: qref },
-];
-const mb = size / 1e6;
-console.log(`workload: ${src} (${(size / 1024 ** 3).toFixed(2)} GiB), best of ${runs}`);
-console.log(
-  "path          tool      seconds   MB/s  peak RSS MiB  +sync s   ratio vs qemu-img / vs qemu-img+sync",
+convertTable(
+  [
+    { name: "raw→qcow2", f: "raw", O: "qcow2", in: src },
+    { name: "qcow2→raw", f: "qcow2", O: "raw", in: qref },
+    { name: "qcow2→qcow2", f: "qcow2", O: "qcow2", in: qref },
+  ],
+  { src, dir, size, runs },
 );
-for (const p of paths) {
-  const out = join(dir, `out.${p.O}`);
-  const q = best(["qemu-img", "convert", "-f", p.f, "-O", p.O, p.in, out], out);
-  const m = best([...qimg, "convert", "-f", p.f, "-O", p.O, p.in, out], out);
-  const cmp = spawnSync("qemu-img", ["compare", "-f", p.f, "-F", p.O, p.in, out]);
-  const fmt = (t, r) =>
-    `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(12)} ${r.synced.toFixed(2).padStart(8)}`;
-  const ratio = `${(m.secs / q.secs).toFixed(2)} / ${(m.secs / q.synced).toFixed(2)}`;
-  console.log(`${p.name.padEnd(13)} ${fmt("qemu-img", q)}`);
-  console.log(
-    `${"".padEnd(13)} ${fmt("qimg", m)}   ${ratio}${cmp.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}`,
-  );
-  rmSync(out, { force: true });
-}

@@ -12,6 +12,7 @@ import {
   ftruncateSync,
   mkdirSync,
   openSync,
+  rmSync,
   statSync,
   writeFileSync,
   writeSync,
@@ -94,5 +95,58 @@ export function settle() {
     writeFileSync("/proc/sys/vm/drop_caches", "3");
   } catch {
     // not root, or not permitted: a warm cache for every tool alike
+  }
+}
+
+/** Run `argv` under GNU time after settling the cache: seconds, seconds with a trailing `sync`, peak RSS (KiB). */
+export function timed(argv) {
+  settle();
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync("/usr/bin/time", ["-f", "%M", ...argv], { encoding: "utf8" });
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  spawnSync("sync");
+  const synced = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${argv.join(" ")} failed: ${r.stderr}`);
+  return { secs, synced, rss: Number(r.stderr.trim().split("\n").pop()) };
+}
+
+/** The best (fastest) of `runs` timings of `argv`, removing `out` before each run. */
+export function best(argv, out, runs = 1) {
+  let b;
+  for (let i = 0; i < runs; i++) {
+    rmSync(out, { force: true });
+    const r = timed(argv);
+    if (!b || r.secs < b.secs) b = r;
+  }
+  return b;
+}
+
+/**
+ * Time `qemu-img convert` and `qimg convert` on each path `{ name, f, O, in }` (source format,
+ * output format, source file) and print one table: seconds, MB/s over `size`, peak RSS, seconds
+ * with a trailing `sync`, and the ratio qimg/qemu-img against qemu-img's plain and synced times
+ * (qimg's jobs end durable; qemu-img convert issues no flush). Each output is checked with
+ * `qemu-img compare` and flagged when it differs.
+ */
+export function convertTable(paths, { src, dir, size, runs = 1 }) {
+  const mb = size / 1e6;
+  const w = Math.max(11, ...paths.map((p) => p.name.length)) + 1;
+  console.log(`workload: ${src} (${(size / 1024 ** 3).toFixed(2)} GiB), best of ${runs}`);
+  console.log(
+    `${"path".padEnd(w)} tool      seconds   MB/s  peak RSS MiB  +sync s   ratio vs qemu-img / vs qemu-img+sync`,
+  );
+  const row = (t, r) =>
+    `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(12)} ${r.synced.toFixed(2).padStart(8)}`;
+  for (const p of paths) {
+    const out = join(dir, `out.${p.O}`);
+    const q = best(["qemu-img", "convert", "-f", p.f, "-O", p.O, p.in, out], out, runs);
+    const m = best([...qimgCli, "convert", "-f", p.f, "-O", p.O, p.in, out], out, runs);
+    const cmp = spawnSync("qemu-img", ["compare", "-f", p.f, "-F", p.O, p.in, out]);
+    const ratio = `${(m.secs / q.secs).toFixed(2)} / ${(m.secs / q.synced).toFixed(2)}`;
+    console.log(`${p.name.padEnd(w)} ${row("qemu-img", q)}`);
+    console.log(
+      `${"".padEnd(w)} ${row("qimg", m)}   ${ratio}${cmp.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}`,
+    );
+    rmSync(out, { force: true });
   }
 }
