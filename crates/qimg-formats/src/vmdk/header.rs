@@ -62,8 +62,9 @@ pub const MARKER_FOOTER: u32 = 3;
 pub const GTES_PER_GT: u32 = 512;
 /// Largest grain QEMU accepts (sectors): 2 MiB... QEMU's `0x200000` sectors bound, kept as is.
 pub const MAX_GRAIN_SECTORS: u64 = 0x20_0000;
-/// Largest grain directory QEMU accepts (entries): "L1 size too big".
-pub const MAX_GD_ENTRIES: u64 = 32 * 1024 * 1024 / 4;
+/// Largest grain directory QEMU accepts (entries): "L1 size too big". The directory must also
+/// lie inside the file, so reading it never allocates more than the file holds.
+pub const MAX_GD_ENTRIES: u64 = 32 * 1024 * 1024;
 /// Largest capacity accepted (sectors): QEMU's `VMDK_EXTENT_MAX_SECTORS`-like bound of 2^53 bytes.
 pub const MAX_CAPACITY_SECTORS: u64 = 1 << 44;
 
@@ -141,6 +142,9 @@ impl SparseHeader {
                 self.grain_size
             )));
         }
+        if self.gd_entries() > MAX_GD_ENTRIES {
+            return Err(Error::corrupt("L1 size too big"));
+        }
         if self.capacity > MAX_CAPACITY_SECTORS {
             return Err(Error::corrupt(format!(
                 "Capacity {} sectors is too large",
@@ -155,9 +159,6 @@ impl SparseHeader {
                 "Unsupported VMDK compression algorithm {}",
                 self.compress_algorithm
             )));
-        }
-        if self.gd_entries() > MAX_GD_ENTRIES {
-            return Err(Error::corrupt("L1 size too big"));
         }
         Ok(())
     }

@@ -280,6 +280,7 @@ impl SparseExtent {
         let mut pos = 0usize;
         let mut i = 0usize;
         let mut tmp: Vec<u8> = Vec::new();
+        let mut file_size: Option<u64> = None;
         while pos < buf.len() {
             let at = off + pos as u64;
             let inner = at % gb;
@@ -296,6 +297,13 @@ impl SparseExtent {
                             }
                             _ => break,
                         }
+                    }
+                    if file_size.is_none() {
+                        file_size = Some(self.storage.size()?);
+                    }
+                    if h + inner + len as u64 > file_size.unwrap_or(0) {
+                        // A grain past the end of the file: corrupt, never read as zeros.
+                        return Err(beyond("Grain", h / SECTOR));
                     }
                     self.storage.read_at(&mut buf[pos..pos + len], h + inner)?;
                     pos += len;
