@@ -465,7 +465,10 @@ impl BlockDriver for VmdkDriver {
         let mut push = |start: u64, length: u64, status: LayerStatus| {
             if let Some(l) = out.last_mut() {
                 let merge = match (l.status, status) {
-                    (LayerStatus::Data { host_offset: Some(a), compressed: false, .. }, LayerStatus::Data { host_offset: Some(b), compressed: false, .. }) => a + l.length == b,
+                    (
+                        LayerStatus::Data { host_offset: Some(a), compressed: false, reads_zero: z1 },
+                        LayerStatus::Data { host_offset: Some(b), compressed: false, reads_zero: z2 },
+                    ) => z1 == z2 && a + l.length == b,
                     (LayerStatus::Data { host_offset: None, .. }, LayerStatus::Data { host_offset: None, .. }) => true,
                     (a, b) => a == b && !matches!(a, LayerStatus::Data { .. }),
                 };
@@ -479,11 +482,14 @@ impl BlockDriver for VmdkDriver {
         for (e, eo, bo, n) in self.pieces(offset, length)? {
             let g0 = offset + bo as u64;
             match &e.data {
-                ExtentData::Flat { offset: fo, storage: Some(_) } => push(
-                    g0,
-                    n as u64,
-                    LayerStatus::Data { host_offset: Some(fo + eo), compressed: false, reads_zero: false },
-                ),
+                ExtentData::Flat { offset: fo, storage: Some(fs) } => {
+                    // As QEMU: holes of the flat file read as zeros (DATA|ZERO).
+                    let mut v = Vec::new();
+                    crate::vdi::driver::split_host_holes(&**fs, g0, n as u64, fo + eo, &mut v)?;
+                    for x in v {
+                        push(x.start, x.length, x.status);
+                    }
+                }
                 ExtentData::Zero => push(g0, n as u64, LayerStatus::Zero { host_offset: None }),
                 ExtentData::Sparse(Some(s)) => {
                     let gb = s.h.grain_bytes();
