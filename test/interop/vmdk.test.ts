@@ -61,7 +61,18 @@ describe.skipIf(!have)("vmdk against qemu-img", () => {
     writeFileSync(src, b);
     for (const extra of [[], ["-c", "--compress-level", "1"]]) {
       const out = t.path(`s${extra.length}.vmdk`);
-      const r = qimg(["convert", ...extra, "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src, out]);
+      const r = qimg([
+        "convert",
+        ...extra,
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        src,
+        out,
+      ]);
       expect(r.status, r.stderr).toBe(0);
       runOk("qemu-img", ["check", "-f", "vmdk", out]);
       runOk("qemu-img", ["compare", "-f", "raw", "-F", "vmdk", src, out]);
@@ -92,9 +103,13 @@ describe.skipIf(!have)("vmdk against qemu-img", () => {
     const img = await open(top);
     await img.write(8192, Buffer.alloc(4096, 0x11));
     await img.close();
-    const q = spawnSync("qemu-io", ["-f", "vmdk", "-c", "read -P 0x11 8192 4096", "-c", "read -P 0x5a 0 8192", top], {
-      encoding: "utf8",
-    });
+    const q = spawnSync(
+      "qemu-io",
+      ["-f", "vmdk", "-c", "read -P 0x11 8192 4096", "-c", "read -P 0x5a 0 8192", top],
+      {
+        encoding: "utf8",
+      },
+    );
     expect(q.stdout).not.toContain("Pattern verification failed");
     expect(q.status).toBe(0);
     runOk("qemu-img", ["check", top]);
@@ -116,7 +131,9 @@ describe.skipIf(!have)("vmdk against qemu-img", () => {
       const r = qimg(["info", "-f", "vmdk", `${dir}/${f}`]);
       expect(r.status).toBe(1);
       expect(r.stderr).toContain("outside its directory");
-      await expect(open(`${dir}/${f}`, { readOnly: true })).rejects.toMatchObject({ code: "ERR_QIMG_UNSUPPORTED" });
+      await expect(open(`${dir}/${f}`, { readOnly: true })).rejects.toMatchObject({
+        code: "ERR_QIMG_UNSUPPORTED",
+      });
       const img = await open(`${dir}/${f}`, { readOnly: true, implicit: "all" });
       const buf = await img.read(4096, 512);
       expect(buf.every((x) => x === 0x42)).toBe(true);

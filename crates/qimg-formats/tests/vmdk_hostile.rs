@@ -17,7 +17,11 @@ fn put64(b: &mut [u8], o: usize, v: u64) {
 }
 
 fn open(p: &str) -> qimg_core::Result<std::sync::Arc<dyn BlockDriver>> {
-    open_driver("vmdk", storage(p, true, false), &OpenOptions { read_only: true })
+    open_driver(
+        "vmdk",
+        storage(p, true, false),
+        &OpenOptions { read_only: true },
+    )
 }
 
 #[test]
@@ -30,17 +34,54 @@ fn hostile_headers_are_refused_with_typed_errors() {
     let base = dir.path().join("base.vmdk");
     let p = dir.path().join("bad.vmdk");
     let (bs, ps) = (base.to_str().unwrap(), p.to_str().unwrap());
-    assert!(run("qemu-img", &["create", "-q", "-f", "vmdk", bs, "4M"]).status.success());
+    assert!(run("qemu-img", &["create", "-q", "-f", "vmdk", bs, "4M"])
+        .status
+        .success());
     let orig = std::fs::read(bs).unwrap();
     // (what, patch, code, qemu-img refuses it too)
     let cases: Vec<(&str, Patch, ErrorCode, bool)> = vec![
-        ("version 4", |b| put32(b, 4, 4), ErrorCode::Unsupported, true),
-        ("1024 entries per table", |b| put32(b, 44, 1024), ErrorCode::Corrupt, true),
-        ("zero grain size", |b| put64(b, 20, 0), ErrorCode::Corrupt, true),
-        ("4 GiB grains", |b| put64(b, 20, 1 << 23), ErrorCode::Corrupt, true),
-        ("directory past the end", |b| put64(b, 56, 1 << 40), ErrorCode::Corrupt, false),
-        ("huge capacity (L1 size)", |b| put64(b, 12, 1 << 44), ErrorCode::Corrupt, true),
-        ("capacity past 2^53 bytes", |b| put64(b, 12, 1 << 50), ErrorCode::Corrupt, false),
+        (
+            "version 4",
+            |b| put32(b, 4, 4),
+            ErrorCode::Unsupported,
+            true,
+        ),
+        (
+            "1024 entries per table",
+            |b| put32(b, 44, 1024),
+            ErrorCode::Corrupt,
+            true,
+        ),
+        (
+            "zero grain size",
+            |b| put64(b, 20, 0),
+            ErrorCode::Corrupt,
+            true,
+        ),
+        (
+            "4 GiB grains",
+            |b| put64(b, 20, 1 << 23),
+            ErrorCode::Corrupt,
+            true,
+        ),
+        (
+            "directory past the end",
+            |b| put64(b, 56, 1 << 40),
+            ErrorCode::Corrupt,
+            false,
+        ),
+        (
+            "huge capacity (L1 size)",
+            |b| put64(b, 12, 1 << 44),
+            ErrorCode::Corrupt,
+            true,
+        ),
+        (
+            "capacity past 2^53 bytes",
+            |b| put64(b, 12, 1 << 50),
+            ErrorCode::Corrupt,
+            false,
+        ),
         (
             "compression algorithm 7",
             |b| {
@@ -50,9 +91,24 @@ fn hostile_headers_are_refused_with_typed_errors() {
             ErrorCode::Unsupported,
             false,
         ),
-        ("directory in a footer that is missing", |b| put64(b, 56, u64::MAX), ErrorCode::Corrupt, true),
-        ("descriptor past the end", |b| put64(b, 28, 1 << 30), ErrorCode::Corrupt, false),
-        ("truncated header", |b| b.truncate(100), ErrorCode::WrongFormat, true),
+        (
+            "directory in a footer that is missing",
+            |b| put64(b, 56, u64::MAX),
+            ErrorCode::Corrupt,
+            true,
+        ),
+        (
+            "descriptor past the end",
+            |b| put64(b, 28, 1 << 30),
+            ErrorCode::Corrupt,
+            false,
+        ),
+        (
+            "truncated header",
+            |b| b.truncate(100),
+            ErrorCode::WrongFormat,
+            true,
+        ),
     ];
     for (what, patch, code, qemu_refuses) in cases {
         let mut b = orig.clone();
@@ -86,7 +142,10 @@ fn hostile_headers_are_refused_with_typed_errors() {
         .collect();
     assert_eq!(r.messages, theirs);
     let mut buf = vec![0u8; 65536];
-    assert!(d.read(65536, &mut buf).is_err(), "reading past the end is an error, not zeros");
+    assert!(
+        d.read(65536, &mut buf).is_err(),
+        "reading past the end is an error, not zeros"
+    );
 }
 
 #[test]
@@ -97,14 +156,38 @@ fn hostile_descriptors_are_refused() {
     let ps = p.to_str().unwrap();
     let head = "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n";
     let cases: Vec<(String, ErrorCode)> = vec![
-        (format!("{head}createType=\"vmfsRaw\"\nRW 8 FLAT \"x\" 0\n"), ErrorCode::Unsupported),
-        (format!("{head}createType=\"monolithicFlat\"\nRW eight FLAT \"x\" 0\n"), ErrorCode::Corrupt),
-        (format!("{head}createType=\"monolithicFlat\"\nRW 8 FLAT x 0\n"), ErrorCode::Corrupt),
-        (format!("{head}createType=\"monolithicFlat\"\nRW 8 WEIRD \"x\"\n"), ErrorCode::Unsupported),
-        (format!("{head}createType=\"monolithicFlat\"\n"), ErrorCode::Corrupt),
-        (format!("{head}CID=zz\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"x\" 0\n"), ErrorCode::Corrupt),
-        (format!("{head}createType=\"monolithicFlat\"\nRW 18446744073709551615 FLAT \"x\" 0\n"), ErrorCode::Corrupt),
-        ("# Disk DescriptorFile\n\u{ff}\u{fe}".to_string(), ErrorCode::Corrupt),
+        (
+            format!("{head}createType=\"vmfsRaw\"\nRW 8 FLAT \"x\" 0\n"),
+            ErrorCode::Unsupported,
+        ),
+        (
+            format!("{head}createType=\"monolithicFlat\"\nRW eight FLAT \"x\" 0\n"),
+            ErrorCode::Corrupt,
+        ),
+        (
+            format!("{head}createType=\"monolithicFlat\"\nRW 8 FLAT x 0\n"),
+            ErrorCode::Corrupt,
+        ),
+        (
+            format!("{head}createType=\"monolithicFlat\"\nRW 8 WEIRD \"x\"\n"),
+            ErrorCode::Unsupported,
+        ),
+        (
+            format!("{head}createType=\"monolithicFlat\"\n"),
+            ErrorCode::Corrupt,
+        ),
+        (
+            format!("{head}CID=zz\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"x\" 0\n"),
+            ErrorCode::Corrupt,
+        ),
+        (
+            format!("{head}createType=\"monolithicFlat\"\nRW 18446744073709551615 FLAT \"x\" 0\n"),
+            ErrorCode::Corrupt,
+        ),
+        (
+            "# Disk DescriptorFile\n\u{ff}\u{fe}".to_string(),
+            ErrorCode::Corrupt,
+        ),
     ];
     for (text, code) in cases {
         let mut raw = text.clone().into_bytes();
@@ -117,11 +200,18 @@ fn hostile_descriptors_are_refused() {
         assert_eq!(e.code, code, "{text:?}: {}", e.message);
     }
     // A valid descriptor whose extent is not attached: reads fail with a typed error.
-    std::fs::write(ps, format!("{head}createType=\"monolithicFlat\"\nRW 8 FLAT \"x\" 0\n")).unwrap();
+    std::fs::write(
+        ps,
+        format!("{head}createType=\"monolithicFlat\"\nRW 8 FLAT \"x\" 0\n"),
+    )
+    .unwrap();
     let d = open(ps).unwrap();
     assert_eq!(d.extent_files(), vec!["x".to_string()]);
     let mut b = [0u8; 512];
-    assert_eq!(d.read(0, &mut b).unwrap_err().code, ErrorCode::InvalidArgument);
+    assert_eq!(
+        d.read(0, &mut b).unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
 }
 
 fn samples() -> Option<std::path::PathBuf> {
@@ -138,7 +228,11 @@ fn sha256(b: &[u8], dir: &std::path::Path) -> String {
     let f = dir.join("sha.in");
     std::fs::write(&f, b).unwrap();
     let o = run("sha256sum", &[f.to_str().unwrap()]);
-    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -152,9 +246,14 @@ fn samples_decode_as_the_manifest_says() {
     let mut b = vec![0u8; d.virtual_size() as usize];
     d.read(0, &mut b).unwrap();
     assert_eq!(b.len(), 8388608);
-    assert_eq!(sha256(&b, dir.path()), "b60cb9db0c85cf7b22fc79a0dbe5c49d633521ececb4b779d066c16fb8b68625");
+    assert_eq!(
+        sha256(&b, dir.path()),
+        "b60cb9db0c85cf7b22fc79a0dbe5c49d633521ececb4b779d066c16fb8b68625"
+    );
     // afl9: refused as QEMU refuses it ("L1 size too big"), typed.
-    let e = open(s.join("qemu-iotests/afl9.vmdk").to_str().unwrap()).err().expect("afl9 opened");
+    let e = open(s.join("qemu-iotests/afl9.vmdk").to_str().unwrap())
+        .err()
+        .expect("afl9 opened");
     assert_eq!(e.code, ErrorCode::Corrupt);
     assert!(e.message.contains("L1 size too big"), "{}", e.message);
     // iotest-version3: VMware's streamOptimized (directory in the footer), 16 GiB. Compare every
@@ -170,13 +269,22 @@ fn samples_decode_as_the_manifest_says() {
     let mut data = 0;
     for e in &map {
         match e.status {
-            qimg_core::LayerStatus::Data { compressed: true, .. } => {
+            qimg_core::LayerStatus::Data {
+                compressed: true, ..
+            } => {
                 let mut ours = vec![0u8; e.length as usize];
                 d.read(e.start, &mut ours).unwrap();
                 let out = dir.path().join("q.raw");
                 let o = run(
                     "qemu-io",
-                    &["-f", "vmdk", "-r", "-c", &format!("read -v {} {}", e.start, e.length.min(4096)), v3],
+                    &[
+                        "-f",
+                        "vmdk",
+                        "-r",
+                        "-c",
+                        &format!("read -v {} {}", e.start, e.length.min(4096)),
+                        v3,
+                    ],
                 );
                 assert!(o.status.success());
                 let _ = out;
@@ -200,6 +308,10 @@ fn samples_decode_as_the_manifest_says() {
     }
     let qmap = run("qemu-img", &["map", "--output=json", "-f", "vmdk", v3]);
     let q: Vec<serde_json::Value> = serde_json::from_slice(&qmap.stdout).unwrap();
-    let qdata: u64 = q.iter().filter(|e| e["data"] == true).map(|e| e["length"].as_u64().unwrap()).sum();
+    let qdata: u64 = q
+        .iter()
+        .filter(|e| e["data"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
     assert_eq!(data, qdata, "allocated bytes as qemu-img map");
 }

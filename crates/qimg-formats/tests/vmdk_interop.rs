@@ -21,7 +21,12 @@ const SUBFORMATS: [&str; 5] = [
 
 /// Open a vmdk with its extent files attached (what the graph builder does after the gate).
 fn open_vmdk(path: &str, read_only: bool) -> Arc<dyn BlockDriver> {
-    let d = open_driver("vmdk", storage(path, read_only, false), &OpenOptions { read_only }).unwrap();
+    let d = open_driver(
+        "vmdk",
+        storage(path, read_only, false),
+        &OpenOptions { read_only },
+    )
+    .unwrap();
     let files: Vec<_> = d
         .extent_files()
         .iter()
@@ -57,7 +62,9 @@ fn info_cmp(p: &str) -> serde_json::Value {
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| ((i / 512) as u8).wrapping_mul(31) ^ seed ^ (i as u8)).collect()
+    (0..n)
+        .map(|i| ((i / 512) as u8).wrapping_mul(31) ^ seed ^ (i as u8))
+        .collect()
 }
 
 #[test]
@@ -73,7 +80,19 @@ fn create_every_subformat_like_qemu() {
             let t = dir.path().join(format!("t-{sub}.vmdk"));
             let (o, t) = (o.to_str().unwrap(), t.to_str().unwrap());
             qimg_create("vmdk", o, opts(size, sub));
-            ok("qemu-img", &["create", "-q", "-f", "vmdk", "-o", &format!("subformat={sub}"), t, &size.to_string()]);
+            ok(
+                "qemu-img",
+                &[
+                    "create",
+                    "-q",
+                    "-f",
+                    "vmdk",
+                    "-o",
+                    &format!("subformat={sub}"),
+                    t,
+                    &size.to_string(),
+                ],
+            );
             assert_eq!(info_cmp(o), info_cmp(t), "{sub} {size}: info");
             ok("qemu-img", &["check", "-f", "vmdk", o]);
             let d = open_vmdk(o, true);
@@ -82,7 +101,10 @@ fn create_every_subformat_like_qemu() {
             let ours = d.info().unwrap().format_specific.unwrap();
             let theirs = qi["format-specific"].clone();
             // Extent file names: QEMU prints them as it opened them (joined to the directory).
-            assert_eq!(ours, theirs, "{sub} {size}: format-specific, field by field");
+            assert_eq!(
+                ours, theirs,
+                "{sub} {size}: format-specific, field by field"
+            );
             if sub != "streamOptimized" {
                 // Byte-identical to QEMU's but for the CID and the names.
                 let strip = |p: &str| {
@@ -108,12 +130,50 @@ fn options_match_qemu() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(&str, CreateOptions)> = vec![
-        ("zeroed_grain=on", CreateOptions { zeroed_grain: true, ..opts(64 << 20, "monolithicSparse") }),
-        ("compat6=on", CreateOptions { compat6: true, ..opts(64 << 20, "monolithicSparse") }),
-        ("hwversion=undefined", CreateOptions { hwversion: Some("undefined".into()), ..opts(64 << 20, "monolithicSparse") }),
-        ("adapter_type=lsilogic", CreateOptions { adapter_type: Some("lsilogic".into()), ..opts(64 << 20, "monolithicFlat") }),
-        ("adapter_type=buslogic,toolsversion=42", CreateOptions { adapter_type: Some("buslogic".into()), toolsversion: Some("42".into()), ..opts(3 << 30, "twoGbMaxExtentSparse") }),
-        ("adapter_type=legacyESX,zeroed_grain=on", CreateOptions { adapter_type: Some("legacyESX".into()), zeroed_grain: true, ..opts(64 << 20, "twoGbMaxExtentSparse") }),
+        (
+            "zeroed_grain=on",
+            CreateOptions {
+                zeroed_grain: true,
+                ..opts(64 << 20, "monolithicSparse")
+            },
+        ),
+        (
+            "compat6=on",
+            CreateOptions {
+                compat6: true,
+                ..opts(64 << 20, "monolithicSparse")
+            },
+        ),
+        (
+            "hwversion=undefined",
+            CreateOptions {
+                hwversion: Some("undefined".into()),
+                ..opts(64 << 20, "monolithicSparse")
+            },
+        ),
+        (
+            "adapter_type=lsilogic",
+            CreateOptions {
+                adapter_type: Some("lsilogic".into()),
+                ..opts(64 << 20, "monolithicFlat")
+            },
+        ),
+        (
+            "adapter_type=buslogic,toolsversion=42",
+            CreateOptions {
+                adapter_type: Some("buslogic".into()),
+                toolsversion: Some("42".into()),
+                ..opts(3 << 30, "twoGbMaxExtentSparse")
+            },
+        ),
+        (
+            "adapter_type=legacyESX,zeroed_grain=on",
+            CreateOptions {
+                adapter_type: Some("legacyESX".into()),
+                zeroed_grain: true,
+                ..opts(64 << 20, "twoGbMaxExtentSparse")
+            },
+        ),
     ];
     for (q, co) in cases {
         let o = dir.path().join("o.vmdk");
@@ -122,11 +182,27 @@ fn options_match_qemu() {
         let sub = co.subformat.clone().unwrap();
         let size = co.size;
         qimg_create("vmdk", o, co);
-        ok("qemu-img", &["create", "-q", "-f", "vmdk", "-o", &format!("{q},subformat={sub}"), t, &size.to_string()]);
+        ok(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "vmdk",
+                "-o",
+                &format!("{q},subformat={sub}"),
+                t,
+                &size.to_string(),
+            ],
+        );
         assert_eq!(info_cmp(o), info_cmp(t), "{q}");
         let ddb = |p: &str| -> Vec<String> {
             let b = std::fs::read(p).unwrap();
-            String::from_utf8_lossy(&b[..b.len().min(16384)]).lines().filter(|l| l.starts_with("ddb.")).map(str::to_string).collect()
+            String::from_utf8_lossy(&b[..b.len().min(16384)])
+                .lines()
+                .filter(|l| l.starts_with("ddb."))
+                .map(str::to_string)
+                .collect()
         };
         assert_eq!(ddb(o), ddb(t), "{q}: disk database");
         let (a, b) = (std::fs::read(o).unwrap(), std::fs::read(t).unwrap());
@@ -139,7 +215,11 @@ fn options_match_qemu() {
     let e = qimg_formats::create_image(
         "vmdk",
         storage(dir.path().join("x.vmdk").to_str().unwrap(), false, true),
-        &CreateOptions { compat6: true, hwversion: Some("7".into()), ..opts(1 << 20, "monolithicSparse") },
+        &CreateOptions {
+            compat6: true,
+            hwversion: Some("7".into()),
+            ..opts(1 << 20, "monolithicSparse")
+        },
     )
     .unwrap_err();
     assert_eq!(e.message, "compat6 cannot be enabled with hwversion set");
@@ -162,10 +242,15 @@ fn both_ways_with_qemu_for_every_subformat() {
         f.set_len(size).unwrap();
         use std::os::unix::fs::FileExt;
         f.write_all_at(&pattern(3 << 20, 1), 4096).unwrap();
-        f.write_all_at(&pattern(1 << 20, 2), (2 << 30) - (300 << 10)).unwrap();
+        f.write_all_at(&pattern(1 << 20, 2), (2 << 30) - (300 << 10))
+            .unwrap();
         f.write_all_at(&pattern(7000, 3), size - 7000).unwrap();
     }
-    let ranges = [(0u64, 4 << 20), ((2 << 30) - (1 << 20), 3 << 20), (size - (1 << 20), 1 << 20)];
+    let ranges = [
+        (0u64, 4 << 20),
+        ((2 << 30) - (1 << 20), 3 << 20),
+        (size - (1 << 20), 1 << 20),
+    ];
     let read = |d: &dyn BlockDriver| -> Vec<Vec<u8>> {
         ranges
             .iter()
@@ -176,13 +261,31 @@ fn both_ways_with_qemu_for_every_subformat() {
             })
             .collect()
     };
-    let raw = open_driver("raw", storage(src, true, false), &OpenOptions { read_only: true }).unwrap();
+    let raw = open_driver(
+        "raw",
+        storage(src, true, false),
+        &OpenOptions { read_only: true },
+    )
+    .unwrap();
     let want = read(raw.as_ref());
     for sub in SUBFORMATS {
         // QEMU writes, qimg reads.
         let q = dir.path().join(format!("q-{sub}.vmdk"));
         let q = q.to_str().unwrap();
-        ok("qemu-img", &["convert", "-f", "raw", "-O", "vmdk", "-o", &format!("subformat={sub}"), src, q]);
+        ok(
+            "qemu-img",
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "vmdk",
+                "-o",
+                &format!("subformat={sub}"),
+                src,
+                q,
+            ],
+        );
         let d = open_vmdk(q, true);
         assert!(read(d.as_ref()) == want, "{sub}: qemu → qimg");
         assert_eq!(d.check(RepairMode::None).unwrap().corruptions, 0);
@@ -241,7 +344,11 @@ fn stream_optimized_in_vmware_layout_read_by_7zip_and_libvmdk() {
     let b = std::fs::read(o).unwrap();
     assert_eq!(u64::from_le_bytes(b[56..64].try_into().unwrap()), u64::MAX);
     let n = b.len();
-    assert_eq!(u32::from_le_bytes(b[n - 1536 + 12..n - 1536 + 16].try_into().unwrap()), 3, "footer marker");
+    assert_eq!(
+        u32::from_le_bytes(b[n - 1536 + 12..n - 1536 + 16].try_into().unwrap()),
+        3,
+        "footer marker"
+    );
     assert_eq!(&b[n - 1024..n - 1020], b"KDMV");
     assert!(b[n - 512..].iter().all(|&x| x == 0), "end-of-stream marker");
     ok("qemu-img", &["check", "-f", "vmdk", o]);
@@ -250,17 +357,29 @@ fn stream_optimized_in_vmware_layout_read_by_7zip_and_libvmdk() {
     let x = x.to_str().unwrap();
     if common::run("7zz", &["--help"]).status.success() {
         let out = run("sh", &["-c", &format!("7zz e -so -tVMDK '{o}' > '{x}'")]);
-        assert!(out.status.success(), "7zz: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(std::fs::read(x).unwrap() == model, "7-Zip reads what qimg wrote");
+        assert!(
+            out.status.success(),
+            "7zz: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::read(x).unwrap() == model,
+            "7-Zip reads what qimg wrote"
+        );
     } else {
         eprintln!("SKIP: 7zz is not installed (apt-get install 7zip)");
     }
-    let py = format!(
-        "import pyvmdk,sys\nh=pyvmdk.handle()\nh.open(sys.argv[1])\nh.open_extent_data_files()\nsys.stdout.buffer.write(h.read_buffer(h.get_media_size()))\n"
-    );
-    if run("/usr/bin/python3", &["-c", "import pyvmdk"]).status.success() {
-        let out = run("/usr/bin/python3", &["-c", &py, o]);
-        assert!(out.status.success(), "pyvmdk: {}", String::from_utf8_lossy(&out.stderr));
+    let py = "import pyvmdk,sys\nh=pyvmdk.handle()\nh.open(sys.argv[1])\nh.open_extent_data_files()\nsys.stdout.buffer.write(h.read_buffer(h.get_media_size()))\n";
+    if run("/usr/bin/python3", &["-c", "import pyvmdk"])
+        .status
+        .success()
+    {
+        let out = run("/usr/bin/python3", &["-c", py, o]);
+        assert!(
+            out.status.success(),
+            "pyvmdk: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.stdout == model, "libvmdk reads what qimg wrote");
     } else {
         eprintln!("SKIP: python3-libvmdk is not installed");
@@ -270,7 +389,10 @@ fn stream_optimized_in_vmware_layout_read_by_7zip_and_libvmdk() {
     let q = pattern(65536, 13);
     d.write(20 << 20, &q).unwrap();
     model[20 << 20..(20 << 20) + 65536].copy_from_slice(&q);
-    assert!(d.write(1 << 20, &q).is_err(), "allocated grains of a stream are not rewritten");
+    assert!(
+        d.write(1 << 20, &q).is_err(),
+        "allocated grains of a stream are not rewritten"
+    );
     d.close().unwrap();
     drop(d);
     ok("qemu-img", &["check", "-f", "vmdk", o]);
@@ -292,11 +414,18 @@ fn backing_chain_with_parent_cid() {
     qimg_create(
         "vmdk",
         top,
-        CreateOptions { backing_file: Some("base.vmdk".into()), backing_fmt: Some("vmdk".into()), ..opts(8 << 20, "monolithicSparse") },
+        CreateOptions {
+            backing_file: Some("base.vmdk".into()),
+            backing_fmt: Some("vmdk".into()),
+            ..opts(8 << 20, "monolithicSparse")
+        },
     );
     let qi = qemu_info(top, "vmdk");
     let bi = qemu_info(base, "vmdk");
-    assert_eq!(qi["format-specific"]["data"]["parent-cid"], bi["format-specific"]["data"]["cid"]);
+    assert_eq!(
+        qi["format-specific"]["data"]["parent-cid"],
+        bi["format-specific"]["data"]["cid"]
+    );
     assert_eq!(qi["backing-filename"], "base.vmdk");
     let d = open_vmdk(top, false);
     let b = open_vmdk(base, true);
@@ -310,11 +439,18 @@ fn backing_chain_with_parent_cid() {
     d.close().unwrap();
     drop(d);
     ok("qemu-img", &["check", "-f", "vmdk", top]);
-    assert!(qemu_raw(top, "vmdk") == want, "qemu reads the child over its base");
+    assert!(
+        qemu_raw(top, "vmdk") == want,
+        "qemu reads the child over its base"
+    );
     let e = qimg_formats::create_image(
         "vmdk",
         storage(dir.path().join("y.vmdk").to_str().unwrap(), false, true),
-        &CreateOptions { backing_file: Some("base.vmdk".into()), backing_fmt: Some("qcow2".into()), ..opts(8 << 20, "monolithicSparse") },
+        &CreateOptions {
+            backing_file: Some("base.vmdk".into()),
+            backing_fmt: Some("qcow2".into()),
+            ..opts(8 << 20, "monolithicSparse")
+        },
     );
     assert!(e.is_err(), "a non-vmdk backing format is refused");
 }
@@ -329,7 +465,14 @@ fn model_random_writes_then_qemu_check_and_compare() {
     for (seed, zg) in [(1u64, false), (2, true), (3, false)] {
         let p = dir.path().join("m.vmdk");
         let p = p.to_str().unwrap();
-        qimg_create("vmdk", p, CreateOptions { zeroed_grain: zg, ..opts(9 << 20, "monolithicSparse") });
+        qimg_create(
+            "vmdk",
+            p,
+            CreateOptions {
+                zeroed_grain: zg,
+                ..opts(9 << 20, "monolithicSparse")
+            },
+        );
         let model = model_run("vmdk", p, seed, 60);
         ok("qemu-img", &["check", "-f", "vmdk", p]);
         let raw = format!("{p}.model");

@@ -24,7 +24,11 @@ pub fn check(d: &VmdkDriver) -> Result<CheckReport> {
                 Ok(l) => l,
                 Err(err) => {
                     r.corruptions += 1;
-                    r.messages.push(format!("ERROR: grain table for sector {}: {}", g * s.h.grain_size, err.message));
+                    r.messages.push(format!(
+                        "ERROR: grain table for sector {}: {}",
+                        g * s.h.grain_size,
+                        err.message
+                    ));
                     g += n;
                     continue;
                 }

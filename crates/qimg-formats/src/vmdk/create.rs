@@ -33,7 +33,12 @@ const SUBFORMATS: &[&str] = &[
 ];
 
 /// The header of a new sparse extent of `sectors` (QEMU's `vmdk_init_extent`).
-pub fn sparse_header(sectors: u64, compress: bool, zeroed: bool, vmware_stream: bool) -> SparseHeader {
+pub fn sparse_header(
+    sectors: u64,
+    compress: bool,
+    zeroed: bool,
+    vmware_stream: bool,
+) -> SparseHeader {
     let grains = sectors.div_ceil(GRAIN);
     let gt_size = (GTES_PER_GT as u64 * 4).div_ceil(SECTOR);
     let gt_count = grains.div_ceil(GTES_PER_GT as u64);
@@ -49,7 +54,13 @@ pub fn sparse_header(sectors: u64, compress: bool, zeroed: bool, vmware_stream: 
         flags |= FLAG_ZERO_GRAIN;
     }
     let mut h = SparseHeader {
-        version: if compress { 3 } else if zeroed { 2 } else { 1 },
+        version: if compress {
+            3
+        } else if zeroed {
+            2
+        } else {
+            1
+        },
         flags,
         capacity: sectors,
         grain_size: GRAIN,
@@ -88,7 +99,10 @@ fn write_sparse(s: &dyn Storage, h: &SparseHeader, desc: Option<&str>) -> Result
     let gt_count = h.gd_entries();
     let gd_sectors = (gt_count * 4).div_ceil(SECTOR);
     if h.gd_offset != GD_AT_END {
-        for (dir, tables) in [(h.rgd_offset, h.rgd_offset + gd_sectors), (h.gd_offset, h.gd_offset + gd_sectors)] {
+        for (dir, tables) in [
+            (h.rgd_offset, h.rgd_offset + gd_sectors),
+            (h.gd_offset, h.gd_offset + gd_sectors),
+        ] {
             for i in 0..gt_count {
                 let at = (dir * SECTOR + i * 4) as usize;
                 head[at..at + 4].copy_from_slice(&((tables + i * gt_size) as u32).to_le_bytes());
@@ -135,7 +149,9 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     // QEMU's "undefined" means "not set".
     let hwversion = opts.hwversion.as_deref().filter(|h| *h != "undefined");
     if opts.compat6 && hwversion.is_some() {
-        return Err(Error::invalid("compat6 cannot be enabled with hwversion set"));
+        return Err(Error::invalid(
+            "compat6 cannot be enabled with hwversion set",
+        ));
     }
     let hw = match (hwversion, opts.compat6) {
         (Some(h), _) => h.to_string(),
@@ -151,15 +167,28 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     let mut parent_cid = u32::MAX;
     if let Some(b) = &opts.backing_file {
         if let Some(f) = opts.backing_fmt.as_deref().filter(|f| *f != "vmdk") {
-            return Err(Error::invalid(format!("Invalid backing file format: {f}. Must be vmdk.")));
+            return Err(Error::invalid(format!(
+                "Invalid backing file format: {f}. Must be vmdk."
+            )));
         }
         let path = path_combine(&name, b);
         let bs: Arc<dyn Storage> = Arc::new(FileStorage::open(
             &path,
-            &FileOptions { read_only: true, create: false, locking: LockMode::Off, force_share: true },
+            &FileOptions {
+                read_only: true,
+                create: false,
+                locking: LockMode::Off,
+                force_share: true,
+            },
         )?);
-        let d = VmdkDriver::open(bs, &crate::options::OpenOptions { read_only: true })
-            .map_err(|e| Error::invalid(format!("Invalid backing file format: {}. Must be vmdk.", e.message)))?;
+        let d = VmdkDriver::open(bs, &crate::options::OpenOptions { read_only: true }).map_err(
+            |e| {
+                Error::invalid(format!(
+                    "Invalid backing file format: {}. Must be vmdk.",
+                    e.message
+                ))
+            },
+        )?;
         let info = d.info()?;
         parent_cid = info
             .format_specific
@@ -176,11 +205,19 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         extents: Vec::new(),
         ddb: vec![
             ("ddb.virtualHWVersion".into(), hw),
-            ("ddb.geometry.cylinders".into(), (size / (63 * heads * SECTOR)).to_string()),
+            (
+                "ddb.geometry.cylinders".into(),
+                (size / (63 * heads * SECTOR)).to_string(),
+            ),
             ("ddb.geometry.heads".into(), heads.to_string()),
             ("ddb.geometry.sectors".into(), "63".into()),
             ("ddb.adapterType".into(), adapter.into()),
-            ("ddb.toolsVersion".into(), opts.toolsversion.clone().unwrap_or_else(|| "2147483647".into())),
+            (
+                "ddb.toolsVersion".into(),
+                opts.toolsversion
+                    .clone()
+                    .unwrap_or_else(|| "2147483647".into()),
+            ),
         ],
     };
     let base = name.rsplit('/').next().unwrap_or(&name).to_string();
@@ -188,11 +225,18 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         Some(i) if i > 0 => (base[..i].to_string(), base[i..].to_string()),
         _ => (base.clone(), String::new()),
     };
-    let line = |sectors: u64, kind: ExtentType, file: String| ExtentLine { access: "RW".into(), sectors, kind, file, offset: 0 };
+    let line = |sectors: u64, kind: ExtentType, file: String| ExtentLine {
+        access: "RW".into(),
+        sectors,
+        kind,
+        file,
+        offset: 0,
+    };
     match sub {
         "monolithicSparse" | "streamOptimized" => {
             let stream = sub == "streamOptimized";
-            desc.extents.push(line(sectors, ExtentType::Sparse, base.clone()));
+            desc.extents
+                .push(line(sectors, ExtentType::Sparse, base.clone()));
             let h = sparse_header(sectors, stream, opts.zeroed_grain, stream);
             write_sparse(&*storage, &h, Some(&desc.encode()))?;
         }
@@ -202,7 +246,11 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
             let mut left = sectors;
             let mut k = 1;
             loop {
-                let n = if split { left.min(SPLIT / SECTOR) } else { left };
+                let n = if split {
+                    left.min(SPLIT / SECTOR)
+                } else {
+                    left
+                };
                 let file = match (flat, split) {
                     (true, false) => format!("{stem}-flat{ext}"),
                     (true, true) => format!("{stem}-f{k:03}{ext}"),
@@ -214,7 +262,11 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
                     s.truncate(n * SECTOR)?;
                     desc.extents.push(line(n, ExtentType::Flat, file));
                 } else {
-                    write_sparse(&*s, &sparse_header(n, false, opts.zeroed_grain, false), None)?;
+                    write_sparse(
+                        &*s,
+                        &sparse_header(n, false, opts.zeroed_grain, false),
+                        None,
+                    )?;
                     desc.extents.push(line(n, ExtentType::Sparse, file));
                 }
                 s.flush()?;

@@ -130,7 +130,9 @@ impl Descriptor {
                 }
                 continue;
             }
-            if line.starts_with("RW ") || line.starts_with("RDONLY ") || line.starts_with("NOACCESS ")
+            if line.starts_with("RW ")
+                || line.starts_with("RDONLY ")
+                || line.starts_with("NOACCESS ")
             {
                 if d.extents.len() >= MAX_EXTENTS {
                     return Err(Error::corrupt("Too many extents in the VMDK descriptor"));
@@ -139,7 +141,9 @@ impl Descriptor {
             }
         }
         if !have_cid && d.create_type.is_empty() {
-            return Err(Error::corrupt("Invalid VMDK descriptor (no CID or createType)"));
+            return Err(Error::corrupt(
+                "Invalid VMDK descriptor (no CID or createType)",
+            ));
         }
         Ok(d)
     }
@@ -172,22 +176,26 @@ impl Descriptor {
         s += "\n# Extent description\n";
         for e in &self.extents {
             match e.kind {
-                ExtentType::Flat | ExtentType::Vmfs => s += &format!(
-                    "{} {} {} \"{}\" {}\n",
-                    e.access,
-                    e.sectors,
-                    e.kind.name(),
-                    e.file,
-                    e.offset
-                ),
+                ExtentType::Flat | ExtentType::Vmfs => {
+                    s += &format!(
+                        "{} {} {} \"{}\" {}\n",
+                        e.access,
+                        e.sectors,
+                        e.kind.name(),
+                        e.file,
+                        e.offset
+                    )
+                }
                 ExtentType::Zero => s += &format!("{} {} ZERO\n", e.access, e.sectors),
-                _ => s += &format!(
-                    "{} {} {} \"{}\"\n",
-                    e.access,
-                    e.sectors,
-                    e.kind.name(),
-                    e.file
-                ),
+                _ => {
+                    s += &format!(
+                        "{} {} {} \"{}\"\n",
+                        e.access,
+                        e.sectors,
+                        e.kind.name(),
+                        e.file
+                    )
+                }
             }
         }
         s += "\n# The Disk Data Base\n#DDB\n\n";
@@ -203,7 +211,12 @@ fn parse_extent(line: &str) -> Result<ExtentLine> {
     let bad = || Error::corrupt(format!("Invalid extent line: {line}"));
     let mut it = line.splitn(3, char::is_whitespace);
     let access = it.next().ok_or_else(bad)?.to_string();
-    let sectors: u64 = it.next().ok_or_else(bad)?.trim().parse().map_err(|_| bad())?;
+    let sectors: u64 = it
+        .next()
+        .ok_or_else(bad)?
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
     let rest = it.next().ok_or_else(bad)?.trim_start();
     let (kind_s, rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
     let kind = match kind_s {

@@ -103,17 +103,26 @@ impl VmdkDriver {
             return Self::open_sparse(storage, read_only, name);
         }
         if size > MAX_DESCRIPTOR {
-            return Err(Error::new(ErrorCode::WrongFormat, "Image not in VMDK format (descriptor file too large)")
-                .with_path(name));
+            return Err(Error::new(
+                ErrorCode::WrongFormat,
+                "Image not in VMDK format (descriptor file too large)",
+            )
+            .with_path(name));
         }
         let mut raw = vec![0u8; size as usize];
         storage.read_at(&mut raw, 0)?;
         if !raw.starts_with(b"# Disk DescriptorFile") {
-            return Err(Error::new(ErrorCode::WrongFormat, "Image not in VMDK format").with_path(name));
+            return Err(
+                Error::new(ErrorCode::WrongFormat, "Image not in VMDK format").with_path(name),
+            );
         }
         let desc = Descriptor::parse(&raw).map_err(|e| e.with_path(&name))?;
         if !CREATE_TYPES.contains(&desc.create_type.as_str()) {
-            return Err(Error::unsupported(format!("Unsupported image type '{}'", desc.create_type)).with_path(name));
+            return Err(Error::unsupported(format!(
+                "Unsupported image type '{}'",
+                desc.create_type
+            ))
+            .with_path(name));
         }
         if desc.extents.is_empty() {
             return Err(Error::corrupt("VMDK descriptor has no extents").with_path(name));
@@ -122,19 +131,36 @@ impl VmdkDriver {
         let mut start = 0u64;
         for line in &desc.extents {
             let data = match line.kind {
-                ExtentType::Flat | ExtentType::Vmfs => ExtentData::Flat { offset: line.offset * SECTOR, storage: None },
+                ExtentType::Flat | ExtentType::Vmfs => ExtentData::Flat {
+                    offset: line.offset * SECTOR,
+                    storage: None,
+                },
                 ExtentType::Zero => ExtentData::Zero,
                 ExtentType::Sparse => ExtentData::Sparse(None),
                 k => {
-                    return Err(Error::unsupported(format!("Unsupported extent type '{}'", k.name())).with_path(name))
+                    return Err(Error::unsupported(format!(
+                        "Unsupported extent type '{}'",
+                        k.name()
+                    ))
+                    .with_path(name))
                 }
             };
             let len = line
                 .sectors
                 .checked_mul(SECTOR)
-                .filter(|&l| start.checked_add(l).is_some_and(|e| e <= super::header::MAX_CAPACITY_SECTORS * SECTOR))
+                .filter(|&l| {
+                    start
+                        .checked_add(l)
+                        .is_some_and(|e| e <= super::header::MAX_CAPACITY_SECTORS * SECTOR)
+                })
                 .ok_or_else(|| Error::corrupt("VMDK extents are too large").with_path(&name))?;
-            extents.push(Extent { line: line.clone(), start, len, data, path: path_combine(&name, &line.file) });
+            extents.push(Extent {
+                line: line.clone(),
+                start,
+                len,
+                data,
+                path: path_combine(&name, &line.file),
+            });
             start += len;
         }
         Ok(VmdkDriver {
@@ -154,10 +180,19 @@ impl VmdkDriver {
         let ext = SparseExtent::open(storage.clone(), read_only).map_err(|e| e.with_path(&name))?;
         let h: &SparseHeader = &ext.h;
         let (desc, raw, desc_at) = if h.desc_offset != 0 && h.desc_size != 0 {
-            let off = h.desc_offset.checked_mul(SECTOR).ok_or_else(|| Error::corrupt("Invalid descriptor offset"))?;
+            let off = h
+                .desc_offset
+                .checked_mul(SECTOR)
+                .ok_or_else(|| Error::corrupt("Invalid descriptor offset"))?;
             let len = h.desc_size * SECTOR;
-            if off.checked_add(len).is_none_or(|e| e > storage.size().unwrap_or(0)) {
-                return Err(Error::corrupt("Embedded descriptor is beyond the end of the image").with_path(name));
+            if off
+                .checked_add(len)
+                .is_none_or(|e| e > storage.size().unwrap_or(0))
+            {
+                return Err(
+                    Error::corrupt("Embedded descriptor is beyond the end of the image")
+                        .with_path(name),
+                );
             }
             let mut raw = vec![0u8; len as usize];
             storage.read_at(&mut raw, off)?;
@@ -180,7 +215,13 @@ impl VmdkDriver {
             file: name.clone(),
             offset: 0,
         };
-        let extents = vec![Extent { line, start: 0, len, data: ExtentData::Sparse(Some(Arc::new(ext))), path: name }];
+        let extents = vec![Extent {
+            line,
+            start: 0,
+            len,
+            data: ExtentData::Sparse(Some(Arc::new(ext))),
+            path: name,
+        }];
         Ok(VmdkDriver {
             storage,
             read_only,
@@ -201,7 +242,12 @@ impl VmdkDriver {
             .read()
             .map(|x| {
                 x.iter()
-                    .filter(|e| matches!(e.data, ExtentData::Flat { storage: None, .. } | ExtentData::Sparse(None)))
+                    .filter(|e| {
+                        matches!(
+                            e.data,
+                            ExtentData::Flat { storage: None, .. } | ExtentData::Sparse(None)
+                        )
+                    })
                     .map(|e| e.line.file.clone())
                     .collect()
             })
@@ -210,19 +256,30 @@ impl VmdkDriver {
 
     /// Attach the extent files named by [`Self::extent_files`], in the same order.
     pub fn attach_extents(&self, files: Vec<Arc<dyn Storage>>) -> Result<()> {
-        let mut ex = self.extents.write().map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?;
+        let mut ex = self
+            .extents
+            .write()
+            .map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?;
         let mut it = files.into_iter();
         for e in ex.iter_mut() {
             match &mut e.data {
                 ExtentData::Flat { storage, .. } if storage.is_none() => {
-                    *storage = Some(it.next().ok_or_else(|| Error::invalid("too few VMDK extent files"))?);
+                    *storage = Some(
+                        it.next()
+                            .ok_or_else(|| Error::invalid("too few VMDK extent files"))?,
+                    );
                 }
                 ExtentData::Sparse(s) if s.is_none() => {
-                    let f = it.next().ok_or_else(|| Error::invalid("too few VMDK extent files"))?;
+                    let f = it
+                        .next()
+                        .ok_or_else(|| Error::invalid("too few VMDK extent files"))?;
                     let fname = f.name().to_string();
-                    let x = SparseExtent::open(f, self.read_only).map_err(|e| e.with_path(&fname))?;
+                    let x =
+                        SparseExtent::open(f, self.read_only).map_err(|e| e.with_path(&fname))?;
                     if x.h.compressed() && !x.h.markers() && !self.read_only {
-                        return Err(Error::unsupported("compressed VMDK extent without markers is read-only"));
+                        return Err(Error::unsupported(
+                            "compressed VMDK extent without markers is read-only",
+                        ));
                     }
                     if x.capacity() < e.len {
                         return Err(Error::corrupt(format!(
@@ -254,7 +311,10 @@ impl VmdkDriver {
         if offset.checked_add(len).is_none_or(|e| e > self.size) {
             return Err(Error::new(
                 ErrorCode::OutOfRange,
-                format!("range {offset}+{len} is beyond the end of the image ({} bytes)", self.size),
+                format!(
+                    "range {offset}+{len} is beyond the end of the image ({} bytes)",
+                    self.size
+                ),
             )
             .with_path(self.storage.name()));
         }
@@ -263,7 +323,10 @@ impl VmdkDriver {
 
     fn writable(&self) -> Result<()> {
         if self.read_only {
-            return Err(Error::new(ErrorCode::ReadOnly, "the image is opened read-only").with_path(self.storage.name()));
+            return Err(
+                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
+                    .with_path(self.storage.name()),
+            );
         }
         Ok(())
     }
@@ -271,7 +334,10 @@ impl VmdkDriver {
     /// The extents overlapping `[offset, offset+len)` with the overlapping range of each
     /// (extent-relative offset, buffer offset, length).
     fn pieces(&self, offset: u64, len: u64) -> Result<Vec<(Extent, u64, usize, usize)>> {
-        let ex = self.extents.read().map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?;
+        let ex = self
+            .extents
+            .read()
+            .map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?;
         let mut out = Vec::new();
         let end = offset + len;
         let i0 = ex.partition_point(|e| e.start + e.len <= offset);
@@ -282,7 +348,12 @@ impl VmdkDriver {
             let s = e.start.max(offset);
             let t = (e.start + e.len).min(end);
             if t > s {
-                out.push((e.clone(), s - e.start, (s - offset) as usize, (t - s) as usize));
+                out.push((
+                    e.clone(),
+                    s - e.start,
+                    (s - offset) as usize,
+                    (t - s) as usize,
+                ));
             }
         }
         Ok(out)
@@ -294,7 +365,10 @@ impl VmdkDriver {
         match b {
             None => buf.fill(0),
             Some(b) => {
-                let n = b.virtual_size().saturating_sub(offset).min(buf.len() as u64) as usize;
+                let n = b
+                    .virtual_size()
+                    .saturating_sub(offset)
+                    .min(buf.len() as u64) as usize;
                 if n > 0 {
                     b.read(offset, &mut buf[..n])?;
                 }
@@ -309,7 +383,8 @@ impl VmdkDriver {
     }
 
     fn not_attached(&self, e: &Extent) -> Error {
-        Error::invalid(format!("VMDK extent file '{}' is not opened", e.line.file)).with_path(self.storage.name())
+        Error::invalid(format!("VMDK extent file '{}' is not opened", e.line.file))
+            .with_path(self.storage.name())
     }
 
     /// QEMU's `vmdk_write_cid` on the first write: a new CID, so children see their parent changed.
@@ -317,7 +392,10 @@ impl VmdkDriver {
         if self.cid_updated.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let mut g = self.desc.lock().map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?;
+        let mut g = self
+            .desc
+            .lock()
+            .map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?;
         let cid = random_cid();
         let (desc, raw) = &mut *g;
         desc.cid = cid;
@@ -356,12 +434,20 @@ impl VmdkDriver {
         let hb = self.has_backing();
         for (e, eo, bo, n) in self.pieces(offset, buf.len() as u64)? {
             if e.line.access != "RW" {
-                return Err(Error::new(ErrorCode::ReadOnly, format!("VMDK extent '{}' is read-only", e.line.file)));
+                return Err(Error::new(
+                    ErrorCode::ReadOnly,
+                    format!("VMDK extent '{}' is read-only", e.line.file),
+                ));
             }
             let src = &buf[bo..bo + n];
             match &e.data {
-                ExtentData::Flat { offset: fo, storage: Some(s) } => s.write_at(src, fo + eo)?,
-                ExtentData::Zero => return Err(Error::unsupported("cannot write to a ZERO extent")),
+                ExtentData::Flat {
+                    offset: fo,
+                    storage: Some(s),
+                } => s.write_at(src, fo + eo)?,
+                ExtentData::Zero => {
+                    return Err(Error::unsupported("cannot write to a ZERO extent"))
+                }
                 ExtentData::Sparse(Some(s)) => {
                     let start = e.start;
                     let fill = |o: u64, b: &mut [u8]| self.read_backing(start + o, b);
@@ -378,7 +464,11 @@ impl VmdkDriver {
             return Ok(());
         }
         let hb = self.has_backing();
-        let ex = self.extents.read().map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?.clone();
+        let ex = self
+            .extents
+            .read()
+            .map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?
+            .clone();
         for e in &ex {
             match &e.data {
                 ExtentData::Sparse(Some(s)) => {
@@ -386,7 +476,9 @@ impl VmdkDriver {
                     let fill = |o: u64, b: &mut [u8]| self.read_backing(start + o, b);
                     s.flush(&fill, hb)?
                 }
-                ExtentData::Flat { storage: Some(s), .. } => s.flush()?,
+                ExtentData::Flat {
+                    storage: Some(s), ..
+                } => s.flush()?,
                 _ => {}
             }
         }
@@ -417,7 +509,10 @@ impl BlockDriver for VmdkDriver {
         for (e, eo, bo, n) in self.pieces(offset, buf.len() as u64)? {
             let dst = &mut buf[bo..bo + n];
             match &e.data {
-                ExtentData::Flat { offset: fo, storage: Some(s) } => s.read_at(dst, fo + eo)?,
+                ExtentData::Flat {
+                    offset: fo,
+                    storage: Some(s),
+                } => s.read_at(dst, fo + eo)?,
                 ExtentData::Zero => dst.fill(0),
                 ExtentData::Sparse(Some(s)) => {
                     let start = e.start;
@@ -441,7 +536,10 @@ impl BlockDriver for VmdkDriver {
         let hb = self.has_backing();
         for (e, eo, _, n) in self.pieces(offset, length)? {
             match &e.data {
-                ExtentData::Flat { offset: fo, storage: Some(s) } => s.write_zeroes(fo + eo, n as u64, false)?,
+                ExtentData::Flat {
+                    offset: fo,
+                    storage: Some(s),
+                } => s.write_zeroes(fo + eo, n as u64, false)?,
                 ExtentData::Zero => {}
                 ExtentData::Sparse(Some(s)) => {
                     let start = e.start;
@@ -466,10 +564,25 @@ impl BlockDriver for VmdkDriver {
             if let Some(l) = out.last_mut() {
                 let merge = match (l.status, status) {
                     (
-                        LayerStatus::Data { host_offset: Some(a), compressed: false, reads_zero: z1 },
-                        LayerStatus::Data { host_offset: Some(b), compressed: false, reads_zero: z2 },
+                        LayerStatus::Data {
+                            host_offset: Some(a),
+                            compressed: false,
+                            reads_zero: z1,
+                        },
+                        LayerStatus::Data {
+                            host_offset: Some(b),
+                            compressed: false,
+                            reads_zero: z2,
+                        },
                     ) => z1 == z2 && a + l.length == b,
-                    (LayerStatus::Data { host_offset: None, .. }, LayerStatus::Data { host_offset: None, .. }) => true,
+                    (
+                        LayerStatus::Data {
+                            host_offset: None, ..
+                        },
+                        LayerStatus::Data {
+                            host_offset: None, ..
+                        },
+                    ) => true,
                     (a, b) => a == b && !matches!(a, LayerStatus::Data { .. }),
                 };
                 if merge && l.start + l.length == start {
@@ -477,12 +590,19 @@ impl BlockDriver for VmdkDriver {
                     return;
                 }
             }
-            out.push(LayerExtent { start, length, status });
+            out.push(LayerExtent {
+                start,
+                length,
+                status,
+            });
         };
         for (e, eo, bo, n) in self.pieces(offset, length)? {
             let g0 = offset + bo as u64;
             match &e.data {
-                ExtentData::Flat { offset: fo, storage: Some(fs) } => {
+                ExtentData::Flat {
+                    offset: fo,
+                    storage: Some(fs),
+                } => {
                     // As QEMU: holes of the flat file read as zeros (DATA|ZERO).
                     let mut v = Vec::new();
                     crate::vdi::driver::split_host_holes(&**fs, g0, n as u64, fo + eo, &mut v)?;
@@ -504,12 +624,24 @@ impl BlockDriver for VmdkDriver {
                         let m = (gb - inner).min(n as u64 - pos);
                         let st = match gr {
                             Grain::Unallocated if pending.contains(&(first + k as u64)) => {
-                                LayerStatus::Data { host_offset: None, compressed: true, reads_zero: false }
+                                LayerStatus::Data {
+                                    host_offset: None,
+                                    compressed: true,
+                                    reads_zero: false,
+                                }
                             }
                             Grain::Unallocated => LayerStatus::Unallocated,
                             Grain::Zero => LayerStatus::Zero { host_offset: None },
-                            Grain::Data(h) => LayerStatus::Data { host_offset: Some(h + inner), compressed: false, reads_zero: false },
-                            Grain::Compressed(_) => LayerStatus::Data { host_offset: None, compressed: true, reads_zero: false },
+                            Grain::Data(h) => LayerStatus::Data {
+                                host_offset: Some(h + inner),
+                                compressed: false,
+                                reads_zero: false,
+                            },
+                            Grain::Compressed(_) => LayerStatus::Data {
+                                host_offset: None,
+                                compressed: true,
+                                reads_zero: false,
+                            },
                         };
                         push(g0 + pos, m, st);
                         pos += m;
@@ -536,7 +668,10 @@ impl BlockDriver for VmdkDriver {
     }
 
     fn info(&self) -> Result<DriverInfo> {
-        let g = self.desc.lock().map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?;
+        let g = self
+            .desc
+            .lock()
+            .map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?;
         let d = &g.0;
         let ex = self.extents();
         let monolithic = matches!(self.desc_at, DescAt::Embedded { .. } | DescAt::None);
@@ -609,7 +744,10 @@ impl BlockDriver for VmdkDriver {
     }
 
     fn set_backing(&self, backing: Option<Arc<dyn BlockDriver>>) -> Result<()> {
-        *self.backing.write().map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))? = backing;
+        *self
+            .backing
+            .write()
+            .map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))? = backing;
         Ok(())
     }
 

@@ -57,6 +57,9 @@ pub struct SparseState {
     pub tail_stale: bool,
 }
 
+/// One inflated grain for a read: (buffer offset, offset in grain, length, grain bytes).
+type Inflated = (usize, usize, usize, Vec<u8>);
+
 /// An opened sparse extent.
 pub struct SparseExtent {
     /// The extent file.
@@ -92,7 +95,10 @@ impl SparseExtent {
     pub fn open(storage: Arc<dyn Storage>, read_only: bool) -> Result<Self> {
         let size = storage.size()?;
         if size < SECTOR {
-            return Err(Error::new(ErrorCode::WrongFormat, "Image not in VMDK format (file too short)"));
+            return Err(Error::new(
+                ErrorCode::WrongFormat,
+                "Image not in VMDK format (file too short)",
+            ));
         }
         let mut b = [0u8; 512];
         storage.read_at(&mut b, 0)?;
@@ -108,10 +114,15 @@ impl SparseExtent {
             let fm = Marker::parse(&f[..16]);
             let eos = Marker::parse(&f[1024..1040]);
             if fm.kind != MARKER_FOOTER || fm.size != 0 || eos.kind != MARKER_EOS || eos.val != 0 {
-                return Err(Error::corrupt("Invalid VMDK footer (missing footer or end-of-stream marker)"));
+                return Err(Error::corrupt(
+                    "Invalid VMDK footer (missing footer or end-of-stream marker)",
+                ));
             }
             let fh = SparseHeader::parse(&f[512..1024])?;
-            if fh.gd_offset == GD_AT_END || fh.capacity != h.capacity || fh.grain_size != h.grain_size {
+            if fh.gd_offset == GD_AT_END
+                || fh.capacity != h.capacity
+                || fh.grain_size != h.grain_size
+            {
                 return Err(Error::corrupt("VMDK footer does not match the header"));
             }
             h = fh;
@@ -119,7 +130,12 @@ impl SparseExtent {
         }
         let n = h.gd_entries() as usize;
         let gd_bytes = n as u64 * 4;
-        let in_file = |sector: u64| sector.checked_mul(SECTOR).and_then(|o| o.checked_add(gd_bytes)).is_some_and(|e| e <= size);
+        let in_file = |sector: u64| {
+            sector
+                .checked_mul(SECTOR)
+                .and_then(|o| o.checked_add(gd_bytes))
+                .is_some_and(|e| e <= size)
+        };
         if !in_file(h.gd_offset) {
             return Err(beyond("Grain directory", h.gd_offset));
         }
@@ -182,7 +198,10 @@ impl SparseExtent {
     /// Grain table `i`, loading it (bounded: one table) if needed; `None` when not allocated.
     pub fn gt<'a>(&self, st: &'a mut SparseState, i: usize) -> Result<Option<&'a mut Vec<u32>>> {
         if !st.gts.contains_key(&i) {
-            let off = *st.gd.get(i).ok_or_else(|| Error::new(ErrorCode::OutOfRange, "grain beyond the directory"))? as u64;
+            let off =
+                *st.gd.get(i).ok_or_else(|| {
+                    Error::new(ErrorCode::OutOfRange, "grain beyond the directory")
+                })? as u64;
             if off == 0 {
                 return Ok(None);
             }
@@ -237,7 +256,9 @@ impl SparseExtent {
             self.storage.read_at(&mut m, off)?;
             let len = u32::from_le_bytes([m[8], m[9], m[10], m[11]]) as u64;
             if len == 0 || len > 2 * gb + 1024 {
-                return Err(Error::corrupt(format!("Invalid compressed grain size {len} at 0x{off:x}")));
+                return Err(Error::corrupt(format!(
+                    "Invalid compressed grain size {len} at 0x{off:x}"
+                )));
             }
             (off + 12, len)
         } else {
@@ -279,7 +300,7 @@ impl SparseExtent {
         let grains = self.grains(first, last - first + 1)?;
         let mut pos = 0usize;
         let mut i = 0usize;
-        let mut tmp: Vec<u8> = Vec::new();
+        let mut jobs: Vec<(u64, usize, usize, usize)> = Vec::new();
         let mut file_size: Option<u64> = None;
         while pos < buf.len() {
             let at = off + pos as u64;
@@ -311,15 +332,12 @@ impl SparseExtent {
                     continue;
                 }
                 Grain::Zero => buf[pos..pos + n].fill(0),
-                Grain::Compressed(h) => {
-                    tmp.resize(gb as usize, 0);
-                    self.read_compressed(h, &mut tmp)?;
-                    buf[pos..pos + n].copy_from_slice(&tmp[inner as usize..inner as usize + n]);
-                }
+                Grain::Compressed(h) => jobs.push((h, pos, inner as usize, n)),
                 Grain::Unallocated => {
                     let st = self.lock()?;
                     if let Some(p) = st.pending.get(&(at / gb)) {
-                        buf[pos..pos + n].copy_from_slice(&p.data[inner as usize..inner as usize + n]);
+                        buf[pos..pos + n]
+                            .copy_from_slice(&p.data[inner as usize..inner as usize + n]);
                     } else {
                         drop(st);
                         fill(at, &mut buf[pos..pos + n])?;
@@ -328,6 +346,98 @@ impl SparseExtent {
             }
             pos += n;
             i += 1;
+        }
+        self.read_compressed_batch(&jobs, buf)
+    }
+
+    /// Inflate compressed grains `(host, buf offset, offset in grain, length)` into `buf`: one
+    /// read covers grains stored close together, and they are inflated on several threads.
+    fn read_compressed_batch(
+        &self,
+        jobs: &[(u64, usize, usize, usize)],
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let gb = self.h.grain_bytes() as usize;
+        if jobs.len() < 2 || !self.h.markers() {
+            let mut tmp = vec![0u8; gb];
+            for &(h, pos, inner, n) in jobs {
+                self.read_compressed(h, &mut tmp)?;
+                buf[pos..pos + n].copy_from_slice(&tmp[inner..inner + n]);
+            }
+            return Ok(());
+        }
+        let size = self.storage.size()?;
+        let lo = jobs.iter().map(|j| j.0).min().unwrap_or(0);
+        let hi = jobs
+            .iter()
+            .map(|j| j.0)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(12 + 2 * gb as u64 + 1024)
+            .min(size);
+        if hi <= lo || hi - lo > 64 << 20 {
+            let mut tmp = vec![0u8; gb];
+            for &(h, pos, inner, n) in jobs {
+                self.read_compressed(h, &mut tmp)?;
+                buf[pos..pos + n].copy_from_slice(&tmp[inner..inner + n]);
+            }
+            return Ok(());
+        }
+        let mut span = vec![0u8; (hi - lo) as usize];
+        self.storage.read_at(&mut span, lo)?;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(jobs.len().div_ceil(4))
+            .max(1);
+        let per = jobs.len().div_ceil(threads);
+        let span = &span;
+        let results: Vec<Result<Vec<Inflated>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = jobs
+                .chunks(per)
+                .map(|chunk| {
+                    s.spawn(move || {
+                        let mut out = Vec::with_capacity(chunk.len());
+                        for &(h, pos, inner, n) in chunk {
+                            let at = (h - lo) as usize;
+                            if at + 12 > span.len() {
+                                return Err(super::header::beyond("Compressed grain", h / SECTOR));
+                            }
+                            let len = u32::from_le_bytes([
+                                span[at + 8],
+                                span[at + 9],
+                                span[at + 10],
+                                span[at + 11],
+                            ]) as usize;
+                            if len == 0 || len > 2 * gb + 1024 || at + 12 + len > span.len() {
+                                return Err(Error::corrupt(format!(
+                                    "Invalid compressed grain size {len} at 0x{h:x}"
+                                )));
+                            }
+                            let mut g = vec![0u8; gb];
+                            inflate(&span[at + 12..at + 12 + len], &mut g)
+                                .map_err(|e| e.with_offset(h))?;
+                            out.push((pos, inner, n, g));
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::new(
+                            ErrorCode::Internal,
+                            "an inflate thread panicked",
+                        ))
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            for (pos, inner, n, g) in r? {
+                buf[pos..pos + n].copy_from_slice(&g[inner..inner + n]);
+            }
         }
         Ok(())
     }
