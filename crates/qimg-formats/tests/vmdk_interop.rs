@@ -482,3 +482,116 @@ fn model_random_writes_then_qemu_check_and_compare() {
         assert_eq!(d.check(RepairMode::None).unwrap().corruptions, 0);
     }
 }
+
+#[test]
+fn independent_readers_agree_on_every_subformat_qimg_writes() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let py_ok = run("/usr/bin/python3", &["-c", "import pyvmdk"])
+        .status
+        .success();
+    let z_ok = run("7zz", &["i"]).status.success();
+    if !py_ok {
+        eprintln!("SKIP: python3-libvmdk is not installed (test/peers/install.sh)");
+    }
+    if !z_ok {
+        eprintln!("SKIP: 7zz is not installed (apt-get install 7zip)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let size = 24u64 << 20;
+    let mut model = vec![0u8; size as usize];
+    let a = pattern(3 << 20, 21);
+    model[(5 << 20) + 512..(5 << 20) + 512 + a.len()].copy_from_slice(&a);
+    let b = pattern(70000, 22);
+    model[(size as usize) - 70000..].copy_from_slice(&b);
+    for sub in SUBFORMATS {
+        let o = dir.path().join(format!("r-{sub}.vmdk"));
+        let o = o.to_str().unwrap();
+        qimg_create("vmdk", o, opts(size, sub));
+        let d = open_vmdk(o, false);
+        d.write((5 << 20) + 512, &a).unwrap();
+        d.write(size - 70000, &b).unwrap();
+        d.close().unwrap();
+        drop(d);
+        assert!(qemu_raw(o, "vmdk") == model, "{sub}: qemu-img");
+        if py_ok {
+            let py = "import pyvmdk,sys\nh=pyvmdk.handle()\nh.open(sys.argv[1])\nh.open_extent_data_files()\nsys.stdout.buffer.write(h.read_buffer(h.get_media_size()))\n";
+            let out = run("/usr/bin/python3", &["-c", py, o]);
+            assert!(
+                out.status.success(),
+                "{sub}: pyvmdk: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.stdout == model, "{sub}: libvmdk reads what qimg wrote");
+        }
+        if z_ok && (sub == "monolithicSparse" || sub == "streamOptimized") {
+            let x = format!("{o}.7z.raw");
+            let out = run("sh", &["-c", &format!("7zz e -so -tVMDK '{o}' > '{x}'")]);
+            assert!(out.status.success(), "{sub}: 7zz");
+            assert!(
+                std::fs::read(&x).unwrap() == model,
+                "{sub}: 7-Zip reads what qimg wrote"
+            );
+        }
+    }
+}
+
+#[test]
+fn zeroed_grains_both_ways() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("z.vmdk");
+    let p = p.to_str().unwrap();
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "zeroed_grain=on",
+            p,
+            "4M",
+        ],
+    );
+    ok(
+        "qemu-io",
+        &[
+            "-f",
+            "vmdk",
+            "-c",
+            "write -P 0x77 0 4M",
+            "-c",
+            "write -z 64k 128k",
+            p,
+        ],
+    );
+    let d = open_vmdk(p, false);
+    let mut want = vec![0x77u8; 4 << 20];
+    want[65536..196608].fill(0);
+    assert!(
+        read_all(d.as_ref()) == want,
+        "qemu's zeroed grains read as zeros"
+    );
+    d.write_zeroes(1 << 20, 1 << 20, false).unwrap();
+    want[1 << 20..2 << 20].fill(0);
+    let z = d.block_status(1 << 20, 1 << 20).unwrap();
+    assert!(z
+        .iter()
+        .all(|e| e.status == qimg_core::LayerStatus::Zero { host_offset: None }));
+    d.close().unwrap();
+    drop(d);
+    ok("qemu-img", &["check", "-f", "vmdk", p]);
+    assert!(
+        qemu_raw(p, "vmdk") == want,
+        "qimg's zeroed grains read as zeros in qemu"
+    );
+    let m = ok("qemu-img", &["map", "--output=json", "-f", "vmdk", p]);
+    assert!(m.contains(r#""start": 1048576, "length": 1048576, "depth": 0, "present": true, "zero": true, "data": false"#), "{m}");
+}
