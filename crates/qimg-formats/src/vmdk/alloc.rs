@@ -42,6 +42,9 @@ pub fn deflate(data: &[u8], level: Option<u32>) -> Result<Vec<u8>> {
     }
 }
 
+/// Partial grains of a compressed extent kept in memory at most (64 MiB of 64 KiB grains).
+const MAX_PENDING: usize = 1024;
+
 fn allocated_err() -> Error {
     Error::unsupported("Could not write to allocated cluster for streamOptimized")
 }
@@ -235,6 +238,16 @@ impl SparseExtent {
             if p.covered.iter().all(|&c| c) {
                 let p = st.pending.remove(&g).expect("pending grain");
                 whole.push((g, p.data));
+            }
+            if st.pending.len() > MAX_PENDING {
+                // Bound memory: write out partial grains as they are (the rest of each reads as
+                // the layer below, as filled in); later writes to them fail as QEMU's would.
+                let keys: Vec<u64> = st.pending.keys().copied().take(MAX_PENDING / 2).collect();
+                for k in keys {
+                    if let Some(p) = st.pending.remove(&k) {
+                        whole.push((k, p.data));
+                    }
+                }
             }
         }
         let mut items: Vec<(u64, &[u8])> = borrowed;
