@@ -642,3 +642,50 @@ fn power_cuts_leave_a_clean_sparse_image() {
         }
     }
 }
+
+#[test]
+fn appending_to_qemus_stream_layout() {
+    let _g = serial();
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s.raw");
+    let src = src.to_str().unwrap();
+    let mut model = vec![0u8; 8 << 20];
+    model[..1 << 20].copy_from_slice(&pattern(1 << 20, 31));
+    std::fs::write(src, &model).unwrap();
+    let p = dir.path().join("q.vmdk");
+    let p = p.to_str().unwrap();
+    ok(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            src,
+            p,
+        ],
+    );
+    let d = open_vmdk(p, false);
+    assert!(d.compressed_cluster_size() == Some(65536));
+    let g = pattern(200000, 32);
+    d.write(3 << 20, &g).unwrap();
+    model[3 << 20..(3 << 20) + g.len()].copy_from_slice(&g);
+    assert!(
+        d.write(0, &g[..4096]).is_err(),
+        "QEMU's rule: no rewriting a stream's grain"
+    );
+    d.close().unwrap();
+    drop(d);
+    ok("qemu-img", &["check", "-f", "vmdk", p]);
+    assert!(
+        qemu_raw(p, "vmdk") == model,
+        "qemu reads grains qimg appended to its stream"
+    );
+    assert!(read_all(open_vmdk(p, true).as_ref()) == model);
+}
