@@ -453,6 +453,19 @@ fn backing_chain_with_parent_cid() {
         },
     );
     assert!(e.is_err(), "a non-vmdk backing format is refused");
+    // Writing the parent gives it a new CID: the child no longer reads through (as in QEMU).
+    let b = open_vmdk(base, false);
+    b.write(0, &[1; 512]).unwrap();
+    b.close().unwrap();
+    drop(b);
+    let q = run("qemu-io", &["-f", "vmdk", "-c", "read 6M 4k", top]);
+    assert!(String::from_utf8_lossy(&q.stdout).contains("read failed"), "qemu refuses too");
+    let d = open_vmdk(top, true);
+    d.set_backing(Some(open_vmdk(base, true))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    d.read(0, &mut buf[..512]).unwrap();
+    let e = d.read(6 << 20, &mut buf).unwrap_err();
+    assert_eq!(e.code, qimg_core::ErrorCode::Corrupt, "{}", e.message);
 }
 
 #[test]

@@ -68,6 +68,7 @@ pub struct VmdkDriver {
     extents: RwLock<Vec<Extent>>,
     backing: RwLock<Option<Arc<dyn BlockDriver>>>,
     cid_updated: AtomicBool,
+    cid_checked: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -172,6 +173,7 @@ impl VmdkDriver {
             extents: RwLock::new(extents),
             backing: RwLock::new(None),
             cid_updated: AtomicBool::new(false),
+            cid_checked: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         })
     }
@@ -231,6 +233,7 @@ impl VmdkDriver {
             extents: RwLock::new(extents),
             backing: RwLock::new(None),
             cid_updated: AtomicBool::new(false),
+            cid_checked: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         })
     }
@@ -359,12 +362,43 @@ impl VmdkDriver {
         Ok(out)
     }
 
+    /// QEMU's `vmdk_is_cid_valid`: a child reads through to its parent only while the parent's
+    /// CID is the child's `parentCID` (writing to the parent changes its CID and cuts the link).
+    fn check_parent_cid(&self, b: &dyn BlockDriver) -> Result<()> {
+        if self.cid_checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let parent_cid = self
+            .desc
+            .lock()
+            .map_err(|_| Error::new(ErrorCode::Internal, "vmdk lock poisoned"))?
+            .0
+            .parent_cid;
+        let cur = if b.format_name() == "vmdk" {
+            b.info()?
+                .format_specific
+                .and_then(|v| v["data"]["cid"].as_u64())
+        } else {
+            None
+        };
+        if cur != Some(parent_cid as u64) {
+            return Err(Error::corrupt(format!(
+                "VMDK parent CID mismatch: the image expects parentCID={parent_cid:08x}, its parent has {}",
+                cur.map_or("none (not a vmdk)".to_string(), |c| format!("CID={c:08x}"))
+            ))
+            .with_path(self.storage.name()));
+        }
+        self.cid_checked.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Read the backing layer at guest `offset` (zeros past its end or without one).
     fn read_backing(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let b = self.backing.read().ok().and_then(|b| b.clone());
         match b {
             None => buf.fill(0),
             Some(b) => {
+                self.check_parent_cid(b.as_ref())?;
                 let n = b
                     .virtual_size()
                     .saturating_sub(offset)
@@ -744,6 +778,7 @@ impl BlockDriver for VmdkDriver {
     }
 
     fn set_backing(&self, backing: Option<Arc<dyn BlockDriver>>) -> Result<()> {
+        self.cid_checked.store(false, Ordering::Release);
         *self
             .backing
             .write()
