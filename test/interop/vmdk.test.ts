@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { open } from "../../ts/index.js";
-import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
+import { hasPeer, qemu72, qimg, run, runOk, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img") && hasPeer("qemu-io");
 const t = tempDir("qimg-vmdk-");
@@ -88,6 +88,30 @@ describe.skipIf(!have)("vmdk against qemu-img", () => {
     const back = t.path("back.raw");
     expect(qimg(["convert", "-f", "vmdk", "-O", "raw", q, back]).status).toBe(0);
     expect(Buffer.compare(readFileSync(back), b)).toBe(0);
+  });
+
+  it("qemu-img 7.2 checks and reads every subformat qimg converts to", () => {
+    const q72 = qemu72("qemu-img");
+    if (!q72) return;
+    const src = t.path("src72.raw");
+    const b = Buffer.alloc(6 << 20);
+    for (let i = 0; i < b.length; i += 8192) b.fill((i >> 13) & 0xff, i, i + 3000);
+    writeFileSync(src, b);
+    for (const sub of [
+      "monolithicSparse",
+      "monolithicFlat",
+      "twoGbMaxExtentSparse",
+      "twoGbMaxExtentFlat",
+      "streamOptimized",
+    ]) {
+      const dir = t.path(`q72-${sub}`);
+      mkdirSync(dir);
+      const img = `${dir}/d.vmdk`;
+      const r = qimg(["convert", "-f", "raw", "-O", "vmdk", "-o", `subformat=${sub}`, src, img]);
+      expect(r.status, r.stderr).toBe(0);
+      runOk(q72, ["check", "-f", "vmdk", img]);
+      runOk(q72, ["compare", "-f", "raw", "-F", "vmdk", src, img]);
+    }
   });
 
   it("a child with backing_file: parentCID links to its parent, reads fall through", async () => {
