@@ -109,6 +109,12 @@ fn hostile_headers_are_refused_with_typed_errors() {
             ErrorCode::WrongFormat,
             true,
         ),
+        (
+            "COWD (VMware 3)",
+            |b| b[..4].copy_from_slice(b"COWD"),
+            ErrorCode::Unsupported,
+            false,
+        ),
     ];
     for (what, patch, code, qemu_refuses) in cases {
         let mut b = orig.clone();

@@ -453,13 +453,44 @@ fn backing_chain_with_parent_cid() {
         },
     );
     assert!(e.is_err(), "a non-vmdk backing format is refused");
+    // A child QEMU creates and writes reads the same in qimg.
+    let qtop = dir.path().join("qtop.vmdk");
+    let qtop = qtop.to_str().unwrap();
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-b",
+            "base.vmdk",
+            "-F",
+            "vmdk",
+            qtop,
+        ],
+    );
+    ok(
+        "qemu-io",
+        &["-f", "vmdk", "-c", "write -P 0x67 100k 300k", qtop],
+    );
+    let d = open_vmdk(qtop, true);
+    d.set_backing(Some(open_vmdk(base, true))).unwrap();
+    assert!(
+        read_all(d.as_ref()) == qemu_raw(qtop, "vmdk"),
+        "qemu's child over its base"
+    );
+    drop(d);
     // Writing the parent gives it a new CID: the child no longer reads through (as in QEMU).
     let b = open_vmdk(base, false);
     b.write(0, &[1; 512]).unwrap();
     b.close().unwrap();
     drop(b);
     let q = run("qemu-io", &["-f", "vmdk", "-c", "read 6M 4k", top]);
-    assert!(String::from_utf8_lossy(&q.stdout).contains("read failed"), "qemu refuses too");
+    assert!(
+        String::from_utf8_lossy(&q.stdout).contains("read failed"),
+        "qemu refuses too"
+    );
     let d = open_vmdk(top, true);
     d.set_backing(Some(open_vmdk(base, true))).unwrap();
     let mut buf = vec![0u8; 4096];

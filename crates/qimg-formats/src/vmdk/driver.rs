@@ -100,7 +100,10 @@ impl VmdkDriver {
         let size = storage.size()?;
         let mut head = vec![0u8; size.min(512) as usize];
         storage.read_at(&mut head, 0)?;
-        if head.len() >= 4 && u32::from_le_bytes([head[0], head[1], head[2], head[3]]) == MAGIC {
+        if head.len() >= 4
+            && (u32::from_le_bytes([head[0], head[1], head[2], head[3]]) == MAGIC
+                || head[..4] == *b"COWD")
+        {
             return Self::open_sparse(storage, read_only, name);
         }
         if size > MAX_DESCRIPTOR {

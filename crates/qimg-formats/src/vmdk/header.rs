@@ -100,6 +100,11 @@ pub struct SparseHeader {
 impl SparseHeader {
     /// Parse 512 bytes, checking magic and QEMU's bounds (typed errors, nothing allocated).
     pub fn parse(b: &[u8]) -> Result<Self> {
+        if b.len() >= 4 && b[..4] == *b"COWD" {
+            return Err(Error::unsupported(
+                "VMware 3 (COWD) sparse extents are not supported",
+            ));
+        }
         if b.len() < SECTOR as usize || le32(b, 0) != MAGIC {
             return Err(Error::new(
                 ErrorCode::WrongFormat,
