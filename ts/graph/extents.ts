@@ -26,7 +26,12 @@ export async function attachExtents(
   n: NativeImage,
   filename: string,
   readOnly: boolean,
-  opts: { implicit?: ImplicitPolicy; locking?: "on" | "off" | "auto"; forceShare?: boolean },
+  opts: {
+    implicit?: ImplicitPolicy;
+    locking?: "on" | "off" | "auto";
+    forceShare?: boolean;
+    purpose?: "info";
+  },
   attached: NativeImage[],
 ): Promise<void> {
   if (n.format !== "vmdk") return;
@@ -42,6 +47,7 @@ export async function attachExtents(
         readOnly,
         locking: opts.locking,
         forceShare: opts.forceShare ?? false,
+        purpose: opts.purpose,
       }),
     );
     attached.push(f);
