@@ -76,6 +76,9 @@ export declare class NativeImage {
  */
 export declare function attachDataFile(img: NativeImage, data?: NativeImage | undefined | null): void
 
+/** Attach the opened extent files (raw nodes, in [`extent_files`] order) to a VMDK image. */
+export declare function attachExtents(img: NativeImage, files: Array<NativeImage>): void
+
 /** First offset in the range where `a` and `b` differ, or null. */
 export declare function compareRange(a: NativeImage, b: NativeImage, offset: number, length: number): Promise<number | null>
 
@@ -116,6 +119,12 @@ export interface CopyRangeStats {
 
 /** Create (or overwrite) an image file. */
 export declare function createImage(opts: NativeCreateOptions): Promise<void>
+
+/**
+ * Extent files a VMDK descriptor names and that still need opening, as written in the image
+ * (the graph builder admits each through the implicit-open gate).
+ */
+export declare function extentFiles(img: NativeImage): Array<string>
 
 /** First offset in the range of `img` that is not zero, or null. */
 export declare function firstNonzeroOffset(img: NativeImage, offset: number, length: number): Promise<number | null>
@@ -252,6 +261,16 @@ export interface NativeCreateOptions {
   forceSize?: boolean
   /** qed `table_size=` (clusters). */
   tableSize?: number
+  /** vmdk `compat6=`. */
+  compat6?: boolean
+  /** vmdk `hwversion=`. */
+  hwversion?: string
+  /** vmdk `adapter_type=`. */
+  adapterType?: string
+  /** vmdk `toolsversion=`. */
+  toolsversion?: string
+  /** vmdk `zeroed_grain=`. */
+  zeroedGrain?: boolean
 }
 
 /** Facts about an opened image for `info`. */

@@ -92,3 +92,21 @@ pub fn attach_data_file(img: &NativeImage, data: Option<&NativeImage>) -> napi::
     };
     d.set_data_file(storage).map_err(crate::error::to_napi)
 }
+
+/// Extent files a VMDK descriptor names and that still need opening, as written in the image
+/// (the graph builder admits each through the implicit-open gate).
+#[napi]
+pub fn extent_files(img: &NativeImage) -> napi::Result<Vec<String>> {
+    Ok(img.driver().map_err(crate::error::to_napi)?.extent_files())
+}
+
+/// Attach the opened extent files (raw nodes, in [`extent_files`] order) to a VMDK image.
+#[napi]
+pub fn attach_extents(img: &NativeImage, files: Vec<&NativeImage>) -> napi::Result<()> {
+    let d = img.driver().map_err(crate::error::to_napi)?;
+    let mut storages = Vec::with_capacity(files.len());
+    for f in files {
+        storages.push(f.driver().map_err(crate::error::to_napi)?.storage().clone());
+    }
+    d.attach_extents(storages).map_err(crate::error::to_napi)
+}

@@ -49,6 +49,16 @@ pub struct NativeCreateOptions {
     pub force_size: Option<bool>,
     /// qed `table_size=` (clusters).
     pub table_size: Option<f64>,
+    /// vmdk `compat6=`.
+    pub compat6: Option<bool>,
+    /// vmdk `hwversion=`.
+    pub hwversion: Option<String>,
+    /// vmdk `adapter_type=`.
+    pub adapter_type: Option<String>,
+    /// vmdk `toolsversion=`.
+    pub toolsversion: Option<String>,
+    /// vmdk `zeroed_grain=`.
+    pub zeroed_grain: Option<bool>,
 }
 
 /// Create (or overwrite) an image file.
@@ -79,6 +89,11 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
                 .table_size
                 .map(|c| crate::error::to_u64(c, "table_size"))
                 .transpose()?,
+            compat6: opts.compat6.unwrap_or(false),
+            hwversion: opts.hwversion,
+            adapter_type: opts.adapter_type,
+            toolsversion: opts.toolsversion,
+            zeroed_grain: opts.zeroed_grain.unwrap_or(false),
         };
         let file = FileStorage::open(
             &opts.filename,

@@ -7,6 +7,7 @@ import { Image } from "../image.js";
 import { callNative, type NativeImage, native } from "../native.js";
 import { parseJsonFilename } from "../options/json.js";
 import { getFormat, probeFormat } from "../registry/index.js";
+import { attachExtents } from "./extents.js";
 import { admitImplicit, type ImplicitPolicy } from "./gate.js";
 import { PROBE_BYTES, probeFile } from "./probe.js";
 import { type ImageOptions, type NodeSpec, normalizeSpec } from "./spec.js";
@@ -154,6 +155,7 @@ export async function open(spec: string | ImageOptions, opts: OpenOptions = {}):
       chain.push(n);
       names.push(node.filename);
       if (opts.purpose !== "info") await attachDataFile(n, node.filename, ro, opts, attached);
+      await attachExtents(n, node.filename, ro, opts, attached);
       ro = !opts.writableLayers?.includes(chain.length);
       fmt = undefined;
       if (opts.noBacking || node.backing === null) break;

@@ -4,6 +4,7 @@ import { open } from "../graph/open.js";
 import { callNative, native } from "../native.js";
 import { parseSize } from "../options/size.js";
 import { getFormat } from "../registry/index.js";
+import { vmdkCreateOptions } from "./create-vmdk.js";
 
 /** Options of {@link create}. */
 export interface CreateOptions {
@@ -109,6 +110,7 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       subformat: get("subformat") === undefined ? undefined : String(get("subformat")),
       forceSize: get("force_size") === undefined ? undefined : toBool("force_size", get("force_size")),
       tableSize: get("table_size") === undefined ? undefined : toSize("table_size", get("table_size")),
+      ...vmdkCreateOptions(get),
     }),
   );
   const dataFile = get("data_file");

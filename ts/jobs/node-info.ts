@@ -3,6 +3,7 @@ import * as fs from "node:fs/promises";
 import { isNbdString } from "../graph/nbd.js";
 import { callNative, type NativeImage, type NativeSnapshot } from "../native.js";
 import { getFormat } from "../registry/index.js";
+import { addVmdkExtents } from "./node-info-vmdk.js";
 
 /** `qemu-img info --output=json` for one image. */
 export interface ImageInfo {
@@ -110,6 +111,7 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
     ordered["backing-filename"] = i.backingFile;
   }
   if (getFormat(i.format).reportsDirtyFlag !== false) ordered["dirty-flag"] = i.dirty;
+  await addVmdkExtents(ordered, filename);
   return ordered;
 }
 

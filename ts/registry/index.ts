@@ -13,6 +13,7 @@ import { qedFormat } from "./qed.js";
 import { rawFormat } from "./raw.js";
 import type { FormatEntry } from "./types.js";
 import { vdiFormat } from "./vdi.js";
+import { vmdkFormat } from "./vmdk.js";
 import { vpcFormat } from "./vpc.js";
 
 export type { CreateOptionSpec, FormatEntry } from "./types.js";
@@ -28,6 +29,7 @@ const formats = new Map<string, FormatEntry>([
   [dmgFormat.name, dmgFormat],
   [qedFormat.name, qedFormat],
   [qcowFormat.name, qcowFormat],
+  [vmdkFormat.name, vmdkFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */

@@ -263,4 +263,16 @@ pub trait BlockDriver: Send + Sync {
             format!("Dirty bitmap '{name}' not found"),
         ))
     }
+    /// Extent files the image names and still needs (VMDK descriptors), as written in the image:
+    /// the graph builder admits each through the implicit-open gate, then attaches them.
+    fn extent_files(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Attach the files named by [`BlockDriver::extent_files`], in the same order.
+    fn attach_extents(&self, _files: Vec<Arc<dyn crate::Storage>>) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "{} images have no extent files",
+            self.format_name()
+        )))
+    }
 }

@@ -75,4 +75,14 @@ pub struct CreateOptions {
     pub force_size: bool,
     /// qed: `table_size=` in clusters (None = 4).
     pub table_size: Option<u64>,
+    /// vmdk: `compat6=on` (virtual hardware version 6).
+    pub compat6: bool,
+    /// vmdk: `hwversion=` (exclusive with `compat6`).
+    pub hwversion: Option<String>,
+    /// vmdk: `adapter_type=` (None = ide).
+    pub adapter_type: Option<String>,
+    /// vmdk: `toolsversion=` (None = 2147483647).
+    pub toolsversion: Option<String>,
+    /// vmdk: `zeroed_grain=on`.
+    pub zeroed_grain: bool,
 }
