@@ -5,9 +5,7 @@
 //! printed reason when its peer is missing.
 mod common_nbd;
 use common_nbd::*;
-use qimg_core::nbd::{
-    list_exports, Address, ConnectOptions, NbdStorage, TlsConfig, TlsCreds,
-};
+use qimg_core::nbd::{list_exports, Address, ConnectOptions, NbdStorage, TlsConfig, TlsCreds};
 use qimg_core::{ErrorCode, Storage};
 use std::time::{Duration, Instant};
 
@@ -137,8 +135,8 @@ fn nbdkit_tls_x509_with_client_certificate() {
     let s = NbdStorage::connect_with(&srv.addr, "", "x509", &x509(Some("localhost"))).unwrap();
     drop(s);
     // A name the certificate does not carry.
-    let e = NbdStorage::connect_with(&srv.addr, "", "x", &x509(Some("elsewhere.example")))
-        .unwrap_err();
+    let e =
+        NbdStorage::connect_with(&srv.addr, "", "x", &x509(Some("elsewhere.example"))).unwrap_err();
     assert!(e.message.contains("certificate"), "{e}");
     // Another CA: verification fails.
     let other = dir.path().join("other");
@@ -307,7 +305,9 @@ fn nbd_server_simple_replies_and_size_from_go() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let srv = spawn("nbd-server", &args, Address::Tcp("127.0.0.1".into(), port));
+    // In the foreground (-d) nbd-server serves one connection and then exits: one server per
+    // connection.
+    let srv = spawn_quiet("nbd-server", &args, port);
     let s = NbdStorage::connect(&srv.addr, "disk", false, "nbd-server").unwrap();
     assert_eq!(s.export().size, 5 << 20);
     assert!(!s.export().structured);
@@ -318,8 +318,10 @@ fn nbd_server_simple_replies_and_size_from_go() {
     s.read_at(&mut b, 2 << 20).unwrap();
     assert!(b == d);
     drop(s);
+    drop(srv);
     let on_disk = std::fs::read(&img).unwrap();
     assert!(on_disk[2 << 20..3 << 20] == d[..]);
+    let srv = spawn_quiet("nbd-server", &args, port);
     let list = list_exports(&srv.addr, None, Duration::from_secs(10)).unwrap();
     assert!(list.iter().any(|e| e.name == "disk"), "{list:?}");
 }

@@ -67,8 +67,49 @@ fn wait_ready(addr: &Address, child: &mut Child) {
         if let Ok(Some(st)) = child.try_wait() {
             panic!("server exited early: {st}");
         }
-        assert!(t0.elapsed() < Duration::from_secs(15), "server did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True if a TCP socket listens on 127.0.0.1:`port` (from /proc/net/tcp, without connecting:
+/// nbd-server in the foreground serves only its first connection).
+fn tcp_listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .map(|t| {
+            t.lines().any(|l| {
+                let f: Vec<_> = l.split_whitespace().collect();
+                f.len() > 3 && f[1] == want && f[3] == "0A"
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Start `cmd args…` on 127.0.0.1:`port` and wait until it listens, without connecting.
+pub fn spawn_quiet(cmd: &str, args: &[String], port: u16) -> Peer {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect(cmd);
+    let t0 = Instant::now();
+    while !tcp_listening(port) {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("{cmd} exited early: {st}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{cmd} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Peer {
+        child,
+        addr: Address::Tcp("127.0.0.1".into(), port),
     }
 }
 
@@ -96,7 +137,12 @@ pub fn qemu_nbd(dir: &Path, img: &str, fmt: &str, name: &str, tcp: bool, extra: 
     let mut a: Vec<String> = vec!["--persistent".into(), "--shared=8".into()];
     let addr = if tcp {
         let port = free_port();
-        a.extend(["-b".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]);
+        a.extend([
+            "-b".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ]);
         Address::Tcp("127.0.0.1".into(), port)
     } else {
         let sock = dir.join(format!("{name}.qsock")).display().to_string();
@@ -127,8 +173,14 @@ pub fn make_x509(dir: &Path) {
         std::fs::write(dir.join(name), body).unwrap();
         p(name)
     };
-    ok("certtool", &["--generate-privkey", "--outfile", &p("ca-key.pem")]);
-    let ca = tmpl("ca.info", "cn = qimg test CA\nca\ncert_signing_key\nexpiration_days = 3\n");
+    ok(
+        "certtool",
+        &["--generate-privkey", "--outfile", &p("ca-key.pem")],
+    );
+    let ca = tmpl(
+        "ca.info",
+        "cn = qimg test CA\nca\ncert_signing_key\nexpiration_days = 3\n",
+    );
     ok(
         "certtool",
         &[
