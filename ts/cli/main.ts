@@ -21,6 +21,7 @@ import { resizeCommand } from "../commands/resize.js";
 import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
+import { defineObjects } from "../graph/tls.js";
 import { type Command, parseCommandLine } from "../options/commands/index.js";
 import { toRecord } from "../options/keyvalue.js";
 
@@ -52,6 +53,7 @@ function unsupported(what: string): never {
 }
 
 async function run(c: Command, signal: AbortSignal): Promise<number> {
+  if ("objects" in c) defineObjects(c.objects);
   switch (c.cmd) {
     case "help":
       io.out(USAGE);
