@@ -303,11 +303,27 @@ describe.skipIf(!haveNbdkit || !haveQemu)("nbdkit", () => {
         "exportname=two",
         "exportname-list=explicit",
         "exportname-strict=true",
+        "exportdesc=fixed:a disk",
       ],
       () => existsSync(named),
     );
     const list = await listNbdExports(`nbd+unix:///?socket=${named}`);
-    expect(list.map((e) => e.name)).toEqual(["one", "two"]);
+    expect(list).toEqual([
+      { name: "one", description: "a disk" },
+      { name: "two", description: "a disk" },
+    ]);
+    // The CLI, against nbdinfo's own listing of the same server.
+    const cli = qimg(["list-exports", "--output=json", `nbd+unix:///?socket=${named}`]);
+    expect(cli.status, cli.stderr).toBe(0);
+    if (hasPeer("nbdinfo")) {
+      const ref = JSON.parse(runOk("nbdinfo", ["--list", "--json", `nbd+unix:///?socket=${named}`])) as {
+        exports: { "export-name": string; description?: string }[];
+      };
+      expect(JSON.parse(cli.stdout)).toEqual(
+        ref.exports.map((e) => ({ name: e["export-name"], description: e.description ?? "" })),
+      );
+    }
+    expect(qimg(["list-exports", `nbd+unix:///?socket=${named}`]).stdout).toBe("one\ta disk\ntwo\ta disk\n");
     const miss = qimg(["info", "-f", "raw", `nbd+unix:///three?socket=${named}`]);
     expect(miss.status).toBe(1);
     expect(miss.stderr).toContain("export 'three'");
