@@ -5,7 +5,8 @@
  * tls-creds-…,endpoint=client` and `file.tls-creds=` equal qemu-img's; a TLS server without
  * credentials fails clearly; qemu-nbd `-A` (allocation depth) leaves `map` equal to qemu-img's;
  * nbdkit's `error` filter makes convert fail instead of writing zeros; nbdkit's `exportname`
- * filter is listed by `listNbdExports`. Skips with a printed reason when a peer is missing.
+ * filter is listed by `listNbdExports` and `qimg list-exports` as `nbdinfo --list` lists it;
+ * nbdkit's `delay` filter shows `convert -m 8` keeping its reads in flight together. Skips with a printed reason when a peer is missing.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -327,5 +328,28 @@ describe.skipIf(!haveNbdkit || !haveQemu)("nbdkit", () => {
     const miss = qimg(["info", "-f", "raw", `nbd+unix:///three?socket=${named}`]);
     expect(miss.status).toBe(1);
     expect(miss.stderr).toContain("export 'three'");
+  });
+
+  it("convert -m N keeps N reads in flight on one connection", async () => {
+    // Every read takes 250 ms on the server; 8 chunks of 4 MiB: one at a time needs ≥ 2 s of
+    // reads, eight at a time about 0.25 s.
+    const data = t.path("slow-src.raw");
+    runOk("qemu-img", ["create", "-q", "-f", "raw", data, "32M"]);
+    runOk("qemu-io", ["-f", "raw", "-c", "write -P 3 0 32M", data]);
+    const sock = t.path("slow.sock");
+    await serve("nbdkit", ["-f", "-U", sock, "--filter=delay", "file", data, "rdelay=250ms"], () =>
+      existsSync(sock),
+    );
+    const time = (m: string) => {
+      const out = t.path(`slow-${m}.raw`);
+      const t0 = Date.now();
+      const r = qimg(["convert", "-m", m, "-f", "raw", "-O", "raw", `nbd+unix:///?socket=${sock}`, out]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(sha256(readFileSync(out))).toBe(sha256(readFileSync(data)));
+      return Date.now() - t0;
+    };
+    const one = time("1");
+    const eight = time("8");
+    expect(one - eight, `-m 1: ${one} ms, -m 8: ${eight} ms`).toBeGreaterThan(1000);
   });
 });
