@@ -325,3 +325,74 @@ fn nbd_server_simple_replies_and_size_from_go() {
     let list = list_exports(&srv.addr, None, Duration::from_secs(10)).unwrap();
     assert!(list.iter().any(|e| e.name == "disk"), "{list:?}");
 }
+
+/// The server side of the TLS layer (for an NBD server): its acceptor completes a handshake with
+/// gnutls-cli, an independent TLS client, for PSK and for x509 with a client certificate.
+#[test]
+fn tls_acceptor_against_gnutls_cli() {
+    if !have("gnutls-cli", "gnutls-bin") || !have("psktool", "gnutls-bin") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("psk");
+    let f = make_psk(&keys, "qemu");
+    let hex = std::fs::read_to_string(&f).unwrap();
+    let hex = hex.trim().split(':').nth(1).unwrap().to_string();
+    let certs = dir.path().join("x509");
+    make_x509(&certs);
+    let cases: Vec<(TlsCreds, Vec<String>)> = vec![
+        (
+            TlsCreds::psk_from_dir(&keys, None, false).unwrap(),
+            vec![
+                "--pskusername=qemu".into(),
+                format!("--pskkey={hex}"),
+                "--priority=NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK".into(),
+            ],
+        ),
+        (
+            TlsCreds::x509_from_dir(&certs, true).unwrap(),
+            vec![
+                format!("--x509cafile={}", certs.join("ca-cert.pem").display()),
+                format!("--x509certfile={}", certs.join("client-cert.pem").display()),
+                format!("--x509keyfile={}", certs.join("client-key.pem").display()),
+            ],
+        ),
+    ];
+    for (creds, args) in cases {
+        let acceptor = creds.acceptor().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).ok();
+            let mut s = acceptor.accept(c).map_err(|e| e.to_string())?;
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).map_err(|e| e.to_string())?;
+            s.write_all(b"pong\n").map_err(|e| e.to_string())?;
+            let _ = s.shutdown();
+            Ok::<_, String>(b)
+        });
+        let mut cli = std::process::Command::new("gnutls-cli")
+            .args(&args)
+            .args(["--logfile=/dev/null", "-p", &port.to_string(), "localhost"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        cli.stdin.as_mut().unwrap().write_all(b"ping\n").unwrap();
+        let got = server.join().unwrap();
+        let out = cli.wait_with_output().unwrap();
+        assert_eq!(
+            got.as_ref().map(|b| &b[..]),
+            Ok(&b"ping\n"[..]),
+            "{creds:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("pong"),
+            "{creds:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
