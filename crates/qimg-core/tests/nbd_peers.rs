@@ -396,3 +396,64 @@ fn tls_acceptor_against_gnutls_cli() {
         );
     }
 }
+
+/// A server that enforces a 4 KiB minimum block size (nbdkit's `blocksize-policy` filter with
+/// the error policy: misaligned requests fail with EINVAL): unaligned reads, writes and write
+/// zeroes still land exactly, checked against a model of the export.
+#[test]
+fn minimum_block_size_is_honoured() {
+    if !have("nbdkit", "nbdkit") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = nbdkit(
+        dir.path(),
+        "bs",
+        &[
+            "--filter=blocksize-policy",
+            "memory",
+            "1M",
+            "blocksize-minimum=4096",
+            "blocksize-preferred=4096",
+            "blocksize-maximum=65536",
+            "blocksize-error-policy=error",
+        ],
+    );
+    let s = NbdStorage::connect(&srv.addr, "", false, "bs").unwrap();
+    assert_eq!(s.export().min_block, 4096);
+    let mut model = vec![0u8; 1 << 20];
+    let mut rng = 12345u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for i in 0..200 {
+        let off = next(1 << 20);
+        let len = (next(200_000) + 1).min((1 << 20) - off);
+        match i % 3 {
+            0 => {
+                let d = pattern(len as usize, i as u8);
+                s.write_at(&d, off).unwrap();
+                model[off as usize..(off + len) as usize].copy_from_slice(&d);
+            }
+            1 => {
+                s.write_zeroes(off, len, i % 2 == 0).unwrap();
+                model[off as usize..(off + len) as usize].fill(0);
+            }
+            _ => {
+                let mut b = vec![0u8; len as usize];
+                s.read_at(&mut b, off).unwrap();
+                assert!(
+                    b[..] == model[off as usize..(off + len) as usize],
+                    "read {off}+{len}"
+                );
+            }
+        }
+    }
+    let mut all = vec![0u8; 1 << 20];
+    s.read_at(&mut all, 0).unwrap();
+    assert!(all == model);
+    assert!(s.data_run(4097, 10_000).unwrap().length >= 1);
+}
