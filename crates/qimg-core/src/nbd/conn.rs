@@ -57,6 +57,8 @@ pub struct Conn {
     send: Mutex<u64>,
     reader: Mutex<Option<JoinHandle<()>>>,
     timeout: Duration,
+    /// Read buffers to reuse (at most [`MAX_IN_FLIGHT`]).
+    bufs: Mutex<Vec<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +95,7 @@ impl Conn {
             send: Mutex::new(0),
             reader: Mutex::new(reader),
             timeout,
+            bufs: Mutex::new(Vec::new()),
         };
         if lock(&conn.reader).is_none() {
             conn.fail(Error::new(
@@ -183,8 +186,15 @@ impl Conn {
                 if let Some(e) = &sh.dead {
                     return Err(e.clone());
                 }
-                sh.inbox
-                    .insert(c, (Pending::new(ty, offset, length), slot.clone()));
+                let buf = if ty == CMD_READ {
+                    lock(&self.bufs).pop().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                sh.inbox.insert(
+                    c,
+                    (Pending::with_buffer(ty, offset, length, buf), slot.clone()),
+                );
             }
             let hdr = request(flags, ty, c, offset, length);
             let sent = self.chan.write_all(&hdr).and_then(|_| {
@@ -220,6 +230,14 @@ impl Conn {
                 .wait_timeout(g, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+    }
+
+    /// Give a read buffer back for later requests.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        let mut b = lock(&self.bufs);
+        if b.len() < MAX_IN_FLIGHT && buf.capacity() > 0 {
+            b.push(buf);
         }
     }
 

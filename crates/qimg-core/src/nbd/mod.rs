@@ -309,8 +309,9 @@ impl NbdStorage {
         self.parallel(offset, len, step, |at, n| {
             let p = self.call(CMD_READ, 0, at, n as u32, &[])?;
             let s = (at - offset) as usize;
-            let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-            o[s..s + n as usize].copy_from_slice(&p.data);
+            out.lock().unwrap_or_else(|p| p.into_inner())[s..s + n as usize]
+                .copy_from_slice(&p.data);
+            self.conn.recycle(p.data);
             Ok(())
         })
     }
