@@ -62,7 +62,16 @@ console.log(
 console.log("source            tool      seconds   MB/s  peak RSS MiB   ratio vs best reference");
 for (const kind of ["plain", "zlib"]) {
   const img = join(dir, `nbd-${kind}.qcow2`);
-  execFileSync("qemu-img", ["convert", ...(kind === "zlib" ? ["-c"] : []), "-f", "raw", "-O", "qcow2", src, img]);
+  execFileSync("qemu-img", [
+    "convert",
+    ...(kind === "zlib" ? ["-c"] : []),
+    "-f",
+    "raw",
+    "-O",
+    "qcow2",
+    src,
+    img,
+  ]);
   const sock = join(dir, `nbd-${kind}-${process.pid}.sock`);
   const server = await serve(img, sock);
   const uri = `nbd+unix:///?socket=${sock}`;
@@ -80,7 +89,8 @@ for (const kind of ["plain", "zlib"]) {
     const ref = Math.min(...rows.map((r) => r[1].secs));
     const line = (t, r) =>
       `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(12)}`;
-    for (const [i, [t, r]] of rows.entries()) console.log(`${(i === 0 ? `qcow2 ${kind}` : "").padEnd(17)} ${line(t, r)}`);
+    for (const [i, [t, r]] of rows.entries())
+      console.log(`${(i === 0 ? `qcow2 ${kind}` : "").padEnd(17)} ${line(t, r)}`);
     console.log(
       `${"".padEnd(17)} ${line("qimg", q)}   ${(q.secs / ref).toFixed(2)}${same ? "" : "  (OUTPUT DIFFERS!)"}`,
     );
