@@ -59,6 +59,9 @@ console.log(
   `workload: ${src} (${(size / 1024 ** 3).toFixed(2)} GiB), best of ${runs}, qimg -m ${m}` +
     (haveNbdcopy ? "" : " (nbdcopy missing: apt-get install libnbd-bin)"),
 );
+// qimg's fixed cost (Node start, addon load), which dominates at small sizes.
+const startup = timed([...qimgCli, "--version"]).secs;
+console.log(`qimg CLI startup alone: ${startup.toFixed(2)} s (included in qimg's figures)`);
 console.log("source            tool      seconds   MB/s  peak RSS MiB   ratio vs best reference");
 for (const kind of ["plain", "zlib"]) {
   const img = join(dir, `nbd-${kind}.qcow2`);
