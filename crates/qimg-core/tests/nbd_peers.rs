@@ -324,6 +324,20 @@ fn nbd_server_simple_replies_and_size_from_go() {
     let srv = spawn_quiet("nbd-server", &args, port);
     let list = list_exports(&srv.addr, None, Duration::from_secs(10)).unwrap();
     assert!(list.iter().any(|e| e.name == "disk"), "{list:?}");
+    drop(srv);
+    // Without `allowlist`, nbd-server refuses NBD_OPT_LIST: a refused option is a clear error.
+    std::fs::write(
+        &conf,
+        format!(
+            "[generic]\nport = {port}\nlistenaddr = 127.0.0.1\n[disk]\nexportname = {}\n",
+            img.display()
+        ),
+    )
+    .unwrap();
+    let srv = spawn_quiet("nbd-server", &args, port);
+    let e = list_exports(&srv.addr, None, Duration::from_secs(10)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unsupported, "{e}");
+    assert!(e.message.contains("refused to list"), "{e}");
 }
 
 /// The server side of the TLS layer (for an NBD server): its acceptor completes a handshake with
