@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// Most requests outstanding on one connection.
 pub const MAX_IN_FLIGHT: usize = 16;
 
+/// Most bytes of read buffers kept for reuse per connection.
+pub const POOL_BYTES: usize = 32 << 20;
+
 /// Where a caller waits for its request.
 #[derive(Default)]
 struct Slot {
@@ -57,7 +60,7 @@ pub struct Conn {
     send: Mutex<u64>,
     reader: Mutex<Option<JoinHandle<()>>>,
     timeout: Duration,
-    /// Read buffers to reuse (at most [`MAX_IN_FLIGHT`]).
+    /// Read buffers to reuse (at most [`POOL_BYTES`] in all).
     bufs: Mutex<Vec<Vec<u8>>>,
 }
 
@@ -233,10 +236,11 @@ impl Conn {
         }
     }
 
-    /// Give a read buffer back for later requests.
+    /// Give a read buffer back for later requests (the pool keeps at most [`POOL_BYTES`]).
     pub fn recycle(&self, buf: Vec<u8>) {
         let mut b = lock(&self.bufs);
-        if b.len() < MAX_IN_FLIGHT && buf.capacity() > 0 {
+        let held: usize = b.iter().map(Vec::capacity).sum();
+        if buf.capacity() > 0 && held + buf.capacity() <= POOL_BYTES {
             b.push(buf);
         }
     }
