@@ -14,6 +14,10 @@ command -v 7zz >/dev/null 2>&1 || need+=(7zip)
 command -v bximage >/dev/null 2>&1 || need+=(bximage)
 command -v create_compressed_fs >/dev/null 2>&1 || need+=(cloop-utils)
 /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || need+=(python3-libqcow)
+command -v nbdkit >/dev/null 2>&1 || need+=(nbdkit)
+command -v nbd-server >/dev/null 2>&1 || need+=(nbd-server)
+command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
+command -v certtool >/dev/null 2>&1 || need+=(gnutls-bin)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || need+=(python3-libvhdi)
 # The NVMe guest (test/vm/): QEMU's x86 system emulator, a Debian kernel and a static busybox;
 # installed without recommends (qemu-system-x86 would otherwise pull in a graphics stack).

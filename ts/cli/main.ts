@@ -21,6 +21,8 @@ import { resizeCommand } from "../commands/resize.js";
 import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
+import { defineObjects } from "../graph/tls.js";
+import { listNbdExports } from "../jobs/nbd-list.js";
 import { type Command, parseCommandLine } from "../options/commands/index.js";
 import { toRecord } from "../options/keyvalue.js";
 
@@ -43,6 +45,7 @@ Commands:
   measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
+  list-exports [--object objectdef] [--output=ofmt] nbd-address   (qimg only: NBD_OPT_LIST)
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -52,6 +55,7 @@ function unsupported(what: string): never {
 }
 
 async function run(c: Command, signal: AbortSignal): Promise<number> {
+  if ("objects" in c) defineObjects(c.objects);
   switch (c.cmd) {
     case "help":
       io.out(USAGE);
@@ -116,6 +120,12 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
         },
         io,
       );
+    case "list-exports": {
+      const list = await listNbdExports(c.address);
+      if (c.output === "json") io.out(`${JSON.stringify(list, null, 4)}\n`);
+      else for (const e of list) io.out(e.description ? `${e.name}\t${e.description}\n` : `${e.name}\n`);
+      return 0;
+    }
     case "map":
       return mapCommand(
         {

@@ -11,6 +11,7 @@ import { attachExtents } from "./extents.js";
 import { admitImplicit, type ImplicitPolicy } from "./gate.js";
 import { PROBE_BYTES, probeFile } from "./probe.js";
 import { type ImageOptions, type NodeSpec, normalizeSpec } from "./spec.js";
+import { resolveTls } from "./tls.js";
 
 /** Options of {@link open}. */
 export interface OpenOptions {
@@ -58,6 +59,8 @@ async function openNode(
         port: node.nbd.port,
         path: node.nbd.path,
         export: node.nbd.export,
+        tls:
+          node.nbd.tlsCreds === undefined ? undefined : resolveTls(node.nbd.tlsCreds, node.nbd.tlsHostname),
       }
     : undefined;
   if (!format && nbd) {

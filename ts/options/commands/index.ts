@@ -14,6 +14,7 @@ import { buildCompare, COMPARE_SPEC, type CompareCommand } from "./compare.js";
 import { buildConvert, CONVERT_SPEC, type ConvertCommand } from "./convert.js";
 import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand } from "./create.js";
 import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
+import { buildListExports, LIST_EXPORTS_SPEC, type ListExportsCommand } from "./list-exports.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 import { buildRebase, REBASE_SPEC, type RebaseCommand } from "./rebase.js";
 import { buildSnapshot, SNAPSHOT_SPEC, type SnapshotCommand } from "./snapshot.js";
@@ -31,6 +32,7 @@ export type { CompareCommand } from "./compare.js";
 export type { ConvertCommand, SnapshotRef } from "./convert.js";
 export type { CreateCommand, OptionsHelpCommand } from "./create.js";
 export type { InfoCommand } from "./info.js";
+export type { ListExportsCommand } from "./list-exports.js";
 export type { MapCommand } from "./map.js";
 export type { MeasureCommand } from "./measure.js";
 export type { RebaseCommand } from "./rebase.js";
@@ -51,7 +53,8 @@ export type CommandName =
   | "snapshot"
   | "measure"
   | "resize"
-  | "amend";
+  | "amend"
+  | "list-exports";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -87,6 +90,7 @@ export type Command =
   | MeasureCommand
   | ResizeCommand
   | AmendCommand
+  | ListExportsCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -107,6 +111,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   measure: MEASURE_SPEC,
   resize: RESIZE_SPEC,
   amend: AMEND_SPEC,
+  "list-exports": LIST_EXPORTS_SPEC,
 };
 
 const BUILDERS = {
@@ -123,6 +128,7 @@ const BUILDERS = {
   measure: buildMeasure,
   resize: buildResize,
   amend: buildAmend,
+  "list-exports": buildListExports,
 } as const;
 
 /** True if `s` names a command qimg implements. */
