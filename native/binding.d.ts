@@ -252,6 +252,12 @@ export interface NativeCreateOptions {
   forceSize?: boolean
   /** qed `table_size=` (clusters). */
   tableSize?: number
+  /** vhdx `block_size=` (bytes; 0 = automatic). */
+  blockSize?: number
+  /** vhdx `log_size=` (bytes). */
+  logSize?: number
+  /** vhdx `block_state_zero=`. */
+  blockStateZero?: boolean
 }
 
 /** Facts about an opened image for `info`. */

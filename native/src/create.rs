@@ -49,6 +49,12 @@ pub struct NativeCreateOptions {
     pub force_size: Option<bool>,
     /// qed `table_size=` (clusters).
     pub table_size: Option<f64>,
+    /// vhdx `block_size=` (bytes; 0 = automatic).
+    pub block_size: Option<f64>,
+    /// vhdx `log_size=` (bytes).
+    pub log_size: Option<f64>,
+    /// vhdx `block_state_zero=`.
+    pub block_state_zero: Option<bool>,
 }
 
 /// Create (or overwrite) an image file.
@@ -79,6 +85,15 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
                 .table_size
                 .map(|c| crate::error::to_u64(c, "table_size"))
                 .transpose()?,
+            block_size: opts
+                .block_size
+                .map(|c| crate::error::to_u64(c, "block_size"))
+                .transpose()?,
+            log_size: opts
+                .log_size
+                .map(|c| crate::error::to_u64(c, "log_size"))
+                .transpose()?,
+            block_state_zero: opts.block_state_zero,
         };
         let file = FileStorage::open(
             &opts.filename,

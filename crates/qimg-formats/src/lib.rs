@@ -19,6 +19,7 @@ pub mod raw;
 pub(crate) mod readonly;
 pub mod uuid;
 pub mod vdi;
+pub mod vhdx;
 pub mod vpc;
 
 pub use options::{CreateOptions, OpenOptions, Preallocation};
@@ -36,6 +37,7 @@ pub fn open_driver(
         "qcow2" => Ok(Arc::new(qcow2::Qcow2Driver::open(storage, opts)?)),
         "vdi" => Ok(Arc::new(vdi::VdiDriver::open(storage, opts)?)),
         "vpc" => Ok(Arc::new(vpc::VpcDriver::open(storage, opts)?)),
+        "vhdx" => Ok(Arc::new(vhdx::VhdxDriver::open(storage, opts)?)),
         "parallels" => Ok(Arc::new(parallels::ParallelsDriver::open(storage, opts)?)),
         "bochs" => Ok(Arc::new(bochs::BochsDriver::open(storage, opts)?)),
         "cloop" => Ok(Arc::new(cloop::CloopDriver::open(storage, opts)?)),
@@ -53,6 +55,7 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
         "qcow2" => qcow2::create(storage, opts),
         "vdi" => vdi::create(storage, opts),
         "vpc" => vpc::create(storage, opts),
+        "vhdx" => vhdx::create(storage, opts),
         "parallels" => parallels::create(storage, opts),
         "qed" => qed::create(storage, opts),
         "qcow" => qcow::create(storage, opts),

@@ -75,4 +75,10 @@ pub struct CreateOptions {
     pub force_size: bool,
     /// qed: `table_size=` in clusters (None = 4).
     pub table_size: Option<u64>,
+    /// vhdx: `block_size=` in bytes (None or 0 = automatic, as QEMU).
+    pub block_size: Option<u64>,
+    /// vhdx: `log_size=` in bytes (None = 1 MiB).
+    pub log_size: Option<u64>,
+    /// vhdx: `block_state_zero=` (None = on).
+    pub block_state_zero: Option<bool>,
 }
