@@ -1,0 +1,134 @@
+/**
+ * vhdx through the CLI against qemu-img and independent readers: create for every subformat and
+ * option (then `qemu-img check`, and `info` field by field), convert raw → vhdx and vhdx → raw
+ * both ways with `qemu-img compare`, 7-Zip and libvhdi reading what qimg converts, and the
+ * dirty-log sample: `info` and reads work read-only (replayed in memory, the file untouched,
+ * where QEMU refuses), `check` reports the log, `check -r all` replays it as qemu-img does.
+ */
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+import { hasPeer, qimg, runOk, tempDir } from "../helpers/peers.js";
+
+const have = hasPeer("qemu-img") && hasPeer("qemu-io");
+const t = tempDir("qimg-vhdx-");
+afterAll(() => t.cleanup());
+const SAMPLES = fileURLToPath(new URL("../../../shared/samples/qemu-iotests", import.meta.url));
+const qemu10 = have && /version (\d+)/.exec(runOk("qemu-img", ["--version"]))?.[1] === "10";
+
+function tool(name: string, cmd: string, args: string[]): boolean {
+  const r = spawnSync(cmd, args, { encoding: "utf8" });
+  if (r.error || r.status !== 0) {
+    console.warn(`SKIP: ${name} is not installed (test/peers/install.sh); its checks are skipped`);
+    return false;
+  }
+  return true;
+}
+const has7z = have && tool("7zz (apt 7zip)", "7zz", ["i"]);
+const hasVhdi = have && tool("python3-libvhdi", "/usr/bin/python3", ["-c", "import pyvhdi"]);
+
+/** qemu-img info JSON without the fields that name the file or its allocation. */
+function info(json: string, keepChildren: boolean): Record<string, unknown> {
+  const v = JSON.parse(json);
+  delete v.filename;
+  delete v["actual-size"];
+  if (!keepChildren) delete v.children;
+  else for (const c of v.children ?? []) delete c.info.filename, delete c.info["actual-size"];
+  return v;
+}
+
+/** A 20 MiB raw source: patterned data, zeros, and a hole. */
+function source(): string {
+  const src = t.path("src.raw");
+  const b = Buffer.alloc(20 << 20);
+  for (let i = 0; i < b.length; i += 4096) if ((i >> 20) % 3 !== 1) b.fill((i >> 12) & 0xff, i, i + 4096);
+  writeFileSync(src, b);
+  return src;
+}
+
+describe.skipIf(!have)("vhdx against qemu-img", () => {
+  const cases = [
+    "subformat=dynamic",
+    "subformat=dynamic,block_state_zero=off",
+    "subformat=dynamic,block_size=1M,log_size=2M",
+    "subformat=fixed",
+    "subformat=fixed,block_state_zero=off,block_size=4M",
+  ];
+  for (const o of cases) {
+    it(`create -o ${o}: qemu-img check passes and info equals qemu-img's`, () => {
+      const ours = t.path("ours.vhdx");
+      const theirs = t.path("theirs.vhdx");
+      expect(qimg(["create", "-q", "-f", "vhdx", "-o", o, ours, "24M"]).status).toBe(0);
+      runOk("qemu-img", ["create", "-q", "-f", "vhdx", "-o", o, theirs, "24M"]);
+      runOk("qemu-img", ["check", "-f", "vhdx", ours]);
+      const q = runOk("qemu-img", ["info", "--output=json", "-f", "vhdx", theirs]);
+      const mine = qimg(["info", "--output=json", "-f", "vhdx", ours]);
+      expect(mine.status).toBe(0);
+      expect(info(mine.stdout, qemu10)).toEqual(info(q, qemu10));
+      if (qemu10) {
+        expect(qimg(["info", "-f", "vhdx", ours]).stdout).toBe(runOk("qemu-img", ["info", "-f", "vhdx", ours]));
+      }
+      const c = qimg(["check", "--output=json", "-f", "vhdx", ours]);
+      expect(c.status).toBe(0);
+      expect(JSON.parse(c.stdout)).toEqual(
+        JSON.parse(runOk("qemu-img", ["check", "--output=json", "-f", "vhdx", ours]).replaceAll(theirs, ours)),
+      );
+    });
+  }
+
+  for (const o of ["subformat=dynamic", "subformat=fixed,block_size=2M", "subformat=dynamic,block_state_zero=off"]) {
+    it(`convert raw → vhdx (${o}) both ways, compared by qemu-img, 7-Zip and libvhdi`, () => {
+      const src = source();
+      const ours = t.path("c-ours.vhdx");
+      const theirs = t.path("c-theirs.vhdx");
+      expect(qimg(["convert", "-f", "raw", "-O", "vhdx", "-o", o, src, ours]).status).toBe(0);
+      runOk("qemu-img", ["check", "-f", "vhdx", ours]);
+      runOk("qemu-img", ["compare", "-f", "raw", "-F", "vhdx", src, ours]);
+      runOk("qemu-img", ["convert", "-f", "raw", "-O", "vhdx", "-o", o, src, theirs]);
+      const back = t.path("back.raw");
+      expect(qimg(["convert", "-f", "vhdx", "-O", "raw", theirs, back]).status).toBe(0);
+      expect(readFileSync(back).equals(readFileSync(src))).toBe(true);
+      const want = createHash("sha256").update(readFileSync(src)).digest("hex");
+      if (has7z) {
+        const r = spawnSync("7zz", ["e", "-so", "-tVHDX", ours], { maxBuffer: 1 << 30 });
+        expect(r.status).toBe(0);
+        expect(createHash("sha256").update(r.stdout).digest("hex")).toBe(want);
+      }
+      if (hasVhdi) {
+        const py =
+          "import sys,pyvhdi\nf=pyvhdi.file();f.open(sys.argv[1])\nsys.stdout.buffer.write(f.read_buffer(f.get_media_size()))";
+        const r = spawnSync("/usr/bin/python3", ["-c", py, ours], { maxBuffer: 1 << 30 });
+        expect(r.status).toBe(0);
+        expect(createHash("sha256").update(r.stdout).digest("hex")).toBe(want);
+      }
+    });
+  }
+});
+
+describe.skipIf(!existsSync(SAMPLES))("vhdx dirty-log sample through the CLI", () => {
+  it("reads read-only by replaying the log in memory; check -r all replays it in place", () => {
+    const img = t.path("dirty.vhdx");
+    writeFileSync(img, spawnSync("bunzip2", ["-kc", `${SAMPLES}/iotest-dirtylog-10G-4M.vhdx.bz2`], { maxBuffer: 64 << 20 }).stdout);
+    const before = createHash("sha256").update(readFileSync(img)).digest("hex");
+    const i = qimg(["info", "--output=json", img]);
+    expect(i.status).toBe(0);
+    expect(JSON.parse(i.stdout)["virtual-size"]).toBe(10737418240);
+    const c = qimg(["check", img]);
+    expect(c.status).toBe(2);
+    expect(c.stderr + c.stdout).toContain("replayed");
+    expect(createHash("sha256").update(readFileSync(img)).digest("hex")).toBe(before);
+    const r = qimg(["check", "-r", "all", img]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain("1 corruptions");
+    if (have) runOk("qemu-img", ["check", "-f", "vhdx", img]);
+    expect(qimg(["check", img]).status).toBe(0);
+  });
+});
+
+it("probes vhdx by its signature", () => {
+  const img = t.path("probe.vhdx");
+  expect(qimg(["create", "-q", "-f", "vhdx", img, "1M"]).status).toBe(0);
+  expect(JSON.parse(qimg(["info", "--output=json", img]).stdout).format).toBe("vhdx");
+});
