@@ -35,7 +35,12 @@ function info(json: string, keepChildren: boolean): Record<string, unknown> {
   delete v.filename;
   delete v["actual-size"];
   if (!keepChildren) delete v.children;
-  else for (const c of v.children ?? []) delete c.info.filename, delete c.info["actual-size"];
+  else {
+    for (const c of v.children ?? []) {
+      delete c.info.filename;
+      delete c.info["actual-size"];
+    }
+  }
   return v;
 }
 
@@ -68,17 +73,25 @@ describe.skipIf(!have)("vhdx against qemu-img", () => {
       expect(mine.status).toBe(0);
       expect(info(mine.stdout, qemu10)).toEqual(info(q, qemu10));
       if (qemu10) {
-        expect(qimg(["info", "-f", "vhdx", ours]).stdout).toBe(runOk("qemu-img", ["info", "-f", "vhdx", ours]));
+        expect(qimg(["info", "-f", "vhdx", ours]).stdout).toBe(
+          runOk("qemu-img", ["info", "-f", "vhdx", ours]),
+        );
       }
       const c = qimg(["check", "--output=json", "-f", "vhdx", ours]);
       expect(c.status).toBe(0);
       expect(JSON.parse(c.stdout)).toEqual(
-        JSON.parse(runOk("qemu-img", ["check", "--output=json", "-f", "vhdx", ours]).replaceAll(theirs, ours)),
+        JSON.parse(
+          runOk("qemu-img", ["check", "--output=json", "-f", "vhdx", ours]).replaceAll(theirs, ours),
+        ),
       );
     });
   }
 
-  for (const o of ["subformat=dynamic", "subformat=fixed,block_size=2M", "subformat=dynamic,block_state_zero=off"]) {
+  for (const o of [
+    "subformat=dynamic",
+    "subformat=fixed,block_size=2M",
+    "subformat=dynamic,block_state_zero=off",
+  ]) {
     it(`convert raw → vhdx (${o}) both ways, compared by qemu-img, 7-Zip and libvhdi`, () => {
       const src = source();
       const ours = t.path("c-ours.vhdx");
@@ -110,7 +123,11 @@ describe.skipIf(!have)("vhdx against qemu-img", () => {
 describe.skipIf(!existsSync(SAMPLES))("vhdx dirty-log sample through the CLI", () => {
   it("reads read-only by replaying the log in memory; check -r all replays it in place", () => {
     const img = t.path("dirty.vhdx");
-    writeFileSync(img, spawnSync("bunzip2", ["-kc", `${SAMPLES}/iotest-dirtylog-10G-4M.vhdx.bz2`], { maxBuffer: 64 << 20 }).stdout);
+    writeFileSync(
+      img,
+      spawnSync("bunzip2", ["-kc", `${SAMPLES}/iotest-dirtylog-10G-4M.vhdx.bz2`], { maxBuffer: 64 << 20 })
+        .stdout,
+    );
     const before = createHash("sha256").update(readFileSync(img)).digest("hex");
     const i = qimg(["info", "--output=json", img]);
     expect(i.status).toBe(0);

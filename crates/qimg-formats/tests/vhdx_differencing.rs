@@ -19,7 +19,11 @@ fn put64(b: &mut [u8], o: usize, v: u64) {
 /// The current header's data write GUID as `{xxxxxxxx-xxxx-...}`.
 fn data_guid(b: &[u8]) -> String {
     let seq = |o: usize| u64::from_le_bytes(b[o + 8..o + 16].try_into().unwrap());
-    let h = if seq(0x10000) > seq(0x20000) { 0x10000 } else { 0x20000 };
+    let h = if seq(0x10000) > seq(0x20000) {
+        0x10000
+    } else {
+        0x20000
+    };
     format!("{{{}}}", Guid::read(b, h + 32).to_text())
 }
 
@@ -38,7 +42,11 @@ fn differencing_child_reads_through_its_parent() {
         .for_each(|(i, x)| *x = (i / 4096) as u8 | 1);
     {
         let s = storage(pp, false, true);
-        let o = CreateOptions { size, block_size: Some(MIB), ..Default::default() };
+        let o = CreateOptions {
+            size,
+            block_size: Some(MIB),
+            ..Default::default()
+        };
         create_image("vhdx", s.clone(), &o).unwrap();
         let d = open_driver("vhdx", s, &OpenOptions { read_only: false }).unwrap();
         d.write(0, &parent_data).unwrap();
@@ -98,35 +106,61 @@ fn differencing_child_reads_through_its_parent() {
     want[MIB as usize + 8192..MIB as usize + 12288].fill(0xc1);
     want[2 * MIB as usize..3 * MIB as usize].fill(0);
 
-    let parent = open_driver("vhdx", storage(pp, true, false), &OpenOptions { read_only: true }).unwrap();
-    let child = open_driver("vhdx", storage(cp, true, false), &OpenOptions { read_only: true }).unwrap();
+    let parent = open_driver(
+        "vhdx",
+        storage(pp, true, false),
+        &OpenOptions { read_only: true },
+    )
+    .unwrap();
+    let child = open_driver(
+        "vhdx",
+        storage(cp, true, false),
+        &OpenOptions { read_only: true },
+    )
+    .unwrap();
     let info = child.info().unwrap();
     assert_eq!(info.backing_file.as_deref(), Some("./parent.vhdx"));
     assert_eq!(info.backing_format.as_deref(), Some("vhdx"));
     child.set_backing(Some(parent)).unwrap();
     let mut got = vec![0u8; size as usize];
     child.read(0, &mut got).unwrap();
-    assert!(got == want, "qimg reads the differencing image through its parent");
+    assert!(
+        got == want,
+        "qimg reads the differencing image through its parent"
+    );
     // Block status: present data, then unallocated holes where the parent decides.
     let ext = child.block_status(MIB, MIB).unwrap();
     assert!(ext.len() >= 4, "{ext:?}");
     drop(child);
     // Writable opens of a differencing image are refused (reading only).
-    let e = open_driver("vhdx", storage(cp, false, false), &OpenOptions { read_only: false })
-        .err()
-        .unwrap();
+    let e = open_driver(
+        "vhdx",
+        storage(cp, false, false),
+        &OpenOptions { read_only: false },
+    )
+    .err()
+    .unwrap();
     assert_eq!(e.code.as_str(), "ERR_QIMG_UNSUPPORTED");
 
     // libvhdi reads the same child with the same parent.
     let py = "import pyvhdi,sys\np=pyvhdi.file()\np.open(sys.argv[2])\nf=pyvhdi.file()\nf.open(sys.argv[1])\nf.set_parent(p)\nsys.stdout.buffer.write(f.read_buffer(f.get_media_size()))\n";
-    match Command::new("/usr/bin/python3").args(["-c", py, cp, pp]).output() {
+    match Command::new("/usr/bin/python3")
+        .args(["-c", py, cp, pp])
+        .output()
+    {
         Ok(o) if o.status.success() => {
             // libvhdi agrees everywhere but in the ZERO block: the spec defines its contents as
             // zeros (so does qimg), libvhdi 20210425 reads it from the parent.
             let m = MIB as usize;
             assert_eq!(o.stdout.len(), want.len());
-            assert!(o.stdout[..2 * m] == want[..2 * m], "libvhdi agrees on blocks 0-1");
-            assert!(o.stdout[3 * m..] == want[3 * m..], "libvhdi agrees on blocks 3-7");
+            assert!(
+                o.stdout[..2 * m] == want[..2 * m],
+                "libvhdi agrees on blocks 0-1"
+            );
+            assert!(
+                o.stdout[3 * m..] == want[3 * m..],
+                "libvhdi agrees on blocks 3-7"
+            );
         }
         Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named") => {
             eprintln!("SKIP: python3-libvhdi is not installed")

@@ -63,7 +63,11 @@ fn md_at(b: &[u8]) -> usize {
     u64::from_le_bytes(b[RT1 + 64..RT1 + 72].try_into().unwrap()) as usize
 }
 
-fn open(dir: &std::path::Path, b: &[u8], ro: bool) -> qimg_core::Result<std::sync::Arc<dyn BlockDriver>> {
+fn open(
+    dir: &std::path::Path,
+    b: &[u8],
+    ro: bool,
+) -> qimg_core::Result<std::sync::Arc<dyn BlockDriver>> {
     let p = dir.join("h.vhdx");
     std::fs::write(&p, b).unwrap();
     open_driver(
@@ -77,50 +81,239 @@ fn open(dir: &std::path::Path, b: &[u8], ro: bool) -> qimg_core::Result<std::syn
 fn malformed_images_are_refused_with_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let base = image(dir.path());
-    assert!(open(dir.path(), &base, true).is_ok(), "the base image opens");
+    assert!(
+        open(dir.path(), &base, true).is_ok(),
+        "the base image opens"
+    );
     type Mutate = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, Mutate, &str)> = vec![
-        ("file signature", Box::new(|b| b[7] = b'X'), "ERR_QIMG_WRONG_FORMAT"),
-        ("file shorter than the header section", Box::new(|b| b.truncate(MIB / 2)), "ERR_QIMG_WRONG_FORMAT"),
-        ("both header checksums", Box::new(|b| { b[H1 + 100] ^= 1; b[H2 + 100] ^= 1; }), "ERR_QIMG_CORRUPT"),
-        ("both header signatures", Box::new(|b| { b[H1] = 0; b[H2] = 0; fix_headers(b); }), "ERR_QIMG_CORRUPT"),
-        ("header version 2", Box::new(|b| { b[H1 + 66] = 2; b[H2 + 66] = 2; fix_headers(b); }), "ERR_QIMG_CORRUPT"),
-        ("equal sequence numbers, different headers", Box::new(|b| {
-            let s = b[H1 + 8..H1 + 16].to_vec();
-            b[H2 + 8..H2 + 16].copy_from_slice(&s);
-            b[H2 + 20] ^= 0xff;
-            fix_headers(b);
-        }), "ERR_QIMG_CORRUPT"),
-        ("log offset not 1 MiB aligned", Box::new(|b| { put64(b, H1 + 72, 0x100200); put64(b, H2 + 72, 0x100200); fix_headers(b); }), "ERR_QIMG_CORRUPT"),
-        ("log inside the header section", Box::new(|b| { put64(b, H1 + 72, 0); put64(b, H2 + 72, 0); fix_headers(b); }), "ERR_QIMG_CORRUPT"),
-        ("log version 1", Box::new(|b| { b[H1 + 64] = 1; b[H2 + 64] = 1; fix_headers(b); }), "ERR_QIMG_UNSUPPORTED"),
-        ("both region table checksums", Box::new(|b| { b[RT1 + 200] ^= 1; b[RT2 + 200] ^= 1; }), "ERR_QIMG_CORRUPT"),
-        ("region entry count 3000", Box::new(|b| { put32(b, RT1 + 8, 3000); fix_regions(b); }), "ERR_QIMG_CORRUPT"),
-        ("BAT region overlapping the metadata region", Box::new(|b| {
-            let md = md_at(b) as u64;
-            put64(b, RT1 + 16 + 16, md);
-            fix_regions(b);
-        }), "ERR_QIMG_CORRUPT"),
-        ("BAT region overlapping the log", Box::new(|b| { put64(b, RT1 + 16 + 16, MIB as u64); fix_regions(b); }), "ERR_QIMG_CORRUPT"),
-        ("metadata region missing", Box::new(|b| { put32(b, RT1 + 8, 1); fix_regions(b); }), "ERR_QIMG_CORRUPT"),
-        ("unknown required region", Box::new(|b| {
-            b[RT1 + 48] ^= 0x55;
-            put32(b, RT1 + 48 + 28, 1);
-            fix_regions(b);
-        }), "ERR_QIMG_UNSUPPORTED"),
-        ("metadata signature", Box::new(|b| { let m = md_at(b); b[m] = b'X'; }), "ERR_QIMG_CORRUPT"),
-        ("block size 3 MiB", Box::new(|b| { let m = md_at(b); put32(b, m + 0x10000, 3 << 20); }), "ERR_QIMG_CORRUPT"),
-        ("block size 512 MiB", Box::new(|b| { let m = md_at(b); put32(b, m + 0x10000, 512 << 20); }), "ERR_QIMG_CORRUPT"),
-        ("logical sector size 1024", Box::new(|b| { let m = md_at(b); put32(b, m + 0x10020, 1024); }), "ERR_QIMG_CORRUPT"),
-        ("disk size 2^50 (beyond 64 TiB)", Box::new(|b| { let m = md_at(b); put64(b, m + 0x10008, 1 << 50); }), "ERR_QIMG_CORRUPT"),
-        ("disk size needing a bigger BAT", Box::new(|b| { let m = md_at(b); put64(b, m + 0x10008, 1 << 40); }), "ERR_QIMG_CORRUPT"),
-        ("metadata item outside the region", Box::new(|b| { let m = md_at(b); put32(b, m + 32 + 16, 0x200000); }), "ERR_QIMG_CORRUPT"),
-        ("metadata item inside the table", Box::new(|b| { let m = md_at(b); put32(b, m + 32 + 16, 0x100); }), "ERR_QIMG_CORRUPT"),
-        ("unknown required metadata item", Box::new(|b| { let m = md_at(b); b[m + 32 + 64] ^= 0x55; }), "ERR_QIMG_UNSUPPORTED"),
-        ("has_parent without a parent locator", Box::new(|b| { let m = md_at(b); put32(b, m + 0x10004, 2); }), "ERR_QIMG_CORRUPT"),
-        ("metadata entry count 5000", Box::new(|b| { let m = md_at(b); b[m + 10..m + 12].copy_from_slice(&5000u16.to_le_bytes()); }), "ERR_QIMG_CORRUPT"),
-        ("BAT state 5", Box::new(|b| { let a = bat_at(b); put64(b, a + 8, 5); }), "ERR_QIMG_CORRUPT"),
-        ("partially present block in a non-differencing image", Box::new(|b| { let a = bat_at(b); put64(b, a + 8, (20 << 20) | 7); }), "ERR_QIMG_CORRUPT"),
+        (
+            "file signature",
+            Box::new(|b| b[7] = b'X'),
+            "ERR_QIMG_WRONG_FORMAT",
+        ),
+        (
+            "file shorter than the header section",
+            Box::new(|b| b.truncate(MIB / 2)),
+            "ERR_QIMG_WRONG_FORMAT",
+        ),
+        (
+            "both header checksums",
+            Box::new(|b| {
+                b[H1 + 100] ^= 1;
+                b[H2 + 100] ^= 1;
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "both header signatures",
+            Box::new(|b| {
+                b[H1] = 0;
+                b[H2] = 0;
+                fix_headers(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "header version 2",
+            Box::new(|b| {
+                b[H1 + 66] = 2;
+                b[H2 + 66] = 2;
+                fix_headers(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "equal sequence numbers, different headers",
+            Box::new(|b| {
+                let s = b[H1 + 8..H1 + 16].to_vec();
+                b[H2 + 8..H2 + 16].copy_from_slice(&s);
+                b[H2 + 20] ^= 0xff;
+                fix_headers(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "log offset not 1 MiB aligned",
+            Box::new(|b| {
+                put64(b, H1 + 72, 0x100200);
+                put64(b, H2 + 72, 0x100200);
+                fix_headers(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "log inside the header section",
+            Box::new(|b| {
+                put64(b, H1 + 72, 0);
+                put64(b, H2 + 72, 0);
+                fix_headers(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "log version 1",
+            Box::new(|b| {
+                b[H1 + 64] = 1;
+                b[H2 + 64] = 1;
+                fix_headers(b);
+            }),
+            "ERR_QIMG_UNSUPPORTED",
+        ),
+        (
+            "both region table checksums",
+            Box::new(|b| {
+                b[RT1 + 200] ^= 1;
+                b[RT2 + 200] ^= 1;
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "region entry count 3000",
+            Box::new(|b| {
+                put32(b, RT1 + 8, 3000);
+                fix_regions(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "BAT region overlapping the metadata region",
+            Box::new(|b| {
+                let md = md_at(b) as u64;
+                put64(b, RT1 + 16 + 16, md);
+                fix_regions(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "BAT region overlapping the log",
+            Box::new(|b| {
+                put64(b, RT1 + 16 + 16, MIB as u64);
+                fix_regions(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "metadata region missing",
+            Box::new(|b| {
+                put32(b, RT1 + 8, 1);
+                fix_regions(b);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "unknown required region",
+            Box::new(|b| {
+                b[RT1 + 48] ^= 0x55;
+                put32(b, RT1 + 48 + 28, 1);
+                fix_regions(b);
+            }),
+            "ERR_QIMG_UNSUPPORTED",
+        ),
+        (
+            "metadata signature",
+            Box::new(|b| {
+                let m = md_at(b);
+                b[m] = b'X';
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "block size 3 MiB",
+            Box::new(|b| {
+                let m = md_at(b);
+                put32(b, m + 0x10000, 3 << 20);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "block size 512 MiB",
+            Box::new(|b| {
+                let m = md_at(b);
+                put32(b, m + 0x10000, 512 << 20);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "logical sector size 1024",
+            Box::new(|b| {
+                let m = md_at(b);
+                put32(b, m + 0x10020, 1024);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "disk size 2^50 (beyond 64 TiB)",
+            Box::new(|b| {
+                let m = md_at(b);
+                put64(b, m + 0x10008, 1 << 50);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "disk size needing a bigger BAT",
+            Box::new(|b| {
+                let m = md_at(b);
+                put64(b, m + 0x10008, 1 << 40);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "metadata item outside the region",
+            Box::new(|b| {
+                let m = md_at(b);
+                put32(b, m + 32 + 16, 0x200000);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "metadata item inside the table",
+            Box::new(|b| {
+                let m = md_at(b);
+                put32(b, m + 32 + 16, 0x100);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "unknown required metadata item",
+            Box::new(|b| {
+                let m = md_at(b);
+                b[m + 32 + 64] ^= 0x55;
+            }),
+            "ERR_QIMG_UNSUPPORTED",
+        ),
+        (
+            "has_parent without a parent locator",
+            Box::new(|b| {
+                let m = md_at(b);
+                put32(b, m + 0x10004, 2);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "metadata entry count 5000",
+            Box::new(|b| {
+                let m = md_at(b);
+                b[m + 10..m + 12].copy_from_slice(&5000u16.to_le_bytes());
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "BAT state 5",
+            Box::new(|b| {
+                let a = bat_at(b);
+                put64(b, a + 8, 5);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
+        (
+            "partially present block in a non-differencing image",
+            Box::new(|b| {
+                let a = bat_at(b);
+                put64(b, a + 8, (20 << 20) | 7);
+            }),
+            "ERR_QIMG_CORRUPT",
+        ),
     ];
     assert!(cases.len() >= 8);
     for (what, f, code) in cases {
@@ -182,19 +375,30 @@ fn hostile_logs_are_refused() {
     d.close().unwrap();
     drop(d);
     let after = std::fs::read(dir.path().join("h.vhdx")).unwrap();
-    assert!(after[(len - 4096) as usize..len as usize].iter().all(|&x| x == 0xee));
+    assert!(after[(len - 4096) as usize..len as usize]
+        .iter()
+        .all(|&x| x == 0xee));
     // Into the header section.
     let mut b = base.clone();
     with_log(&mut b, len, &[(0x10000, sector.as_slice())]);
-    assert_eq!(open(dir.path(), &b, true).err().unwrap().code.as_str(), "ERR_QIMG_CORRUPT");
+    assert_eq!(
+        open(dir.path(), &b, true).err().unwrap().code.as_str(),
+        "ERR_QIMG_CORRUPT"
+    );
     // Into the log itself.
     let mut b = base.clone();
     with_log(&mut b, len, &[(MIB as u64 + 8192, sector.as_slice())]);
-    assert_eq!(open(dir.path(), &b, true).err().unwrap().code.as_str(), "ERR_QIMG_CORRUPT");
+    assert_eq!(
+        open(dir.path(), &b, true).err().unwrap().code.as_str(),
+        "ERR_QIMG_CORRUPT"
+    );
     // A flushed file offset past the end: the file was truncated.
     let mut b = base.clone();
     with_log(&mut b, len + (64 << 20), &[target]);
-    assert_eq!(open(dir.path(), &b, true).err().unwrap().code.as_str(), "ERR_QIMG_CORRUPT");
+    assert_eq!(
+        open(dir.path(), &b, true).err().unwrap().code.as_str(),
+        "ERR_QIMG_CORRUPT"
+    );
     // A corrupt entry (bad checksum): nothing valid to replay, the image opens as it is.
     let mut b = base.clone();
     with_log(&mut b, len, &[target]);

@@ -98,7 +98,16 @@ fn create_matches_qemu_layout_and_info() {
         qimg_create("vhdx", o, opts(size, sub, bs, log, zero));
         ok(
             "qemu-img",
-            &["create", "-q", "-f", "vhdx", "-o", &what, t, &size.to_string()],
+            &[
+                "create",
+                "-q",
+                "-f",
+                "vhdx",
+                "-o",
+                &what,
+                t,
+                &size.to_string(),
+            ],
         );
         let (a, b) = (std::fs::read(o).unwrap(), std::fs::read(t).unwrap());
         assert_eq!(a.len(), b.len(), "{what}: file length");
@@ -106,12 +115,20 @@ fn create_matches_qemu_layout_and_info() {
         let rt = |x: &[u8], i: usize| {
             u64::from_le_bytes(x[0x30000 + 16 + i * 32 + 16..][..8].try_into().unwrap()) as usize
         };
-        assert_eq!((rt(&a, 0), rt(&a, 1)), (rt(&b, 0), rt(&b, 1)), "{what}: regions");
+        assert_eq!(
+            (rt(&a, 0), rt(&a, 1)),
+            (rt(&b, 0), rt(&b, 1)),
+            "{what}: regions"
+        );
         let (bat, md) = (rt(&a, 0), rt(&a, 1));
         assert_eq!(a[bat..md], b[bat..md], "{what}: BAT");
         assert_eq!(a[md..md + 0x10010], b[md..md + 0x10010], "{what}: metadata");
         assert_eq!(a[md + 0x10020..md + 0x10028], b[md + 0x10020..md + 0x10028]);
-        assert_eq!(a[0x10040..0x10050], b[0x10040..0x10050], "{what}: log fields");
+        assert_eq!(
+            a[0x10040..0x10050],
+            b[0x10040..0x10050],
+            "{what}: log fields"
+        );
         ok("qemu-img", &["check", "-f", "vhdx", o]);
         let (mut ia, mut ib) = (qemu_info(o, "vhdx"), qemu_info(t, "vhdx"));
         for i in [&mut ia, &mut ib] {
@@ -138,13 +155,31 @@ fn create_refuses_bad_options_as_qemu() {
     let p = dir.path().join("x.vhdx");
     let p = p.to_str().unwrap();
     for (o, code) in [
-        (opts(MIB, "dynamic", 3 * MIB, 0, None), "ERR_QIMG_INVALID_ARGUMENT"),
-        (opts(MIB, "dynamic", 512 << 10, 0, None), "ERR_QIMG_INVALID_ARGUMENT"),
-        (opts(MIB, "dynamic", 512 * MIB, 0, None), "ERR_QIMG_INVALID_ARGUMENT"),
-        (opts(MIB, "dynamic", 0, 1500 << 10, None), "ERR_QIMG_INVALID_ARGUMENT"),
-        (opts(MIB, "differencing", 0, 0, None), "ERR_QIMG_UNSUPPORTED"),
+        (
+            opts(MIB, "dynamic", 3 * MIB, 0, None),
+            "ERR_QIMG_INVALID_ARGUMENT",
+        ),
+        (
+            opts(MIB, "dynamic", 512 << 10, 0, None),
+            "ERR_QIMG_INVALID_ARGUMENT",
+        ),
+        (
+            opts(MIB, "dynamic", 512 * MIB, 0, None),
+            "ERR_QIMG_INVALID_ARGUMENT",
+        ),
+        (
+            opts(MIB, "dynamic", 0, 1500 << 10, None),
+            "ERR_QIMG_INVALID_ARGUMENT",
+        ),
+        (
+            opts(MIB, "differencing", 0, 0, None),
+            "ERR_QIMG_UNSUPPORTED",
+        ),
         (opts(MIB, "bogus", 0, 0, None), "ERR_QIMG_INVALID_ARGUMENT"),
-        (opts(65 << 40, "dynamic", 0, 0, None), "ERR_QIMG_INVALID_ARGUMENT"),
+        (
+            opts(65 << 40, "dynamic", 0, 0, None),
+            "ERR_QIMG_INVALID_ARGUMENT",
+        ),
     ] {
         let s = storage(p, false, true);
         let e = qimg_formats::create_image("vhdx", s, &o).unwrap_err();
@@ -169,13 +204,28 @@ fn qimg_writes_qemu_and_independent_readers_agree() {
         let model = model_run("vhdx", p, 0x9e37 + i as u64, 40);
         let what = qemu_o(sub, bs, log, zero);
         let o = run("qemu-img", &["check", "-f", "vhdx", p]);
-        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(qemu_raw(p, "vhdx") == model, "{what}: QEMU reads what qimg wrote");
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            qemu_raw(p, "vhdx") == model,
+            "{what}: QEMU reads what qimg wrote"
+        );
         let raw = dir.path().join("model.raw");
         std::fs::write(&raw, &model).unwrap();
         ok(
             "qemu-img",
-            &["compare", "-f", "vhdx", "-F", "raw", p, raw.to_str().unwrap()],
+            &[
+                "compare",
+                "-f",
+                "vhdx",
+                "-F",
+                "raw",
+                p,
+                raw.to_str().unwrap(),
+            ],
         );
         // 7-Zip reads VHDX on its own (but fails on a disk that ends inside a block, QEMU's
         // images too, so those sizes are left to libvhdi).
@@ -194,7 +244,10 @@ fn qimg_writes_qemu_and_independent_readers_agree() {
         }
         // libvhdi (python3-libvhdi).
         let py = "import pyvhdi,sys\nf=pyvhdi.file()\nf.open(sys.argv[1])\nn=f.get_media_size()\nsys.stdout.buffer.write(f.read_buffer(n))\n";
-        match Command::new("/usr/bin/python3").args(["-c", py, p]).output() {
+        match Command::new("/usr/bin/python3")
+            .args(["-c", py, p])
+            .output()
+        {
             Ok(o) if o.status.success() => {
                 assert!(o.stdout == model, "{what}: libvhdi reads what qimg wrote")
             }
@@ -220,7 +273,10 @@ fn qemu_writes_qimg_reads() {
     for chunk in data.chunks_mut(256 << 10) {
         if rng.below(3) != 0 {
             let b = rng.below(255) as u8 + 1;
-            chunk.iter_mut().enumerate().for_each(|(i, x)| *x = b ^ (i as u8));
+            chunk
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = b ^ (i as u8));
         }
     }
     std::fs::write(&src, &data).unwrap();
@@ -230,10 +286,23 @@ fn qemu_writes_qimg_reads() {
         let p = img.to_str().unwrap();
         ok(
             "qemu-img",
-            &["convert", "-f", "raw", "-O", "vhdx", "-o", &what, src.to_str().unwrap(), p],
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "vhdx",
+                "-o",
+                &what,
+                src.to_str().unwrap(),
+                p,
+            ],
         );
         let d = qimg_open("vhdx", p, true);
-        assert!(read_all(d.as_ref()) == data, "{what}: qimg reads QEMU's image");
+        assert!(
+            read_all(d.as_ref()) == data,
+            "{what}: qimg reads QEMU's image"
+        );
         assert_eq!(d.check(RepairMode::None).unwrap().corruptions, 0);
         drop(d);
         // And qimg keeps writing into QEMU's image; QEMU reads the result.
@@ -245,7 +314,10 @@ fn qemu_writes_qimg_reads() {
         let mut want = data.clone();
         want[60 << 20..63 << 20].copy_from_slice(&patch);
         ok("qemu-img", &["check", "-f", "vhdx", p]);
-        assert!(qemu_raw(p, "vhdx") == want, "{what}: QEMU reads qimg's update");
+        assert!(
+            qemu_raw(p, "vhdx") == want,
+            "{what}: QEMU reads qimg's update"
+        );
     }
 }
 
@@ -299,16 +371,25 @@ fn dirty_log_sample_replays_in_memory_read_only_and_in_place_read_write() {
     assert_eq!(d.virtual_size(), 10 << 30);
     let mut b = vec![0u8; 1 << 20];
     d.read(17 << 20, &mut b).unwrap();
-    assert!(b.iter().all(|&x| x == 0xa5), "17..18 MiB only present after replay");
+    assert!(
+        b.iter().all(|&x| x == 0xa5),
+        "17..18 MiB only present after replay"
+    );
     assert_eq!(qimg_sha(d.as_ref()), RAW_SHA);
     let r = d.check(RepairMode::None).unwrap();
     assert_eq!(r.corruptions, 1, "{r:?}");
     drop(d);
-    assert!(std::fs::read(&p).unwrap() == before, "read-only open modified the file");
+    assert!(
+        std::fs::read(&p).unwrap() == before,
+        "read-only open modified the file"
+    );
     if have_qemu() {
         // QEMU refuses the read-only open of the same file.
         let o = run("qemu-img", &["info", "-f", "vhdx", &p]);
-        assert!(!o.status.success(), "qemu-img info on a dirty log should fail");
+        assert!(
+            !o.status.success(),
+            "qemu-img info on a dirty log should fail"
+        );
     }
     // Read-write: replayed into the file, as QEMU does; then QEMU agrees.
     let d = qimg_open("vhdx", &p, false);
@@ -366,7 +447,10 @@ fn power_cut_at_every_write_of_metadata_changes_replays_clean() {
             d.close().unwrap();
             drop(d);
             let rw = read_all(qimg_open("vhdx", p, true).as_ref());
-            assert!(ro == rw, "cut at {k}+{j}: in-memory and in-place replay differ");
+            assert!(
+                ro == rw,
+                "cut at {k}+{j}: in-memory and in-place replay differ"
+            );
             // Every range holds its old or its new contents.
             for (off, len, old, new) in [
                 (0u64, MIB, 1u8, 1u8),

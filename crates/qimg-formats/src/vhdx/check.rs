@@ -13,7 +13,10 @@ pub fn scan(bat: &Bat, rt: &RegionTable, h: &VhdxHeader, file_size: u64) -> Vec<
         (0, MIB),
         (h.log_offset, h.log_offset + h.log_length as u64),
         (rt.bat.offset, rt.bat.offset + rt.bat.length as u64),
-        (rt.metadata.offset, rt.metadata.offset + rt.metadata.length as u64),
+        (
+            rt.metadata.offset,
+            rt.metadata.offset + rt.metadata.length as u64,
+        ),
     ];
     let mut blocks = bat.host_ranges();
     blocks.sort_unstable();
@@ -49,7 +52,10 @@ pub fn check(bat: &Bat, rt: &RegionTable, h: &VhdxHeader, file_size: u64) -> Che
     let messages = scan(bat, rt, h, file_size);
     CheckReport {
         corruptions: messages.len() as u64,
-        messages: messages.into_iter().map(|m| format!("ERROR: {m}")).collect(),
+        messages: messages
+            .into_iter()
+            .map(|m| format!("ERROR: {m}"))
+            .collect(),
         ..Default::default()
     }
 }

@@ -6,7 +6,9 @@
 //! BAT contents: `block_state_zero=on` (the default) marks every block ZERO; off leaves dynamic
 //! blocks NOT_PRESENT and makes fixed blocks FULLY_PRESENT at their place in the file. Fixed
 //! images are sized to hold every block either way (a sparse file).
-use super::header::{Region, RegionTable, VhdxHeader, FILE_SIGNATURE, HEADER_OFFSETS, REGION_OFFSETS};
+use super::header::{
+    Region, RegionTable, VhdxHeader, FILE_SIGNATURE, HEADER_OFFSETS, REGION_OFFSETS,
+};
 use super::mapping::{geometry, Bat, FULLY_PRESENT, ZERO};
 use super::metadata::{Metadata, MAX_DISK_SIZE};
 use super::{Guid, MIB};
@@ -37,30 +39,22 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     let fixed = match opts.subformat.as_deref().unwrap_or("dynamic") {
         "dynamic" => false,
         "fixed" => true,
-        "differencing" => {
-            return Err(Error::unsupported(
-                "Differencing files not yet supported",
-            ))
-        }
-        other => {
-            return Err(Error::invalid(format!(
-                "Invalid parameter '{other}'"
-            )))
-        }
+        "differencing" => return Err(Error::unsupported("Differencing files not yet supported")),
+        other => return Err(Error::invalid(format!("Invalid parameter '{other}'"))),
     };
     let size = opts.size.next_multiple_of(512);
     if size > MAX_DISK_SIZE {
         return Err(Error::invalid("Image size too large; max of 64TB"));
     }
     let log_size = opts.log_size.unwrap_or(MIB);
-    if log_size < MIB || log_size % MIB != 0 || log_size > u32::MAX as u64 + 1 - MIB {
+    if log_size < MIB || !log_size.is_multiple_of(MIB) || log_size > u32::MAX as u64 + 1 - MIB {
         return Err(Error::invalid("Log size must be a multiple of 1 MB"));
     }
     let mut block_size = opts.block_size.unwrap_or(0);
     if block_size == 0 {
         block_size = auto_block_size(size);
     }
-    if block_size % MIB != 0 {
+    if !block_size.is_multiple_of(MIB) {
         return Err(Error::invalid("Block size must be a multiple of 1 MB"));
     }
     if !block_size.is_power_of_two() || block_size > 256 * MIB {
@@ -134,7 +128,11 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
             if zero_blocks {
                 bat.set(b, 0, ZERO);
             } else {
-                bat.set(b, (data_off + b * block_size).next_multiple_of(MIB), FULLY_PRESENT);
+                bat.set(
+                    b,
+                    (data_off + b * block_size).next_multiple_of(MIB),
+                    FULLY_PRESENT,
+                );
             }
         }
         let bytes: Vec<u8> = bat.entries.iter().flat_map(|e| e.to_le_bytes()).collect();

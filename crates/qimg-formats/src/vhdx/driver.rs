@@ -7,7 +7,10 @@
 //! reports ZERO/NOT_PRESENT blocks as zeros (or, in differencing images, unallocated, so the
 //! parent decides), which lets convert skip them.
 use super::alloc::{allocate_block, MetaState};
-use super::header::{choose_header, not_vhdx, RegionTable, FILE_SIGNATURE, HEADER_OFFSETS, HEADER_SIZE, REGION_OFFSETS, REGION_SIZE};
+use super::header::{
+    choose_header, not_vhdx, RegionTable, FILE_SIGNATURE, HEADER_OFFSETS, HEADER_SIZE,
+    REGION_OFFSETS, REGION_SIZE,
+};
 use super::log::{self, Replay};
 use super::mapping::{Bat, Kind, FULLY_PRESENT};
 use super::metadata::Metadata;
@@ -101,7 +104,10 @@ impl VhdxDriver {
                 RegionTable::parse(&rt, log_range).map_err(|_| first)?
             }
         };
-        let md = Metadata::read(&*storage, (regions.metadata.offset, regions.metadata.length))?;
+        let md = Metadata::read(
+            &*storage,
+            (regions.metadata.offset, regions.metadata.length),
+        )?;
         let bat_len = regions.bat.length as u64;
         if bat_len > MAX_BAT {
             return Err(Error::corrupt(format!(

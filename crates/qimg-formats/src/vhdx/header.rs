@@ -119,7 +119,8 @@ impl VhdxHeader {
             )));
         }
         let len = self.log_length as u64;
-        if len % MIB != 0 || self.log_offset % MIB != 0 || self.log_offset < MIB {
+        if !len.is_multiple_of(MIB) || !self.log_offset.is_multiple_of(MIB) || self.log_offset < MIB
+        {
             return Err(Error::corrupt(format!(
                 "VHDX log (offset 0x{:x}, length 0x{len:x}) is not 1 MiB aligned past the header section",
                 self.log_offset
@@ -211,7 +212,7 @@ impl RegionTable {
                 .checked_add(length as u64)
                 .filter(|&e| e <= 1 << 62)
                 .ok_or_else(|| Error::corrupt("VHDX region is out of range"))?;
-            if offset % MIB != 0 || (length as u64) % MIB != 0 || length == 0 {
+            if !offset.is_multiple_of(MIB) || !(length as u64).is_multiple_of(MIB) || length == 0 {
                 return Err(Error::corrupt(format!(
                     "VHDX region at 0x{offset:x} (length 0x{length:x}) is not 1 MiB aligned"
                 )));

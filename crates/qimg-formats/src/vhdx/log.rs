@@ -107,9 +107,9 @@ fn parse_entry(s: &dyn Storage, h: &VhdxHeader, pos: u64) -> Result<Option<Entry
     let seq = le64(&head, 16);
     let n = le32(&head, 24) as u64;
     if len == 0
-        || len % SECTOR != 0
+        || !len.is_multiple_of(SECTOR)
         || len > log_len
-        || tail % SECTOR != 0
+        || !tail.is_multiple_of(SECTOR)
         || tail >= log_len
         || seq == 0
         || Guid::read(&head, 32) != h.log_guid
@@ -132,7 +132,7 @@ fn parse_entry(s: &dyn Storage, h: &VhdxHeader, pos: u64) -> Result<Option<Entry
         let offset = le64(d, 16);
         match le32(d, 0) {
             DESC_SIGNATURE => {
-                if data_at + SECTOR > len || offset % SECTOR != 0 {
+                if data_at + SECTOR > len || !offset.is_multiple_of(SECTOR) {
                     return Ok(None);
                 }
                 let sec = &b[data_at as usize..(data_at + SECTOR) as usize];
@@ -152,7 +152,7 @@ fn parse_entry(s: &dyn Storage, h: &VhdxHeader, pos: u64) -> Result<Option<Entry
             }
             ZERO_SIGNATURE => {
                 let length = le64(d, 8);
-                if offset % SECTOR != 0 || length % SECTOR != 0 {
+                if !offset.is_multiple_of(SECTOR) || !length.is_multiple_of(SECTOR) {
                     return Ok(None);
                 }
                 ops.push(LogOp::Zero { offset, length });
@@ -223,7 +223,9 @@ pub fn search(s: &dyn Storage, h: &VhdxHeader) -> Result<Option<Replay>> {
         at = (e.pos + e.len) % log_len;
     }
     if chain[chain.len() - 1].seq != head.seq {
-        return Err(Error::corrupt("VHDX log is corrupt: the head is not the newest entry"));
+        return Err(Error::corrupt(
+            "VHDX log is corrupt: the head is not the newest entry",
+        ));
     }
     let mut r = Replay {
         flushed_file_offset: head.flushed,

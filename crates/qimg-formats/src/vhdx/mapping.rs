@@ -122,7 +122,7 @@ impl Bat {
 
     /// True if BAT index `i` is a sector bitmap entry.
     pub fn is_bitmap_index(&self, i: usize) -> bool {
-        (i as u64 + 1) % (self.chunk_ratio + 1) == 0
+        (i as u64 + 1).is_multiple_of(self.chunk_ratio + 1)
     }
 
     /// Payload blocks covering the disk.

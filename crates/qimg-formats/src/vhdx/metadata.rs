@@ -219,7 +219,7 @@ impl Metadata {
                 "VHDX physical sector size {physical_sector} is not 512 or 4096"
             )));
         }
-        if disk_size > MAX_DISK_SIZE || disk_size % logical_sector as u64 != 0 {
+        if disk_size > MAX_DISK_SIZE || !disk_size.is_multiple_of(logical_sector as u64) {
             return Err(Error::corrupt(format!(
                 "VHDX virtual disk size {disk_size} is out of range (at most 64 TiB, whole sectors)"
             )));
@@ -314,7 +314,9 @@ pub fn parse_locator(b: &[u8]) -> Result<ParentLocator> {
     }
     let n = u16::from_le_bytes([b[18], b[19]]) as usize;
     if 20 + n * 12 > b.len() {
-        return Err(Error::corrupt("VHDX parent locator entries overrun the item"));
+        return Err(Error::corrupt(
+            "VHDX parent locator entries overrun the item",
+        ));
     }
     let mut entries = Vec::with_capacity(n);
     for i in 0..n {

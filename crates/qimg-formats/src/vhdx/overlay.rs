@@ -123,7 +123,10 @@ impl Storage for ReplayOverlay {
     fn data_run(&self, offset: u64, length: u64) -> Result<DataRun> {
         // Replayed ranges count as data; elsewhere the file decides.
         let touched = self.sectors.range(..offset + length).next_back().is_some()
-            || self.zeros.iter().any(|&(o, l)| o < offset + length && o + l > offset);
+            || self
+                .zeros
+                .iter()
+                .any(|&(o, l)| o < offset + length && o + l > offset);
         if touched {
             return Ok(DataRun {
                 data: true,
