@@ -54,6 +54,10 @@ fn matrix() -> Vec<(u64, &'static str, u64, u64, Option<bool>)> {
         (40 * MIB, "fixed", 0, 0, None),
         (40 * MIB, "fixed", 2 * MIB, 3 * MIB, Some(false)),
         (3 << 30, "dynamic", 0, 0, None),
+        // Rounded as qemu-img rounds them: 512 KiB → 1 MiB blocks, 512 MiB → 256 MiB, a
+        // 1500 KiB log → 2 MiB.
+        (24 * MIB, "dynamic", 512 << 10, 1500 << 10, None),
+        (24 * MIB, "fixed", 512 * MIB, 0, Some(false)),
     ]
 }
 
@@ -160,24 +164,23 @@ fn create_refuses_bad_options_as_qemu() {
             "ERR_QIMG_INVALID_ARGUMENT",
         ),
         (
-            opts(MIB, "dynamic", 512 << 10, 0, None),
-            "ERR_QIMG_INVALID_ARGUMENT",
-        ),
-        (
-            opts(MIB, "dynamic", 512 * MIB, 0, None),
-            "ERR_QIMG_INVALID_ARGUMENT",
-        ),
-        (
-            opts(MIB, "dynamic", 0, 1500 << 10, None),
+            opts(MIB, "dynamic", 5 * MIB + 1, 0, None),
             "ERR_QIMG_INVALID_ARGUMENT",
         ),
         (
             opts(MIB, "differencing", 0, 0, None),
-            "ERR_QIMG_UNSUPPORTED",
+            "ERR_QIMG_INVALID_ARGUMENT",
         ),
         (opts(MIB, "bogus", 0, 0, None), "ERR_QIMG_INVALID_ARGUMENT"),
         (
             opts(65 << 40, "dynamic", 0, 0, None),
+            "ERR_QIMG_INVALID_ARGUMENT",
+        ),
+        (
+            CreateOptions {
+                log_size: Some(0),
+                ..opts(MIB, "dynamic", 0, 0, None)
+            },
             "ERR_QIMG_INVALID_ARGUMENT",
         ),
     ] {

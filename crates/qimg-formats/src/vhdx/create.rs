@@ -1,7 +1,8 @@
 //! Creating a VHDX image as `qemu-img create -f vhdx` does (checked against qemu-img 10.0):
 //! file identifier, two headers (random sequence number, then + 1), two identical region tables,
 //! the log at 1 MiB (`log_size`, a multiple of 1 MiB), the BAT at the next MiB after the log, the
-//! metadata region (1 MiB) after the BAT, payload from 5 MiB past the BAT's end.
+//! metadata region (1 MiB) after the BAT, payload from 5 MiB past the BAT's end. Option values
+//! are normalized as qemu-img does (see [`create`]).
 //!
 //! BAT contents: `block_state_zero=on` (the default) marks every block ZERO; off leaves dynamic
 //! blocks NOT_PRESENT and makes fixed blocks FULLY_PRESENT at their place in the file. Fixed
@@ -39,28 +40,32 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
     let fixed = match opts.subformat.as_deref().unwrap_or("dynamic") {
         "dynamic" => false,
         "fixed" => true,
-        "differencing" => return Err(Error::unsupported("Differencing files not yet supported")),
-        other => return Err(Error::invalid(format!("Invalid parameter '{other}'"))),
+        other => {
+            return Err(Error::invalid(format!(
+                "Parameter 'subformat' does not accept value '{other}'"
+            )))
+        }
     };
     let size = opts.size.next_multiple_of(512);
     if size > MAX_DISK_SIZE {
         return Err(Error::invalid("Image size too large; max of 64TB"));
     }
-    let log_size = opts.log_size.unwrap_or(MIB);
-    if log_size < MIB || !log_size.is_multiple_of(MIB) || log_size > u32::MAX as u64 + 1 - MIB {
-        return Err(Error::invalid("Log size must be a multiple of 1 MB"));
+    // As qemu-img's option path: the log size rounds up to whole MiB (0 is refused), the block
+    // size rounds up to whole MiB and is capped at 256 MiB, then must be a power of two.
+    let log_size = match opts.log_size {
+        None => MIB,
+        Some(0) => return Err(Error::invalid("Log size must be a multiple of 1 MB")),
+        Some(l) => l.next_multiple_of(MIB),
+    };
+    if log_size > u32::MAX as u64 + 1 - MIB {
+        return Err(Error::invalid("Log size must be smaller than 4 GB"));
     }
-    let mut block_size = opts.block_size.unwrap_or(0);
-    if block_size == 0 {
-        block_size = auto_block_size(size);
-    }
-    if !block_size.is_multiple_of(MIB) {
-        return Err(Error::invalid("Block size must be a multiple of 1 MB"));
-    }
-    if !block_size.is_power_of_two() || block_size > 256 * MIB {
-        return Err(Error::invalid(
-            "Block size must be a power of two between 1 MB and 256 MB",
-        ));
+    let block_size = match opts.block_size.unwrap_or(0) {
+        0 => auto_block_size(size),
+        b => b.next_multiple_of(MIB).min(256 * MIB),
+    };
+    if !block_size.is_power_of_two() {
+        return Err(Error::invalid("Block size must be a power of two"));
     }
     let zero_blocks = opts.block_state_zero.unwrap_or(true);
     let md = Metadata {

@@ -89,9 +89,10 @@ impl VhdxDriver {
             } else {
                 log::replay(&*storage, r)?;
                 meta.next_seq = r.last_sequence + 1;
+                // Both headers now say the log is empty (QEMU's vhdx_log_reset); the first
+                // guest write still gets a new data write GUID.
                 meta.update_header(&*storage, false, Guid::default())?;
                 meta.update_header(&*storage, false, Guid::default())?;
-                meta.session_started = true;
             }
         }
         let log_range = (meta.header.log_offset, meta.header.log_length as u64);

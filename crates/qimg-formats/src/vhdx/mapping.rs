@@ -191,7 +191,8 @@ impl Bat {
         Ok(out)
     }
 
-    /// Every host range BAT entries point at: (start, length, BAT index), for overlap checks.
+    /// Every host range BAT entries point at: (start, length, BAT index), for overlap checks; a
+    /// payload block's length stops at the end of the disk.
     pub fn host_ranges(&self) -> Vec<(u64, u64, usize)> {
         let mut v = Vec::new();
         for (i, &e) in self.entries.iter().enumerate() {
@@ -201,7 +202,13 @@ impl Bat {
                     v.push((e & OFFSET_MASK, MIB, i));
                 }
             } else if st == FULLY_PRESENT || st == PARTIALLY_PRESENT {
-                v.push((e & OFFSET_MASK, self.block_size, i));
+                // The last block only needs the part inside the disk (QEMU's check, too).
+                let block = i as u64 - i as u64 / (self.chunk_ratio + 1);
+                let len = self
+                    .block_size
+                    .min(self.disk_size.saturating_sub(block * self.block_size))
+                    .max(1);
+                v.push((e & OFFSET_MASK, len, i));
             }
         }
         v
