@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { hasPeer, qimg, runOk, tempDir } from "../helpers/peers.js";
+import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img") && hasPeer("qemu-io");
 const t = tempDir("qimg-vhdx-");
@@ -61,6 +61,28 @@ describe.skipIf(!have)("vhdx against qemu-img", () => {
     "subformat=fixed",
     "subformat=fixed,block_state_zero=off,block_size=4M",
   ];
+  it("create -o help equals qemu-img's; bad options fail as qemu-img's do", () => {
+    expect(qimg(["create", "-f", "vhdx", "-o", "help"]).stdout).toBe(
+      runOk("qemu-img", ["create", "-f", "vhdx", "-o", "help"]),
+    );
+    for (const o of ["block_size=3M", "log_size=0", "subformat=foo", "subformat=differencing"]) {
+      const q = run("qemu-img", ["create", "-q", "-f", "vhdx", "-o", o, t.path("bad-q.vhdx"), "100M"]);
+      const m = qimg(["create", "-q", "-f", "vhdx", "-o", o, t.path("bad-m.vhdx"), "100M"]);
+      expect(q.status, o).toBe(1);
+      expect(m.status, o).toBe(1);
+      expect(m.stderr.replace(/^qimg: /, ""), o).toBe(q.stderr.replace(/^qemu-img: [^:]*: /, ""));
+    }
+    // Values qemu-img rounds (block size up to whole MiB, capped at 256 MiB; log up to whole MiB).
+    for (const o of ["block_size=512K", "block_size=512M", "log_size=1500K"]) {
+      expect(qimg(["create", "-q", "-f", "vhdx", "-o", o, t.path("r-m.vhdx"), "24M"]).status, o).toBe(0);
+      runOk("qemu-img", ["create", "-q", "-f", "vhdx", "-o", o, t.path("r-q.vhdx"), "24M"]);
+      expect(info(qimg(["info", "--output=json", t.path("r-m.vhdx")]).stdout, false), o).toEqual(
+        info(runOk("qemu-img", ["info", "--output=json", t.path("r-q.vhdx")]), false),
+      );
+      runOk("qemu-img", ["check", t.path("r-m.vhdx")]);
+    }
+  });
+
   for (const o of cases) {
     it(`create -o ${o}: qemu-img check passes and info equals qemu-img's`, () => {
       const ours = t.path("ours.vhdx");

@@ -2,7 +2,7 @@
 # Install the Debian peers the test suite runs against: qemu-utils (qemu-img, qemu-io, qemu-nbd;
 # version 10 from backports on the project machines), the independent qcow2 readers 7zip (7zz) and
 # python3-libqcow, the VHD/VDI reader python3-libvhdi, bximage (bochs) and cloop-utils
-# (create_compressed_fs), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
+# (create_compressed_fs), bzip2 (the vhdx tests unpack QEMU's sample images), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
 # target/peers/qemu-7.2 (not installed: both versions are used side by side).
 # Only as root; otherwise the tests that need a missing peer skip with a printed reason.
 set -u
@@ -15,6 +15,7 @@ command -v bximage >/dev/null 2>&1 || need+=(bximage)
 command -v create_compressed_fs >/dev/null 2>&1 || need+=(cloop-utils)
 /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || need+=(python3-libqcow)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || need+=(python3-libvhdi)
+command -v bunzip2 >/dev/null 2>&1 || need+=(bzip2)
 q72=target/peers/qemu-7.2
 if [ "$(id -u)" -ne 0 ]; then
   [ ${#need[@]} -eq 0 ] || echo "peers: not root; missing ${need[*]} — tests that need them will skip" >&2
