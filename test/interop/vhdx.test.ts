@@ -171,3 +171,78 @@ it("probes vhdx by its signature", () => {
   expect(qimg(["create", "-q", "-f", "vhdx", img, "1M"]).status).toBe(0);
   expect(JSON.parse(qimg(["info", "--output=json", img]).stdout).format).toBe("vhdx");
 });
+
+/**
+ * A differencing child of `parent` (both 8 MiB, 1 MiB blocks), assembled from a qimg-made
+ * dynamic image: file parameters get has_parent, the metadata table a parent locator naming
+ * `parent.vhdx`, and block 0 becomes fully present with 0x22 (no Linux tool writes differencing
+ * VHDX; QEMU refuses them).
+ */
+function makeChild(child: string): void {
+  expect(
+    qimg(["create", "-q", "-f", "vhdx", "-o", "block_size=1M,block_state_zero=off", child, "8M"]).status,
+  ).toBe(0);
+  const b = readFileSync(child);
+  const bat = Number(b.readBigUInt64LE(0x30000 + 16 + 16));
+  const md = Number(b.readBigUInt64LE(0x30000 + 48 + 16));
+  // Parent locator item: VHDX locator type, two key/value pairs (UTF-16LE).
+  const kv: [string, string][] = [
+    ["parent_linkage", "{00000000-0000-0000-0000-000000000001}"],
+    ["relative_path", ".\\parent.vhdx"],
+  ];
+  const head = Buffer.alloc(20 + 12 * kv.length);
+  Buffer.from("b7ef4ab09ed1814ab78925b8e9445913", "hex").copy(head, 0);
+  head.writeUInt16LE(kv.length, 18);
+  const strings: Buffer[] = [];
+  let at = head.length;
+  kv.forEach(([k, v], i) => {
+    const kb = Buffer.from(k, "utf16le");
+    const vb = Buffer.from(v, "utf16le");
+    head.writeUInt32LE(at, 20 + i * 12);
+    head.writeUInt32LE(at + kb.length, 24 + i * 12);
+    head.writeUInt16LE(kb.length, 28 + i * 12);
+    head.writeUInt16LE(vb.length, 30 + i * 12);
+    strings.push(kb, vb);
+    at += kb.length + vb.length;
+  });
+  const loc = Buffer.concat([head, ...strings]);
+  const itemAt = 0x10000 + 40; // after the five items qimg writes (8+8+16+4+4 bytes)
+  loc.copy(b, md + itemAt);
+  const e = md + 32 + 5 * 32;
+  Buffer.from("2d5fd3a80bb34d45abf7d3d84834ab0c", "hex").copy(b, e);
+  b.writeUInt32LE(itemAt, e + 16);
+  b.writeUInt32LE(loc.length, e + 20);
+  b.writeUInt32LE(4, e + 24);
+  b.writeUInt16LE(6, md + 10);
+  b.writeUInt32LE(2, md + 0x10004); // has_parent
+  const dataAt = Math.ceil(b.length / (1 << 20)) * (1 << 20);
+  b.writeBigUInt64LE(BigInt(dataAt) | 6n, bat);
+  const out = Buffer.alloc(dataAt + (1 << 20));
+  b.copy(out);
+  out.fill(0x22, dataAt);
+  writeFileSync(child, out);
+}
+
+describe.skipIf(!have)("vhdx differencing images (read-only, beyond QEMU)", () => {
+  it("read through the parent named by the parent locator, via the implicit-open gate", async () => {
+    const parent = t.path("parent.vhdx");
+    const child = t.path("child.vhdx");
+    expect(qimg(["create", "-q", "-f", "vhdx", "-o", "block_size=1M", parent, "8M"]).status).toBe(0);
+    runOk("qemu-io", ["-f", "vhdx", "-c", "write -P 0x11 0 8M", parent]);
+    makeChild(child);
+    const i = qimg(["info", "--output=json", child]);
+    expect(i.status).toBe(0);
+    expect(JSON.parse(i.stdout)["backing-filename"]).toBe("./parent.vhdx");
+    const out = t.path("child.raw");
+    expect(qimg(["convert", "-O", "raw", child, out]).status).toBe(0);
+    const want = Buffer.alloc(8 << 20, 0x11);
+    want.fill(0x22, 0, 1 << 20);
+    expect(readFileSync(out).equals(want)).toBe(true);
+    // QEMU refuses the child; the untrusted profile refuses to follow the parent.
+    expect(run("qemu-img", ["info", child]).status).toBe(1);
+    const { open } = await import("../../ts/index.js");
+    await expect(open(child, { readOnly: true, implicit: "none" })).rejects.toMatchObject({
+      code: "ERR_QIMG_UNSUPPORTED",
+    });
+  });
+});
