@@ -414,3 +414,34 @@ fn hostile_logs_are_refused() {
     assert!(open(dir.path(), &b, true).is_ok());
     assert_eq!(le32(&b, MIB), 0x6567_6f6c);
 }
+
+/// A log entry that wraps around the end of the circular log is found and replayed.
+#[test]
+fn a_log_entry_wrapping_around_the_end_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = image(dir.path());
+    let len = b.len() as u64;
+    let (s1, s2) = (vec![0x31u8; 4096], vec![0x32u8; 4096]);
+    let g = Guid::random();
+    let log_len = MIB as u64;
+    let pos = log_len - 4096;
+    let e = encode_entry(
+        3,
+        g,
+        pos,
+        len,
+        len,
+        &[(len - 8192, s1.as_slice()), (len - 4096, s2.as_slice())],
+    );
+    assert_eq!(e.len(), 3 * 4096);
+    b[MIB + pos as usize..2 * MIB].copy_from_slice(&e[..4096]);
+    b[MIB..MIB + 8192].copy_from_slice(&e[4096..]);
+    b[H1 + 48..H1 + 64].copy_from_slice(&g.0);
+    b[H2 + 48..H2 + 64].copy_from_slice(&g.0);
+    fix_headers(&mut b);
+    let d = open(dir.path(), &b, true).unwrap();
+    let mut got = vec![0u8; 8192];
+    d.storage().read_at(&mut got, len - 8192).unwrap();
+    assert!(got[..4096].iter().all(|&x| x == 0x31) && got[4096..].iter().all(|&x| x == 0x32));
+    assert_eq!(d.check(RepairMode::None).unwrap().corruptions, 1);
+}

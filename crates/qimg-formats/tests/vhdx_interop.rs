@@ -231,9 +231,16 @@ fn qimg_writes_qemu_and_independent_readers_agree() {
             ],
         );
         // 7-Zip reads VHDX on its own (but fails on a disk size that is not whole MiB, on
-        // QEMU's images too, so those sizes are left to libvhdi).
-        if size % MIB != 0 {
-            eprintln!("SKIP 7zz: {what}: 7-Zip rejects a disk size that is not whole MiB");
+        // QEMU's images too, so those are left to libvhdi).
+        // Nor a fixed image whose one block reaches past the end of the file (QEMU's layout
+        // for a disk smaller than the block: "Unexpected end of archive" on QEMU's image too).
+        let block = if bs == 0 {
+            8 * MIB
+        } else {
+            bs.next_multiple_of(MIB).min(256 * MIB)
+        };
+        if size % MIB != 0 || (sub == "fixed" && zero == Some(false) && size < block) {
+            eprintln!("SKIP 7zz: {what}: 7-Zip rejects this layout (QEMU's too)");
         } else if Command::new("7zz").arg("i").output().is_ok() {
             let o = Command::new("7zz")
                 .args(["e", "-so", "-tVHDX", p])

@@ -97,7 +97,7 @@ impl MetaState {
                 .iter()
                 .map(|&sec| (self.bat_offset + sec * SECTOR, bat_sector(bat, sec)))
                 .collect();
-            let file_end = s.size()?.next_multiple_of(MIB);
+            let file_end = s.size()?;
             let refs: Vec<(u64, &[u8])> = bufs.iter().map(|(o, b)| (*o, b.as_slice())).collect();
             let entry = encode_entry(self.next_seq, guid, 0, file_end, file_end, &refs);
             self.next_seq += 1;
