@@ -271,6 +271,12 @@ export interface NativeCreateOptions {
   toolsversion?: string
   /** vmdk `zeroed_grain=`. */
   zeroedGrain?: boolean
+  /** vhdx `block_size=` (bytes; 0 = automatic). */
+  blockSize?: number
+  /** vhdx `log_size=` (bytes). */
+  logSize?: number
+  /** vhdx `block_state_zero=`. */
+  blockStateZero?: boolean
 }
 
 /** Facts about an opened image for `info`. */

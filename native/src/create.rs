@@ -59,6 +59,12 @@ pub struct NativeCreateOptions {
     pub toolsversion: Option<String>,
     /// vmdk `zeroed_grain=`.
     pub zeroed_grain: Option<bool>,
+    /// vhdx `block_size=` (bytes; 0 = automatic).
+    pub block_size: Option<f64>,
+    /// vhdx `log_size=` (bytes).
+    pub log_size: Option<f64>,
+    /// vhdx `block_state_zero=`.
+    pub block_state_zero: Option<bool>,
 }
 
 /// Create (or overwrite) an image file.
@@ -94,6 +100,15 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
             adapter_type: opts.adapter_type,
             toolsversion: opts.toolsversion,
             zeroed_grain: opts.zeroed_grain.unwrap_or(false),
+            block_size: opts
+                .block_size
+                .map(|c| crate::error::to_u64(c, "block_size"))
+                .transpose()?,
+            log_size: opts
+                .log_size
+                .map(|c| crate::error::to_u64(c, "log_size"))
+                .transpose()?,
+            block_state_zero: opts.block_state_zero,
         };
         let file = FileStorage::open(
             &opts.filename,

@@ -3,6 +3,10 @@
 # tool or module the tests use): qemu-utils 10 from backports on the project machines, independent
 # readers and writers of each format, protocol servers and clients, the NVMe test guest
 # (test/vm/), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
+# Install the Debian peers the test suite runs against: qemu-utils (qemu-img, qemu-io, qemu-nbd;
+# version 10 from backports on the project machines), the independent qcow2 readers 7zip (7zz) and
+# python3-libqcow, the VHD/VDI reader python3-libvhdi, bximage (bochs) and cloop-utils
+# (create_compressed_fs), bzip2 (the vhdx tests unpack QEMU's sample images), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
 # target/peers/qemu-7.2 (not installed: both versions are used side by side).
 # Only as root; otherwise the tests that need a missing peer skip with a printed reason.
 set -u
@@ -26,6 +30,7 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || vm_need+=(qemu-system-x86)
 compgen -G '/boot/vmlinuz-*' >/dev/null || vm_need+=(linux-image-amd64)
 dpkg -s busybox-static >/dev/null 2>&1 || vm_need+=(busybox-static)
 /usr/bin/python3 -c 'import pyvmdk' >/dev/null 2>&1 || need+=(python3-libvmdk)
+command -v bunzip2 >/dev/null 2>&1 || need+=(bzip2)
 q72=target/peers/qemu-7.2
 if [ "$(id -u)" -ne 0 ]; then
   need+=("${vm_need[@]}")

@@ -111,6 +111,12 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       forceSize: get("force_size") === undefined ? undefined : toBool("force_size", get("force_size")),
       tableSize: get("table_size") === undefined ? undefined : toSize("table_size", get("table_size")),
       ...vmdkCreateOptions(get),
+      blockSize: get("block_size") === undefined ? undefined : toSize("block_size", get("block_size")),
+      logSize: get("log_size") === undefined ? undefined : toSize("log_size", get("log_size")),
+      blockStateZero:
+        get("block_state_zero") === undefined
+          ? undefined
+          : toBool("block_state_zero", get("block_state_zero")),
     }),
   );
   const dataFile = get("data_file");

@@ -13,6 +13,7 @@ import { qedFormat } from "./qed.js";
 import { rawFormat } from "./raw.js";
 import type { FormatEntry } from "./types.js";
 import { vdiFormat } from "./vdi.js";
+import { vhdxFormat } from "./vhdx.js";
 import { vmdkFormat } from "./vmdk.js";
 import { vpcFormat } from "./vpc.js";
 
@@ -23,6 +24,7 @@ const formats = new Map<string, FormatEntry>([
   [qcow2Format.name, qcow2Format],
   [vdiFormat.name, vdiFormat],
   [vpcFormat.name, vpcFormat],
+  [vhdxFormat.name, vhdxFormat],
   [parallelsFormat.name, parallelsFormat],
   [bochsFormat.name, bochsFormat],
   [cloopFormat.name, cloopFormat],

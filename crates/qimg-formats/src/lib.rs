@@ -20,6 +20,7 @@ pub mod raw;
 pub(crate) mod readonly;
 pub mod uuid;
 pub mod vdi;
+pub mod vhdx;
 pub mod vmdk;
 pub mod vpc;
 
@@ -39,6 +40,7 @@ pub fn open_driver(
         "vdi" => Ok(Arc::new(vdi::VdiDriver::open(storage, opts)?)),
         "vpc" => Ok(Arc::new(vpc::VpcDriver::open(storage, opts)?)),
         "vmdk" => Ok(Arc::new(vmdk::VmdkDriver::open(storage, opts)?)),
+        "vhdx" => Ok(Arc::new(vhdx::VhdxDriver::open(storage, opts)?)),
         "parallels" => Ok(Arc::new(parallels::ParallelsDriver::open(storage, opts)?)),
         "bochs" => Ok(Arc::new(bochs::BochsDriver::open(storage, opts)?)),
         "cloop" => Ok(Arc::new(cloop::CloopDriver::open(storage, opts)?)),
@@ -57,6 +59,7 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
         "vdi" => vdi::create(storage, opts),
         "vpc" => vpc::create(storage, opts),
         "vmdk" => vmdk::create(storage, opts),
+        "vhdx" => vhdx::create(storage, opts),
         "parallels" => parallels::create(storage, opts),
         "qed" => qed::create(storage, opts),
         "qcow" => qcow::create(storage, opts),

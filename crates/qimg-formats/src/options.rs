@@ -85,4 +85,10 @@ pub struct CreateOptions {
     pub toolsversion: Option<String>,
     /// vmdk: `zeroed_grain=on`.
     pub zeroed_grain: bool,
+    /// vhdx: `block_size=` in bytes (None or 0 = automatic, as QEMU).
+    pub block_size: Option<u64>,
+    /// vhdx: `log_size=` in bytes (None = 1 MiB).
+    pub log_size: Option<u64>,
+    /// vhdx: `block_state_zero=` (None = on).
+    pub block_state_zero: Option<bool>,
 }
