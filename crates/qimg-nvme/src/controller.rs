@@ -62,12 +62,12 @@ struct Admin {
 pub struct Controller {
     /// PCI address it was opened at.
     pub bdf: String,
-    dev: Arc<VfioDevice>,
+    dev: Mutex<Option<Arc<VfioDevice>>>,
     /// BAR0 registers.
     pub(crate) bar: Bar0,
     cap: Cap,
     admin: Mutex<Option<Admin>>,
-    pub(crate) io: Vec<Mutex<IoQueue>>,
+    pub(crate) io: Vec<Mutex<Option<IoQueue>>>,
     pub(crate) next_queue: AtomicUsize,
     /// Identify Controller.
     pub info: ControllerInfo,
@@ -96,7 +96,8 @@ extern "C" fn shutdown_all_at_exit() {
         Err(_) => return,
     };
     for c in list.iter().filter_map(Weak::upgrade) {
-        c.shutdown_registers();
+        // A panic must not unwind out of an extern "C" fn.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.shutdown_registers()));
     }
 }
 
@@ -199,7 +200,7 @@ impl Controller {
 
         let mut ctrl = Controller {
             bdf,
-            dev: dev.clone(),
+            dev: Mutex::new(Some(dev.clone())),
             bar,
             cap,
             admin: Mutex::new(Some(admin)),
@@ -265,11 +266,11 @@ impl Controller {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            ctrl.io.push(Mutex::new(IoQueue {
+            ctrl.io.push(Mutex::new(Some(IoQueue {
                 qp: QueuePair::new(qid, depth, sq, cq, &cap, irqs[vector as usize].clone()),
                 slots,
                 broken: false,
-            }));
+            })));
         }
         let ctrl = Arc::new(ctrl);
         if let Ok(mut l) = OPEN.lock() {
@@ -349,34 +350,36 @@ impl Controller {
     }
 
     /// Lock an I/O queue: a free one if any (round robin), else wait for one.
-    pub(crate) fn queue(&self) -> Result<MutexGuard<'_, IoQueue>> {
+    pub(crate) fn queue(&self) -> Result<QueueGuard<'_>> {
+        let closed = || Error::invalid("the NVMe controller is closed");
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::invalid("the NVMe controller is closed"));
+            return Err(closed());
         }
         let n = self.io.len();
         let start = self.next_queue.fetch_add(1, Ordering::Relaxed) % n;
         for i in 0..n {
             if let Ok(g) = self.io[(start + i) % n].try_lock() {
-                if !g.broken {
-                    return Ok(g);
+                if g.as_ref().is_some_and(|q| !q.broken) {
+                    return Ok(QueueGuard(g));
                 }
             }
         }
         let g = self.io[start]
             .lock()
             .map_err(|_| Error::invalid("NVMe queue lock poisoned"))?;
-        if g.broken {
-            return Err(Error::new(
+        match g.as_ref() {
+            None => Err(closed()),
+            Some(q) if q.broken => Err(Error::new(
                 ErrorCode::Io,
-                format!("NVMe I/O queue {} is unusable after a timeout", g.qp.qid),
-            ));
+                format!("NVMe I/O queue {} is unusable after a timeout", q.qp.qid),
+            )),
+            Some(_) => Ok(QueueGuard(g)),
         }
-        Ok(g)
     }
 
     /// Register-level shutdown: CC.SHN = normal, wait for SHST complete, then disable.
     fn shutdown_registers(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) && self.admin_gone() {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         let cc = self.bar.read32(CC);
@@ -394,10 +397,6 @@ impl Controller {
         }
     }
 
-    fn admin_gone(&self) -> bool {
-        self.admin.lock().map(|g| g.is_none()).unwrap_or(true)
-    }
-
     /// Delete the I/O queues, shut the controller down (CC.SHN) and disable it. Waits for
     /// requests in flight; later calls fail with "closed". Idempotent.
     pub fn close(&self) -> Result<()> {
@@ -405,8 +404,9 @@ impl Controller {
             return Ok(());
         }
         let mut result = Ok(());
-        let guards: Vec<_> = self.io.iter().filter_map(|q| q.lock().ok()).collect();
+        let mut guards: Vec<_> = self.io.iter().filter_map(|q| q.lock().ok()).collect();
         for g in guards.iter().rev() {
+            let Some(g) = g.as_ref() else { continue };
             if g.broken {
                 continue;
             }
@@ -435,12 +435,36 @@ impl Controller {
                 result = result.and(Err(e));
             }
         }
-        self.dev.clear_msix();
+        // Release everything that keeps the VFIO device open (DMA buffers, the BAR mapping, the
+        // fds), so the controller can be opened again while namespaces still reference `self`.
+        for g in guards.iter_mut() {
+            g.take();
+        }
+        drop(guards);
         if let Ok(mut a) = self.admin.lock() {
             a.take();
         }
-        drop(guards);
+        self.bar.unmap();
+        if let Some(dev) = self.dev.lock().ok().and_then(|mut d| d.take()) {
+            dev.clear_msix();
+        }
         result
+    }
+}
+
+/// A locked, open I/O queue.
+pub(crate) struct QueueGuard<'a>(MutexGuard<'a, Option<IoQueue>>);
+
+impl std::ops::Deref for QueueGuard<'_> {
+    type Target = IoQueue;
+    fn deref(&self) -> &IoQueue {
+        self.0.as_ref().expect("checked when the guard was made")
+    }
+}
+
+impl std::ops::DerefMut for QueueGuard<'_> {
+    fn deref_mut(&mut self) -> &mut IoQueue {
+        self.0.as_mut().expect("checked when the guard was made")
     }
 }
 

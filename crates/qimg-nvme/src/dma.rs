@@ -28,38 +28,43 @@ impl IovaAllocator {
         }
     }
 
-    fn fits(&self, start: u64, len: u64) -> bool {
-        let end = start + len - 1;
-        if end >= IOVA_LIMIT || (start <= MSI_END && end >= MSI_START) {
-            return false;
+    /// Usable windows: the reported ranges (or everything) cut at 2^39 and around the MSI
+    /// window, sorted by start.
+    fn windows(&self) -> Vec<(u64, u64)> {
+        let base = if self.ranges.is_empty() {
+            vec![(0, IOVA_LIMIT - 1)]
+        } else {
+            self.ranges.iter().map(|r| (r.start, r.end)).collect()
+        };
+        let mut out = Vec::new();
+        for (s, e) in base {
+            let e = e.min(IOVA_LIMIT - 1);
+            if s > e {
+                continue;
+            }
+            if s <= MSI_END && e >= MSI_START {
+                if s < MSI_START {
+                    out.push((s, MSI_START - 1));
+                }
+                if e > MSI_END {
+                    out.push((MSI_END + 1, e));
+                }
+            } else {
+                out.push((s, e));
+            }
         }
-        self.ranges.is_empty() || self.ranges.iter().any(|r| start >= r.start && end <= r.end)
+        out.sort_unstable();
+        out
     }
 
-    /// Reserve `len` bytes (a multiple of PAGE).
+    /// Reserve `len` bytes (a multiple of PAGE), at increasing addresses.
     pub fn alloc(&mut self, len: u64) -> Result<u64> {
-        let mut start = self.next;
-        while start + len <= IOVA_LIMIT {
-            if self.fits(start, len) {
+        for (s, e) in self.windows() {
+            let start = self.next.max(s).next_multiple_of(PAGE as u64);
+            if start.checked_add(len - 1).is_some_and(|last| last <= e) {
                 self.next = start + len;
                 return Ok(start);
             }
-            // Skip to the next candidate: past the MSI window or to the next range start.
-            let mut cand = start + PAGE as u64;
-            if start <= MSI_END && start + len > MSI_START {
-                cand = MSI_END + 1;
-            }
-            if let Some(r) = self
-                .ranges
-                .iter()
-                .filter(|r| r.start > start)
-                .min_by_key(|r| r.start)
-            {
-                if !self.ranges.iter().any(|r| start >= r.start && start <= r.end) {
-                    cand = cand.max(r.start);
-                }
-            }
-            start = cand.next_multiple_of(PAGE as u64);
         }
         Err(Error::new(
             qimg_core::ErrorCode::Io,

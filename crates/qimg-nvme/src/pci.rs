@@ -18,7 +18,7 @@ const PCI_CLASS_PROG: u64 = 0x09;
 /// BAR0 mapped into this process.
 #[derive(Debug)]
 pub struct Bar0 {
-    ptr: *mut u8,
+    ptr: std::sync::atomic::AtomicPtr<u8>,
     len: usize,
 }
 
@@ -53,7 +53,7 @@ impl Bar0 {
             };
             if p != libc::MAP_FAILED {
                 return Ok(Bar0 {
-                    ptr: p.cast(),
+                    ptr: std::sync::atomic::AtomicPtr::new(p.cast()),
                     len,
                 });
             }
@@ -61,18 +61,36 @@ impl Bar0 {
         Err(os_err("Could not map BAR0"))
     }
 
+    fn reg(&self, off: usize) -> *mut u32 {
+        let p = self.ptr.load(std::sync::atomic::Ordering::Acquire);
+        assert!(!p.is_null(), "BAR0 used after the controller was closed");
+        assert!(off + 4 <= self.len && off % 4 == 0, "BAR0 offset {off:#x}");
+        // SAFETY: `off + 4 <= len` (checked), so the result stays inside the mapping.
+        unsafe { p.add(off).cast::<u32>() }
+    }
+
     /// Read the 32-bit register at `off`.
     pub fn read32(&self, off: usize) -> u32 {
-        assert!(off + 4 <= self.len && off % 4 == 0, "BAR0 offset {off:#x}");
-        // SAFETY: in bounds (checked), 4-aligned, device memory mapped for the life of self.
-        unsafe { std::ptr::read_volatile(self.ptr.add(off).cast::<u32>()) }
+        // SAFETY: `reg` returns an in-bounds, 4-aligned pointer into the live device mapping.
+        unsafe { std::ptr::read_volatile(self.reg(off)) }
     }
 
     /// Write the 32-bit register at `off`.
     pub fn write32(&self, off: usize, v: u32) {
-        assert!(off + 4 <= self.len && off % 4 == 0, "BAR0 offset {off:#x}");
-        // SAFETY: in bounds (checked), 4-aligned, device memory mapped for the life of self.
-        unsafe { std::ptr::write_volatile(self.ptr.add(off).cast::<u32>(), v) }
+        // SAFETY: `reg` returns an in-bounds, 4-aligned pointer into the live device mapping.
+        unsafe { std::ptr::write_volatile(self.reg(off), v) }
+    }
+
+    /// Unmap the BAR now (the device fd can only be released once nothing maps it). Later
+    /// register accesses panic; the controller gates them behind its closed flag.
+    pub fn unmap(&self) {
+        let p = self
+            .ptr
+            .swap(std::ptr::null_mut(), std::sync::atomic::Ordering::AcqRel);
+        if !p.is_null() {
+            // SAFETY: unmapping exactly the mapping created in `map`, once (the swap above).
+            unsafe { libc::munmap(p.cast(), self.len) };
+        }
     }
 
     /// Read a 64-bit register as two 32-bit accesses (low dword first).
@@ -99,8 +117,7 @@ impl Bar0 {
 
 impl Drop for Bar0 {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping created in `map`; no references outlive self.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        self.unmap();
     }
 }
 

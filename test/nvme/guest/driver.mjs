@@ -1,0 +1,84 @@
+// Runs inside the NVMe test guest (test/nvme/driver.test.ts): drives the emulated controller at
+// 0000:00:10.0 through qimg's Node API and the nvme:// protocol, and writes what it saw to
+// /xfer/result.json for the host to assert on (and to check against the backing file).
+import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { driverCases, pattern, REGIONS } from "./pattern.mjs";
+
+const repo = process.argv[2];
+const { NvmeController, open } = await import(`${repo}/dist/index.js`);
+const BDF = "0000:00:10.0";
+const out = { errors: {} };
+const sha = (b) => createHash("sha256").update(b).digest("hex");
+const codeOf = async (f) => {
+  try {
+    await f();
+    return "no error";
+  } catch (e) {
+    return e.code ?? String(e);
+  }
+};
+
+const t0 = Date.now();
+const c = await NvmeController.open(BDF);
+out.openMs = Date.now() - t0;
+out.identify = c.identify();
+out.namespaces = await c.namespaces();
+const ns = await c.namespace(1);
+out.ns = { size: ns.size, blockSize: ns.blockSize };
+
+// Data the host wrote into the backing file before boot.
+out.hostPatternSha = sha(await ns.read(REGIONS.hostPattern[0], REGIONS.hostPattern[1]));
+
+// Many offsets and sizes: PRP1 only, PRP1+PRP2, PRP lists, MDTS and slot-count splits.
+out.cases = [];
+for (const [offset, len, seed] of driverCases()) {
+  const data = pattern(seed, len);
+  await ns.write(offset, data);
+  const back = await ns.read(offset, len);
+  out.cases.push({ offset, len, equal: Buffer.compare(data, back) === 0 });
+}
+await ns.flush();
+
+// Many requests in flight at once.
+const N = 64;
+await Promise.all(
+  Array.from({ length: N }, (_, i) => ns.write(REGIONS.parallelBase + i * 8192, pattern(1000 + i, 4096))),
+);
+const reads = await Promise.all(
+  Array.from({ length: N }, (_, i) => ns.read(REGIONS.parallelBase + i * 8192, 4096)),
+);
+out.parallelEqual = reads.every((b, i) => Buffer.compare(b, pattern(1000 + i, 4096)) === 0);
+
+await ns.writeZeroes(REGIONS.zeroes[0], REGIONS.zeroes[1]);
+await ns.writeZeroes(REGIONS.zeroesDealloc[0], REGIONS.zeroesDealloc[1], { deallocate: true });
+out.zeroesReadBack = (await ns.read(REGIONS.zeroes[0], REGIONS.zeroes[1])).every((x) => x === 0);
+await ns.discard(REGIONS.dsm[0], REGIONS.dsm[1]);
+await ns.flush();
+
+out.errors.outOfRange = await codeOf(() => ns.read(ns.size, 512));
+out.errors.unaligned = await codeOf(() => ns.read(100, 512));
+out.errors.inactiveNamespace = await codeOf(() => c.namespace(2));
+out.errors.secondOpen = await codeOf(() => NvmeController.open(BDF));
+out.errors.noDevice = await codeOf(() => NvmeController.open("0000:00:1f.7"));
+out.errors.badAddress = await codeOf(() => NvmeController.open("00:10.0"));
+await c.close();
+out.errors.afterClose = await codeOf(() => ns.read(0, 512));
+
+// The protocol node: unaligned byte access through a raw image on nvme://.
+const img = await open(`nvme://${BDF}/1`, { format: "raw" });
+out.imageSize = img.virtualSize ?? null;
+const [uo, ul] = REGIONS.unaligned;
+await img.write(uo, pattern(7, ul));
+out.unalignedEqual = Buffer.compare(await img.read(uo, ul), pattern(7, ul)) === 0;
+const [so, sl] = REGIONS.storageWrite;
+await img.write(so, pattern(8, sl));
+out.storageEqual = Buffer.compare(await img.read(so, sl), pattern(8, sl)) === 0;
+await img.flush();
+await img.close();
+
+// Reopen after a clean close (controller shut down and re-enabled).
+const c2 = await NvmeController.open(BDF);
+out.reopenSerial = c2.identify().serial;
+await c2.close();
+writeFileSync("/xfer/result.json", JSON.stringify(out, null, 1));
