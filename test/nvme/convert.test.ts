@@ -44,7 +44,7 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
       [disk],
       [
         "set -x",
-        `${qimg} convert -n -f qcow2 -O raw ${src} nvme://${BDF}/1 && echo CONVERT1=ok > /xfer/status`,
+        `${qimg} convert -n -f qcow2 -O raw /xfer/disk.qcow2 nvme://${BDF}/1 && echo CONVERT1=ok > /xfer/status`,
         `${qimg} info --output=json nvme://${BDF}/1 > /xfer/info.json`,
         `${qimg} info --output=json '${json}' > /xfer/info2.json`,
         `${qimg} convert -f raw -O qcow2 nvme://${BDF}/1 /xfer/back.qcow2 && echo CONVERT2=ok >> /xfer/status`,
