@@ -5,7 +5,7 @@
  * (URI and `json:` options forms), and converted back to qcow2. On the host after the VM exits:
  * `qemu-img compare` of the source with the backing file and with the round trip, `qemu-img check`.
  */
-import { openSync, readFileSync, writeSync, closeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hasPeer, run, runOk, tempDir } from "../helpers/peers.js";
 import { type GuestRun, REPO, runGuest, vmSkipReason } from "./vm.js";
@@ -25,12 +25,18 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
   beforeAll(() => {
     runOk("qemu-img", ["create", "-q", "-f", "qcow2", src, "32M"]);
     runOk("qemu-io", [
-      "-f", "qcow2",
-      "-c", "write -P 0x5a 0 1M",
-      "-c", "write -P 0x33 5M 3M",
-      "-c", "write -P 0x11 9437000 1000",
-      "-c", "write -z 12M 1M",
-      "-c", "write -P 0x7e 31M 1M",
+      "-f",
+      "qcow2",
+      "-c",
+      "write -P 0x5a 0 1M",
+      "-c",
+      "write -P 0x33 5M 3M",
+      "-c",
+      "write -P 0x11 9437000 1000",
+      "-c",
+      "write -z 12M 1M",
+      "-c",
+      "write -P 0x7e 31M 1M",
       src,
     ]);
     // Garbage on the namespace: convert -n must overwrite every zero range.

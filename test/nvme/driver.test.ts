@@ -85,14 +85,19 @@ describe.skipIf(skip !== undefined)("userspace NVMe driver in a guest", () => {
   it("keeps many requests in flight", () => {
     expect(res.parallelEqual).toBe(true);
     for (let i = 0; i < 64; i++) {
-      expect(Buffer.compare(readAt(disk, REGIONS.parallelBase + i * 8192, 4096), pattern(1000 + i, 4096))).toBe(0);
+      expect(
+        Buffer.compare(readAt(disk, REGIONS.parallelBase + i * 8192, 4096), pattern(1000 + i, 4096)),
+      ).toBe(0);
     }
   });
 
   it("write zeroes and DSM deallocate reach the backing file", () => {
     expect(res.zeroesReadBack).toBe(true);
     for (const [o, l] of [REGIONS.zeroes, REGIONS.zeroesDealloc, REGIONS.dsm]) {
-      expect(readAt(disk, o, l).every((x) => x === 0), `zeros at ${o}`).toBe(true);
+      expect(
+        readAt(disk, o, l).every((x) => x === 0),
+        `zeros at ${o}`,
+      ).toBe(true);
     }
     if (!hasPeer("qemu-img")) return;
     const map = JSON.parse(runOk("qemu-img", ["map", "--output=json", "-f", "raw", disk])) as {

@@ -19,7 +19,10 @@ export function vmSkipReason(): string | undefined {
   if (!readdirSync("/boot").some((f) => f.startsWith("vmlinuz-"))) {
     return "no Debian kernel in /boot (apt-get install linux-image-amd64)";
   }
-  if (!existsSync(join(REPO, "dist/index.js")) || !readdirSync(join(REPO, "native")).some((f) => f.endsWith(".node"))) {
+  if (
+    !existsSync(join(REPO, "dist/index.js")) ||
+    !readdirSync(join(REPO, "native")).some((f) => f.endsWith(".node"))
+  ) {
     return "qimg is not built (npm run build)";
   }
   return undefined;
@@ -46,5 +49,11 @@ export function runGuest(nvme: string[], script: string, xfer: string, timeoutS 
   args.push(path, xfer);
   const r = spawnSync("bash", args, { encoding: "utf8", timeout: (timeoutS + 60) * 1000 });
   const read = (n: string) => (existsSync(join(xfer, n)) ? readFileSync(join(xfer, n), "utf8") : "");
-  return { rc: r.status ?? -1, stdout: read("stdout"), stderr: read("stderr"), console: read("console"), xfer };
+  return {
+    rc: r.status ?? -1,
+    stdout: read("stdout"),
+    stderr: read("stderr"),
+    console: read("console"),
+    xfer,
+  };
 }

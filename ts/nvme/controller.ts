@@ -13,7 +13,7 @@
  */
 import type * as Binding from "../../native/binding.js";
 import { QimgError } from "../errors.js";
-import { callNative, native, type NvmeIdentify } from "../native.js";
+import { callNative, type NvmeIdentify, native } from "../native.js";
 
 export type { NvmeIdentify };
 

@@ -106,7 +106,10 @@ fn wait_csts(bar: &Bar0, mask: u32, want: u32, timeout_ms: u64, what: &str) -> R
     loop {
         let v = bar.read32(CSTS);
         if v == u32::MAX {
-            return Err(Error::new(ErrorCode::Io, "NVMe controller is not responding (CSTS reads all ones)"));
+            return Err(Error::new(
+                ErrorCode::Io,
+                "NVMe controller is not responding (CSTS reads all ones)",
+            ));
         }
         if v & mask == want {
             return Ok(());
@@ -153,7 +156,9 @@ impl Controller {
         let bar = Bar0::map(&dev)?;
         let cap = Cap::parse(bar.read64(CAP));
         if !cap.css_nvm {
-            return Err(Error::unsupported("NVMe controller lacks the NVM command set"));
+            return Err(Error::unsupported(
+                "NVMe controller lacks the NVM command set",
+            ));
         }
         if cap.mps_min > PAGE {
             return Err(Error::unsupported(format!(
@@ -162,7 +167,9 @@ impl Controller {
             )));
         }
         if bar.len() < cap.cq_doorbell(WANT_IO_QUEUES as u16) + 4 {
-            return Err(Error::unsupported("NVMe doorbells lie outside the mapped BAR0"));
+            return Err(Error::unsupported(
+                "NVMe doorbells lie outside the mapped BAR0",
+            ));
         }
         let iovas = Mutex::new(IovaAllocator::new(dev.iova_ranges.clone()));
 
@@ -196,7 +203,13 @@ impl Controller {
             buf: DmaBuffer::new(&dev, &iovas, PAGE)?,
         };
         bar.write32(CC, CC_BASE | CC_EN);
-        wait_csts(&bar, CSTS_RDY | CSTS_CFS, CSTS_RDY, cap.timeout_ms, "enabling")?;
+        wait_csts(
+            &bar,
+            CSTS_RDY | CSTS_CFS,
+            CSTS_RDY,
+            cap.timeout_ms,
+            "enabling",
+        )?;
 
         let mut ctrl = Controller {
             bdf,
@@ -232,9 +245,7 @@ impl Controller {
             None,
             "Set Features (Number of Queues)",
         )?;
-        let nq = want
-            .min((got & 0xffff) + 1)
-            .min((got >> 16) + 1) as usize;
+        let nq = want.min((got & 0xffff) + 1).min((got >> 16) + 1) as usize;
         let depth = ((SLOTS_PER_QUEUE + 1) as u32).min(cap.mqes) as u16;
         for i in 0..nq {
             let qid = (i + 1) as u16;
@@ -317,7 +328,10 @@ impl Controller {
         if nsid == 0 || nsid > self.info.nn {
             return Err(Error::new(
                 ErrorCode::NotFound,
-                format!("NVMe namespace {nsid} does not exist (controller has {})", self.info.nn),
+                format!(
+                    "NVMe namespace {nsid} does not exist (controller has {})",
+                    self.info.nn
+                ),
             ));
         }
         let mut page = vec![0u8; PAGE];
@@ -411,8 +425,11 @@ impl Controller {
                 continue;
             }
             let qid = g.qp.qid as u32;
-            if let Err(e) = self.admin_cmd(Sqe::new(ADM_DELETE_SQ, 0).cdw(10, qid), None, "Delete SQ")
-                .and_then(|_| self.admin_cmd(Sqe::new(ADM_DELETE_CQ, 0).cdw(10, qid), None, "Delete CQ"))
+            if let Err(e) = self
+                .admin_cmd(Sqe::new(ADM_DELETE_SQ, 0).cdw(10, qid), None, "Delete SQ")
+                .and_then(|_| {
+                    self.admin_cmd(Sqe::new(ADM_DELETE_CQ, 0).cdw(10, qid), None, "Delete CQ")
+                })
             {
                 result = Err(e);
                 break;

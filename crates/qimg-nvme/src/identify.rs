@@ -133,7 +133,9 @@ impl NamespaceInfo {
             )));
         }
         if nsze.checked_mul(1 << lbads).is_none() {
-            return Err(Error::corrupt(format!("NVMe namespace {nsid}: size overflows")));
+            return Err(Error::corrupt(format!(
+                "NVMe namespace {nsid}: size overflows"
+            )));
         }
         Ok(NamespaceInfo {
             nsid,

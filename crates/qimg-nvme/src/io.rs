@@ -125,7 +125,7 @@ impl Namespace {
 
     fn check(&self, offset: u64, len: u64) -> Result<()> {
         let bs = self.info.lba_size as u64;
-        if offset % bs != 0 || len % bs != 0 {
+        if !offset.is_multiple_of(bs) || !len.is_multiple_of(bs) {
             return Err(Error::invalid(format!(
                 "NVMe I/O at {offset}+{len} is not aligned to the {bs}-byte block size"
             )));
@@ -133,7 +133,10 @@ impl Namespace {
         if offset.checked_add(len).is_none_or(|e| e > self.size()) {
             return Err(Error::new(
                 ErrorCode::OutOfRange,
-                format!("NVMe I/O at {offset}+{len} is beyond the namespace end {}", self.size()),
+                format!(
+                    "NVMe I/O at {offset}+{len} is beyond the namespace end {}",
+                    self.size()
+                ),
             )
             .with_offset(offset));
         }
@@ -208,7 +211,13 @@ impl Namespace {
     pub fn flush(&self) -> Result<()> {
         let nsid = self.info.nsid;
         let mut q = self.ctrl.queue()?;
-        q.run(&self.ctrl.bar, 1, "Flush", |_, _| Sqe::new(OP_FLUSH, nsid), |_, _| {})
+        q.run(
+            &self.ctrl.bar,
+            1,
+            "Flush",
+            |_, _| Sqe::new(OP_FLUSH, nsid),
+            |_, _| {},
+        )
     }
 
     /// Make `len` bytes at `offset` (block aligned) read as zeros with Write Zeroes (deallocating

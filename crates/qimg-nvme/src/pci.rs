@@ -64,7 +64,10 @@ impl Bar0 {
     fn reg(&self, off: usize) -> *mut u32 {
         let p = self.ptr.load(std::sync::atomic::Ordering::Acquire);
         assert!(!p.is_null(), "BAR0 used after the controller was closed");
-        assert!(off + 4 <= self.len && off % 4 == 0, "BAR0 offset {off:#x}");
+        assert!(
+            off + 4 <= self.len && off.is_multiple_of(4),
+            "BAR0 offset {off:#x}"
+        );
         // SAFETY: `off + 4 <= len` (checked), so the result stays inside the mapping.
         unsafe { p.add(off).cast::<u32>() }
     }
@@ -135,9 +138,7 @@ pub fn enable_bus_master(dev: &VfioDevice) -> Result<()> {
     }
     let mut b = [0u8; 2];
     dev.region_read(&cfg, &mut b, PCI_COMMAND)?;
-    let cmd = u16::from_le_bytes(b)
-        | PCI_COMMAND_MEMORY
-        | PCI_COMMAND_MASTER
-        | PCI_COMMAND_INTX_DISABLE;
+    let cmd =
+        u16::from_le_bytes(b) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE;
     dev.region_write(&cfg, &cmd.to_le_bytes(), PCI_COMMAND)
 }

@@ -221,12 +221,15 @@ impl QueuePair {
             let mut v = 0u64;
             // SAFETY: reading 8 bytes into a u64 from a non-blocking eventfd.
             unsafe { libc::read(self.irq.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-            if spins % 256 == 0 {
+            if spins.is_multiple_of(256) {
                 let csts = bar.read32(CSTS);
                 if csts == u32::MAX || csts & CSTS_CFS != 0 {
                     return Err(Error::new(
                         ErrorCode::Io,
-                        format!("NVMe controller fatal status (CSTS {csts:#x}) on queue {}", self.qid),
+                        format!(
+                            "NVMe controller fatal status (CSTS {csts:#x}) on queue {}",
+                            self.qid
+                        ),
                     ));
                 }
                 if start.elapsed() > COMMAND_TIMEOUT {

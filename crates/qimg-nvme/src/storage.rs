@@ -50,7 +50,7 @@ impl NvmeStorage {
         let end = offset + buf.len() as u64;
         let mut pos = offset;
         while pos < end {
-            if pos % bs != 0 || end - pos < bs {
+            if !pos.is_multiple_of(bs) || end - pos < bs {
                 let blk = pos / bs * bs;
                 let mut t = vec![0u8; bs as usize];
                 self.ns.read(blk, &mut t)?;
@@ -84,16 +84,20 @@ impl NvmeStorage {
         let a0 = offset.next_multiple_of(bs);
         let a1 = end / bs * bs;
         let mut partial = Vec::new();
-        if offset % bs != 0 {
+        if !offset.is_multiple_of(bs) {
             partial.push(h);
         }
-        if end % bs != 0 && partial.first() != Some(&a1) {
+        if !end.is_multiple_of(bs) && partial.first() != Some(&a1) {
             partial.push(a1);
         }
         let _g = if partial.is_empty() {
             None
         } else {
-            Some(self.rmw.lock().map_err(|_| Error::invalid("lock poisoned"))?)
+            Some(
+                self.rmw
+                    .lock()
+                    .map_err(|_| Error::invalid("lock poisoned"))?,
+            )
         };
         for blk in partial {
             let mut b = vec![0u8; bs as usize];
@@ -109,13 +113,19 @@ impl NvmeStorage {
 
     fn check_write(&self, offset: u64, len: u64) -> Result<()> {
         if self.read_only {
-            return Err(Error::new(ErrorCode::ReadOnly, "The NVMe namespace is opened read-only")
-                .with_path(&self.name));
+            return Err(Error::new(
+                ErrorCode::ReadOnly,
+                "The NVMe namespace is opened read-only",
+            )
+            .with_path(&self.name));
         }
         if offset.checked_add(len).is_none_or(|e| e > self.ns.size()) {
             return Err(Error::new(
                 ErrorCode::OutOfRange,
-                format!("Cannot write beyond the end of the NVMe namespace ({} bytes)", self.ns.size()),
+                format!(
+                    "Cannot write beyond the end of the NVMe namespace ({} bytes)",
+                    self.ns.size()
+                ),
             )
             .with_path(&self.name)
             .with_offset(offset));

@@ -204,14 +204,8 @@ impl VfioDevice {
             return Err(Error::unsupported(format!("Unknown VFIO API version {v}")));
         }
         // SAFETY: VFIO_CHECK_EXTENSION takes the extension number as an integer.
-        let ok = unsafe {
-            ioctl_ptr(
-                cfd,
-                VFIO_CHECK_EXTENSION,
-                VFIO_TYPE1V2_IOMMU as usize,
-            )
-        }
-        .map_err(|e| Error::io("VFIO_CHECK_EXTENSION", &e))?;
+        let ok = unsafe { ioctl_ptr(cfd, VFIO_CHECK_EXTENSION, VFIO_TYPE1V2_IOMMU as usize) }
+            .map_err(|e| Error::io("VFIO_CHECK_EXTENSION", &e))?;
         if ok == 0 {
             return Err(Error::unsupported("VFIO type1v2 IOMMU is not available"));
         }
@@ -241,8 +235,14 @@ impl VfioDevice {
         }
         let cfd_val: i32 = cfd;
         // SAFETY: VFIO_GROUP_SET_CONTAINER takes a pointer to the container fd (an int).
-        unsafe { ioctl_ptr(gfd, VFIO_GROUP_SET_CONTAINER, &cfd_val as *const i32 as usize) }
-            .map_err(|e| Error::io("VFIO_GROUP_SET_CONTAINER", &e))?;
+        unsafe {
+            ioctl_ptr(
+                gfd,
+                VFIO_GROUP_SET_CONTAINER,
+                &cfd_val as *const i32 as usize,
+            )
+        }
+        .map_err(|e| Error::io("VFIO_GROUP_SET_CONTAINER", &e))?;
         // SAFETY: VFIO_SET_IOMMU takes the IOMMU type as an integer.
         unsafe { ioctl_ptr(cfd, VFIO_SET_IOMMU, VFIO_TYPE1V2_IOMMU as usize) }
             .map_err(|e| Error::io("VFIO_SET_IOMMU", &e))?;

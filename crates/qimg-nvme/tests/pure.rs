@@ -49,7 +49,10 @@ fn identify_controller_fields() {
 #[test]
 fn identify_namespace_bounds() {
     let mut b = vec![0u8; 4096];
-    assert_eq!(NamespaceInfo::parse(1, &b).unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        NamespaceInfo::parse(1, &b).unwrap_err().code,
+        ErrorCode::NotFound
+    );
     b[0..8].copy_from_slice(&131072u64.to_le_bytes());
     b[25] = 1; // two formats
     b[128..132].copy_from_slice(&(9u32 << 16).to_le_bytes());
@@ -59,21 +62,41 @@ fn identify_namespace_bounds() {
     b[26] = 1;
     assert_eq!(NamespaceInfo::parse(1, &b).unwrap().lba_size, 4096);
     b[26] = 5; // beyond NLBAF
-    assert_eq!(NamespaceInfo::parse(1, &b).unwrap_err().code, ErrorCode::Corrupt);
+    assert_eq!(
+        NamespaceInfo::parse(1, &b).unwrap_err().code,
+        ErrorCode::Corrupt
+    );
     b[26] = 0;
     b[128..132].copy_from_slice(&(30u32 << 16).to_le_bytes());
-    assert_eq!(NamespaceInfo::parse(1, &b).unwrap_err().code, ErrorCode::Unsupported);
+    assert_eq!(
+        NamespaceInfo::parse(1, &b).unwrap_err().code,
+        ErrorCode::Unsupported
+    );
     b[128..132].copy_from_slice(&(9u32 << 16).to_le_bytes());
     b[0..8].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert_eq!(NamespaceInfo::parse(1, &b).unwrap_err().code, ErrorCode::Corrupt);
+    assert_eq!(
+        NamespaceInfo::parse(1, &b).unwrap_err().code,
+        ErrorCode::Corrupt
+    );
 }
 
 #[test]
 fn pci_addresses() {
     assert!(check_bdf("0000:00:10.0").is_ok());
     assert!(check_bdf("0000:06:0d.7").is_ok());
-    for bad in ["00:10.0", "0000:00:10.8", "0000:00:10", "../../../etc", "0000:0g:10.0", ""] {
-        assert_eq!(check_bdf(bad).unwrap_err().code, ErrorCode::InvalidArgument, "{bad}");
+    for bad in [
+        "00:10.0",
+        "0000:00:10.8",
+        "0000:00:10",
+        "../../../etc",
+        "0000:0g:10.0",
+        "",
+    ] {
+        assert_eq!(
+            check_bdf(bad).unwrap_err().code,
+            ErrorCode::InvalidArgument,
+            "{bad}"
+        );
     }
 }
 
@@ -83,13 +106,19 @@ fn iova_allocator_avoids_msi_window_and_respects_ranges() {
     let mut last = 0;
     for _ in 0..5000 {
         let i = a.alloc(1 << 20).unwrap();
-        assert!(i >= last && i % 4096 == 0);
+        assert!(i >= last && i.is_multiple_of(4096));
         assert!(i + (1 << 20) <= 0xfee0_0000 || i > 0xfeef_ffff, "{i:#x}");
         last = i + (1 << 20);
     }
     let mut a = IovaAllocator::new(vec![
-        IovaRange { start: 0, end: 0x3f_ffff },
-        IovaRange { start: 0x100_0000, end: 0x1ff_ffff },
+        IovaRange {
+            start: 0,
+            end: 0x3f_ffff,
+        },
+        IovaRange {
+            start: 0x100_0000,
+            end: 0x1ff_ffff,
+        },
     ]);
     assert_eq!(a.alloc(0x20_0000).unwrap(), 0x10_0000);
     assert_eq!(a.alloc(0x20_0000).unwrap(), 0x100_0000);

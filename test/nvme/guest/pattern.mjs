@@ -28,8 +28,23 @@ const MiB = 1 << 20;
 /** The write/read cases of the driver test: [offset, length, seed], non-overlapping, 8–40 MiB. */
 export function driverCases() {
   const sizes = [
-    512, 1024, 4096, 4608, 8192, 8704, 12288, 16896, 65536, 131072, 131584, 262144, 524288, 524800,
-    MiB, 2 * MiB + 1536, 3 * MiB,
+    512,
+    1024,
+    4096,
+    4608,
+    8192,
+    8704,
+    12288,
+    16896,
+    65536,
+    131072,
+    131584,
+    262144,
+    524288,
+    524800,
+    MiB,
+    2 * MiB + 1536,
+    3 * MiB,
   ];
   const cases = [];
   let cursor = 8 * MiB;
