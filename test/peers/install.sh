@@ -16,6 +16,8 @@ command -v bximage >/dev/null 2>&1 || need+=(bximage)
 command -v create_compressed_fs >/dev/null 2>&1 || need+=(cloop-utils)
 /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || need+=(python3-libqcow)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || need+=(python3-libvhdi)
+# fio: the kernel nvme driver's figures in the guest, next to qimg's (benches/nvme.mjs).
+command -v fio >/dev/null 2>&1 || need+=(fio)
 # The NVMe guest (test/vm/): QEMU's x86 system emulator, a Debian kernel and a static busybox;
 # installed without recommends (qemu-system-x86 would otherwise pull in a graphics stack).
 vm_need=()

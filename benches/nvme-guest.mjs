@@ -1,0 +1,48 @@
+// Runs inside the NVMe guest for benches/nvme.mjs: qimg's userspace driver on 0000:00:10.0 —
+// 4 KiB random reads and writes at queue depth 1 and 32 (QD = promises kept in flight), and
+// 1 MiB sequential reads and writes — for `secs` seconds each. Prints one JSON object.
+const [repo, secsArg] = process.argv.slice(2);
+const secs = Number(secsArg);
+const { NvmeController } = await import(`${repo}/dist/index.js`);
+const c = await NvmeController.open("0000:00:10.0");
+const ns = await c.namespace(1);
+const blocks4k = Math.floor(ns.size / 4096);
+let seed = 12345;
+const rand = () => {
+  seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+  return seed;
+};
+
+async function job(kind, bs, qd, sequential) {
+  const end = Date.now() + secs * 1000;
+  let ops = 0;
+  let next = 0;
+  const worker = async () => {
+    const buf = Buffer.alloc(bs, 0x5a);
+    while (Date.now() < end) {
+      const off = sequential
+        ? (next++ * bs) % (ns.size - (ns.size % bs))
+        : (rand() % ((ns.size / bs) | 0)) * bs;
+      if (kind === "read") await ns.read(off, bs, buf);
+      else await ns.write(off, buf);
+      ops++;
+    }
+  };
+  const t0 = process.hrtime.bigint();
+  await Promise.all(Array.from({ length: qd }, worker));
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  return { iops: ops / s, mbps: (ops * bs) / s / 1e6 };
+}
+
+void blocks4k;
+const out = {
+  queues: c.identify().ioQueues,
+  randread_qd1: await job("read", 4096, 1, false),
+  randread_qd32: await job("read", 4096, 32, false),
+  randwrite_qd1: await job("write", 4096, 1, false),
+  randwrite_qd32: await job("write", 4096, 32, false),
+  seqread_1m: await job("read", 1 << 20, 4, true),
+  seqwrite_1m: await job("write", 1 << 20, 4, true),
+};
+await c.close();
+console.log(JSON.stringify(out));
