@@ -1,6 +1,7 @@
 // Runs inside the NVMe guest for benches/nvme.mjs: qimg's userspace driver on 0000:00:10.0 —
 // 4 KiB random reads and writes at queue depth 1 and 32 (QD = promises kept in flight), and
-// 1 MiB sequential reads and writes — for `secs` seconds each. Prints one JSON object.
+// 1 MiB sequential reads and writes — for `secs` seconds each, from DMA buffers (allocBuffer, no
+// copies), and once through the bounce buffers. Prints one JSON object.
 const [repo, secsArg] = process.argv.slice(2);
 const secs = Number(secsArg);
 const { NvmeController } = await import(`${repo}/dist/index.js`);
@@ -13,12 +14,12 @@ const rand = () => {
   return seed;
 };
 
-async function job(kind, bs, qd, sequential) {
+async function job(kind, bs, qd, sequential, zeroCopy = true) {
   const end = Date.now() + secs * 1000;
   let ops = 0;
   let next = 0;
   const worker = async () => {
-    const buf = Buffer.alloc(bs, 0x5a);
+    const buf = zeroCopy ? c.allocBuffer(bs).fill(0x5a) : Buffer.alloc(bs, 0x5a);
     while (Date.now() < end) {
       const off = sequential
         ? (next++ * bs) % (ns.size - (ns.size % bs))
@@ -43,6 +44,7 @@ const out = {
   randwrite_qd32: await job("write", 4096, 32, false),
   seqread_1m: await job("read", 1 << 20, 4, true),
   seqwrite_1m: await job("write", 1 << 20, 4, true),
+  seqread_1m_bounce: await job("read", 1 << 20, 4, true, false),
 };
 await c.close();
 console.log(JSON.stringify(out));

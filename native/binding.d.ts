@@ -79,6 +79,17 @@ export declare class NvmeController {
   static open(bdf: string): Promise<NvmeController>
   /** Identify Controller (as read at open). */
   identify(): NvmeIdentify
+  /**
+   * A Buffer over DMA-mapped memory: reads into it and writes from it go straight between the
+   * controller and this memory, without the bounce-buffer copy (any slice of it works; at most
+   * 64 MiB). It stays valid after `close()`.
+   */
+  allocBuffer(size: number): Buffer
+  /**
+   * Commands whose data went directly to/from DMA buffers from `allocBuffer`, and commands
+   * copied through the driver's bounce buffers, since open.
+   */
+  stats(): NvmeStats
   /** Active namespace IDs. */
   namespaces(): Promise<number[]>
   /** Open namespace `nsid`. */
@@ -385,6 +396,14 @@ export interface NvmeIdentify {
   writeZeroes: boolean
   /** Volatile write cache present. */
   volatileWriteCache: boolean
+}
+
+/** I/O command counters. */
+export interface NvmeStats {
+  /** Read/write commands whose data moved without a copy. */
+  directCommands: number
+  /** Read/write commands copied through bounce buffers. */
+  bounceCommands: number
 }
 
 /** An NVMe namespace to open (QEMU's `file.driver=nvme` options). */

@@ -24,6 +24,7 @@ export type {
   NativeInfo,
   NativeSnapshot,
   NvmeIdentify,
+  NvmeStats,
 } from "../native/binding.js";
 
 /** Turn anything thrown by the addon into a QimgError (other errors pass through unchanged). */

@@ -43,6 +43,15 @@ pub struct NvmeIdentify {
     pub volatile_write_cache: bool,
 }
 
+/// I/O command counters.
+#[napi(object)]
+pub struct NvmeStats {
+    /// Read/write commands whose data moved without a copy.
+    pub direct_commands: f64,
+    /// Read/write commands copied through bounce buffers.
+    pub bounce_commands: f64,
+}
+
 /// An NVMe controller bound to vfio-pci, driven from userspace. Close it explicitly (it is also
 /// shut down when garbage-collected and at process exit).
 #[napi]
@@ -104,6 +113,30 @@ impl NvmeController {
             dsm: i.supports_dsm(),
             write_zeroes: i.supports_write_zeroes(),
             volatile_write_cache: i.vwc,
+        })
+    }
+
+    /// A Buffer over DMA-mapped memory: reads into it and writes from it go straight between the
+    /// controller and this memory, without the bounce-buffer copy (any slice of it works; at most
+    /// 64 MiB). It stays valid after `close()`.
+    #[napi]
+    pub fn alloc_buffer<'env>(&self, env: &'env Env, size: u32) -> Result<BufferSlice<'env>> {
+        let c = self.ctrl().map_err(crate::error::to_napi)?;
+        let b = c.alloc_dma(size as usize).map_err(crate::error::to_napi)?;
+        let ptr = b.as_ptr();
+        // SAFETY: `ptr` points to `size` bytes of the mapping `b` owns; `b` (an Arc) is moved
+        // into the finalizer, so the memory lives until JavaScript drops the Buffer.
+        unsafe { BufferSlice::from_external(env, ptr, size as usize, b, |_, b| drop(b)) }
+    }
+
+    /// Commands whose data went directly to/from DMA buffers from `allocBuffer`, and commands
+    /// copied through the driver's bounce buffers, since open.
+    #[napi]
+    pub fn stats(&self) -> Result<NvmeStats> {
+        let c = self.ctrl().map_err(crate::error::to_napi)?;
+        Ok(NvmeStats {
+            direct_commands: c.direct_ops.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            bounce_commands: c.bounce_ops.load(std::sync::atomic::Ordering::Relaxed) as f64,
         })
     }
 
@@ -170,14 +203,18 @@ impl NvmeNamespace {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn read(&self, offset: f64, mut buf: Buffer) -> AsyncTask<Work<()>> {
         let ns = self.ns.clone();
-        spawn(None, move || ns.read(to_u64(offset, "offset")?, buf.as_mut()))
+        spawn(None, move || {
+            ns.read(to_u64(offset, "offset")?, buf.as_mut())
+        })
     }
 
     /// Write `buf` at `offset` (both multiples of the block size).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn write(&self, offset: f64, buf: Buffer) -> AsyncTask<Work<()>> {
         let ns = self.ns.clone();
-        spawn(None, move || ns.write(to_u64(offset, "offset")?, buf.as_ref()))
+        spawn(None, move || {
+            ns.write(to_u64(offset, "offset")?, buf.as_ref())
+        })
     }
 
     /// Flush the controller's volatile write cache.

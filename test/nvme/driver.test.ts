@@ -91,6 +91,18 @@ describe.skipIf(skip !== undefined)("userspace NVMe driver in a guest", () => {
     }
   });
 
+  it("moves data without copies through DMA buffers from allocBuffer", () => {
+    expect(res.zeroCopy.equal).toBe(true);
+    // 2 MiB each way in 128 KiB commands, plus the two 9 KiB slices; nothing bounced.
+    expect(res.zeroCopy.direct).toBe(16 + 16 + 1 + 1);
+    expect(res.zeroCopy.bounce).toBe(0);
+    const [o] = REGIONS.zeroCopy;
+    expect(Buffer.compare(readAt(disk, o, 2 * MiB), pattern(500, 2 * MiB))).toBe(0);
+    expect(
+      Buffer.compare(readAt(disk, o + 4 * MiB, 9216), pattern(500, 2 * MiB).subarray(4100, 4100 + 9216)),
+    ).toBe(0);
+  });
+
   it("write zeroes and DSM deallocate reach the backing file", () => {
     expect(res.zeroesReadBack).toBe(true);
     for (const [o, l] of [REGIONS.zeroes, REGIONS.zeroesDealloc, REGIONS.dsm]) {
@@ -117,6 +129,7 @@ describe.skipIf(skip !== undefined)("userspace NVMe driver in a guest", () => {
       unaligned: "ERR_QIMG_INVALID_ARGUMENT",
       inactiveNamespace: "ERR_QIMG_NOT_FOUND",
       secondOpen: "ERR_QIMG_LOCKED",
+      bufferTooBig: "ERR_QIMG_INVALID_ARGUMENT",
       noDevice: "ERR_QIMG_NOT_FOUND",
       badAddress: "ERR_QIMG_INVALID_ARGUMENT",
       afterClose: "ERR_QIMG_INVALID_ARGUMENT",

@@ -13,9 +13,9 @@
  */
 import type * as Binding from "../../native/binding.js";
 import { QimgError } from "../errors.js";
-import { callNative, type NvmeIdentify, native } from "../native.js";
+import { callNative, type NvmeIdentify, type NvmeStats, native, unwrapNativeError } from "../native.js";
 
-export type { NvmeIdentify };
+export type { NvmeIdentify, NvmeStats };
 
 /** One namespace: offsets and lengths are multiples of {@link NvmeNamespace.blockSize}. */
 export class NvmeNamespace {
@@ -87,6 +87,21 @@ export class NvmeController {
   /** Identify Controller fields (serial, model, firmware, MDTS, queue count …). */
   identify(): NvmeIdentify {
     return this.#c.identify();
+  }
+  /**
+   * A Buffer over DMA-mapped memory (at most 64 MiB): reads into it and writes from it (or from
+   * any slice of it) move data without the driver's bounce-buffer copy. Valid after `close()`.
+   */
+  allocBuffer(size: number): Buffer {
+    try {
+      return this.#c.allocBuffer(size);
+    } catch (e) {
+      throw unwrapNativeError(e);
+    }
+  }
+  /** Read/write commands that moved data directly (DMA buffers) or through bounce buffers. */
+  stats(): NvmeStats {
+    return this.#c.stats();
   }
   /** Active namespace IDs. */
   async namespaces(): Promise<number[]> {

@@ -75,6 +75,13 @@ pub struct Controller {
     pub chunk_bytes: usize,
     closed: AtomicBool,
     _irqs: Vec<Arc<OwnedFd>>,
+    iovas: Mutex<IovaAllocator>,
+    /// DMA buffers handed out by [`Controller::alloc_dma`] (for zero-copy I/O).
+    user_bufs: Mutex<Vec<Weak<DmaBuffer>>>,
+    /// Commands whose data went straight to/from a caller's DMA buffer.
+    pub direct_ops: AtomicUsize,
+    /// Commands whose data was copied through a slot's bounce buffer.
+    pub bounce_ops: AtomicUsize,
 }
 
 impl std::fmt::Debug for Controller {
@@ -223,6 +230,10 @@ impl Controller {
             chunk_bytes: MAX_CHUNK,
             closed: AtomicBool::new(false),
             _irqs: irqs.clone(),
+            iovas,
+            user_bufs: Mutex::new(Vec::new()),
+            direct_ops: AtomicUsize::new(0),
+            bounce_ops: AtomicUsize::new(0),
         };
         let mut page = vec![0u8; PAGE];
         ctrl.admin_cmd(
@@ -250,8 +261,8 @@ impl Controller {
         for i in 0..nq {
             let qid = (i + 1) as u16;
             let vector = if qid as usize >= nirq { 0 } else { qid };
-            let sq = DmaBuffer::new(&dev, &iovas, depth as usize * SQE_SIZE)?;
-            let cq = DmaBuffer::new(&dev, &iovas, depth as usize * CQE_SIZE)?;
+            let sq = DmaBuffer::new(&dev, &ctrl.iovas, depth as usize * SQE_SIZE)?;
+            let cq = DmaBuffer::new(&dev, &ctrl.iovas, depth as usize * CQE_SIZE)?;
             let size_qid = ((depth as u32 - 1) << 16) | qid as u32;
             ctrl.admin_cmd(
                 Sqe::new(ADM_CREATE_CQ, 0)
@@ -272,8 +283,8 @@ impl Controller {
             let slots = (0..depth as usize - 1)
                 .map(|_| {
                     Ok(Slot {
-                        buf: DmaBuffer::new(&dev, &iovas, ctrl.chunk_bytes)?,
-                        prp: DmaBuffer::new(&dev, &iovas, PAGE)?,
+                        buf: DmaBuffer::new(&dev, &ctrl.iovas, ctrl.chunk_bytes)?,
+                        prp: DmaBuffer::new(&dev, &ctrl.iovas, PAGE)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -356,6 +367,35 @@ impl Controller {
             .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
             .take_while(|&n| n != 0)
             .collect())
+    }
+
+    /// A DMA-mapped buffer of `len` bytes (at most 64 MiB) for zero-copy I/O: reads and writes
+    /// whose data lies inside it skip the bounce buffers. Stays valid after the controller closes.
+    pub fn alloc_dma(&self, len: usize) -> Result<Arc<DmaBuffer>> {
+        if len == 0 || len > 64 << 20 {
+            return Err(Error::invalid("DMA buffer size must be 1 byte to 64 MiB"));
+        }
+        let dev = self
+            .dev
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .ok_or_else(|| Error::invalid("the NVMe controller is closed"))?;
+        let b = Arc::new(DmaBuffer::new(&dev, &self.iovas, len)?);
+        if let Ok(mut l) = self.user_bufs.lock() {
+            l.retain(|w| w.strong_count() > 0);
+            l.push(Arc::downgrade(&b));
+        }
+        Ok(b)
+    }
+
+    /// The IOVA of `len` bytes at `ptr` if they lie in a live buffer from [`Self::alloc_dma`].
+    pub(crate) fn dma_iova(&self, ptr: *const u8, len: usize) -> Option<u64> {
+        let l = self.user_bufs.lock().ok()?;
+        l.iter()
+            .filter_map(Weak::upgrade)
+            .find_map(|b| b.iova_of(ptr, len))
+            .filter(|i| i % 4 == 0)
     }
 
     /// Number of I/O queue pairs.

@@ -2,7 +2,7 @@
 //! IOVA from a simple bump allocator that respects the IOMMU's usable ranges.
 use crate::err::{os_err, Error, Result};
 use crate::vfio::{IovaRange, VfioDevice};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Page size used for queues, PRPs and buffers (CC.MPS = 0 → 4 KiB).
 pub const PAGE: usize = 4096;
@@ -79,7 +79,9 @@ pub struct DmaBuffer {
     ptr: *mut u8,
     len: usize,
     iova: u64,
-    dev: Arc<VfioDevice>,
+    /// Weak: a buffer handed to JavaScript may outlive the controller; once the container is
+    /// closed its IOMMU mappings are gone and only the memory is left to free.
+    dev: Weak<VfioDevice>,
 }
 
 // SAFETY: the buffer is plain anonymous memory owned by this value; sharing rules are those of
@@ -127,7 +129,7 @@ impl DmaBuffer {
             ptr: p.cast(),
             len,
             iova,
-            dev: dev.clone(),
+            dev: Arc::downgrade(dev),
         })
     }
 
@@ -135,6 +137,14 @@ impl DmaBuffer {
     pub fn iova(&self, off: usize) -> u64 {
         debug_assert!(off <= self.len);
         self.iova + off as u64
+    }
+
+    /// The device-visible address of `len` bytes at `ptr` if they lie inside this buffer.
+    pub fn iova_of(&self, ptr: *const u8, len: usize) -> Option<u64> {
+        let start = self.ptr as usize;
+        let p = ptr as usize;
+        (p >= start && p.checked_add(len)? <= start + self.len)
+            .then(|| self.iova + (p - start) as u64)
     }
 
     /// Length in bytes.
@@ -172,7 +182,9 @@ impl DmaBuffer {
 
 impl Drop for DmaBuffer {
     fn drop(&mut self) {
-        self.dev.unmap_dma(self.iova, self.len);
+        if let Some(dev) = self.dev.upgrade() {
+            dev.unmap_dma(self.iova, self.len);
+        }
         // SAFETY: unmapping exactly the mapping created in `new`, after the IOMMU mapping is gone.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }

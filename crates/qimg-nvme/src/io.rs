@@ -37,6 +37,26 @@ fn prps(slot: &mut Slot, len: usize) -> (u64, u64) {
     }
 }
 
+/// PRP1/PRP2 for `len` bytes at device address `iova` (dword aligned, any page offset) in a
+/// caller's DMA buffer; pages after the first are page aligned, listed in `slot.prp` when more
+/// than two.
+fn prps_direct(slot: &mut Slot, iova: u64, len: usize) -> (u64, u64) {
+    let page = PAGE as u64;
+    let base = iova - iova % page;
+    let pages = ((iova % page) as usize + len).div_ceil(PAGE);
+    match pages {
+        0 | 1 => (iova, 0),
+        2 => (iova, base + page),
+        _ => {
+            let list = slot.prp.bytes_mut(0, 8 * (pages - 1));
+            for (k, e) in list.chunks_exact_mut(8).enumerate() {
+                e.copy_from_slice(&(base + (k as u64 + 1) * page).to_le_bytes());
+            }
+            (iova, slot.prp.iova(0))
+        }
+    }
+}
+
 impl IoQueue {
     /// Run `count` commands, keeping up to one per slot in flight. `prep(i, slot)` builds
     /// command `i` in a free slot; `done(i, slot)` runs after it completes successfully. The
@@ -143,6 +163,15 @@ impl Namespace {
         Ok(())
     }
 
+    fn count_ops(&self, direct: bool, n: usize) {
+        let c = if direct {
+            &self.ctrl.direct_ops
+        } else {
+            &self.ctrl.bounce_ops
+        };
+        c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn rw_sqe(&self, op: u8, lba: u64, bytes: usize, p: (u64, u64)) -> Sqe {
         let nlb = (bytes / self.info.lba_size as usize) as u32 - 1;
         Sqe::new(op, self.info.nsid)
@@ -162,7 +191,24 @@ impl Namespace {
         let bs = self.info.lba_size as u64;
         let count = buf.len().div_ceil(chunk);
         let total = buf.len();
+        let direct = self.ctrl.dma_iova(buf.as_ptr(), total);
+        self.count_ops(direct.is_some(), count);
         let mut q = self.ctrl.queue()?;
+        if let Some(iova) = direct {
+            return q
+                .run(
+                    &self.ctrl.bar,
+                    count,
+                    "Read",
+                    |i, slot| {
+                        let n = chunk.min(total - i * chunk);
+                        let p = prps_direct(slot, iova + (i * chunk) as u64, n);
+                        self.rw_sqe(OP_READ, (offset + (i * chunk) as u64) / bs, n, p)
+                    },
+                    |_, _| {},
+                )
+                .map_err(|e| e.with_offset(offset));
+        }
         q.run(
             &self.ctrl.bar,
             count,
@@ -189,7 +235,24 @@ impl Namespace {
         let chunk = self.ctrl.chunk_bytes;
         let bs = self.info.lba_size as u64;
         let count = buf.len().div_ceil(chunk);
+        let direct = self.ctrl.dma_iova(buf.as_ptr(), buf.len());
+        self.count_ops(direct.is_some(), count);
         let mut q = self.ctrl.queue()?;
+        if let Some(iova) = direct {
+            return q
+                .run(
+                    &self.ctrl.bar,
+                    count,
+                    "Write",
+                    |i, slot| {
+                        let n = chunk.min(buf.len() - i * chunk);
+                        let p = prps_direct(slot, iova + (i * chunk) as u64, n);
+                        self.rw_sqe(OP_WRITE, (offset + (i * chunk) as u64) / bs, n, p)
+                    },
+                    |_, _| {},
+                )
+                .map_err(|e| e.with_offset(offset));
+        }
         q.run(
             &self.ctrl.bar,
             count,

@@ -56,6 +56,25 @@ out.zeroesReadBack = (await ns.read(REGIONS.zeroes[0], REGIONS.zeroes[1])).every
 await ns.discard(REGIONS.dsm[0], REGIONS.dsm[1]);
 await ns.flush();
 
+// Zero-copy: data straight between the controller and DMA-mapped Buffers (and slices of them).
+const before = c.stats();
+const dmaW = c.allocBuffer(2 << 20);
+const dmaR = c.allocBuffer(2 << 20);
+pattern(500, dmaW.length).copy(dmaW);
+await ns.write(REGIONS.zeroCopy[0], dmaW);
+await ns.read(REGIONS.zeroCopy[0], dmaR.length, dmaR);
+const wholeEqual = Buffer.compare(dmaW, dmaR) === 0;
+const sliceW = dmaW.subarray(4100, 4100 + 9216); // a dword-aligned slice starting mid-page
+await ns.write(REGIONS.zeroCopy[0] + (4 << 20), sliceW);
+const sliceR = await ns.read(REGIONS.zeroCopy[0] + (4 << 20), 9216, dmaR.subarray(12, 12 + 9216));
+const after = c.stats();
+out.zeroCopy = {
+  equal: wholeEqual && Buffer.compare(sliceW, sliceR) === 0,
+  direct: after.directCommands - before.directCommands,
+  bounce: after.bounceCommands - before.bounceCommands,
+};
+out.errors.bufferTooBig = await codeOf(async () => c.allocBuffer(128 << 20));
+
 out.errors.outOfRange = await codeOf(() => ns.read(ns.size, 512));
 out.errors.unaligned = await codeOf(() => ns.read(100, 512));
 out.errors.inactiveNamespace = await codeOf(() => c.namespace(2));

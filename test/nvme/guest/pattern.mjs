@@ -65,4 +65,5 @@ export const REGIONS = {
   parallelBase: 48 * MiB,
   unaligned: [50 * MiB + 123, 1000],
   storageWrite: [52 * MiB + 7, 300000],
+  zeroCopy: [56 * MiB, 2 * MiB],
 };
