@@ -136,6 +136,13 @@ describe.skipIf(skip !== undefined)("userspace NVMe driver in a guest", () => {
     });
   });
 
+  it("reports a controller reset mid-run clearly and recovers by reopening", () => {
+    expect(res.reset.code).toBe("ERR_QIMG_IO");
+    expect(res.reset.message).toMatch(/reset/);
+    expect(res.reset.ms).toBeLessThan(15000);
+    expect(res.reset.dataAfterReopen).toBe(true);
+  });
+
   it("serves unaligned byte access through nvme:// (read-modify-write)", () => {
     expect(res.imageSize).toBe(SIZE);
     expect(res.unalignedEqual).toBe(true);

@@ -21,7 +21,7 @@
 use crate::dma::DmaBuffer;
 use crate::err::{os_err, Error, ErrorCode, Result};
 use crate::pci::Bar0;
-use crate::regs::{Cap, CSTS, CSTS_CFS};
+use crate::regs::{Cap, CSTS, CSTS_CFS, CSTS_RDY};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -198,7 +198,8 @@ impl QueuePair {
 
     /// Wait for the next completion: spin briefly on the phase bit, then sleep on the eventfd
     /// (with a short timeout, so a lost interrupt only costs a millisecond). Fails after
-    /// [`COMMAND_TIMEOUT`] or when the controller reports a fatal status.
+    /// [`COMMAND_TIMEOUT`], when the controller reports a fatal status, or when it is no longer
+    /// ready (reset underneath: a function-level reset, or another agent clearing CC.EN).
     pub fn wait(&mut self, bar: &Bar0) -> Result<Cqe> {
         let start = Instant::now();
         let mut spins = 0u32;
@@ -221,8 +222,18 @@ impl QueuePair {
             let mut v = 0u64;
             // SAFETY: reading 8 bytes into a u64 from a non-blocking eventfd.
             unsafe { libc::read(self.irq.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-            if spins.is_multiple_of(256) {
+            if spins.is_multiple_of(64) {
                 let csts = bar.read32(CSTS);
+                if csts != u32::MAX && csts & CSTS_RDY == 0 {
+                    return Err(Error::new(
+                        ErrorCode::Io,
+                        format!(
+                            "NVMe controller was reset underneath qimg (CSTS.RDY=0) with commands \
+                             in flight on queue {}; close and reopen it",
+                            self.qid
+                        ),
+                    ));
+                }
                 if csts == u32::MAX || csts & CSTS_CFS != 0 {
                     return Err(Error::new(
                         ErrorCode::Io,

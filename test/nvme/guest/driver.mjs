@@ -100,4 +100,31 @@ await img.close();
 const c2 = await NvmeController.open(BDF);
 out.reopenSerial = c2.identify().serial;
 await c2.close();
+// A function-level reset of the controller in the middle of a run: the request in flight fails
+// with a clear error (no hang); closing and reopening recovers, and the data is still there.
+{
+  const { spawn } = await import("node:child_process");
+  const c3 = await NvmeController.open(BDF);
+  const ns3 = await c3.namespace(1);
+  const t = Date.now();
+  const resetter = spawn("sh", ["-c", `sleep 1; echo 1 > /sys/bus/pci/devices/${BDF}/reset`]);
+  const resetDone = new Promise((r) => resetter.on("exit", r));
+  let err;
+  try {
+    for (let i = 0; Date.now() - t < 20000; i++) await ns3.read(((i * 7) % 64) * 65536, 65536);
+    err = "no error";
+  } catch (e) {
+    err = e;
+  }
+  await resetDone;
+  out.reset = { code: err.code ?? String(err), message: err.message ?? "", ms: Date.now() - t };
+  await c3.close().catch((e) => {
+    out.reset.closeError = e.code;
+  });
+  const c4 = await NvmeController.open(BDF);
+  const ns4 = await c4.namespace(1);
+  const [o0, l0, seed0] = driverCases()[10];
+  out.reset.dataAfterReopen = Buffer.compare(await ns4.read(o0, l0), pattern(seed0, l0)) === 0;
+  await c4.close();
+}
 writeFileSync("/xfer/result.json", JSON.stringify(out, null, 1));
