@@ -115,6 +115,13 @@ export declare class NvmeNamespace {
   read(offset: number, buf: Buffer): Promise<void>
   /** Write `buf` at `offset` (both multiples of the block size). */
   write(offset: number, buf: Buffer): Promise<void>
+  /**
+   * Read into each `bufs[i]` at `offsets[i]` (block aligned) with every command in flight at
+   * once on one queue: a whole queue depth in one call.
+   */
+  readBatch(offsets: Array<number>, bufs: Array<Buffer>): Promise<void>
+  /** Write each `bufs[i]` at `offsets[i]` (block aligned), all commands in flight at once. */
+  writeBatch(offsets: Array<number>, bufs: Array<Buffer>): Promise<void>
   /** Flush the controller's volatile write cache. */
   flush(): Promise<void>
   /** Write Zeroes over `length` bytes at `offset` (block aligned); `deallocate` sets DEAC. */

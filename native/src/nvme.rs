@@ -217,6 +217,48 @@ impl NvmeNamespace {
         })
     }
 
+    /// Read into each `bufs[i]` at `offsets[i]` (block aligned) with every command in flight at
+    /// once on one queue: a whole queue depth in one call.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn read_batch(&self, offsets: Vec<f64>, bufs: Vec<Buffer>) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        let mut bufs = bufs;
+        spawn(None, move || {
+            if offsets.len() != bufs.len() {
+                return Err(invalid("offsets and buffers differ in number"));
+            }
+            let offs = offsets
+                .iter()
+                .map(|o| to_u64(*o, "offset"))
+                .collect::<qimg_core::Result<Vec<_>>>()?;
+            let mut reqs: Vec<(u64, &mut [u8])> = offs
+                .into_iter()
+                .zip(bufs.iter_mut().map(|b| b.as_mut()))
+                .collect();
+            ns.read_batch(&mut reqs)
+        })
+    }
+
+    /// Write each `bufs[i]` at `offsets[i]` (block aligned), all commands in flight at once.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write_batch(&self, offsets: Vec<f64>, bufs: Vec<Buffer>) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        spawn(None, move || {
+            if offsets.len() != bufs.len() {
+                return Err(invalid("offsets and buffers differ in number"));
+            }
+            let offs = offsets
+                .iter()
+                .map(|o| to_u64(*o, "offset"))
+                .collect::<qimg_core::Result<Vec<_>>>()?;
+            let reqs: Vec<(u64, &[u8])> = offs
+                .into_iter()
+                .zip(bufs.iter().map(|b| b.as_ref()))
+                .collect();
+            ns.write_batch(&reqs)
+        })
+    }
+
     /// Flush the controller's volatile write cache.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn flush(&self) -> AsyncTask<Work<()>> {

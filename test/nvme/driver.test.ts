@@ -84,6 +84,12 @@ describe.skipIf(skip !== undefined)("userspace NVMe driver in a guest", () => {
 
   it("keeps many requests in flight", () => {
     expect(res.parallelEqual).toBe(true);
+    expect(res.batchEqual).toBe(true);
+    for (let i = 0; i < 40; i++) {
+      expect(Buffer.compare(readAt(disk, REGIONS.batchBase + i * 16384, 8192), pattern(2000 + i, 8192))).toBe(
+        0,
+      );
+    }
     for (let i = 0; i < 64; i++) {
       expect(
         Buffer.compare(readAt(disk, REGIONS.parallelBase + i * 8192, 4096), pattern(1000 + i, 4096)),
@@ -130,6 +136,7 @@ describe.skipIf(skip !== undefined)("userspace NVMe driver in a guest", () => {
       inactiveNamespace: "ERR_QIMG_NOT_FOUND",
       secondOpen: "ERR_QIMG_LOCKED",
       bufferTooBig: "ERR_QIMG_INVALID_ARGUMENT",
+      batchOutOfRange: "ERR_QIMG_OUT_OF_RANGE",
       noDevice: "ERR_QIMG_NOT_FOUND",
       badAddress: "ERR_QIMG_INVALID_ARGUMENT",
       afterClose: "ERR_QIMG_INVALID_ARGUMENT",

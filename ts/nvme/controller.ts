@@ -57,6 +57,30 @@ export class NvmeNamespace {
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     await callNative(() => this.#n.write(offset, buf));
   }
+  /**
+   * Read several ranges with all their commands in flight at once (one native call for a whole
+   * queue depth). Each `buffer` is filled with `buffer.length` bytes from its `offset`.
+   */
+  async readMany(reqs: { offset: number; buffer: Buffer }[]): Promise<void> {
+    await callNative(() =>
+      this.#n.readBatch(
+        reqs.map((r) => r.offset),
+        reqs.map((r) => r.buffer),
+      ),
+    );
+  }
+  /** Write several ranges with all their commands in flight at once. */
+  async writeMany(reqs: { offset: number; data: Uint8Array }[]): Promise<void> {
+    const bufs = reqs.map((r) =>
+      Buffer.isBuffer(r.data) ? r.data : Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength),
+    );
+    await callNative(() =>
+      this.#n.writeBatch(
+        reqs.map((r) => r.offset),
+        bufs,
+      ),
+    );
+  }
   /** Flush the volatile write cache (NVMe Flush). */
   async flush(): Promise<void> {
     await callNative(() => this.#n.flush());

@@ -28,7 +28,7 @@ const ADMIN_DEPTH: u16 = 32;
 /// I/O queue pairs qimg asks for.
 const WANT_IO_QUEUES: usize = 4;
 /// Commands in flight per I/O queue (one data buffer each).
-const SLOTS_PER_QUEUE: usize = 16;
+const SLOTS_PER_QUEUE: usize = 32;
 /// Largest transfer per command (further capped by MDTS).
 const MAX_CHUNK: usize = 128 * 1024;
 

@@ -115,6 +115,12 @@ impl IoQueue {
     }
 }
 
+/// How a batch splits into commands.
+struct BatchPlan {
+    chunks: Vec<(usize, usize, usize)>,
+    direct: Vec<Option<u64>>,
+}
+
 /// A namespace of an opened controller: byte-addressed, LBA-aligned I/O.
 #[derive(Debug, Clone)]
 pub struct Namespace {
@@ -268,6 +274,87 @@ impl Namespace {
             |_, _| {},
         )
         .map_err(|e| e.with_offset(offset))
+    }
+
+    /// Chunks of a batch: (request, byte offset in the request, length), and each request's
+    /// device address when its buffer is a caller's DMA buffer.
+    fn plan(&self, reqs: &[(u64, *const u8, usize)]) -> Result<BatchPlan> {
+        let chunk = self.ctrl.chunk_bytes;
+        let mut chunks = Vec::new();
+        let mut direct = Vec::with_capacity(reqs.len());
+        for (r, &(off, ptr, len)) in reqs.iter().enumerate() {
+            self.check(off, len as u64)?;
+            let d = self.ctrl.dma_iova(ptr, len);
+            let n = len.div_ceil(chunk);
+            self.count_ops(d.is_some(), n);
+            direct.push(d);
+            for c in 0..n {
+                chunks.push((r, c * chunk, chunk.min(len - c * chunk)));
+            }
+        }
+        Ok(BatchPlan { chunks, direct })
+    }
+
+    /// Read several block-aligned ranges with all their commands in flight together on one queue
+    /// (up to a queue's slots at a time): one call for a whole queue depth.
+    pub fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<()> {
+        let desc: Vec<_> = reqs
+            .iter()
+            .map(|(o, b)| (*o, b.as_ptr(), b.len()))
+            .collect();
+        let plan = self.plan(&desc)?;
+        let bs = self.info.lba_size as u64;
+        let mut q = self.ctrl.queue()?;
+        q.run(
+            &self.ctrl.bar,
+            plan.chunks.len(),
+            "Read",
+            |i, slot| {
+                let (r, at, n) = plan.chunks[i];
+                let p = match plan.direct[r] {
+                    Some(iova) => prps_direct(slot, iova + at as u64, n),
+                    None => prps(slot, n),
+                };
+                self.rw_sqe(OP_READ, (desc[r].0 + at as u64) / bs, n, p)
+            },
+            |i, slot| {
+                let (r, at, n) = plan.chunks[i];
+                if plan.direct[r].is_none() {
+                    reqs[r].1[at..at + n].copy_from_slice(slot.buf.bytes(0, n));
+                }
+            },
+        )
+    }
+
+    /// Write several block-aligned ranges with all their commands in flight together on one
+    /// queue.
+    pub fn write_batch(&self, reqs: &[(u64, &[u8])]) -> Result<()> {
+        let desc: Vec<_> = reqs
+            .iter()
+            .map(|(o, b)| (*o, b.as_ptr(), b.len()))
+            .collect();
+        let plan = self.plan(&desc)?;
+        let bs = self.info.lba_size as u64;
+        let mut q = self.ctrl.queue()?;
+        q.run(
+            &self.ctrl.bar,
+            plan.chunks.len(),
+            "Write",
+            |i, slot| {
+                let (r, at, n) = plan.chunks[i];
+                let p = match plan.direct[r] {
+                    Some(iova) => prps_direct(slot, iova + at as u64, n),
+                    None => {
+                        slot.buf
+                            .bytes_mut(0, n)
+                            .copy_from_slice(&reqs[r].1[at..at + n]);
+                        prps(slot, n)
+                    }
+                };
+                self.rw_sqe(OP_WRITE, (desc[r].0 + at as u64) / bs, n, p)
+            },
+            |_, _| {},
+        )
     }
 
     /// Flush the volatile write cache.

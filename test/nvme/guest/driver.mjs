@@ -50,6 +50,23 @@ const reads = await Promise.all(
 );
 out.parallelEqual = reads.every((b, i) => Buffer.compare(b, pattern(1000 + i, 4096)) === 0);
 
+// Batches: a whole queue depth (and more) in one call, plain Buffers and DMA buffers mixed.
+const batchW = Array.from({ length: 40 }, (_, i) => {
+  const data = i % 2 ? Buffer.alloc(8192) : c.allocBuffer(8192);
+  pattern(2000 + i, 8192).copy(data);
+  return { offset: REGIONS.batchBase + i * 16384, data };
+});
+await ns.writeMany(batchW);
+const batchR = batchW.map((w, i) => ({
+  offset: w.offset,
+  buffer: i % 3 ? Buffer.alloc(8192) : c.allocBuffer(8192),
+}));
+await ns.readMany(batchR);
+out.batchEqual = batchR.every((r, i) => Buffer.compare(r.buffer, pattern(2000 + i, 8192)) === 0);
+out.errors.batchOutOfRange = await codeOf(() =>
+  ns.readMany([{ offset: ns.size, buffer: Buffer.alloc(512) }]),
+);
+
 await ns.writeZeroes(REGIONS.zeroes[0], REGIONS.zeroes[1]);
 await ns.writeZeroes(REGIONS.zeroesDealloc[0], REGIONS.zeroesDealloc[1], { deallocate: true });
 out.zeroesReadBack = (await ns.read(REGIONS.zeroes[0], REGIONS.zeroes[1])).every((x) => x === 0);

@@ -66,4 +66,5 @@ export const REGIONS = {
   unaligned: [50 * MiB + 123, 1000],
   storageWrite: [52 * MiB + 7, 300000],
   zeroCopy: [56 * MiB, 2 * MiB],
+  batchBase: 62 * MiB,
 };
