@@ -53,13 +53,14 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
         `${qimg} convert -n -f qcow2 -O raw /xfer/disk.qcow2 nvme://${BDF}/1 && echo CONVERT1=ok > /xfer/status`,
         `${qimg} info --output=json nvme://${BDF}/1 > /xfer/info.json`,
         `${qimg} info --output=json '${json}' > /xfer/info2.json`,
+        `${qimg} info --output=json --image-opts driver=raw,file.driver=nvme,file.device=${BDF},file.namespace=1 > /xfer/info3.json`,
         `${qimg} convert -f raw -O qcow2 nvme://${BDF}/1 /xfer/back.qcow2 && echo CONVERT2=ok >> /xfer/status`,
         `${qimg} info nvme://${BDF}/9 2> /xfer/badns.txt; echo "BADNS=$?" >> /xfer/status`,
         "",
       ].join("\n"),
       t.dir,
     );
-    for (const f of ["status", "info.json", "info2.json", "badns.txt"]) {
+    for (const f of ["status", "info.json", "info2.json", "info3.json", "badns.txt"]) {
       try {
         out[f] = readFileSync(t.path(f), "utf8");
       } catch {
@@ -76,8 +77,8 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
     expect(r.status).toBe(0);
   });
 
-  it("qimg info reads the namespace (URI and json: options forms)", () => {
-    for (const f of ["info.json", "info2.json"]) {
+  it("qimg info reads the namespace (URI, json: and --image-opts forms)", () => {
+    for (const f of ["info.json", "info2.json", "info3.json"]) {
       const i = JSON.parse(out[f]);
       expect(i.format).toBe("raw");
       expect(i["virtual-size"]).toBe(32 * MiB);
