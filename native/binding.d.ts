@@ -71,6 +71,66 @@ export declare class NativeImage {
 }
 
 /**
+ * An NVMe controller bound to vfio-pci, driven from userspace. Close it explicitly (it is also
+ * shut down when garbage-collected and at process exit).
+ */
+export declare class NvmeController {
+  /** Open the controller at PCI address `bdf` (`DDDD:BB:SS.F`). */
+  static open(bdf: string): Promise<NvmeController>
+  /** Identify Controller (as read at open). */
+  identify(): NvmeIdentify
+  /**
+   * A Buffer over DMA-mapped memory: reads into it and writes from it go straight between the
+   * controller and this memory, without the bounce-buffer copy (any slice of it works; at most
+   * 64 MiB). It stays valid after `close()`.
+   */
+  allocBuffer(size: number): Buffer
+  /**
+   * Commands whose data went directly to/from DMA buffers from `allocBuffer`, and commands
+   * copied through the driver's bounce buffers, since open.
+   */
+  stats(): NvmeStats
+  /** Active namespace IDs. */
+  namespaces(): Promise<number[]>
+  /** Open namespace `nsid`. */
+  namespace(nsid: number): Promise<NvmeNamespace>
+  /**
+   * Delete the I/O queues and shut the controller down (CC.SHN). Namespaces opened from it
+   * fail afterwards.
+   */
+  close(): Promise<void>
+}
+
+/** One namespace: block-aligned async I/O. */
+export declare class NvmeNamespace {
+  /** Namespace ID. */
+  get nsid(): number
+  /** Size in bytes. */
+  get size(): number
+  /** Logical block size in bytes. */
+  get blockSize(): number
+  /** Blocks in use (NUSE, as identified at open). */
+  get blocksInUse(): number
+  /** Read `buf.length` bytes at `offset` (both multiples of the block size) into `buf`. */
+  read(offset: number, buf: Buffer): Promise<void>
+  /** Write `buf` at `offset` (both multiples of the block size). */
+  write(offset: number, buf: Buffer): Promise<void>
+  /**
+   * Read into each `bufs[i]` at `offsets[i]` (block aligned) with every command in flight at
+   * once on one queue: a whole queue depth in one call.
+   */
+  readBatch(offsets: Array<number>, bufs: Array<Buffer>): Promise<void>
+  /** Write each `bufs[i]` at `offsets[i]` (block aligned), all commands in flight at once. */
+  writeBatch(offsets: Array<number>, bufs: Array<Buffer>): Promise<void>
+  /** Flush the controller's volatile write cache. */
+  flush(): Promise<void>
+  /** Write Zeroes over `length` bytes at `offset` (block aligned); `deallocate` sets DEAC. */
+  writeZeroes(offset: number, length: number, deallocate?: boolean | undefined | null): Promise<void>
+  /** Deallocate `length` bytes at `offset` (block aligned) with Dataset Management. */
+  discard(offset: number, length: number): Promise<void>
+}
+
+/**
  * Attach `data` (an opened raw image of the external data file) to `img` as the file holding
  * its guest data (qcow2 `data_file`), or detach with `null`.
  */
@@ -363,6 +423,56 @@ export interface NbdTls {
   hostname?: string
 }
 
+/** Identify Controller fields. */
+export interface NvmeIdentify {
+  /** PCI address. */
+  device: string
+  /** PCI vendor ID. */
+  vendorId: number
+  /** PCI subsystem vendor ID. */
+  subsystemVendorId: number
+  /** Serial number. */
+  serial: string
+  /** Model number. */
+  model: string
+  /** Firmware revision. */
+  firmware: string
+  /** Controller ID. */
+  controllerId: number
+  /** NVMe version as "major.minor.tertiary". */
+  version: string
+  /** Number of namespaces (highest NSID). */
+  namespaceCount: number
+  /** Maximum data transfer size in bytes (0 = no limit). */
+  maxTransfer: number
+  /** Bytes per command qimg uses (min of MDTS and 128 KiB). */
+  transferChunk: number
+  /** I/O queue pairs in use. */
+  ioQueues: number
+  /** Dataset Management supported. */
+  dsm: boolean
+  /** Write Zeroes supported. */
+  writeZeroes: boolean
+  /** Volatile write cache present. */
+  volatileWriteCache: boolean
+}
+
+/** I/O command counters. */
+export interface NvmeStats {
+  /** Read/write commands whose data moved without a copy. */
+  directCommands: number
+  /** Read/write commands copied through bounce buffers. */
+  bounceCommands: number
+}
+
+/** An NVMe namespace to open (QEMU's `file.driver=nvme` options). */
+export interface NvmeTarget {
+  /** PCI address `DDDD:BB:SS.F` (`file.device`). */
+  device: string
+  /** Namespace ID (`file.namespace`, default 1). */
+  namespace?: number
+}
+
 /** Open an image: the file protocol, then the format driver on top. */
 export declare function openImage(opts: OpenImageOptions): Promise<NativeImage>
 
@@ -382,6 +492,8 @@ export interface OpenImageOptions {
   purpose?: string
   /** The `nbd` protocol instead of a host file (`filename` then only names it in messages). */
   nbd?: NbdTarget
+  /** The `nvme` protocol (a namespace of a controller bound to vfio-pci) instead of a file. */
+  nvme?: NvmeTarget
 }
 
 /**

@@ -25,6 +25,10 @@ export interface QimgErrorOptions {
   offset?: number;
   /** OS errno behind an I/O error. */
   errno?: number;
+  /** NVMe status code type of a failed NVMe command. */
+  nvmeStatusCodeType?: number;
+  /** NVMe status code of a failed NVMe command. */
+  nvmeStatusCode?: number;
   /** The underlying error. */
   cause?: unknown;
 }
@@ -39,6 +43,10 @@ export class QimgError extends Error {
   readonly offset?: number;
   /** OS errno behind an I/O error. */
   readonly errno?: number;
+  /** NVMe status code type (SCT) of a failed NVMe command. */
+  readonly nvmeStatusCodeType?: number;
+  /** NVMe status code (SC) of a failed NVMe command. */
+  readonly nvmeStatusCode?: number;
 
   constructor(code: QimgErrorCode, message: string, opts: QimgErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -47,6 +55,8 @@ export class QimgError extends Error {
     if (opts.path !== undefined) this.path = opts.path;
     if (opts.offset !== undefined) this.offset = opts.offset;
     if (opts.errno !== undefined) this.errno = opts.errno;
+    if (opts.nvmeStatusCodeType !== undefined) this.nvmeStatusCodeType = opts.nvmeStatusCodeType;
+    if (opts.nvmeStatusCode !== undefined) this.nvmeStatusCode = opts.nvmeStatusCode;
   }
 }
 

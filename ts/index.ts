@@ -39,4 +39,5 @@ export { listNbdExports, type NbdExport } from "./jobs/nbd-list.js";
 export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js";
 export { type ResizeOptions, resize } from "./jobs/resize.js";
 export { type SnapshotAction, type SnapshotOptions, snapshot } from "./jobs/snapshot.js";
+export { NvmeController, type NvmeIdentify, NvmeNamespace, type NvmeStats } from "./nvme/controller.js";
 export { formatNames } from "./registry/index.js";

@@ -23,6 +23,8 @@ export type {
   NativeImage,
   NativeInfo,
   NativeSnapshot,
+  NvmeIdentify,
+  NvmeStats,
 } from "../native/binding.js";
 
 /** Turn anything thrown by the addon into a QimgError (other errors pass through unchanged). */
@@ -35,10 +37,19 @@ export function unwrapNativeError(e: unknown): unknown {
       path?: string;
       offset?: number;
       errno?: number;
+      nvmeStatusCodeType?: number;
+      nvmeStatusCode?: number;
     };
     const cause =
       d.errno === undefined ? undefined : Object.assign(new Error(`errno ${d.errno}`), { errno: d.errno });
-    return new QimgError(d.code, d.message, { path: d.path, offset: d.offset, errno: d.errno, cause });
+    return new QimgError(d.code, d.message, {
+      path: d.path,
+      offset: d.offset,
+      errno: d.errno,
+      nvmeStatusCodeType: d.nvmeStatusCodeType,
+      nvmeStatusCode: d.nvmeStatusCode,
+      cause,
+    });
   } catch {
     return e;
   }

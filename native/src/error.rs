@@ -18,6 +18,10 @@ pub fn to_napi(e: qimg_core::Error) -> NapiError {
     if let Some(n) = e.errno {
         obj.insert("errno".into(), n.into());
     }
+    if let Some((sct, sc)) = e.nvme_status {
+        obj.insert("nvmeStatusCodeType".into(), sct.into());
+        obj.insert("nvmeStatusCode".into(), sc.into());
+    }
     NapiError::new(
         Status::GenericFailure,
         format!("QIMG:{}", serde_json::Value::Object(obj)),

@@ -26,6 +26,17 @@ pub struct OpenImageOptions {
     pub purpose: Option<String>,
     /// The `nbd` protocol instead of a host file (`filename` then only names it in messages).
     pub nbd: Option<NbdTarget>,
+    /// The `nvme` protocol (a namespace of a controller bound to vfio-pci) instead of a file.
+    pub nvme: Option<NvmeTarget>,
+}
+
+/// An NVMe namespace to open (QEMU's `file.driver=nvme` options).
+#[napi(object)]
+pub struct NvmeTarget {
+    /// PCI address `DDDD:BB:SS.F` (`file.device`).
+    pub device: String,
+    /// Namespace ID (`file.namespace`, default 1).
+    pub namespace: Option<u32>,
 }
 
 /// An NBD export to open (QEMU's `file.driver=nbd` options).
@@ -51,6 +62,14 @@ fn open_storage(
     fo: &FileOptions,
     perms: PermSet,
 ) -> qimg_core::Result<Arc<dyn Storage>> {
+    if let Some(n) = &opts.nvme {
+        return Ok(Arc::new(qimg_nvme::NvmeStorage::open(
+            &n.device,
+            n.namespace.unwrap_or(1),
+            opts.read_only,
+            &opts.filename,
+        )?));
+    }
     let Some(n) = &opts.nbd else {
         return Ok(Arc::new(FileStorage::open_with_perms(
             &opts.filename,

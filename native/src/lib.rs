@@ -10,6 +10,7 @@ pub mod error;
 pub mod image;
 pub mod jobs;
 pub mod nbd;
+pub mod nvme;
 pub mod snapshot;
 pub mod work;
 

@@ -23,6 +23,8 @@ command -v nbd-server >/dev/null 2>&1 || need+=(nbd-server)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v certtool >/dev/null 2>&1 || need+=(gnutls-bin)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || need+=(python3-libvhdi)
+# fio: the kernel nvme driver's figures in the guest, next to qimg's (benches/nvme.mjs).
+command -v fio >/dev/null 2>&1 || need+=(fio)
 # The NVMe guest (test/vm/): QEMU's x86 system emulator, a Debian kernel and a static busybox;
 # installed without recommends (qemu-system-x86 would otherwise pull in a graphics stack).
 vm_need=()

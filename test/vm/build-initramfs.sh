@@ -46,7 +46,7 @@ add_module() { # path relative to $moddir
   order+=("$m")
 }
 for name in virtio_pci 9pnet_virtio 9p overlay vfio_iommu_type1 vfio-pci nvme; do
-  path=$(awk -F: -v n="/$name.ko" 'index($1, n) == length($1) - length(n) + 1 { print $1; exit }' "$moddir/modules.dep")
+  path=$(awk -F: -v n="/$name.ko" 'substr($1, length($1) - length(n) + 1) == n { print $1; exit }' "$moddir/modules.dep")
   [ -n "$path" ] || { echo "vm: module $name not found for $kver" >&2; exit 3; }
   add_module "$path"
 done

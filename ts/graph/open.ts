@@ -63,10 +63,11 @@ async function openNode(
           node.nbd.tlsCreds === undefined ? undefined : resolveTls(node.nbd.tlsCreds, node.nbd.tlsHostname),
       }
     : undefined;
-  if (!format && nbd) {
+  const nvme = node.nvme ? { device: node.nvme.device, namespace: node.nvme.namespace } : undefined;
+  if (!format && (nbd || nvme)) {
     // Probe over the protocol: the export's first bytes through a raw node.
     const raw = await callNative(() =>
-      native.openImage({ filename: node.filename, format: "raw", readOnly: true, nbd }),
+      native.openImage({ filename: node.filename, format: "raw", readOnly: true, nbd, nvme }),
     );
     try {
       const head = Buffer.alloc(Math.min(PROBE_BYTES, raw.virtualSize));
@@ -98,6 +99,7 @@ async function openNode(
       forceShare: node.forceShare ?? opts.forceShare ?? false,
       purpose: opts.purpose,
       nbd,
+      nvme,
     }),
   );
 }

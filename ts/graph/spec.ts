@@ -4,6 +4,7 @@
  */
 import { QimgError } from "../errors.js";
 import { isNbdString, type NbdTarget, nbdFilename, parseNbdOptions, parseNbdString } from "./nbd.js";
+import { isNvmeString, type NvmeTarget, nvmeFilename, parseNvmeOptions, parseNvmeString } from "./nvme.js";
 
 /** An image described as QEMU's block options (`driver`, `file.*`, `backing`). */
 export interface ImageOptions {
@@ -39,6 +40,8 @@ export interface NodeSpec {
   backing?: NodeSpec | null;
   /** The `nbd` protocol node (`filename` then names it in messages). */
   nbd?: NbdTarget;
+  /** The `nvme` protocol node (`filename` then names it in messages). */
+  nvme?: NvmeTarget;
 }
 
 const PROTOCOLS = /^([a-z][a-z0-9+.-]*):\/\//i;
@@ -58,6 +61,7 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
       const nbd = parseNbdString(spec);
       return { filename: nbdFilename(nbd), nbd };
     }
+    if (isNvmeString(spec)) return { filename: spec, nvme: parseNvmeString(spec) };
     const m = PROTOCOLS.exec(spec);
     if (m || /^(nbd|nvme|iscsi|ssh|gluster|sheepdog|fat):/.test(spec)) {
       const proto = m ? m[1] : spec.split(":")[0];
@@ -69,10 +73,14 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
   let filename = spec.filename;
   let locking: string | undefined;
   let nbd: NbdTarget | undefined;
+  let nvme: NvmeTarget | undefined;
   if (typeof file === "string") filename = file;
   else if (file?.driver === "nbd") {
     nbd = parseNbdOptions(file);
     filename = nbdFilename(nbd);
+  } else if (file?.driver === "nvme") {
+    nvme = parseNvmeOptions(file);
+    filename = nvmeFilename(nvme);
   } else if (file) {
     if (file.driver !== undefined && file.driver !== "file") {
       throw new QimgError("ERR_QIMG_UNSUPPORTED", `Unknown protocol driver '${file.driver}'`);
@@ -91,6 +99,7 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
   }
   const node: NodeSpec = { filename };
   if (nbd) node.nbd = nbd;
+  if (nvme) node.nvme = nvme;
   if (spec.driver !== undefined && spec.driver !== "file") node.format = spec.driver;
   if (locking) node.locking = locking as NodeSpec["locking"];
   const ro = boolOpt(spec["read-only"], "read-only");

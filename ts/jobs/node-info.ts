@@ -1,6 +1,7 @@
 /** One layer's `ImageInfo`, in qemu-img's JSON shape and field order. */
 import * as fs from "node:fs/promises";
 import { isNbdString } from "../graph/nbd.js";
+import { isNvmeString } from "../graph/nvme.js";
 import { callNative, type NativeImage, type NativeSnapshot } from "../native.js";
 import { getFormat } from "../registry/index.js";
 import { addVmdkExtents } from "./node-info-vmdk.js";
@@ -73,6 +74,7 @@ export function snapshotJson(s: NativeSnapshot): SnapshotJson {
 export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageInfo> {
   const i = await callNative(() => n.info());
   if (isNbdString(filename)) return nbdNodeInfo(n, filename, i);
+  if (isNvmeString(filename)) return nbdNodeInfo(n, filename, i, "nvme");
   const st = await fs.stat(filename);
   const file: ImageInfo = {
     children: [],
@@ -123,9 +125,10 @@ async function nbdNodeInfo(
   n: NativeImage,
   filename: string,
   i: Awaited<ReturnType<NativeImage["info"]>>,
+  protocol = "nbd",
 ): Promise<ImageInfo> {
-  // The NBD storage reports the export size as its allocated bytes.
-  const file = { children: [], "virtual-size": i.actualSize, filename, format: "nbd" } as ImageInfo;
+  // The NBD and NVMe storages report the export/namespace size as their allocated bytes.
+  const file = { children: [], "virtual-size": i.actualSize, filename, format: protocol } as ImageInfo;
   const out = { children: [{ name: "file", info: file }] } as ImageInfo;
   const snaps = await callNative(() => n.snapshots());
   if (snaps.length > 0) out.snapshots = snaps.map(snapshotJson);

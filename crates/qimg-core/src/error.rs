@@ -63,6 +63,9 @@ pub struct Error {
     pub offset: Option<u64>,
     /// The OS errno behind an I/O error.
     pub errno: Option<i32>,
+    /// The NVMe completion status behind an error of the `nvme` protocol: (status code type,
+    /// status code), as in the completion queue entry's status field.
+    pub nvme_status: Option<(u8, u8)>,
 }
 
 /// Result alias used across qimg's crates.
@@ -77,6 +80,7 @@ impl Error {
             path: None,
             offset: None,
             errno: None,
+            nvme_status: None,
         }
     }
     /// Corrupt or hostile metadata.
@@ -109,6 +113,7 @@ impl Error {
             path: None,
             offset: None,
             errno,
+            nvme_status: None,
         }
     }
     /// Attach the path this error concerns (kept if already set).

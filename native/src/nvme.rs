@@ -1,0 +1,295 @@
+//! The Node API of the userspace NVMe driver (issue #9): `NvmeController` (open by PCI address,
+//! identify, namespaces, close) and `NvmeNamespace` (async read/write/flush/writeZeroes/discard).
+//! Failed commands reject with a QimgError carrying `nvmeStatusCodeType`/`nvmeStatusCode`.
+use crate::error::{invalid, to_u64};
+use crate::work::{spawn, Work};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use qimg_nvme::{Controller, Namespace};
+use std::sync::{Arc, Mutex};
+
+/// Identify Controller fields.
+#[napi(object)]
+pub struct NvmeIdentify {
+    /// PCI address.
+    pub device: String,
+    /// PCI vendor ID.
+    pub vendor_id: u32,
+    /// PCI subsystem vendor ID.
+    pub subsystem_vendor_id: u32,
+    /// Serial number.
+    pub serial: String,
+    /// Model number.
+    pub model: String,
+    /// Firmware revision.
+    pub firmware: String,
+    /// Controller ID.
+    pub controller_id: u32,
+    /// NVMe version as "major.minor.tertiary".
+    pub version: String,
+    /// Number of namespaces (highest NSID).
+    pub namespace_count: u32,
+    /// Maximum data transfer size in bytes (0 = no limit).
+    pub max_transfer: f64,
+    /// Bytes per command qimg uses (min of MDTS and 128 KiB).
+    pub transfer_chunk: u32,
+    /// I/O queue pairs in use.
+    pub io_queues: u32,
+    /// Dataset Management supported.
+    pub dsm: bool,
+    /// Write Zeroes supported.
+    pub write_zeroes: bool,
+    /// Volatile write cache present.
+    pub volatile_write_cache: bool,
+}
+
+/// I/O command counters.
+#[napi(object)]
+pub struct NvmeStats {
+    /// Read/write commands whose data moved without a copy.
+    pub direct_commands: f64,
+    /// Read/write commands copied through bounce buffers.
+    pub bounce_commands: f64,
+}
+
+/// An NVMe controller bound to vfio-pci, driven from userspace. Close it explicitly (it is also
+/// shut down when garbage-collected and at process exit).
+#[napi]
+pub struct NvmeController {
+    slot: Arc<Mutex<Option<Arc<Controller>>>>,
+}
+
+impl NvmeController {
+    fn ctrl(&self) -> qimg_core::Result<Arc<Controller>> {
+        self.slot
+            .lock()
+            .map_err(|_| invalid("controller lock poisoned"))?
+            .clone()
+            .ok_or_else(|| invalid("the NVMe controller is closed"))
+    }
+}
+
+#[napi]
+impl NvmeController {
+    /// Open the controller at PCI address `bdf` (`DDDD:BB:SS.F`).
+    #[napi(ts_return_type = "Promise<NvmeController>")]
+    pub fn open(bdf: String) -> AsyncTask<Work<NvmeController>> {
+        spawn(None, move || {
+            let c = Controller::open(&bdf).map_err(|e| e.with_path(&bdf))?;
+            Ok(NvmeController {
+                slot: Arc::new(Mutex::new(Some(c))),
+            })
+        })
+    }
+
+    /// Identify Controller (as read at open).
+    #[napi]
+    pub fn identify(&self) -> Result<NvmeIdentify> {
+        let c = self.ctrl().map_err(crate::error::to_napi)?;
+        let i = &c.info;
+        let mdts = if i.mdts == 0 {
+            0.0
+        } else {
+            (4096u64 << i.mdts.min(40)) as f64
+        };
+        Ok(NvmeIdentify {
+            device: c.bdf.clone(),
+            vendor_id: i.vid as u32,
+            subsystem_vendor_id: i.ssvid as u32,
+            serial: i.serial.clone(),
+            model: i.model.clone(),
+            firmware: i.firmware.clone(),
+            controller_id: i.cntlid as u32,
+            version: format!(
+                "{}.{}.{}",
+                i.version >> 16,
+                (i.version >> 8) & 0xff,
+                i.version & 0xff
+            ),
+            namespace_count: i.nn,
+            max_transfer: mdts,
+            transfer_chunk: c.chunk_bytes as u32,
+            io_queues: c.io_queue_count() as u32,
+            dsm: i.supports_dsm(),
+            write_zeroes: i.supports_write_zeroes(),
+            volatile_write_cache: i.vwc,
+        })
+    }
+
+    /// A Buffer over DMA-mapped memory: reads into it and writes from it go straight between the
+    /// controller and this memory, without the bounce-buffer copy (any slice of it works; at most
+    /// 64 MiB). It stays valid after `close()`.
+    #[napi]
+    pub fn alloc_buffer<'env>(&self, env: &'env Env, size: u32) -> Result<BufferSlice<'env>> {
+        let c = self.ctrl().map_err(crate::error::to_napi)?;
+        let b = c.alloc_dma(size as usize).map_err(crate::error::to_napi)?;
+        let ptr = b.as_ptr();
+        // SAFETY: `ptr` points to `size` bytes of the mapping `b` owns; `b` (an Arc) is moved
+        // into the finalizer, so the memory lives until JavaScript drops the Buffer.
+        unsafe { BufferSlice::from_external(env, ptr, size as usize, b, |_, b| drop(b)) }
+    }
+
+    /// Commands whose data went directly to/from DMA buffers from `allocBuffer`, and commands
+    /// copied through the driver's bounce buffers, since open.
+    #[napi]
+    pub fn stats(&self) -> Result<NvmeStats> {
+        let c = self.ctrl().map_err(crate::error::to_napi)?;
+        Ok(NvmeStats {
+            direct_commands: c.direct_ops.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            bounce_commands: c.bounce_ops.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        })
+    }
+
+    /// Active namespace IDs.
+    #[napi(ts_return_type = "Promise<number[]>")]
+    pub fn namespaces(&self) -> AsyncTask<Work<Vec<u32>>> {
+        let c = self.ctrl();
+        spawn(None, move || c?.namespaces())
+    }
+
+    /// Open namespace `nsid`.
+    #[napi(ts_return_type = "Promise<NvmeNamespace>")]
+    pub fn namespace(&self, nsid: u32) -> AsyncTask<Work<NvmeNamespace>> {
+        let c = self.ctrl();
+        spawn(None, move || {
+            Ok(NvmeNamespace {
+                ns: Namespace::open(&c?, nsid)?,
+            })
+        })
+    }
+
+    /// Delete the I/O queues and shut the controller down (CC.SHN). Namespaces opened from it
+    /// fail afterwards.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close(&self) -> AsyncTask<Work<()>> {
+        let c = self.slot.lock().ok().and_then(|mut g| g.take());
+        spawn(None, move || match c {
+            Some(c) => c.close(),
+            None => Ok(()),
+        })
+    }
+}
+
+/// One namespace: block-aligned async I/O.
+#[napi]
+pub struct NvmeNamespace {
+    ns: Namespace,
+}
+
+#[napi]
+impl NvmeNamespace {
+    /// Namespace ID.
+    #[napi(getter)]
+    pub fn nsid(&self) -> u32 {
+        self.ns.info.nsid
+    }
+    /// Size in bytes.
+    #[napi(getter)]
+    pub fn size(&self) -> f64 {
+        self.ns.size() as f64
+    }
+    /// Logical block size in bytes.
+    #[napi(getter)]
+    pub fn block_size(&self) -> u32 {
+        self.ns.info.lba_size
+    }
+    /// Blocks in use (NUSE, as identified at open).
+    #[napi(getter)]
+    pub fn blocks_in_use(&self) -> f64 {
+        self.ns.info.nuse as f64
+    }
+
+    /// Read `buf.length` bytes at `offset` (both multiples of the block size) into `buf`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn read(&self, offset: f64, mut buf: Buffer) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        spawn(None, move || {
+            ns.read(to_u64(offset, "offset")?, buf.as_mut())
+        })
+    }
+
+    /// Write `buf` at `offset` (both multiples of the block size).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write(&self, offset: f64, buf: Buffer) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        spawn(None, move || {
+            ns.write(to_u64(offset, "offset")?, buf.as_ref())
+        })
+    }
+
+    /// Read into each `bufs[i]` at `offsets[i]` (block aligned) with every command in flight at
+    /// once on one queue: a whole queue depth in one call.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn read_batch(&self, offsets: Vec<f64>, bufs: Vec<Buffer>) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        let mut bufs = bufs;
+        spawn(None, move || {
+            if offsets.len() != bufs.len() {
+                return Err(invalid("offsets and buffers differ in number"));
+            }
+            let offs = offsets
+                .iter()
+                .map(|o| to_u64(*o, "offset"))
+                .collect::<qimg_core::Result<Vec<_>>>()?;
+            let mut reqs: Vec<(u64, &mut [u8])> = offs
+                .into_iter()
+                .zip(bufs.iter_mut().map(|b| b.as_mut()))
+                .collect();
+            ns.read_batch(&mut reqs)
+        })
+    }
+
+    /// Write each `bufs[i]` at `offsets[i]` (block aligned), all commands in flight at once.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write_batch(&self, offsets: Vec<f64>, bufs: Vec<Buffer>) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        spawn(None, move || {
+            if offsets.len() != bufs.len() {
+                return Err(invalid("offsets and buffers differ in number"));
+            }
+            let offs = offsets
+                .iter()
+                .map(|o| to_u64(*o, "offset"))
+                .collect::<qimg_core::Result<Vec<_>>>()?;
+            let reqs: Vec<(u64, &[u8])> = offs
+                .into_iter()
+                .zip(bufs.iter().map(|b| b.as_ref()))
+                .collect();
+            ns.write_batch(&reqs)
+        })
+    }
+
+    /// Flush the controller's volatile write cache.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn flush(&self) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        spawn(None, move || ns.flush())
+    }
+
+    /// Write Zeroes over `length` bytes at `offset` (block aligned); `deallocate` sets DEAC.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write_zeroes(
+        &self,
+        offset: f64,
+        length: f64,
+        deallocate: Option<bool>,
+    ) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        spawn(None, move || {
+            ns.write_zeroes(
+                to_u64(offset, "offset")?,
+                to_u64(length, "length")?,
+                deallocate.unwrap_or(false),
+            )
+        })
+    }
+
+    /// Deallocate `length` bytes at `offset` (block aligned) with Dataset Management.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn discard(&self, offset: f64, length: f64) -> AsyncTask<Work<()>> {
+        let ns = self.ns.clone();
+        spawn(None, move || {
+            ns.discard(to_u64(offset, "offset")?, to_u64(length, "length")?)
+        })
+    }
+}

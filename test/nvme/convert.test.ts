@@ -1,0 +1,101 @@
+/**
+ * `qimg convert` and `qimg info` on the nvme:// protocol in a guest (one boot): a qcow2 image made
+ * by qemu-img/qemu-io is converted onto the emulated controller's namespace (`-n`, so zero ranges
+ * must be written as zeros over the garbage the host left there), inspected with `qimg info`
+ * (URI and `json:` options forms), and converted back to qcow2. On the host after the VM exits:
+ * `qemu-img compare` of the source with the backing file and with the round trip, `qemu-img check`.
+ */
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hasPeer, run, runOk, tempDir } from "../helpers/peers.js";
+import { type GuestRun, REPO, runGuest, vmSkipReason } from "./vm.js";
+
+const reason = vmSkipReason() ?? (hasPeer("qemu-io") ? undefined : "qemu-io missing");
+if (reason) console.warn(`SKIP: NVMe convert tests: ${reason}`);
+const MiB = 1 << 20;
+const BDF = "0000:00:10.0";
+
+describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => {
+  const t = tempDir("qimg-nvme-conv-");
+  const src = t.path("disk.qcow2");
+  const disk = t.path("n0.img");
+  let g: GuestRun;
+  const out: Record<string, string> = {};
+
+  beforeAll(() => {
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", src, "32M"]);
+    runOk("qemu-io", [
+      "-f",
+      "qcow2",
+      "-c",
+      "write -P 0x5a 0 1M",
+      "-c",
+      "write -P 0x33 5M 3M",
+      "-c",
+      "write -P 0x11 9437000 1000",
+      "-c",
+      "write -z 12M 1M",
+      "-c",
+      "write -P 0x7e 31M 1M",
+      src,
+    ]);
+    // Garbage on the namespace: convert -n must overwrite every zero range.
+    const fd = openSync(disk, "w");
+    const ee = Buffer.alloc(MiB, 0xee);
+    for (let p = 0; p < 32 * MiB; p += MiB) writeSync(fd, ee, 0, MiB, p);
+    closeSync(fd);
+    const qimg = `node ${REPO}/dist/cli/main.js`;
+    const json = `json:{"file":{"driver":"nvme","device":"${BDF}","namespace":1}}`;
+    g = runGuest(
+      [disk],
+      [
+        "set -x",
+        `${qimg} convert -n -f qcow2 -O raw /xfer/disk.qcow2 nvme://${BDF}/1 && echo CONVERT1=ok > /xfer/status`,
+        `${qimg} info --output=json nvme://${BDF}/1 > /xfer/info.json`,
+        `${qimg} info --output=json '${json}' > /xfer/info2.json`,
+        `${qimg} info --output=json --image-opts driver=raw,file.driver=nvme,file.device=${BDF},file.namespace=1 > /xfer/info3.json`,
+        `${qimg} convert -f raw -O qcow2 nvme://${BDF}/1 /xfer/back.qcow2 && echo CONVERT2=ok >> /xfer/status`,
+        `${qimg} info nvme://${BDF}/9 2> /xfer/badns.txt; echo "BADNS=$?" >> /xfer/status`,
+        "",
+      ].join("\n"),
+      t.dir,
+    );
+    for (const f of ["status", "info.json", "info2.json", "info3.json", "badns.txt"]) {
+      try {
+        out[f] = readFileSync(t.path(f), "utf8");
+      } catch {
+        out[f] = "";
+      }
+    }
+  }, 900_000);
+  afterAll(() => t.cleanup());
+
+  it("converts qcow2 onto the namespace, identical to the source", () => {
+    expect(out.status, g.stderr.slice(-3000)).toContain("CONVERT1=ok");
+    const r = run("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", src, disk]);
+    expect(r.stdout + r.stderr).toContain("Images are identical");
+    expect(r.status).toBe(0);
+  });
+
+  it("qimg info reads the namespace (URI, json: and --image-opts forms)", () => {
+    for (const f of ["info.json", "info2.json", "info3.json"]) {
+      const i = JSON.parse(out[f]);
+      expect(i.format).toBe("raw");
+      expect(i["virtual-size"]).toBe(32 * MiB);
+      expect(i.filename).toBe(`nvme://${BDF}/1`);
+      expect(i.children[0].info.format).toBe("nvme");
+    }
+  });
+
+  it("converts the namespace back to qcow2 (qemu-img check clean, compare identical)", () => {
+    expect(out.status).toContain("CONVERT2=ok");
+    expect(run("qemu-img", ["check", t.path("back.qcow2")]).status).toBe(0);
+    const r = run("qemu-img", ["compare", src, t.path("back.qcow2")]);
+    expect(r.stdout + r.stderr).toContain("Images are identical");
+  });
+
+  it("fails cleanly on a namespace that does not exist", () => {
+    expect(out.status).toMatch(/BADNS=[1-9]/);
+    expect(out["badns.txt"]).toContain("namespace 9");
+  });
+});

@@ -1,0 +1,142 @@
+/**
+ * The Node API of qimg's userspace NVMe driver (issue #9): open a controller bound to vfio-pci by
+ * its PCI address, identify it, and do block-aligned async I/O on its namespaces. Errors are
+ * `QimgError`s; a failed NVMe command carries `nvmeStatusCodeType` and `nvmeStatusCode`.
+ *
+ * ```ts
+ * const c = await NvmeController.open("0000:00:10.0");
+ * console.log(c.identify().model);
+ * const ns = await c.namespace(1);
+ * await ns.write(0, buf); await ns.flush();
+ * await c.close();
+ * ```
+ */
+import type * as Binding from "../../native/binding.js";
+import { QimgError } from "../errors.js";
+import { callNative, type NvmeIdentify, type NvmeStats, native, unwrapNativeError } from "../native.js";
+
+export type { NvmeIdentify, NvmeStats };
+
+/** One namespace: offsets and lengths are multiples of {@link NvmeNamespace.blockSize}. */
+export class NvmeNamespace {
+  readonly #n: Binding.NvmeNamespace;
+
+  /** @internal */
+  constructor(n: Binding.NvmeNamespace) {
+    this.#n = n;
+  }
+
+  /** Namespace ID. */
+  get nsid(): number {
+    return this.#n.nsid;
+  }
+  /** Size in bytes. */
+  get size(): number {
+    return this.#n.size;
+  }
+  /** Logical block size in bytes. */
+  get blockSize(): number {
+    return this.#n.blockSize;
+  }
+  /** Blocks in use (NUSE) as identified when the namespace was opened. */
+  get blocksInUse(): number {
+    return this.#n.blocksInUse;
+  }
+
+  /** Read `length` bytes at `offset` into a new Buffer (or into `into`). */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const buf = into ?? Buffer.allocUnsafe(length);
+    if (buf.length < length) {
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "buffer is shorter than the length to read");
+    }
+    await callNative(() => this.#n.read(offset, buf.subarray(0, length)));
+    return buf.subarray(0, length);
+  }
+  /** Write `data` at `offset`. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    await callNative(() => this.#n.write(offset, buf));
+  }
+  /**
+   * Read several ranges with all their commands in flight at once (one native call for a whole
+   * queue depth). Each `buffer` is filled with `buffer.length` bytes from its `offset`.
+   */
+  async readMany(reqs: { offset: number; buffer: Buffer }[]): Promise<void> {
+    await callNative(() =>
+      this.#n.readBatch(
+        reqs.map((r) => r.offset),
+        reqs.map((r) => r.buffer),
+      ),
+    );
+  }
+  /** Write several ranges with all their commands in flight at once. */
+  async writeMany(reqs: { offset: number; data: Uint8Array }[]): Promise<void> {
+    const bufs = reqs.map((r) =>
+      Buffer.isBuffer(r.data) ? r.data : Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength),
+    );
+    await callNative(() =>
+      this.#n.writeBatch(
+        reqs.map((r) => r.offset),
+        bufs,
+      ),
+    );
+  }
+  /** Flush the volatile write cache (NVMe Flush). */
+  async flush(): Promise<void> {
+    await callNative(() => this.#n.flush());
+  }
+  /** NVMe Write Zeroes; `deallocate` lets the controller unmap the blocks (DEAC). */
+  async writeZeroes(offset: number, length: number, opts: { deallocate?: boolean } = {}): Promise<void> {
+    await callNative(() => this.#n.writeZeroes(offset, length, opts.deallocate ?? false));
+  }
+  /** NVMe Dataset Management (deallocate): the blocks may read back as anything. */
+  async discard(offset: number, length: number): Promise<void> {
+    await callNative(() => this.#n.discard(offset, length));
+  }
+}
+
+/** An NVMe controller driven from userspace through vfio-pci. */
+export class NvmeController {
+  readonly #c: Binding.NvmeController;
+
+  private constructor(c: Binding.NvmeController) {
+    this.#c = c;
+  }
+
+  /** Open the controller at PCI address `bdf` (`DDDD:BB:SS.F`, bound to vfio-pci). */
+  static async open(bdf: string): Promise<NvmeController> {
+    return new NvmeController(await callNative(() => native.NvmeController.open(bdf)));
+  }
+
+  /** Identify Controller fields (serial, model, firmware, MDTS, queue count …). */
+  identify(): NvmeIdentify {
+    return this.#c.identify();
+  }
+  /**
+   * A Buffer over DMA-mapped memory (at most 64 MiB): reads into it and writes from it (or from
+   * any slice of it) move data without the driver's bounce-buffer copy. Valid after `close()`.
+   */
+  allocBuffer(size: number): Buffer {
+    try {
+      return this.#c.allocBuffer(size);
+    } catch (e) {
+      throw unwrapNativeError(e);
+    }
+  }
+  /** Read/write commands that moved data directly (DMA buffers) or through bounce buffers. */
+  stats(): NvmeStats {
+    return this.#c.stats();
+  }
+  /** Active namespace IDs. */
+  async namespaces(): Promise<number[]> {
+    return callNative(() => this.#c.namespaces());
+  }
+  /** Open namespace `nsid`. */
+  async namespace(nsid: number): Promise<NvmeNamespace> {
+    return new NvmeNamespace(await callNative(() => this.#c.namespace(nsid)));
+  }
+  /** Delete the I/O queues and shut the controller down (CC.SHN). */
+  async close(): Promise<void> {
+    await callNative(() => this.#c.close());
+  }
+}
