@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeImage = nativeBinding.NativeImage
+module.exports.NativeServer = nativeBinding.NativeServer
 module.exports.attachDataFile = nativeBinding.attachDataFile
 module.exports.compareRange = nativeBinding.compareRange
 module.exports.copyRange = nativeBinding.copyRange
@@ -846,4 +847,5 @@ module.exports.measureBitmaps = nativeBinding.measureBitmaps
 module.exports.nativeVersion = nativeBinding.nativeVersion
 module.exports.openImage = nativeBinding.openImage
 module.exports.rebaseRange = nativeBinding.rebaseRange
+module.exports.serveImage = nativeBinding.serveImage
 module.exports.setBackingFile = nativeBinding.setBackingFile

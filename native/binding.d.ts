@@ -70,6 +70,26 @@ export declare class NativeImage {
   snapshotView(which: SnapshotRefArg): Promise<NativeImage>
 }
 
+/** A running NBD server. */
+export declare class NativeServer {
+  /** The TCP port listened on (the OS's choice when 0 was asked). */
+  get port(): number | null
+  /** The Unix socket path listened on. */
+  get socketPath(): string | null
+  /** Clients connected now. */
+  get connections(): number
+  /**
+   * Resolves once the server has stopped (closed, or its last client left when not
+   * persistent), after the final flush. Occupies one libuv worker thread while it waits.
+   */
+  wait(): Promise<void>
+  /**
+   * Stop: refuse new clients, disconnect the current ones after their in-flight requests,
+   * flush the image. The image itself stays open (close it next to release its locks).
+   */
+  close(): Promise<void>
+}
+
 /**
  * Attach `data` (an opened raw image of the external data file) to `img` as the file holding
  * its guest data (qcow2 `data_file`), or detach with `null`.
@@ -274,6 +294,26 @@ export interface NativeInfo {
   formatSpecificJson?: string
 }
 
+/** How to serve (validated by TypeScript). */
+export interface NativeServeOptions {
+  /** Unix socket path; when absent, TCP on `bind`:`port`. */
+  socket?: string
+  /** TCP address to bind (default `0.0.0.0`). */
+  bind?: string
+  /** TCP port (default 10809; 0 lets the OS choose). */
+  port?: number
+  /** Export name (default ""). */
+  exportName?: string
+  /** Export description. */
+  description?: string
+  /** Refuse writes. */
+  readOnly: boolean
+  /** Clients at once (default 1; 0 = unlimited). */
+  shared?: number
+  /** Keep serving after the last client leaves. */
+  persistent?: boolean
+}
+
 /** One internal snapshot, with qemu-img's `SnapshotInfo` fields. */
 export interface NativeSnapshot {
   /** Unique ID string. */
@@ -355,6 +395,12 @@ export interface RebaseRangeStats {
   /** Bytes copied into the top image. */
   bytesWritten: number
 }
+
+/**
+ * Start serving `image` (which stays open, with its locks, until the caller closes it after
+ * the server has stopped).
+ */
+export declare function serveImage(image: NativeImage, opts: NativeServeOptions): NativeServer
 
 /** Store a new backing file reference in `img` (`null` removes it), after flushing it. */
 export declare function setBackingFile(img: NativeImage, name?: string | undefined | null, format?: string | undefined | null): Promise<void>

@@ -18,6 +18,7 @@ import { measureCommand } from "../commands/measure.js";
 import type { Io } from "../commands/output.js";
 import { rebaseCommand } from "../commands/rebase.js";
 import { resizeCommand } from "../commands/resize.js";
+import { serveCommand } from "../commands/serve.js";
 import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
@@ -43,6 +44,7 @@ Commands:
   measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
+  serve [--object objectdef] [--image-opts] [-f fmt] [-x name] [-D description] [-r] [-k socket | -b addr -p port] [-t] [-e shared] filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -249,6 +251,24 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           granularity: c.granularity || undefined,
           sourceFile: c.sourceFile,
           sourceFormat: c.sourceFormat,
+        },
+        io,
+      );
+    case "serve":
+      return serveCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          exportName: c.exportName,
+          description: c.description,
+          readOnly: c.readOnly,
+          socket: c.socket,
+          bind: c.bind,
+          port: c.port,
+          persistent: c.persistent,
+          shared: c.shared,
+          tlsCreds: c.tlsCreds,
+          signal,
         },
         io,
       );

@@ -16,6 +16,7 @@ import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand }
 import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 import { buildRebase, REBASE_SPEC, type RebaseCommand } from "./rebase.js";
+import { buildServe, SERVE_SPEC, type ServeCommand } from "./serve.js";
 import { buildSnapshot, SNAPSHOT_SPEC, type SnapshotCommand } from "./snapshot.js";
 
 export type { BitmapCommand, BitmapCommandAction } from "./bitmap.js";
@@ -35,6 +36,7 @@ export type { MapCommand } from "./map.js";
 export type { MeasureCommand } from "./measure.js";
 export type { RebaseCommand } from "./rebase.js";
 export type { ResizeCommand, ResizePreallocation } from "./resize.js";
+export type { ServeCommand } from "./serve.js";
 export type { SnapshotCommand } from "./snapshot.js";
 
 /** The commands qimg implements. */
@@ -51,7 +53,8 @@ export type CommandName =
   | "snapshot"
   | "measure"
   | "resize"
-  | "amend";
+  | "amend"
+  | "serve";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -87,6 +90,7 @@ export type Command =
   | MeasureCommand
   | ResizeCommand
   | AmendCommand
+  | ServeCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -107,6 +111,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   measure: MEASURE_SPEC,
   resize: RESIZE_SPEC,
   amend: AMEND_SPEC,
+  serve: SERVE_SPEC,
 };
 
 const BUILDERS = {
@@ -123,6 +128,7 @@ const BUILDERS = {
   measure: buildMeasure,
   resize: buildResize,
   amend: buildAmend,
+  serve: buildServe,
 } as const;
 
 /** True if `s` names a command qimg implements. */

@@ -1,0 +1,325 @@
+//! Server side of the fixed-newstyle negotiation.
+//!
+//! ```text
+//! S: u64 NBDMAGIC, u64 IHAVEOPT, u16 flags (FIXED_NEWSTYLE | NO_ZEROES)
+//! C: u32 client flags
+//! C: u64 IHAVEOPT, u32 option, u32 length, data          (repeated)
+//! S: option replies (REP_SERVER / REP_INFO / REP_META_CONTEXT …, then REP_ACK or an error)
+//! EXPORT_NAME ends with: u64 size, u16 transmission flags, [124 zero bytes]
+//! GO data:  u32 name length, name, u16 n, n × u16 information request
+//! META data: u32 name length, name, u32 n, n × (u32 length, query)
+//! ```
+//! Answers: GO/INFO (export, name, description, block sizes), LIST, EXPORT_NAME, ABORT,
+//! STRUCTURED_REPLY, SET/LIST_META_CONTEXT (`base:allocation`); every other option gets
+//! `NBD_REP_ERR_UNSUP` (STARTTLS: `ERR_POLICY`, TLS is not configured).
+use super::proto::*;
+use super::{Export, Sock};
+use crate::error::{Error, Result};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// How long a client may take over one read during negotiation (qemu-nbd's handshake limit).
+pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// Options accepted before the client must pick an export.
+const MAX_OPTIONS: u32 = 4096;
+
+/// What a connection agreed on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Negotiated {
+    /// Structured replies were negotiated.
+    pub structured: bool,
+    /// `base:allocation` was selected (its id is [`META_BASE_ALLOCATION`]).
+    pub base_allocation: bool,
+    /// The transmission flags sent.
+    pub flags: u16,
+}
+
+/// The transmission flags of the export for a connection.
+pub(crate) fn transmission_flags(export: &Export, structured: bool) -> u16 {
+    let mut f = TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA;
+    if export.config.read_only {
+        f |= TF_READ_ONLY;
+    } else {
+        f |= TF_SEND_TRIM | TF_SEND_WRITE_ZEROES | TF_SEND_FAST_ZERO;
+    }
+    if structured {
+        f |= TF_SEND_DF;
+    }
+    // Every connection drives the same in-process driver and FLUSH flushes it whole, so what one
+    // connection flushes is durable for all: multi-conn is safe whenever several may connect.
+    if export.config.shared != 1 {
+        f |= TF_CAN_MULTI_CONN;
+    }
+    f
+}
+
+fn send(s: &mut Sock, b: &[u8]) -> Result<()> {
+    s.write_all(b)
+        .map_err(|e| Error::io("NBD server: writing to the client", &e))
+}
+
+fn reply(s: &mut Sock, opt: u32, ty: u32, data: &[u8]) -> Result<()> {
+    send(s, &option_reply(opt, ty, data))
+}
+
+fn err_reply(s: &mut Sock, opt: u32, ty: u32, msg: &str) -> Result<()> {
+    reply(s, opt, ty, msg.as_bytes())
+}
+
+/// A cursor over an option's payload; every read is bounds-checked.
+struct Cur<'a> {
+    b: &'a [u8],
+    o: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.o.checked_add(n)?;
+        let r = self.b.get(self.o..end)?;
+        self.o = end;
+        Some(r)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| be16(b, 0))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| be32(b, 0))
+    }
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()?;
+        if n > MAX_STRING {
+            return None;
+        }
+        self.take(n as usize)
+    }
+    fn done(&self) -> bool {
+        self.o == self.b.len()
+    }
+}
+
+/// `INFO_EXPORT` + optional name/description/block size, for GO and INFO.
+fn send_info(s: &mut Sock, opt: u32, export: &Export, requests: &[u16], tf: u16) -> Result<()> {
+    let mut e = Vec::with_capacity(12);
+    e.extend_from_slice(&INFO_EXPORT.to_be_bytes());
+    e.extend_from_slice(&export.size.to_be_bytes());
+    e.extend_from_slice(&tf.to_be_bytes());
+    reply(s, opt, REP_INFO, &e)?;
+    for &r in requests {
+        match r {
+            INFO_NAME => {
+                let mut b = INFO_NAME.to_be_bytes().to_vec();
+                b.extend_from_slice(export.config.export_name.as_bytes());
+                reply(s, opt, REP_INFO, &b)?;
+            }
+            INFO_DESCRIPTION => {
+                if let Some(d) = &export.config.description {
+                    let mut b = INFO_DESCRIPTION.to_be_bytes().to_vec();
+                    b.extend_from_slice(d.as_bytes());
+                    reply(s, opt, REP_INFO, &b)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    // Block sizes are always sent: minimum 1, preferred 4 KiB, maximum 32 MiB (qemu-nbd's).
+    let mut b = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+    b.extend_from_slice(&1u32.to_be_bytes());
+    b.extend_from_slice(&4096u32.to_be_bytes());
+    b.extend_from_slice(&MAX_BUFFER.to_be_bytes());
+    reply(s, opt, REP_INFO, &b)?;
+    reply(s, opt, REP_ACK, &[])
+}
+
+/// Answer LIST/SET_META_CONTEXT; returns whether `base:allocation` was selected (SET) or `None`
+/// when an error reply was sent.
+fn meta_context(
+    s: &mut Sock,
+    opt: u32,
+    data: &[u8],
+    export: &Export,
+    structured: bool,
+) -> Result<Option<bool>> {
+    if opt == OPT_SET_META_CONTEXT && !structured {
+        err_reply(
+            s,
+            opt,
+            REP_ERR_INVALID,
+            "structured replies were not negotiated",
+        )?;
+        return Ok(None);
+    }
+    let mut c = Cur { b: data, o: 0 };
+    let parsed = (|| {
+        let name = c.string()?;
+        let n = c.u32()?;
+        let mut queries = Vec::new();
+        for _ in 0..n {
+            queries.push(c.string()?);
+        }
+        c.done().then_some((name, queries))
+    })();
+    let Some((name, queries)) = parsed else {
+        err_reply(
+            s,
+            opt,
+            REP_ERR_INVALID,
+            "malformed metadata context request",
+        )?;
+        return Ok(None);
+    };
+    if name != export.config.export_name.as_bytes() {
+        err_reply(s, opt, REP_ERR_UNKNOWN, "export not found")?;
+        return Ok(None);
+    }
+    let matches = |q: &[u8]| match opt {
+        OPT_LIST_META_CONTEXT => q == b"base:" || q == BASE_ALLOCATION.as_bytes(),
+        _ => q == BASE_ALLOCATION.as_bytes(),
+    };
+    let selected = if opt == OPT_LIST_META_CONTEXT && queries.is_empty() {
+        true
+    } else {
+        queries.iter().any(|q| matches(q))
+    };
+    if selected {
+        let mut b = META_BASE_ALLOCATION.to_be_bytes().to_vec();
+        b.extend_from_slice(BASE_ALLOCATION.as_bytes());
+        reply(s, opt, REP_META_CONTEXT, &b)?;
+    }
+    reply(s, opt, REP_ACK, &[])?;
+    Ok(Some(selected))
+}
+
+/// Run the negotiation. `Ok(None)`: the client aborted or went away (or asked for an unknown
+/// export with EXPORT_NAME); `Ok(Some(_))`: transmission starts.
+pub(crate) fn negotiate(s: &mut Sock, export: &Export) -> Result<Option<Negotiated>> {
+    let mut hello = Vec::with_capacity(18);
+    hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
+    hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    hello.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+    send(s, &hello)?;
+    let mut b4 = [0u8; 4];
+    read_exact(s, &mut b4, "client flags")?;
+    let cflags = u32::from_be_bytes(b4);
+    if cflags & !u32::from(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES) != 0 {
+        return Ok(None);
+    }
+    let no_zeroes = cflags & u32::from(FLAG_NO_ZEROES) != 0;
+    let mut neg = Negotiated::default();
+    for _ in 0..MAX_OPTIONS {
+        let mut h = [0u8; 16];
+        read_exact(s, &mut h, "option header")?;
+        if be64(&h, 0) != IHAVEOPT {
+            return Ok(None);
+        }
+        let opt = be32(&h, 8);
+        let len = be32(&h, 12);
+        if len > MAX_OPTION {
+            // Too big to buffer and not worth skipping: say so and hang up (qemu-nbd does too).
+            let _ = err_reply(s, opt, REP_ERR_TOO_BIG, "option too long");
+            return Ok(None);
+        }
+        let mut data = vec![0u8; len as usize];
+        read_exact(s, &mut data, "option data")?;
+        match opt {
+            OPT_EXPORT_NAME => {
+                if data != export.config.export_name.as_bytes() {
+                    return Ok(None);
+                }
+                neg.flags = transmission_flags(export, neg.structured);
+                let mut b = export.size.to_be_bytes().to_vec();
+                b.extend_from_slice(&neg.flags.to_be_bytes());
+                if !no_zeroes {
+                    b.extend_from_slice(&[0u8; 124]);
+                }
+                send(s, &b)?;
+                return Ok(Some(neg));
+            }
+            OPT_ABORT => {
+                let _ = reply(s, opt, REP_ACK, &[]);
+                return Ok(None);
+            }
+            OPT_LIST => {
+                if len != 0 {
+                    err_reply(s, opt, REP_ERR_INVALID, "LIST takes no data")?;
+                    continue;
+                }
+                let name = export.config.export_name.as_bytes();
+                let mut b = (name.len() as u32).to_be_bytes().to_vec();
+                b.extend_from_slice(name);
+                if let Some(d) = &export.config.description {
+                    b.extend_from_slice(d.as_bytes());
+                }
+                reply(s, opt, REP_SERVER, &b)?;
+                reply(s, opt, REP_ACK, &[])?;
+            }
+            OPT_STRUCTURED_REPLY => {
+                if len != 0 {
+                    err_reply(s, opt, REP_ERR_INVALID, "STRUCTURED_REPLY takes no data")?;
+                } else if neg.structured {
+                    err_reply(
+                        s,
+                        opt,
+                        REP_ERR_INVALID,
+                        "structured replies already negotiated",
+                    )?;
+                } else {
+                    neg.structured = true;
+                    reply(s, opt, REP_ACK, &[])?;
+                }
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                if let Some(sel) = meta_context(s, opt, &data, export, neg.structured)? {
+                    if opt == OPT_SET_META_CONTEXT {
+                        neg.base_allocation = sel;
+                    }
+                }
+            }
+            OPT_INFO | OPT_GO => {
+                let mut c = Cur { b: &data, o: 0 };
+                let parsed = (|| {
+                    let name = c.string()?;
+                    let n = c.u16()?;
+                    let mut reqs = Vec::new();
+                    for _ in 0..n {
+                        reqs.push(c.u16()?);
+                    }
+                    c.done().then_some((name, reqs))
+                })();
+                let Some((name, reqs)) = parsed else {
+                    err_reply(s, opt, REP_ERR_INVALID, "malformed GO/INFO request")?;
+                    continue;
+                };
+                if name != export.config.export_name.as_bytes() {
+                    let msg = format!("export '{}' not present", String::from_utf8_lossy(name));
+                    err_reply(s, opt, REP_ERR_UNKNOWN, &msg)?;
+                    continue;
+                }
+                let tf = transmission_flags(export, neg.structured);
+                send_info(s, opt, export, &reqs, tf)?;
+                if opt == OPT_GO {
+                    neg.flags = tf;
+                    return Ok(Some(neg));
+                }
+            }
+            OPT_STARTTLS => {
+                err_reply(s, opt, REP_ERR_POLICY, "TLS not configured")?;
+            }
+            _ => {
+                err_reply(s, opt, REP_ERR_UNSUP, "option not supported")?;
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Read and ignore `n` bytes (bounded chunks).
+pub(crate) fn skip(s: &mut Sock, mut n: u64) -> Result<()> {
+    let mut buf = [0u8; 65536];
+    while n > 0 {
+        let k = n.min(buf.len() as u64) as usize;
+        s.read_exact(&mut buf[..k])
+            .map_err(|e| Error::io("NBD server: reading from the client", &e))?;
+        n -= k as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! `serveImage`: run the NBD server ([`qimg_core::nbd_server`]) on an opened image. The server
+//! lives on its own Rust threads; JavaScript only starts it, waits for it and stops it.
+use crate::error::{invalid, to_napi};
+use crate::image::NativeImage;
+use crate::work::{spawn, Work};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use qimg_core::nbd_server::{Listen, NbdServer, ServerConfig};
+use std::sync::Arc;
+
+/// How to serve (validated by TypeScript).
+#[napi(object)]
+pub struct NativeServeOptions {
+    /// Unix socket path; when absent, TCP on `bind`:`port`.
+    pub socket: Option<String>,
+    /// TCP address to bind (default `0.0.0.0`).
+    pub bind: Option<String>,
+    /// TCP port (default 10809; 0 lets the OS choose).
+    pub port: Option<u32>,
+    /// Export name (default "").
+    pub export_name: Option<String>,
+    /// Export description.
+    pub description: Option<String>,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// Clients at once (default 1; 0 = unlimited).
+    pub shared: Option<u32>,
+    /// Keep serving after the last client leaves.
+    pub persistent: Option<bool>,
+}
+
+/// A running NBD server.
+#[napi]
+pub struct NativeServer {
+    inner: Arc<NbdServer>,
+}
+
+/// Start serving `image` (which stays open, with its locks, until the caller closes it after
+/// the server has stopped).
+#[napi]
+pub fn serve_image(image: &NativeImage, opts: NativeServeOptions) -> napi::Result<NativeServer> {
+    let driver = image.driver().map_err(to_napi)?;
+    let listen = match opts.socket {
+        Some(p) => Listen::Unix(p),
+        None => Listen::Tcp(
+            opts.bind.unwrap_or_else(|| "0.0.0.0".into()),
+            u16::try_from(opts.port.unwrap_or(10809))
+                .map_err(|_| to_napi(invalid("Invalid port number")))?,
+        ),
+    };
+    let config = ServerConfig {
+        export_name: opts.export_name.unwrap_or_default(),
+        description: opts.description,
+        read_only: opts.read_only,
+        shared: opts.shared.unwrap_or(1),
+        persistent: opts.persistent.unwrap_or(false),
+    };
+    let s = NbdServer::start(driver, &listen, config).map_err(to_napi)?;
+    Ok(NativeServer { inner: Arc::new(s) })
+}
+
+#[napi]
+impl NativeServer {
+    /// The TCP port listened on (the OS's choice when 0 was asked).
+    #[napi(getter)]
+    pub fn port(&self) -> Option<u32> {
+        self.inner.port().map(u32::from)
+    }
+
+    /// The Unix socket path listened on.
+    #[napi(getter)]
+    pub fn socket_path(&self) -> Option<String> {
+        self.inner.socket_path().map(str::to_string)
+    }
+
+    /// Clients connected now.
+    #[napi(getter)]
+    pub fn connections(&self) -> u32 {
+        self.inner.connections()
+    }
+
+    /// Resolves once the server has stopped (closed, or its last client left when not
+    /// persistent), after the final flush. Occupies one libuv worker thread while it waits.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn wait(&self) -> AsyncTask<Work<()>> {
+        let s = self.inner.clone();
+        spawn(None, move || s.wait())
+    }
+
+    /// Stop: refuse new clients, disconnect the current ones after their in-flight requests,
+    /// flush the image. The image itself stays open (close it next to release its locks).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close(&self) -> AsyncTask<Work<()>> {
+        let s = self.inner.clone();
+        spawn(None, move || s.close())
+    }
+}
