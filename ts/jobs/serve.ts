@@ -92,7 +92,8 @@ export class NbdServer implements AsyncDisposable {
   get uri(): string {
     const name = encodeURIComponent(this.#exportName);
     const path = this.socketPath;
-    if (path !== undefined) return `nbd+unix:///${name}?socket=${encodeURIComponent(path)}`;
+    if (path !== undefined)
+      return `nbd+unix:///${name}?socket=${encodeURIComponent(path).replaceAll("%2F", "/")}`;
     const h = this.#host === "0.0.0.0" || this.#host === "" ? "127.0.0.1" : this.#host;
     const host = h.includes(":") ? `[${h}]` : h;
     return `nbd://${host}:${this.port}/${name}`;

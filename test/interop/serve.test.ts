@@ -1,0 +1,226 @@
+/**
+ * `serve()` and `qimg serve` against real NBD clients: nbdinfo (`--map` equal to `qimg map`),
+ * nbdcopy, `qemu-img info/convert/compare nbd://…` and qemu-io writes (read back by qimg after the
+ * server stopped); qcow2 chains and raw, Unix sockets and TCP, named exports, read-only refusal,
+ * SIGTERM, the non-persistent stop after the last client, and the CLI's option errors.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { afterAll, describe, expect, it } from "vitest";
+import { map, open, serve } from "../../ts/index.js";
+import { hasPeer, QIMG, qimg, run, runOk, sha256, tempDir } from "../helpers/peers.js";
+
+const haveQemu = hasPeer("qemu-img") && hasPeer("qemu-io");
+const haveNbd = hasPeer("nbdinfo") && hasPeer("nbdcopy");
+if (!haveNbd) console.warn("SKIP: nbdinfo/nbdcopy missing (apt-get install libnbd-bin)");
+const have = haveQemu && haveNbd;
+const t = tempDir("qimg-serve-");
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+  t.cleanup();
+});
+
+const unixUri = (sock: string, name = "") => `nbd+unix:///${name}?socket=${sock}`;
+
+/** A qcow2 over a qcow2 backing file with data in both layers and a zero cluster. */
+function makeChain(tag: string): { base: string; top: string } {
+  const base = t.path(`${tag}-base.qcow2`);
+  const top = t.path(`${tag}-top.qcow2`);
+  runOk("qemu-img", ["create", "-q", "-f", "qcow2", base, "32M"]);
+  runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 0x11 0 6M", base]);
+  runOk("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top]);
+  runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 0x22 1M 2M", "-c", "write -z 4M 128k", top]);
+  runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 0x33 20M 300k", top]);
+  return { base, top };
+}
+
+/** `nbdinfo --map` as runs of base:allocation flags (1 hole, 2 zero), adjacent equal runs merged. */
+function nbdinfoRuns(uri: string): Array<[number, number, number]> {
+  const out: Array<[number, number, number]> = [];
+  for (const line of runOk("nbdinfo", ["--map", uri]).split("\n")) {
+    const m = /^\s*(\d+)\s+(\d+)\s+(\d+)/.exec(line);
+    if (m) push(out, Number(m[1]), Number(m[2]), Number(m[3]));
+  }
+  return out;
+}
+
+function push(out: Array<[number, number, number]>, start: number, length: number, flags: number): void {
+  const last = out[out.length - 1];
+  if (last && last[2] === flags && last[0] + last[1] === start) last[1] += length;
+  else out.push([start, length, flags]);
+}
+
+/** A qimg map (JSON shape) as the same runs: hole = no data, zero = reads as zeros. */
+function mapRuns(entries: Array<{ start: number; length: number; data: boolean; zero: boolean }>) {
+  const out: Array<[number, number, number]> = [];
+  for (const e of entries) push(out, e.start, e.length, (e.data ? 0 : 1) | (e.zero ? 2 : 0));
+  return out;
+}
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > 15_000) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Start `qimg serve ARGS` and wait until `ready` (or the URI line with `-p 0`). */
+async function startCli(args: string[], ready?: () => boolean) {
+  const p = spawn(process.execPath, [QIMG, "serve", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(p);
+  let stdout = "";
+  let stderr = "";
+  p.stdout?.on("data", (d) => {
+    stdout += d;
+  });
+  p.stderr?.on("data", (d) => {
+    stderr += d;
+  });
+  const exited = new Promise<number | null>((r) => p.on("exit", (code) => r(code)));
+  await until(() => (ready ? ready() : stdout.includes("\n")) || p.exitCode !== null, "qimg serve");
+  if (p.exitCode !== null) throw new Error(`qimg serve exited: ${stderr}`);
+  return { p, exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+describe.skipIf(!have)("serve() library", () => {
+  it("exports a qcow2 chain: nbdinfo --map equals qimg map, qemu-img and nbdcopy read it exactly", async () => {
+    const { top } = makeChain("lib");
+    const sock = t.path("lib.sock");
+    const expected = t.path("lib-expected.raw");
+    runOk("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", top, expected]);
+    const qimgMap = await map(top, { format: "qcow2" });
+    const srv = await serve(top, {
+      format: "qcow2",
+      socket: sock,
+      readOnly: true,
+      persistent: true,
+      shared: 4,
+    });
+    try {
+      expect(srv.uri).toBe(unixUri(sock));
+      expect(srv.socketPath).toBe(sock);
+      const runs = nbdinfoRuns(srv.uri);
+      expect(runs).toEqual(mapRuns(qimgMap));
+      expect(runs.some((r) => r[2] === 0) && runs.some((r) => r[2] === 3)).toBe(true);
+      const info = JSON.parse(runOk("qemu-img", ["info", "--output=json", srv.uri]));
+      expect(info["virtual-size"]).toBe(32 << 20);
+      expect(run("qemu-img", ["compare", "-f", "raw", "-F", "raw", srv.uri, expected]).status).toBe(0);
+      const conv = t.path("lib-conv.raw");
+      runOk("qemu-img", ["convert", "-f", "raw", "-O", "raw", srv.uri, conv]);
+      expect(sha256(conv)).toBe(sha256(expected));
+      const copy = t.path("lib-copy.raw");
+      runOk("nbdcopy", [srv.uri, copy]);
+      expect(sha256(copy)).toBe(sha256(expected));
+      // Read-only: qemu-io cannot open it for writing.
+      expect(run("qemu-io", ["-f", "raw", "-c", "write 0 4k", srv.uri]).status).not.toBe(0);
+    } finally {
+      await srv.close();
+    }
+    expect(existsSync(sock)).toBe(false);
+    await srv.closed;
+  });
+
+  it("serves an Image the caller opened, over TCP on an OS-chosen port, and leaves it open", async () => {
+    const raw = t.path("own.raw");
+    writeFileSync(raw, Buffer.alloc(4 << 20, 0x7e));
+    const img = await open(raw, { format: "raw" });
+    const srv = await serve(img, { bind: "127.0.0.1", port: 0, exportName: "own", persistent: true });
+    try {
+      expect(srv.port).toBeGreaterThan(0);
+      expect(srv.uri).toBe(`nbd://127.0.0.1:${srv.port}/own`);
+      const o = runOk("qemu-io", ["-f", "raw", "-c", "write -P 0x01 1M 64k", "-c", "flush", srv.uri]);
+      expect(o).toContain("wrote 65536/65536");
+      // The export name matters.
+      expect(run("qemu-img", ["info", `nbd://127.0.0.1:${srv.port}/other`]).status).not.toBe(0);
+    } finally {
+      await srv.close();
+    }
+    const b = await img.read(1 << 20, 65536);
+    expect(b.every((x) => x === 1)).toBe(true);
+    await img.close();
+  });
+});
+
+describe.skipIf(!have)("qimg serve", () => {
+  it("takes qemu-io writes over TCP (named export), stops after the last client, qimg reads them back", async () => {
+    const { top } = makeChain("cli");
+    const s = await startCli(["-f", "qcow2", "-x", "disk", "-b", "127.0.0.1", "-p", "0", top]);
+    const uri = s.stdout().trim();
+    expect(uri).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/disk$/);
+    const o = runOk("qemu-io", [
+      "-f",
+      "raw",
+      "-c",
+      "write -P 0x44 512k 1M",
+      "-c",
+      "write -z 2M 256k",
+      "-c",
+      "discard 24M 1M",
+      "-c",
+      "flush",
+      uri,
+    ]);
+    expect(o).not.toContain("failed");
+    // Not persistent: the client left, so the server exits 0 and releases the image.
+    expect(await s.exited).toBe(0);
+    const img = await open(top, { format: "qcow2", readOnly: true });
+    try {
+      const b = await img.read(0, 3 << 20);
+      expect(b.subarray(0, 512 << 10).every((x) => x === 0x11)).toBe(true);
+      expect(b.subarray(512 << 10, 1536 << 10).every((x) => x === 0x44)).toBe(true);
+      expect(b.subarray(1536 << 10, 2 << 20).every((x) => x === 0x22)).toBe(true);
+      expect(b.subarray(2 << 20, (2 << 20) + (256 << 10)).every((x) => x === 0)).toBe(true);
+      expect(b.subarray((2 << 20) + (256 << 10)).every((x) => x === 0x22)).toBe(true);
+    } finally {
+      await img.close();
+    }
+    expect(run("qemu-img", ["check", top]).status).toBe(0);
+  });
+
+  it("serves raw read-only on a Unix socket until SIGTERM, then releases the locks", async () => {
+    const raw = t.path("ro.raw");
+    writeFileSync(raw, Buffer.alloc(2 << 20, 0x5a));
+    const sock = t.path("ro.sock");
+    const s = await startCli(["-f", "raw", "-r", "-t", "-e", "2", "-k", sock, raw], () => existsSync(sock));
+    const uri = unixUri(sock);
+    const info = JSON.parse(runOk("nbdinfo", ["--json", uri]));
+    const e = info.exports[0];
+    expect(e["export-size"]).toBe(2 << 20);
+    expect(e.is_read_only).toBe(true);
+    expect(run("qemu-io", ["-f", "raw", "-c", "write 0 4k", uri]).status).not.toBe(0);
+    // Persistent: a second client after the first one left.
+    expect(runOk("nbdinfo", ["--size", uri]).trim()).toBe(String(2 << 20));
+    // Serving holds the image's (reader's) lock: a writer is refused while it runs.
+    expect(run("qemu-io", ["-f", "raw", "-c", "write 0 4k", raw]).status).not.toBe(0);
+    s.p.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+    expect(existsSync(sock)).toBe(false);
+    expect(run("qemu-io", ["-f", "raw", "-c", "write 0 4k", raw]).status).toBe(0);
+    expect(
+      readFileSync(raw)
+        .subarray(4096)
+        .every((x) => x === 0x5a),
+    ).toBe(true);
+  });
+
+  it("fails like qemu-nbd on bad options and images", () => {
+    const raw = t.path("opt.raw");
+    writeFileSync(raw, Buffer.alloc(65536));
+    const cases: Array<[string[], RegExp]> = [
+      [["-p", "70000", raw], /Invalid port number '70000'/],
+      [["-e", "x", raw], /Invalid shared device number 'x'/],
+      [[], /Invalid number of arguments/],
+      [[raw, raw], /Invalid number of arguments/],
+      [["-f", "qcow2", "-k", t.path("x.sock"), raw], /qcow2/],
+      [["-k", t.path("y.sock"), t.path("missing.raw")], /missing\.raw/],
+      [["--tls-creds", "tls0", "-k", t.path("z.sock"), raw], /not supported/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = qimg(["serve", ...args]);
+      expect(r.status, args.join(" ")).toBe(1);
+      expect(r.stderr).toMatch(msg);
+    }
+  });
+});
