@@ -1,6 +1,8 @@
-//! NBD fixed-newstyle negotiation: structured replies and the `base:allocation` metadata
-//! context when the server offers them, then `NBD_OPT_GO` for the export (with its block size
-//! constraints). Every reply length is bounded before anything is allocated.
+//! NBD fixed-newstyle negotiation: the greeting, `NBD_OPT_STARTTLS` when TLS is configured,
+//! structured replies and the `base:allocation` / `qemu:allocation-depth` metadata contexts when
+//! the server offers them, then `NBD_OPT_GO` for the export (with its block size constraints);
+//! or `NBD_OPT_LIST` to list exports. Every reply length is bounded before anything is
+//! allocated, and a server demanding TLS when none is configured gets a clear error.
 use super::wire::*;
 use crate::error::{Error, ErrorCode, Result};
 use std::io::{Read, Write};
@@ -20,6 +22,17 @@ pub struct Export {
     pub structured: bool,
     /// The `base:allocation` context id, when block status is available.
     pub base_allocation: Option<u32>,
+    /// The `qemu:allocation-depth` context id, when the server offers it (qemu-nbd `-A`).
+    pub allocation_depth: Option<u32>,
+}
+
+/// One export of an `NBD_OPT_LIST` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportEntry {
+    /// Export name.
+    pub name: String,
+    /// Description (may be empty).
+    pub description: String,
 }
 
 /// One option reply: (type, data).
@@ -63,7 +76,9 @@ fn option_error(ty: u32, data: &[u8], export: &str) -> Error {
             ErrorCode::NotFound,
             format!("Requested export not available (export '{export}'){detail}"),
         ),
-        5 => Error::unsupported(format!("NBD server requires TLS{detail}")),
+        5 => Error::unsupported(format!(
+            "NBD server requires TLS, but no TLS credentials were given (use tls-creds){detail}"
+        )),
         2 => Error::new(
             ErrorCode::ReadOnly,
             format!("NBD server refused by policy{detail}"),
@@ -76,11 +91,8 @@ fn option_error(ty: u32, data: &[u8], export: &str) -> Error {
     }
 }
 
-/// Negotiate `export` on a freshly connected stream.
-pub fn negotiate(s: &mut (impl Read + Write), export: &str) -> Result<Export> {
-    if export.len() > 4096 {
-        return Err(Error::invalid("NBD export name longer than 4096 bytes"));
-    }
+/// Read the server's greeting and send the client flags.
+pub fn greet(s: &mut (impl Read + Write)) -> Result<()> {
     let mut g = [0u8; 18];
     read_exact(s, &mut g[..16], "the greeting")?;
     if be64(&g, 0) != NBDMAGIC {
@@ -106,12 +118,98 @@ pub fn negotiate(s: &mut (impl Read + Write), export: &str) -> Result<Export> {
     }
     let cflags = u32::from(FLAG_FIXED_NEWSTYLE | (hflags & FLAG_NO_ZEROES));
     s.write_all(&cflags.to_be_bytes())
-        .map_err(|e| Error::io("NBD: sending client flags", &e))?;
+        .map_err(|e| Error::io("NBD: sending client flags", &e))
+}
 
+/// Ask for TLS (`NBD_OPT_STARTTLS`); the caller starts the TLS handshake on success. A server
+/// that refuses is an error: there is no plaintext fallback.
+pub fn starttls(s: &mut (impl Read + Write)) -> Result<()> {
+    send_option(s, OPT_STARTTLS, &[])?;
+    match option_reply(s, OPT_STARTTLS)? {
+        (REP_ACK, _) => Ok(()),
+        (t, d) if t & REP_FLAG_ERROR != 0 => {
+            let text = String::from_utf8_lossy(&d).into_owned();
+            Err(Error::unsupported(format!(
+                "NBD server does not support TLS, which was required{}",
+                if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {text}")
+                }
+            )))
+        }
+        (t, _) => Err(Error::corrupt(format!(
+            "NBD server answered STARTTLS with reply {t}"
+        ))),
+    }
+}
+
+/// List the server's exports (`NBD_OPT_LIST`), then end negotiation (`NBD_OPT_ABORT`).
+pub fn list(s: &mut (impl Read + Write)) -> Result<Vec<ExportEntry>> {
+    send_option(s, OPT_LIST, &[])?;
+    let mut out = Vec::new();
+    loop {
+        match option_reply(s, OPT_LIST)? {
+            (REP_SERVER, d) => {
+                if d.len() < 4 || be32(&d, 0) as usize > d.len() - 4 {
+                    return Err(Error::corrupt("NBD server sent a malformed export entry"));
+                }
+                let n = be32(&d, 0) as usize;
+                out.push(ExportEntry {
+                    name: String::from_utf8_lossy(&d[4..4 + n]).into_owned(),
+                    description: String::from_utf8_lossy(&d[4 + n..]).into_owned(),
+                });
+                if out.len() > 1 << 16 {
+                    return Err(Error::corrupt("NBD server listed too many exports"));
+                }
+            }
+            (REP_ACK, _) => break,
+            (t, d) if t & REP_FLAG_ERROR != 0 => {
+                let e = option_error(t, &d, "");
+                return Err(if t == REP_ERR_UNSUP || t == REP_ERR_POLICY {
+                    Error::new(
+                        e.code,
+                        format!("NBD server refused to list its exports{}", {
+                            let m = String::from_utf8_lossy(&d).into_owned();
+                            if m.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {m}")
+                            }
+                        }),
+                    )
+                } else {
+                    e
+                });
+            }
+            (t, _) => {
+                return Err(Error::corrupt(format!(
+                    "NBD server sent reply {t} to OPT_LIST"
+                )))
+            }
+        }
+    }
+    abort(s);
+    Ok(out)
+}
+
+/// End negotiation without choosing an export (best effort: the server may just hang up).
+pub fn abort(s: &mut (impl Read + Write)) {
+    if send_option(s, OPT_ABORT, &[]).is_ok() {
+        let _ = option_reply(s, OPT_ABORT);
+    }
+}
+
+/// Negotiate `export` after [`greet`] (and [`starttls`]).
+pub fn negotiate(s: &mut (impl Read + Write), export: &str) -> Result<Export> {
+    if export.len() > 4096 {
+        return Err(Error::invalid("NBD export name longer than 4096 bytes"));
+    }
     // Structured replies (needed for block status).
     send_option(s, OPT_STRUCTURED_REPLY, &[])?;
     let structured = match option_reply(s, OPT_STRUCTURED_REPLY)? {
         (REP_ACK, _) => true,
+        (REP_ERR_TLS_REQD, d) => return Err(option_error(REP_ERR_TLS_REQD, &d, export)),
         (t, _) if t & REP_FLAG_ERROR != 0 => false,
         (t, _) => {
             return Err(Error::corrupt(format!(
@@ -121,21 +219,25 @@ pub fn negotiate(s: &mut (impl Read + Write), export: &str) -> Result<Export> {
     };
 
     let name = export.as_bytes();
-    let mut base_allocation = None;
+    let (mut base_allocation, mut allocation_depth) = (None, None);
     if structured {
-        let query = b"base:allocation";
+        let queries: [&[u8]; 2] = [b"base:allocation", b"qemu:allocation-depth"];
         let mut d = Vec::new();
         d.extend_from_slice(&(name.len() as u32).to_be_bytes());
         d.extend_from_slice(name);
-        d.extend_from_slice(&1u32.to_be_bytes());
-        d.extend_from_slice(&(query.len() as u32).to_be_bytes());
-        d.extend_from_slice(query);
+        d.extend_from_slice(&(queries.len() as u32).to_be_bytes());
+        for q in queries {
+            d.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            d.extend_from_slice(q);
+        }
         send_option(s, OPT_SET_META_CONTEXT, &d)?;
         for _ in 0..64 {
             match option_reply(s, OPT_SET_META_CONTEXT)? {
                 (REP_META_CONTEXT, d) if d.len() >= 4 => {
-                    if &d[4..] == query {
+                    if &d[4..] == queries[0] {
                         base_allocation = Some(be32(&d, 0));
+                    } else if &d[4..] == queries[1] {
+                        allocation_depth = Some(be32(&d, 0));
                     }
                 }
                 (REP_ACK, _) => break,
@@ -190,6 +292,7 @@ pub fn negotiate(s: &mut (impl Read + Write), export: &str) -> Result<Export> {
                     max_block,
                     structured,
                     base_allocation,
+                    allocation_depth,
                 });
             }
             (t, d) if t & REP_FLAG_ERROR != 0 => return Err(option_error(t, &d, export)),

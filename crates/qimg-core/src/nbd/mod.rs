@@ -1,23 +1,28 @@
 //! The `nbd` protocol node: a [`Storage`] over an NBD export (QEMU's NBD client role), so every
 //! format driver works over NBD (`qcow2` over `nbd://…`, raw over `nbd+unix://…`).
 //!
-//! [`handshake`] negotiates (fixed newstyle, structured replies, `base:allocation`, `OPT_GO`);
-//! this module runs the transmission phase: requests split at the server's maximum block size,
-//! simple or structured replies (data, holes, errors, block status), flush, write zeroes
-//! (`NO_HOLE` unless unmapping is allowed) and discard-as-zeroes. One request is on the wire at a
-//! time per connection; every reply is bounded before it is buffered, a server that stops
-//! answering hits the I/O timeout, and a malformed or out-of-range reply is an error, never data.
+//! [`handshake`] negotiates (fixed newstyle, [`tls`] via STARTTLS, structured replies,
+//! `base:allocation` and `qemu:allocation-depth`, `OPT_GO`, `OPT_LIST`); [`conn`] runs the
+//! transmission phase with several requests in flight per connection (a reader thread matches
+//! replies to requests by cookie, so the threads of a parallel convert share one connection);
+//! [`reply`] parses replies, bounding everything before it is buffered. Requests are split at the
+//! server's maximum block size; flush, FUA writes, trim, write zeroes (`NO_HOLE` unless unmapping
+//! is allowed, `FAST_ZERO` on request) and block status are supported. A server that stops
+//! answering hits the timeout, and a malformed or out-of-range reply is an error, never data.
+pub mod conn;
 pub mod handshake;
+pub mod reply;
+pub mod tls;
+pub mod transport;
 pub mod wire;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::{DataRun, Storage};
-use handshake::Export;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use conn::Conn;
+pub use handshake::{Export, ExportEntry};
 use std::time::Duration;
+pub use tls::{TlsConfig, TlsCreds};
+use transport::{Channel, Sock};
 use wire::*;
 
 /// Where the NBD server listens.
@@ -29,14 +34,25 @@ pub enum Address {
     Unix(String),
 }
 
-/// A byte stream to the server.
-trait Stream: Read + Write + Send {}
-impl Stream for TcpStream {}
-impl Stream for UnixStream {}
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Open read-only.
+    pub read_only: bool,
+    /// TLS (required when set: no plaintext fallback).
+    pub tls: Option<TlsConfig>,
+    /// Longest wait for connecting, for each negotiation step and for each request's reply.
+    pub timeout: Duration,
+}
 
-struct Conn {
-    s: Box<dyn Stream>,
-    cookie: u64,
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            read_only: false,
+            tls: None,
+            timeout: IO_TIMEOUT,
+        }
+    }
 }
 
 /// An NBD export as a byte store.
@@ -44,7 +60,7 @@ pub struct NbdStorage {
     name: String,
     export: Export,
     read_only: bool,
-    conn: Mutex<Conn>,
+    conn: Conn,
 }
 
 impl std::fmt::Debug for NbdStorage {
@@ -56,57 +72,135 @@ impl std::fmt::Debug for NbdStorage {
     }
 }
 
-/// How long a request may wait for its reply.
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request may wait for its reply (default).
+pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connect, greet, and start TLS when configured: the stream ready for options.
+fn open_stream(addr: &Address, tls: Option<&TlsConfig>, timeout: Duration) -> Result<Stream> {
+    let mut sock = Sock::connect(addr, timeout)?;
+    handshake::greet(&mut sock)?;
+    let Some(cfg) = tls else {
+        return Ok(Stream::Plain(sock));
+    };
+    handshake::starttls(&mut sock)?;
+    let connector = cfg.creds.connector()?;
+    let mut c = connector
+        .configure()
+        .map_err(|e| Error::new(ErrorCode::Io, format!("TLS: {e}")))?;
+    let host = match (&cfg.hostname, addr) {
+        (Some(h), _) => Some(h.clone()),
+        (None, Address::Tcp(h, _)) => Some(h.clone()),
+        (None, Address::Unix(_)) => None,
+    };
+    let x509 = matches!(cfg.creds, TlsCreds::X509 { .. });
+    if host.is_none() || !x509 {
+        c.set_verify_hostname(false);
+        c.set_use_server_name_indication(false);
+    }
+    let ssl = c
+        .connect(host.as_deref().unwrap_or("localhost"), sock)
+        .map_err(|e| {
+            let detail = match &e {
+                openssl::ssl::HandshakeError::Failure(m) => {
+                    let v = m.ssl().verify_result();
+                    if v == openssl::x509::X509VerifyResult::OK {
+                        m.error().to_string()
+                    } else {
+                        format!("certificate verification failed: {}", v.error_string())
+                    }
+                }
+                other => other.to_string(),
+            };
+            Error::new(
+                ErrorCode::Io,
+                format!("TLS handshake with the NBD server failed: {detail}"),
+            )
+        })?;
+    Ok(Stream::Tls(Box::new(ssl)))
+}
+
+/// The negotiation stream, plain or TLS.
+enum Stream {
+    Plain(Sock),
+    Tls(Box<openssl::ssl::SslStream<Sock>>),
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// List the exports of the server at `addr` (`NBD_OPT_LIST`), as `nbdinfo --list` does.
+pub fn list_exports(
+    addr: &Address,
+    tls: Option<&TlsConfig>,
+    timeout: Duration,
+) -> Result<Vec<ExportEntry>> {
+    let mut s = open_stream(addr, tls, timeout)?;
+    handshake::list(&mut s)
+}
 
 impl NbdStorage {
-    /// Connect to `addr`, negotiate `export`, and open it (read-only when asked, or when the
-    /// server says so and writes are not needed).
+    /// Connect to `addr`, negotiate `export`, and open it (read-only when asked), without TLS
+    /// and with the default timeout.
     pub fn connect(addr: &Address, export: &str, read_only: bool, name: &str) -> Result<Self> {
-        let s: Box<dyn Stream> = match addr {
-            Address::Tcp(host, port) => {
-                let t = TcpStream::connect((host.as_str(), *port))
-                    .map_err(|e| Error::io(format!("Failed to connect to '{host}:{port}'"), &e))?;
-                t.set_nodelay(true).ok();
-                t.set_read_timeout(Some(IO_TIMEOUT)).ok();
-                t.set_write_timeout(Some(IO_TIMEOUT)).ok();
-                Box::new(t)
-            }
-            Address::Unix(path) => {
-                let u = UnixStream::connect(path)
-                    .map_err(|e| Error::io(format!("Failed to connect to '{path}'"), &e))?;
-                u.set_read_timeout(Some(IO_TIMEOUT)).ok();
-                u.set_write_timeout(Some(IO_TIMEOUT)).ok();
-                Box::new(u)
-            }
+        let o = ConnectOptions {
+            read_only,
+            ..Default::default()
         };
-        let mut conn = Conn { s, cookie: 0 };
-        let export_info =
-            handshake::negotiate(&mut conn.s, export).map_err(|e| e.with_path(name))?;
-        if !read_only && export_info.flags & TF_READ_ONLY != 0 {
+        Self::connect_with(addr, export, name, &o)
+    }
+
+    /// Connect with explicit options (TLS, timeout).
+    pub fn connect_with(
+        addr: &Address,
+        export: &str,
+        name: &str,
+        o: &ConnectOptions,
+    ) -> Result<Self> {
+        let mut s = open_stream(addr, o.tls.as_ref(), o.timeout).map_err(|e| e.with_path(name))?;
+        let export_info = handshake::negotiate(&mut s, export).map_err(|e| e.with_path(name))?;
+        if !o.read_only && export_info.flags & TF_READ_ONLY != 0 {
             return Err(Error::new(
                 ErrorCode::ReadOnly,
                 "NBD export is read-only but a writable open was requested",
             )
             .with_path(name));
         }
+        let chan = match s {
+            Stream::Plain(sock) => Channel::plain(sock, o.timeout),
+            Stream::Tls(ssl) => Channel::tls(*ssl, o.timeout)?,
+        };
         Ok(NbdStorage {
             name: name.to_string(),
             export: export_info,
-            read_only,
-            conn: Mutex::new(conn),
+            read_only: o.read_only,
+            conn: Conn::start(chan, export_info.structured, o.timeout),
         })
     }
 
     /// What negotiation settled (size, flags, block sizes, contexts).
     pub fn export(&self) -> Export {
         self.export
-    }
-
-    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Conn>> {
-        self.conn
-            .lock()
-            .map_err(|_| Error::new(ErrorCode::Internal, "NBD connection lock poisoned"))
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -119,140 +213,160 @@ impl NbdStorage {
         Ok(())
     }
 
-    /// Send one request (with `data` for writes) and read its whole reply. For reads, `out`
-    /// receives the data (holes as zeros); for block status, the first descriptor is returned.
-    fn transact(
+    fn call(
         &self,
         ty: u16,
         flags: u16,
         offset: u64,
         length: u32,
         data: &[u8],
-        mut out: Option<&mut [u8]>,
-    ) -> Result<Option<(u32, u32)>> {
-        let mut c = self.conn()?;
-        c.cookie = c.cookie.wrapping_add(1);
-        let cookie = c.cookie;
-        let what = match ty {
-            CMD_READ => "read",
-            CMD_WRITE => "write",
-            CMD_FLUSH => "flush",
-            CMD_WRITE_ZEROES => "write zeroes",
-            CMD_BLOCK_STATUS => "block status",
-            _ => "request",
-        };
-        let hdr = request(flags, ty, cookie, offset, length);
-        c.s.write_all(&hdr)
-            .and_then(|_| c.s.write_all(data))
-            .map_err(|e| Error::io(format!("NBD: sending {what}"), &e))?;
-        if let Some(o) = out.as_deref_mut() {
-            o.fill(0);
+    ) -> Result<reply::Pending> {
+        self.conn
+            .call(ty, flags, offset, length, data)
+            .map_err(|e| e.with_path(&self.name))
+    }
+
+    /// Run `f(part_offset, part_len)` for every piece of `[offset, offset+len)` split at `step`,
+    /// several at once (they share the connection, so their requests overlap on the wire).
+    fn parallel<F>(&self, offset: u64, len: u64, step: u64, f: F) -> Result<()>
+    where
+        F: Fn(u64, u64) -> Result<()> + Sync,
+    {
+        let parts = len.div_ceil(step.max(1));
+        if parts <= 1 {
+            return if len == 0 { Ok(()) } else { f(offset, len) };
         }
-        let mut status = None;
-        let mut failure: Option<Error> = None;
-        loop {
-            let mut m = [0u8; 4];
-            read_exact(&mut c.s, &mut m, "a reply")?;
-            match be32(&m, 0) {
-                SIMPLE_MAGIC => {
-                    let mut h = [0u8; 12];
-                    read_exact(&mut c.s, &mut h, "a reply")?;
-                    if be64(&h, 4) != cookie {
-                        return Err(Error::corrupt("NBD reply for an unknown request"));
-                    }
-                    let err = be32(&h, 0);
-                    if err != 0 {
-                        return Err(errno_error(err, what, "").with_offset(offset));
-                    }
-                    if ty == CMD_READ {
-                        let o = out
-                            .as_deref_mut()
-                            .ok_or_else(|| Error::corrupt("read buffer"))?;
-                        read_exact(&mut c.s, o, "read data")?;
-                    }
-                    return Ok(status);
-                }
-                STRUCTURED_MAGIC => {
-                    let mut h = [0u8; 16];
-                    read_exact(&mut c.s, &mut h, "a reply chunk")?;
-                    let (cflags, cty, ccookie, len) =
-                        (be16(&h, 0), be16(&h, 2), be64(&h, 4), be32(&h, 12));
-                    if ccookie != cookie {
-                        return Err(Error::corrupt("NBD reply chunk for an unknown request"));
-                    }
-                    let limit = if cty == REPLY_OFFSET_DATA {
-                        length.saturating_add(8)
-                    } else {
-                        MAX_PAYLOAD
-                    };
-                    if len > limit {
-                        return Err(Error::corrupt(format!(
-                            "NBD reply chunk of {len} bytes is too large"
-                        )));
-                    }
-                    match cty {
-                        REPLY_OFFSET_DATA if ty == CMD_READ && len >= 8 => {
-                            let mut ob = [0u8; 8];
-                            read_exact(&mut c.s, &mut ob, "read data")?;
-                            let at = be64(&ob, 0);
-                            let n = (len - 8) as u64;
-                            let o = out
-                                .as_deref_mut()
-                                .ok_or_else(|| Error::corrupt("read buffer"))?;
-                            if at < offset || at + n > offset + o.len() as u64 {
-                                return Err(Error::corrupt(
-                                    "NBD read data chunk outside the request",
-                                ));
-                            }
-                            let s = (at - offset) as usize;
-                            read_exact(&mut c.s, &mut o[s..s + n as usize], "read data")?;
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let workers = (parts as usize).clamp(1, conn::MAX_IN_FLIGHT / 2);
+        let results: Vec<Result<()>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..workers)
+                .map(|_| {
+                    sc.spawn(|| loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= parts {
+                            return Ok(());
                         }
-                        _ => {
-                            let mut p = vec![0u8; len as usize];
-                            read_exact(&mut c.s, &mut p, "a reply chunk")?;
-                            match cty {
-                                REPLY_NONE => {}
-                                REPLY_OFFSET_HOLE if ty == CMD_READ && p.len() == 12 => {
-                                    let (at, n) = (be64(&p, 0), be32(&p, 8) as u64);
-                                    let o = out
-                                        .as_deref_mut()
-                                        .ok_or_else(|| Error::corrupt("read buffer"))?;
-                                    if at < offset || at + n > offset + o.len() as u64 {
-                                        return Err(Error::corrupt(
-                                            "NBD hole chunk outside the request",
-                                        ));
-                                    }
-                                    // Already zero-filled.
-                                }
-                                REPLY_BLOCK_STATUS if p.len() >= 12 => {
-                                    status = Some((be32(&p, 4), be32(&p, 8)));
-                                }
-                                t if t & REPLY_TYPE_ERROR_BIT != 0 && p.len() >= 6 => {
-                                    let err = be32(&p, 0);
-                                    let ml = (be16(&p, 4) as usize).min(p.len() - 6);
-                                    let msg = String::from_utf8_lossy(&p[6..6 + ml]);
-                                    failure.get_or_insert(
-                                        errno_error(err, what, &msg).with_offset(offset),
-                                    );
-                                }
-                                t => {
-                                    return Err(Error::corrupt(format!(
-                                        "NBD server sent an unexpected reply chunk (type {t})"
-                                    )))
-                                }
-                            }
-                        }
-                    }
-                    if cflags & REPLY_FLAG_DONE != 0 {
-                        return match failure {
-                            Some(e) => Err(e.with_path(&self.name)),
-                            None => Ok(status),
-                        };
-                    }
-                }
-                _ => return Err(Error::corrupt("NBD server sent a reply with a bad magic")),
-            }
+                        let at = i * step;
+                        f(offset + at, (len - at).min(step))?;
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::new(ErrorCode::Internal, "NBD worker panicked"))
+                    })
+                })
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+
+    /// Write with FUA when `fua` (durable when it returns; a flush when the server has no FUA).
+    pub fn write_fua(&self, buf: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.check_writable()?;
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.export.size)
+        {
+            return Err(Error::new(
+                ErrorCode::OutOfRange,
+                format!(
+                    "write beyond the end of the NBD export ({} bytes)",
+                    self.export.size
+                ),
+            )
+            .with_path(&self.name));
         }
+        let native_fua = fua && self.export.flags & TF_SEND_FUA != 0;
+        let flags = if native_fua { CMDF_FUA } else { 0 };
+        let step = self.max_request();
+        self.parallel(offset, buf.len() as u64, step, |at, n| {
+            let s = (at - offset) as usize;
+            self.call(CMD_WRITE, flags, at, n as u32, &buf[s..s + n as usize])
+                .map(|_| ())
+        })?;
+        if fua && !native_fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Trim (`NBD_CMD_TRIM`): a hint; the range may not read as zeros afterwards. Does nothing
+    /// when the server has no trim.
+    pub fn trim(&self, offset: u64, length: u64) -> Result<()> {
+        self.check_writable()?;
+        if self.export.flags & TF_SEND_TRIM == 0 {
+            return Ok(());
+        }
+        let step = u32::MAX as u64 / 2 / 65536 * 65536;
+        let mut p = 0;
+        while p < length {
+            let n = (length - p).min(step);
+            self.call(CMD_TRIM, 0, offset + p, n as u32, &[])?;
+            p += n;
+        }
+        Ok(())
+    }
+
+    /// Write zeroes only if the server can do it fast (`NBD_CMD_FLAG_FAST_ZERO`): `Ok(false)`
+    /// when it cannot (no fast-zero support, or it answered ENOTSUP), so the caller writes zeros
+    /// itself or skips pre-zeroing, as qemu-img convert does.
+    pub fn write_zeroes_fast(&self, offset: u64, length: u64, may_unmap: bool) -> Result<bool> {
+        self.check_writable()?;
+        let need = TF_SEND_WRITE_ZEROES | TF_SEND_FAST_ZERO;
+        if self.export.flags & need != need {
+            return Ok(false);
+        }
+        let flags = CMDF_FAST_ZERO | if may_unmap { 0 } else { CMDF_NO_HOLE };
+        match self.zero_requests(offset, length, flags) {
+            Ok(()) => Ok(true),
+            Err(e) if e.code == ErrorCode::Unsupported => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn zero_requests(&self, offset: u64, length: u64, flags: u16) -> Result<()> {
+        let step = u32::MAX as u64 / 2 / 65536 * 65536;
+        let mut p = 0;
+        while p < length {
+            let n = (length - p).min(step);
+            self.call(CMD_WRITE_ZEROES, flags, offset + p, n as u32, &[])?;
+            p += n;
+        }
+        Ok(())
+    }
+
+    /// Block status of the run at `offset` in context `ctx`: (length, flags) of the first extent.
+    fn block_status(&self, ctx: u32, offset: u64, length: u64) -> Result<Option<(u64, u32)>> {
+        let n = length
+            .min(self.export.size.saturating_sub(offset))
+            .min(1 << 30);
+        if n == 0 {
+            return Ok(None);
+        }
+        let p = self.call(CMD_BLOCK_STATUS, CMDF_REQ_ONE, offset, n as u32, &[])?;
+        match p.status.iter().find(|d| d.0 == ctx) {
+            Some(&(_, len, flags)) => Ok(Some(((len as u64).min(n), flags))),
+            None => Err(
+                Error::corrupt("NBD block status reply without a descriptor").with_path(&self.name),
+            ),
+        }
+    }
+
+    /// `qemu:allocation-depth` of the run at `offset`: (length, depth) where depth 0 means
+    /// unallocated in the whole chain behind the export, 1 the top layer, and so on. `None`
+    /// when the server does not offer the context.
+    pub fn allocation_depth(&self, offset: u64, length: u64) -> Result<Option<(u64, u32)>> {
+        match self.export.allocation_depth {
+            Some(ctx) => self.block_status(ctx, offset, length),
+            None => Ok(None),
+        }
+    }
+
+    /// Close the connection now (`NBD_CMD_DISC`); later calls fail.
+    pub fn close(&self) {
+        self.conn.close();
     }
 
     /// Requests are split at the server's maximum, aligned down to its minimum block size.
@@ -274,24 +388,7 @@ impl NbdStorage {
             }
             return Ok(());
         }
-        let flags = if may_unmap { 0 } else { CMDF_NO_HOLE };
-        let step = u32::MAX as u64 / 2 / 65536 * 65536;
-        let mut p = 0;
-        while p < length {
-            let n = (length - p).min(step);
-            self.transact(CMD_WRITE_ZEROES, flags, offset + p, n as u32, &[], None)?;
-            p += n;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for NbdStorage {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.conn.lock() {
-            let hdr = request(0, CMD_DISC, 0, 0, 0);
-            let _ = c.s.write_all(&hdr);
-        }
+        self.zero_requests(offset, length, if may_unmap { 0 } else { CMDF_NO_HOLE })
     }
 }
 
@@ -304,42 +401,19 @@ impl Storage for NbdStorage {
         let size = self.export.size;
         let inside = size.saturating_sub(offset).min(buf.len() as u64) as usize;
         buf[inside..].fill(0);
-        let step = self.max_request() as usize;
-        let mut done = 0;
-        while done < inside {
-            let n = (inside - done).min(step);
-            let at = offset + done as u64;
-            self.transact(
-                CMD_READ,
-                0,
-                at,
-                n as u32,
-                &[],
-                Some(&mut buf[done..done + n]),
-            )?;
-            done += n;
-        }
-        Ok(())
+        let step = self.max_request();
+        let out = std::sync::Mutex::new(&mut buf[..inside]);
+        self.parallel(offset, inside as u64, step, |at, n| {
+            let p = self.call(CMD_READ, 0, at, n as u32, &[])?;
+            let s = (at - offset) as usize;
+            let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+            o[s..s + n as usize].copy_from_slice(&p.data);
+            Ok(())
+        })
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.check_writable()?;
-        if offset + buf.len() as u64 > self.export.size {
-            return Err(Error::new(
-                ErrorCode::OutOfRange,
-                format!(
-                    "write beyond the end of the NBD export ({} bytes)",
-                    self.export.size
-                ),
-            )
-            .with_path(&self.name));
-        }
-        let step = self.max_request() as usize;
-        for (i, part) in buf.chunks(step).enumerate() {
-            let at = offset + (i * step) as u64;
-            self.transact(CMD_WRITE, 0, at, part.len() as u32, part, None)?;
-        }
-        Ok(())
+        self.write_fua(buf, offset, false)
     }
 
     fn size(&self) -> Result<u64> {
@@ -357,7 +431,7 @@ impl Storage for NbdStorage {
         if self.read_only || self.export.flags & TF_SEND_FLUSH == 0 {
             return Ok(());
         }
-        self.transact(CMD_FLUSH, 0, 0, 0, &[], None).map(|_| ())
+        self.call(CMD_FLUSH, 0, 0, 0, &[]).map(|_| ())
     }
 
     fn discard(&self, offset: u64, length: u64) -> Result<()> {
@@ -378,30 +452,21 @@ impl Storage for NbdStorage {
     }
 
     fn data_run(&self, offset: u64, length: u64) -> Result<DataRun> {
-        let (Some(_), true) = (self.export.base_allocation, length > 0) else {
+        let (Some(ctx), true) = (self.export.base_allocation, length > 0) else {
             return Ok(DataRun {
                 data: true,
                 length: length.max(1),
             });
         };
-        let n = length
-            .min(self.export.size.saturating_sub(offset))
-            .min(1 << 30);
-        if n == 0 {
-            return Ok(DataRun {
+        match self.block_status(ctx, offset, length)? {
+            None => Ok(DataRun {
                 data: false,
                 length: length.max(1),
-            });
-        }
-        let d = self.transact(CMD_BLOCK_STATUS, CMDF_REQ_ONE, offset, n as u32, &[], None)?;
-        match d {
-            Some((len, flags)) if len > 0 => Ok(DataRun {
-                data: flags & STATE_HOLE == 0,
-                length: (len as u64).min(n),
             }),
-            _ => Err(
-                Error::corrupt("NBD block status reply without a descriptor").with_path(&self.name),
-            ),
+            Some((len, flags)) => Ok(DataRun {
+                data: flags & STATE_HOLE == 0,
+                length: len,
+            }),
         }
     }
 

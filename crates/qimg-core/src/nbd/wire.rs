@@ -40,6 +40,10 @@ pub const FLAG_NO_ZEROES: u16 = 2;
 pub const OPT_ABORT: u32 = 2;
 /// List exports.
 pub const OPT_LIST: u32 = 3;
+/// Upgrade the connection to TLS.
+pub const OPT_STARTTLS: u32 = 5;
+/// Information about an export without ending negotiation.
+pub const OPT_INFO: u32 = 6;
 /// Select an export and end negotiation.
 pub const OPT_GO: u32 = 7;
 /// Structured replies.
@@ -57,6 +61,14 @@ pub const REP_INFO: u32 = 3;
 pub const REP_META_CONTEXT: u32 = 4;
 /// Option replies with this bit are errors.
 pub const REP_FLAG_ERROR: u32 = 1 << 31;
+/// Option error: the option is not supported.
+pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
+/// Option error: refused by policy.
+pub const REP_ERR_POLICY: u32 = REP_FLAG_ERROR | 2;
+/// Option error: TLS is required first.
+pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
+/// Option error: unknown export.
+pub const REP_ERR_UNKNOWN: u32 = REP_FLAG_ERROR | 6;
 
 /// OPT_GO information: size and transmission flags.
 pub const INFO_EXPORT: u16 = 0;
@@ -75,6 +87,10 @@ pub const TF_SEND_FUA: u16 = 1 << 3;
 pub const TF_SEND_TRIM: u16 = 1 << 5;
 /// WRITE_ZEROES is supported.
 pub const TF_SEND_WRITE_ZEROES: u16 = 1 << 6;
+/// Several connections to the export see each other's writes (multi-conn).
+pub const TF_CAN_MULTI_CONN: u16 = 1 << 8;
+/// WRITE_ZEROES accepts the FAST_ZERO flag.
+pub const TF_SEND_FAST_ZERO: u16 = 1 << 11;
 
 /// Commands.
 pub const CMD_READ: u16 = 0;
@@ -91,10 +107,14 @@ pub const CMD_WRITE_ZEROES: u16 = 6;
 /// Block status.
 pub const CMD_BLOCK_STATUS: u16 = 7;
 
+/// Command flag: force unit access (the write is durable when acknowledged).
+pub const CMDF_FUA: u16 = 1;
 /// Command flag: write zeroes may not punch a hole.
 pub const CMDF_NO_HOLE: u16 = 1 << 1;
 /// Command flag: one block status descriptor is enough.
 pub const CMDF_REQ_ONE: u16 = 1 << 3;
+/// Command flag: fail write zeroes fast rather than write zeros slowly.
+pub const CMDF_FAST_ZERO: u16 = 1 << 4;
 
 /// Structured chunk flag: the last chunk of a reply.
 pub const REPLY_FLAG_DONE: u16 = 1;
