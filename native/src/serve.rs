@@ -5,6 +5,7 @@ use crate::image::NativeImage;
 use crate::work::{spawn, Work};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use qimg_core::nbd::TlsCreds;
 use qimg_core::nbd_server::{Listen, NbdServer, ServerConfig};
 use std::sync::Arc;
 
@@ -27,6 +28,28 @@ pub struct NativeServeOptions {
     pub shared: Option<u32>,
     /// Keep serving after the last client leaves.
     pub persistent: Option<bool>,
+    /// Require TLS with these server credentials.
+    pub tls: Option<NativeTlsCreds>,
+}
+
+/// Server TLS credentials (a `tls-creds-psk` or `tls-creds-x509` object with `endpoint=server`).
+#[napi(object)]
+pub struct NativeTlsCreds {
+    /// `psk` or `x509`.
+    pub kind: String,
+    /// The credentials directory (`keys.psk`; or `ca-cert.pem`, `server-cert.pem`, `server-key.pem`).
+    pub dir: String,
+    /// x509: require a client certificate signed by `ca-cert.pem` (QEMU's `verify-peer`, default on).
+    pub verify_peer: Option<bool>,
+}
+
+fn tls_creds(t: &NativeTlsCreds) -> qimg_core::Result<TlsCreds> {
+    let dir = std::path::Path::new(&t.dir);
+    match t.kind.as_str() {
+        "psk" => TlsCreds::psk_from_dir(dir, None, false),
+        "x509" => TlsCreds::x509_from_dir(dir, t.verify_peer.unwrap_or(true)),
+        k => Err(invalid(format!("Unknown TLS credentials type '{k}'"))),
+    }
 }
 
 /// A running NBD server.
@@ -48,12 +71,17 @@ pub fn serve_image(image: &NativeImage, opts: NativeServeOptions) -> napi::Resul
                 .map_err(|_| to_napi(invalid("Invalid port number")))?,
         ),
     };
+    let tls = match &opts.tls {
+        Some(t) => Some(tls_creds(t).map_err(to_napi)?),
+        None => None,
+    };
     let config = ServerConfig {
         export_name: opts.export_name.unwrap_or_default(),
         description: opts.description,
         read_only: opts.read_only,
         shared: opts.shared.unwrap_or(1),
         persistent: opts.persistent.unwrap_or(false),
+        tls,
     };
     let s = NbdServer::start(driver, &listen, config).map_err(to_napi)?;
     Ok(NativeServer { inner: Arc::new(s) })

@@ -40,6 +40,7 @@ fn config(name: &str, read_only: bool, persistent: bool) -> ServerConfig {
         read_only,
         shared: 0,
         persistent,
+        tls: None,
     }
 }
 

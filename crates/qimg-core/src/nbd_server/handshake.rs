@@ -10,13 +10,49 @@
 //! META data: u32 name length, name, u32 n, n × (u32 length, query)
 //! ```
 //! Answers: GO/INFO (export, name, description, block sizes), LIST, EXPORT_NAME, ABORT,
-//! STRUCTURED_REPLY, SET/LIST_META_CONTEXT (`base:allocation`); every other option gets
-//! `NBD_REP_ERR_UNSUP` (STARTTLS: `ERR_POLICY`, TLS is not configured).
+//! STRUCTURED_REPLY, SET/LIST_META_CONTEXT (`base:allocation`), STARTTLS; every other option gets
+//! `NBD_REP_ERR_UNSUP`. With TLS configured, everything but STARTTLS and ABORT before the upgrade
+//! gets `NBD_REP_ERR_TLS_REQD` (EXPORT_NAME: the server hangs up), as qemu-nbd; without it,
+//! STARTTLS gets `NBD_REP_ERR_POLICY`.
 use super::proto::*;
-use super::{Export, Sock};
-use crate::error::{Error, Result};
+use super::Export;
+use crate::error::{Error, ErrorCode, Result};
+use crate::nbd::transport::Sock;
+use openssl::ssl::SslStream;
 use std::io::{Read, Write};
 use std::time::Duration;
+
+/// The negotiation's byte stream: the socket, or a TLS session over it after STARTTLS.
+pub(crate) enum Stream {
+    /// Plain socket.
+    Plain(Sock),
+    /// TLS session.
+    Tls(Box<SslStream<Sock>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// How long a client may take over one read during negotiation (qemu-nbd's handshake limit).
 pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
@@ -53,16 +89,16 @@ pub(crate) fn transmission_flags(export: &Export, structured: bool) -> u16 {
     f
 }
 
-fn send(s: &mut Sock, b: &[u8]) -> Result<()> {
+fn send(s: &mut Stream, b: &[u8]) -> Result<()> {
     s.write_all(b)
         .map_err(|e| Error::io("NBD server: writing to the client", &e))
 }
 
-fn reply(s: &mut Sock, opt: u32, ty: u32, data: &[u8]) -> Result<()> {
+fn reply(s: &mut Stream, opt: u32, ty: u32, data: &[u8]) -> Result<()> {
     send(s, &option_reply(opt, ty, data))
 }
 
-fn err_reply(s: &mut Sock, opt: u32, ty: u32, msg: &str) -> Result<()> {
+fn err_reply(s: &mut Stream, opt: u32, ty: u32, msg: &str) -> Result<()> {
     reply(s, opt, ty, msg.as_bytes())
 }
 
@@ -98,7 +134,7 @@ impl<'a> Cur<'a> {
 }
 
 /// `INFO_EXPORT` + optional name/description/block size, for GO and INFO.
-fn send_info(s: &mut Sock, opt: u32, export: &Export, requests: &[u16], tf: u16) -> Result<()> {
+fn send_info(s: &mut Stream, opt: u32, export: &Export, requests: &[u16], tf: u16) -> Result<()> {
     let mut e = Vec::with_capacity(12);
     e.extend_from_slice(&INFO_EXPORT.to_be_bytes());
     e.extend_from_slice(&export.size.to_be_bytes());
@@ -133,7 +169,7 @@ fn send_info(s: &mut Sock, opt: u32, export: &Export, requests: &[u16], tf: u16)
 /// Answer LIST/SET_META_CONTEXT; returns whether `base:allocation` was selected (SET) or `None`
 /// when an error reply was sent.
 fn meta_context(
-    s: &mut Sock,
+    s: &mut Stream,
     opt: u32,
     data: &[u8],
     export: &Export,
@@ -189,9 +225,11 @@ fn meta_context(
     Ok(Some(selected))
 }
 
-/// Run the negotiation. `Ok(None)`: the client aborted or went away (or asked for an unknown
-/// export with EXPORT_NAME); `Ok(Some(_))`: transmission starts.
-pub(crate) fn negotiate(s: &mut Sock, export: &Export) -> Result<Option<Negotiated>> {
+/// Run the negotiation on `sock`. `Ok(None)`: the client aborted or went away (or asked for an
+/// unknown export with EXPORT_NAME); `Ok(Some(_))`: transmission starts on the returned stream.
+pub(crate) fn negotiate(sock: Sock, export: &Export) -> Result<Option<(Stream, Negotiated)>> {
+    let mut st = Stream::Plain(sock);
+    let s = &mut st;
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -220,6 +258,14 @@ pub(crate) fn negotiate(s: &mut Sock, export: &Export) -> Result<Option<Negotiat
         }
         let mut data = vec![0u8; len as usize];
         read_exact(s, &mut data, "option data")?;
+        let plain = matches!(s, Stream::Plain(_));
+        if export.tls.is_some() && plain && !matches!(opt, OPT_STARTTLS | OPT_ABORT) {
+            if opt == OPT_EXPORT_NAME {
+                return Ok(None);
+            }
+            err_reply(s, opt, REP_ERR_TLS_REQD, "TLS is required")?;
+            continue;
+        }
         match opt {
             OPT_EXPORT_NAME => {
                 if data != export.config.export_name.as_bytes() {
@@ -232,7 +278,7 @@ pub(crate) fn negotiate(s: &mut Sock, export: &Export) -> Result<Option<Negotiat
                     b.extend_from_slice(&[0u8; 124]);
                 }
                 send(s, &b)?;
-                return Ok(Some(neg));
+                return Ok(Some((st, neg)));
             }
             OPT_ABORT => {
                 let _ = reply(s, opt, REP_ACK, &[]);
@@ -298,11 +344,31 @@ pub(crate) fn negotiate(s: &mut Sock, export: &Export) -> Result<Option<Negotiat
                 send_info(s, opt, export, &reqs, tf)?;
                 if opt == OPT_GO {
                     neg.flags = tf;
-                    return Ok(Some(neg));
+                    return Ok(Some((st, neg)));
                 }
             }
             OPT_STARTTLS => {
-                err_reply(s, opt, REP_ERR_POLICY, "TLS not configured")?;
+                let Some(acceptor) = &export.tls else {
+                    err_reply(s, opt, REP_ERR_POLICY, "TLS not configured")?;
+                    continue;
+                };
+                if !plain || len != 0 {
+                    err_reply(s, opt, REP_ERR_INVALID, "TLS already negotiated")?;
+                    continue;
+                }
+                reply(s, opt, REP_ACK, &[])?;
+                let Stream::Plain(sock) = std::mem::replace(s, Stream::Plain(dummy()?)) else {
+                    return Ok(None);
+                };
+                match acceptor.accept(sock) {
+                    Ok(t) => *s = Stream::Tls(Box::new(t)),
+                    Err(e) => {
+                        return Err(Error::new(
+                            ErrorCode::Io,
+                            format!("NBD server: TLS handshake failed: {e}"),
+                        ))
+                    }
+                }
             }
             _ => {
                 err_reply(s, opt, REP_ERR_UNSUP, "option not supported")?;
@@ -312,8 +378,15 @@ pub(crate) fn negotiate(s: &mut Sock, export: &Export) -> Result<Option<Negotiat
     Ok(None)
 }
 
+/// A placeholder socket while the real one is moved into the TLS session.
+fn dummy() -> Result<Sock> {
+    let (a, _) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| Error::io("NBD server: creating a socket pair", &e))?;
+    Ok(Sock::Unix(a))
+}
+
 /// Read and ignore `n` bytes (bounded chunks).
-pub(crate) fn skip(s: &mut Sock, mut n: u64) -> Result<()> {
+pub(crate) fn skip(s: &mut impl Read, mut n: u64) -> Result<()> {
     let mut buf = [0u8; 65536];
     while n > 0 {
         let k = n.min(buf.len() as u64) as usize;

@@ -7,6 +7,10 @@
 //! driver, so several requests are in flight per connection. Nothing here runs on the JavaScript
 //! thread: the N-API layer only starts, waits for and stops a server.
 //!
+//! With TLS credentials every client must upgrade with `NBD_OPT_STARTTLS` before anything else
+//! (qemu-nbd's `--tls-creds`); the TLS layer is the client's ([`crate::nbd::tls`],
+//! [`crate::nbd::transport`]).
+//!
 //! Safety against hostile clients: every length is bounded before anything is allocated (options
 //! 64 KiB, names 4 KiB, READ/WRITE 32 MiB like qemu-nbd, at most 16 requests and 64 MiB of
 //! payload in flight per connection), the negotiation has a time limit, and a malformed request
@@ -21,12 +25,14 @@ pub mod transmission;
 
 use crate::driver::BlockDriver;
 use crate::error::{Error, Result};
+use crate::nbd::tls::TlsCreds;
+use crate::nbd::transport::Sock;
+use openssl::ssl::SslAcceptor;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -53,65 +59,8 @@ pub struct ServerConfig {
     pub shared: u32,
     /// Keep serving after the last client leaves (`--persistent`).
     pub persistent: bool,
-}
-
-/// A client byte stream.
-#[derive(Debug)]
-pub enum Sock {
-    /// TCP.
-    Tcp(TcpStream),
-    /// Unix socket.
-    Unix(UnixStream),
-}
-
-impl Sock {
-    /// A second handle on the same socket (one reads, one writes).
-    pub fn try_clone(&self) -> std::io::Result<Sock> {
-        Ok(match self {
-            Sock::Tcp(s) => Sock::Tcp(s.try_clone()?),
-            Sock::Unix(s) => Sock::Unix(s.try_clone()?),
-        })
-    }
-
-    /// Shut the socket down (wakes a thread blocked reading it).
-    pub fn shutdown(&self) {
-        let _ = match self {
-            Sock::Tcp(s) => s.shutdown(Shutdown::Both),
-            Sock::Unix(s) => s.shutdown(Shutdown::Both),
-        };
-    }
-
-    /// Limit how long one read may block (`None`: forever).
-    pub fn set_read_timeout(&self, t: Option<Duration>) {
-        let _ = match self {
-            Sock::Tcp(s) => s.set_read_timeout(t),
-            Sock::Unix(s) => s.set_read_timeout(t),
-        };
-    }
-}
-
-impl Read for Sock {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.read(buf),
-            Sock::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Sock {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Sock::Tcp(s) => s.write(buf),
-            Sock::Unix(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Sock::Tcp(s) => s.flush(),
-            Sock::Unix(s) => s.flush(),
-        }
-    }
+    /// Require TLS with these credentials (`--tls-creds`; a server endpoint's).
+    pub tls: Option<TlsCreds>,
 }
 
 enum Listener {
@@ -151,6 +100,8 @@ pub(crate) struct Export {
     pub size: u64,
     /// The format's allocation unit, for deciding whether a zeroing is fast.
     pub cluster: u64,
+    /// The TLS server context when TLS is required.
+    pub tls: Option<SslAcceptor>,
 }
 
 #[derive(Default)]
@@ -210,6 +161,10 @@ impl NbdServer {
                 "Description is too long (at most 4096 bytes)",
             ));
         }
+        let tls = match &config.tls {
+            Some(c) => Some(c.acceptor()?),
+            None => None,
+        };
         let (listener, port, socket_path) = match listen {
             Listen::Tcp(host, port) => {
                 let l = TcpListener::bind((host.as_str(), *port)).map_err(|e| {
@@ -241,6 +196,7 @@ impl NbdServer {
                 driver,
                 config,
                 cluster,
+                tls,
             },
             stop: AtomicBool::new(false),
             state: Mutex::new(State::default()),
@@ -364,7 +320,9 @@ fn accept_loop(sh: Arc<Shared>, listener: Listener, socket_path: Option<String>)
                     serve_client(&sh2, sock)
                 }));
                 let mut st = sh2.lock();
-                st.conns.remove(&id);
+                if let Some(s) = st.conns.remove(&id) {
+                    s.shutdown();
+                }
                 st.active -= 1;
                 sh2.cv.notify_all();
             });
@@ -396,16 +354,13 @@ fn accept_loop(sh: Arc<Shared>, listener: Listener, socket_path: Option<String>)
     sh.cv.notify_all();
 }
 
-fn serve_client(sh: &Shared, mut sock: Sock) {
-    sock.set_read_timeout(Some(handshake::HANDSHAKE_LIMIT));
-    let Ok(Some(neg)) = handshake::negotiate(&mut sock, &sh.export) else {
-        sock.shutdown();
+fn serve_client(sh: &Shared, sock: Sock) {
+    sock.set_timeouts(Some(handshake::HANDSHAKE_LIMIT));
+    let Ok(Some((stream, neg))) = handshake::negotiate(sock, &sh.export) else {
         return;
     };
     if sh.stop.load(Ordering::SeqCst) {
-        sock.shutdown();
         return;
     }
-    sock.set_read_timeout(None);
-    transmission::run(sock, &sh.export, neg);
+    transmission::run(stream, &sh.export, neg);
 }

@@ -1,4 +1,5 @@
-//! Server-side pieces of the NBD wire format that the client module does not need: the option
+//! Server-side pieces of the NBD wire format that the client module ([`crate::nbd::wire`],
+//! re-exported here) does not define: the option
 //! numbers and error replies a server answers with, the extra transmission flags it advertises,
 //! and encoders for option replies, simple replies and structured reply chunks.
 //!
@@ -15,21 +16,11 @@ pub use crate::nbd::wire::*;
 
 /// `NBD_OPT_EXPORT_NAME`: the old way to pick an export (no error path: the server hangs up).
 pub const OPT_EXPORT_NAME: u32 = 1;
-/// `NBD_OPT_STARTTLS`.
-pub const OPT_STARTTLS: u32 = 5;
-/// `NBD_OPT_INFO`: like GO, without ending negotiation.
-pub const OPT_INFO: u32 = 6;
 /// `NBD_OPT_LIST_META_CONTEXT`.
 pub const OPT_LIST_META_CONTEXT: u32 = 9;
 
-/// Option error: unsupported option.
-pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR | 1;
-/// Option error: refused by policy.
-pub const REP_ERR_POLICY: u32 = REP_FLAG_ERROR | 2;
 /// Option error: syntactically or semantically invalid.
 pub const REP_ERR_INVALID: u32 = REP_FLAG_ERROR | 3;
-/// Option error: the export does not exist.
-pub const REP_ERR_UNKNOWN: u32 = REP_FLAG_ERROR | 6;
 /// Option error: the server is shutting down.
 pub const REP_ERR_SHUTDOWN: u32 = REP_FLAG_ERROR | 7;
 /// Option error: the request is too big to process.
@@ -42,17 +33,9 @@ pub const INFO_DESCRIPTION: u16 = 2;
 
 /// Transmission flag: the server honours `NBD_CMD_FLAG_DF` (structured replies only).
 pub const TF_SEND_DF: u16 = 1 << 7;
-/// Transmission flag: several connections see one consistent image (flush is global).
-pub const TF_CAN_MULTI_CONN: u16 = 1 << 8;
-/// Transmission flag: `NBD_CMD_FLAG_FAST_ZERO` is understood.
-pub const TF_SEND_FAST_ZERO: u16 = 1 << 11;
 
-/// Command flag: force unit access.
-pub const CMDF_FUA: u16 = 1;
 /// Command flag: do not fragment a structured read reply.
 pub const CMDF_DF: u16 = 1 << 2;
-/// Command flag: fail with ENOTSUP unless zeroing is fast.
-pub const CMDF_FAST_ZERO: u16 = 1 << 4;
 
 /// Structured chunk type: an error without an offset.
 pub const REPLY_ERROR: u16 = REPLY_TYPE_ERROR_BIT | 1;

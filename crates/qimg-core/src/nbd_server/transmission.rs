@@ -12,13 +12,17 @@
 //! to a read-only export is EPERM, a write past the end ENOSPC, any other bad range or flag EINVAL,
 //! an unzeroable FAST_ZERO ENOTSUP. A bad magic or an oversized WRITE ends the connection (its
 //! payload cannot be skipped safely).
-use super::handshake::{skip, Negotiated};
+use super::handshake::{skip, Negotiated, Stream};
 use super::proto::*;
-use super::{Export, Sock};
+use super::Export;
 use crate::chain::map_extents;
-use std::io::Write;
+use crate::nbd::transport::{Channel, ChannelReader};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Longest wait for a client to take a reply before it is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Worker threads per connection.
 const WORKERS: usize = 4;
@@ -71,17 +75,19 @@ impl Budget {
 struct Conn<'a> {
     export: &'a Export,
     neg: Negotiated,
-    out: Mutex<Sock>,
+    chan: Channel,
+    /// Held while one reply is written, so replies never interleave.
+    send_lock: Mutex<()>,
     budget: Budget,
 }
 
 impl Conn<'_> {
     /// Write one whole reply; a client that went away just loses it.
     fn send(&self, parts: &[&[u8]]) {
-        let mut s = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
         for p in parts {
-            if s.write_all(p).is_err() {
-                s.shutdown();
+            if self.chan.write_all(p).is_err() {
+                self.chan.shutdown();
                 return;
             }
         }
@@ -323,19 +329,26 @@ fn worker(c: &Conn<'_>, rx: &Mutex<Receiver<Request>>) {
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.execute(r)));
         if res.is_err() {
             // A driver bug must not take the server down; the client loses this connection.
-            c.out.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+            c.chan.shutdown();
         }
         c.budget.release(cost);
     }
 }
 
-/// Serve requests on `sock` until the client disconnects, sends DISC, or misbehaves.
-pub(crate) fn run(mut sock: Sock, export: &Export, neg: Negotiated) {
-    let Ok(out) = sock.try_clone() else { return };
+/// Serve requests on `stream` until the client disconnects, sends DISC, or misbehaves.
+pub(crate) fn run(stream: Stream, export: &Export, neg: Negotiated) {
+    let chan = match stream {
+        Stream::Plain(s) => Channel::plain(s, WRITE_TIMEOUT),
+        Stream::Tls(t) => match Channel::tls(*t, WRITE_TIMEOUT) {
+            Ok(c) => c,
+            Err(_) => return,
+        },
+    };
     let conn = Conn {
         export,
         neg,
-        out: Mutex::new(out),
+        chan,
+        send_lock: Mutex::new(()),
         budget: Budget {
             m: Mutex::new((0, 0)),
             cv: Condvar::new(),
@@ -343,6 +356,7 @@ pub(crate) fn run(mut sock: Sock, export: &Export, neg: Negotiated) {
     };
     let (tx, rx) = sync_channel::<Request>(MAX_IN_FLIGHT);
     let rx = Mutex::new(rx);
+    let mut sock = ChannelReader(&conn.chan);
     std::thread::scope(|scope| {
         for _ in 0..WORKERS {
             scope.spawn(|| worker(&conn, &rx));
@@ -395,5 +409,5 @@ pub(crate) fn run(mut sock: Sock, export: &Export, neg: Negotiated) {
         // Let the workers finish what is queued, then hang up.
         drop(tx);
     });
-    sock.shutdown();
+    conn.chan.shutdown();
 }
