@@ -312,6 +312,8 @@ export interface NativeServeOptions {
   shared?: number
   /** Keep serving after the last client leaves. */
   persistent?: boolean
+  /** Require TLS with these server credentials. */
+  tls?: NativeTlsCreds
 }
 
 /** One internal snapshot, with qemu-img's `SnapshotInfo` fields. */
@@ -332,6 +334,16 @@ export interface NativeSnapshot {
   icount?: number
   /** Guest size when the snapshot was taken. */
   diskSize: number
+}
+
+/** Server TLS credentials (a `tls-creds-psk` or `tls-creds-x509` object with `endpoint=server`). */
+export interface NativeTlsCreds {
+  /** `psk` or `x509`. */
+  kind: string
+  /** The credentials directory (`keys.psk`; or `ca-cert.pem`, `server-cert.pem`, `server-key.pem`). */
+  dir: string
+  /** x509: require a client certificate signed by `ca-cert.pem` (QEMU's `verify-peer`, default on). */
+  verifyPeer?: boolean
 }
 
 /** Version of the native core. */

@@ -36,6 +36,6 @@ export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
 export { type MeasureOptions, type MeasureResult, measure } from "./jobs/measure.js";
 export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js";
 export { type ResizeOptions, resize } from "./jobs/resize.js";
-export { NbdServer, type ServeOptions, serve } from "./jobs/serve.js";
+export { NbdServer, type ServeOptions, type ServeTls, serve } from "./jobs/serve.js";
 export { type SnapshotAction, type SnapshotOptions, snapshot } from "./jobs/snapshot.js";
 export { formatNames } from "./registry/index.js";

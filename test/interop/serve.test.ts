@@ -2,10 +2,12 @@
  * `serve()` and `qimg serve` against real NBD clients: nbdinfo (`--map` equal to `qimg map`),
  * nbdcopy, `qemu-img info/convert/compare nbd://…` and qemu-io writes (read back by qimg after the
  * server stopped); qcow2 chains and raw, Unix sockets and TCP, named exports, read-only refusal,
- * SIGTERM, the non-persistent stop after the last client, and the CLI's option errors.
+ * SIGTERM, the non-persistent stop after the last client, TLS (PSK and x509, made by psktool and
+ * certtool) and the CLI's option errors.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { map, open, serve } from "../../ts/index.js";
 import { hasPeer, QIMG, qimg, run, runOk, sha256, tempDir } from "../helpers/peers.js";
@@ -14,6 +16,8 @@ const haveQemu = hasPeer("qemu-img") && hasPeer("qemu-io");
 const haveNbd = hasPeer("nbdinfo") && hasPeer("nbdcopy");
 if (!haveNbd) console.warn("SKIP: nbdinfo/nbdcopy missing (apt-get install libnbd-bin)");
 const have = haveQemu && haveNbd;
+const haveTls = have && hasPeer("psktool") && hasPeer("certtool");
+if (!haveTls) console.warn("SKIP: psktool/certtool missing (apt-get install gnutls-bin): TLS tests skip");
 const t = tempDir("qimg-serve-");
 const children: ChildProcess[] = [];
 afterAll(() => {
@@ -143,6 +147,171 @@ describe.skipIf(!have)("serve() library", () => {
   });
 });
 
+/** A CA, a server certificate for 127.0.0.1 and a client certificate in `dir` (QEMU's layout). */
+function makeX509(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  const p = (n: string) => join(dir, n);
+  const tmpl = (n: string, body: string) => {
+    writeFileSync(p(n), body);
+    return p(n);
+  };
+  runOk("certtool", ["--generate-privkey", "--outfile", p("ca-key.pem")]);
+  const ca = tmpl("ca.info", "cn = qimg serve test CA\nca\ncert_signing_key\nexpiration_days = 2\n");
+  runOk("certtool", [
+    "--generate-self-signed",
+    "--load-privkey",
+    p("ca-key.pem"),
+    "--template",
+    ca,
+    "--outfile",
+    p("ca-cert.pem"),
+  ]);
+  const who = {
+    server:
+      "cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 2\n",
+    client: "cn = qimg client\ntls_www_client\nencryption_key\nsigning_key\nexpiration_days = 2\n",
+  };
+  for (const [w, body] of Object.entries(who)) {
+    runOk("certtool", ["--generate-privkey", "--outfile", p(`${w}-key.pem`)]);
+    runOk("certtool", [
+      "--generate-certificate",
+      "--load-privkey",
+      p(`${w}-key.pem`),
+      "--load-ca-certificate",
+      p("ca-cert.pem"),
+      "--load-ca-privkey",
+      p("ca-key.pem"),
+      "--template",
+      tmpl(`${w}.info`, body),
+      "--outfile",
+      p(`${w}-cert.pem`),
+    ]);
+  }
+}
+
+describe.skipIf(!haveTls)("qimg serve --tls-creds", () => {
+  it("PSK: nbdinfo, nbdcopy and qemu-img connect with the key; plain clients are refused", async () => {
+    const psk = t.path("psk");
+    mkdirSync(psk);
+    runOk("psktool", ["-u", "qemu", "-p", join(psk, "keys.psk")]);
+    const img = t.path("psk.qcow2");
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", img, "8M"]);
+    runOk("qemu-io", ["-f", "qcow2", "-c", "write -P 0x61 1M 1M", img]);
+    const expected = t.path("psk-expected.raw");
+    runOk("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", img, expected]);
+    const s = await startCli([
+      "--object",
+      `tls-creds-psk,id=tls0,dir=${psk},endpoint=server`,
+      "--tls-creds",
+      "tls0",
+      "-f",
+      "qcow2",
+      "-t",
+      "-e",
+      "0",
+      "-b",
+      "127.0.0.1",
+      "-p",
+      "0",
+      img,
+    ]);
+    const uri = s.stdout().trim();
+    expect(uri).toMatch(/^nbds:\/\/127\.0\.0\.1:\d+\/$/);
+    const port = Number(/:(\d+)\//.exec(uri)?.[1]);
+    const tlsUri = `nbds://qemu@127.0.0.1:${port}/?tls-psk-file=${join(psk, "keys.psk")}`;
+    expect(runOk("nbdinfo", [tlsUri])).toContain("with TLS");
+    const copy = t.path("psk-copy.raw");
+    runOk("nbdcopy", [tlsUri, copy]);
+    expect(sha256(copy)).toBe(sha256(expected));
+    const r = run("qemu-img", [
+      "compare",
+      "--object",
+      `tls-creds-psk,id=tls0,endpoint=client,dir=${psk}`,
+      "--image-opts",
+      `driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port=${port},file.tls-creds=tls0`,
+      `driver=raw,file.filename=${expected}`,
+    ]);
+    expect(r.stdout + r.stderr).toContain("Images are identical");
+    // Without TLS: refused (qemu-img says TLS is required), never served in clear text.
+    const plain = run("qemu-img", ["info", `nbd://127.0.0.1:${port}/`]);
+    expect(plain.status).not.toBe(0);
+    expect(plain.stderr).toMatch(/TLS/);
+    // A wrong key: the TLS handshake fails.
+    const bad = t.path("psk-bad");
+    mkdirSync(bad);
+    runOk("psktool", ["-u", "qemu", "-p", join(bad, "keys.psk")]);
+    expect(
+      run("nbdinfo", [`nbds://qemu@127.0.0.1:${port}/?tls-psk-file=${join(bad, "keys.psk")}`]).status,
+    ).not.toBe(0);
+    s.p.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+  });
+
+  it("x509: a client with a certificate from the CA reads the export, one without is refused", async () => {
+    const dir = t.path("x509");
+    makeX509(dir);
+    const raw = t.path("x509.raw");
+    writeFileSync(raw, Buffer.alloc(1 << 20, 0x3c));
+    const s = await startCli([
+      "--object",
+      `tls-creds-x509,id=tls0,dir=${dir},endpoint=server`,
+      "--tls-creds",
+      "tls0",
+      "-f",
+      "raw",
+      "-r",
+      "-t",
+      "-x",
+      "secure",
+      "-b",
+      "127.0.0.1",
+      "-p",
+      "0",
+      raw,
+    ]);
+    const port = Number(/:(\d+)\//.exec(s.stdout())?.[1]);
+    const info = run("qemu-img", [
+      "info",
+      "--output=json",
+      "--object",
+      `tls-creds-x509,id=tls0,endpoint=client,dir=${dir}`,
+      "--image-opts",
+      `driver=nbd,host=127.0.0.1,port=${port},export=secure,tls-creds=tls0`,
+    ]);
+    expect(info.stderr).toBe("");
+    expect(JSON.parse(info.stdout)["virtual-size"]).toBe(1 << 20);
+    const copy = t.path("x509-copy.raw");
+    runOk("nbdcopy", [`nbds://127.0.0.1:${port}/secure?tls-certificates=${dir}`, copy]);
+    expect(sha256(copy)).toBe(sha256(raw));
+    // verify-peer is on by default: a client without a certificate is refused.
+    const nocert = t.path("x509-nocert");
+    mkdirSync(nocert);
+    writeFileSync(join(nocert, "ca-cert.pem"), readFileSync(join(dir, "ca-cert.pem")));
+    expect(run("nbdinfo", [`nbds://127.0.0.1:${port}/secure?tls-certificates=${nocert}`]).status).not.toBe(0);
+    s.p.kill("SIGTERM");
+    expect(await s.exited).toBe(0);
+  });
+
+  it("refuses credentials that are missing, of the wrong type or a client endpoint", () => {
+    const raw = t.path("tlsopt.raw");
+    writeFileSync(raw, Buffer.alloc(65536));
+    const cases: Array<[string[], RegExp]> = [
+      [["--tls-creds", "tls0"], /No TLS credentials with id 'tls0'/],
+      [["--object", "secret,id=tls0,data=x", "--tls-creds", "tls0"], /is not TLS credentials/],
+      [["--object", `tls-creds-psk,id=tls0,dir=${t.dir}`, "--tls-creds", "tls0"], /server endpoint/],
+      [
+        ["--object", `tls-creds-psk,id=tls0,dir=${t.path("nope")},endpoint=server`, "--tls-creds", "tls0"],
+        /keys\.psk/,
+      ],
+    ];
+    for (const [args, msg] of cases) {
+      const r = qimg(["serve", ...args, "-f", "raw", "-k", t.path("tlsopt.sock"), raw]);
+      expect(r.status, args.join(" ")).toBe(1);
+      expect(r.stderr).toMatch(msg);
+    }
+  });
+});
+
 describe.skipIf(!have)("qimg serve", () => {
   it("takes qemu-io writes over TCP (named export), stops after the last client, qimg reads them back", async () => {
     const { top } = makeChain("cli");
@@ -215,7 +384,6 @@ describe.skipIf(!have)("qimg serve", () => {
       [[raw, raw], /Invalid number of arguments/],
       [["-f", "qcow2", "-k", t.path("x.sock"), raw], /qcow2/],
       [["-k", t.path("y.sock"), t.path("missing.raw")], /missing\.raw/],
-      [["--tls-creds", "tls0", "-k", t.path("z.sock"), raw], /not supported/],
     ];
     for (const [args, msg] of cases) {
       const r = qimg(["serve", ...args]);

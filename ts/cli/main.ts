@@ -44,7 +44,7 @@ Commands:
   measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
-  serve [--object objectdef] [--image-opts] [-f fmt] [-x name] [-D description] [-r] [-k socket | -b addr -p port] [-t] [-e shared] filename
+  serve [--object objectdef] [--image-opts] [-f fmt] [-x name] [-D description] [-r] [-k socket | -b addr -p port] [-t] [-e shared] [--tls-creds id] filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -267,7 +267,7 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           port: c.port,
           persistent: c.persistent,
           shared: c.shared,
-          tlsCreds: c.tlsCreds,
+          tls: c.tls,
           signal,
         },
         io,

@@ -3,9 +3,8 @@
  * without `--persistent`, until the last client has left; either way the image is flushed and
  * closed (locks released) before the process exits 0.
  */
-import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
-import { serve } from "../jobs/serve.js";
+import { type ServeTls, serve } from "../jobs/serve.js";
 import type { Io } from "./output.js";
 
 /** What the `serve` command needs. */
@@ -30,17 +29,14 @@ export interface ServeArgs {
   persistent: boolean;
   /** `-e`. */
   shared: number;
-  /** `--tls-creds`. */
-  tlsCreds?: string;
+  /** `--tls-creds` (resolved against `--object`). */
+  tls?: ServeTls;
   /** SIGINT from the CLI. */
   signal?: AbortSignal;
 }
 
 /** Run `serve`; returns the exit code once the server has stopped. */
 export async function serveCommand(a: ServeArgs, io: Io): Promise<number> {
-  if (a.tlsCreds !== undefined) {
-    throw new QimgError("ERR_QIMG_UNSUPPORTED", "--tls-creds is not supported by qimg serve yet");
-  }
   const srv = await serve(a.image, {
     format: a.format,
     exportName: a.exportName,
@@ -51,6 +47,7 @@ export async function serveCommand(a: ServeArgs, io: Io): Promise<number> {
     port: a.port,
     persistent: a.persistent,
     shared: a.shared,
+    tls: a.tls,
   });
   // With `--port 0` the OS picks the port: say which (qemu-nbd has no such mode).
   if (a.socket === undefined && a.port === 0) io.out(`${srv.uri}\n`);

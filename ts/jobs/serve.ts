@@ -9,6 +9,16 @@ import type { ImageOptions } from "../graph/spec.js";
 import { Image } from "../image.js";
 import { callNative, type NativeServer, native } from "../native.js";
 
+/** Server TLS credentials, as QEMU's `tls-creds-psk` / `tls-creds-x509` objects lay them out. */
+export interface ServeTls {
+  /** `psk`: `dir/keys.psk` (`user:hexkey` lines, any user may connect); `x509`: certificates. */
+  type: "psk" | "x509";
+  /** The directory: `keys.psk`, or `ca-cert.pem`, `server-cert.pem`, `server-key.pem`. */
+  dir: string;
+  /** x509: require a client certificate signed by `ca-cert.pem` (default true, as QEMU). */
+  verifyPeer?: boolean;
+}
+
 /** Options of {@link serve}; defaults are qemu-nbd's. */
 export interface ServeOptions extends Pick<OpenOptions, "format" | "locking"> {
   /** Listen on this Unix socket (`--socket`) instead of TCP. */
@@ -27,6 +37,8 @@ export interface ServeOptions extends Pick<OpenOptions, "format" | "locking"> {
   shared?: number;
   /** Keep serving after the last client leaves (`--persistent`, default false). */
   persistent?: boolean;
+  /** Require TLS (`--tls-creds`): clients must upgrade with STARTTLS before anything else. */
+  tls?: ServeTls;
 }
 
 /** A running NBD server. */
@@ -36,6 +48,7 @@ export class NbdServer implements AsyncDisposable {
   readonly #ownsImage: boolean;
   readonly #exportName: string;
   readonly #host: string;
+  readonly #tls: boolean;
   #closing?: Promise<void>;
   /**
    * Settles once the server has stopped — by {@link close}, or by itself when the last client
@@ -45,12 +58,20 @@ export class NbdServer implements AsyncDisposable {
   readonly closed: Promise<void>;
 
   /** @internal Use `serve()`. */
-  constructor(n: NativeServer, image: Image, ownsImage: boolean, exportName: string, host: string) {
+  constructor(
+    n: NativeServer,
+    image: Image,
+    ownsImage: boolean,
+    exportName: string,
+    host: string,
+    tls: boolean,
+  ) {
     this.#native = n;
     this.#image = image;
     this.#ownsImage = ownsImage;
     this.#exportName = exportName;
     this.#host = host;
+    this.#tls = tls;
     this.closed = this.#finish();
     // A stop the caller never awaits must not become an unhandled rejection.
     this.closed.catch(() => {});
@@ -88,15 +109,19 @@ export class NbdServer implements AsyncDisposable {
     return this.#native.connections;
   }
 
-  /** The export's URI as QEMU and libnbd spell it (`nbd://host:port/name`, `nbd+unix:///name?socket=…`). */
+  /**
+   * The export's URI as QEMU and libnbd spell it (`nbd://host:port/name`,
+   * `nbd+unix:///name?socket=…`; `nbds…` with TLS).
+   */
   get uri(): string {
     const name = encodeURIComponent(this.#exportName);
     const path = this.socketPath;
+    const s = this.#tls ? "s" : "";
     if (path !== undefined)
-      return `nbd+unix:///${name}?socket=${encodeURIComponent(path).replaceAll("%2F", "/")}`;
+      return `nbd${s}+unix:///${name}?socket=${encodeURIComponent(path).replaceAll("%2F", "/")}`;
     const h = this.#host === "0.0.0.0" || this.#host === "" ? "127.0.0.1" : this.#host;
     const host = h.includes(":") ? `[${h}]` : h;
-    return `nbd://${host}:${this.port}/${name}`;
+    return `nbd${s}://${host}:${this.port}/${name}`;
   }
 
   /** Stop serving: disconnect clients after their in-flight requests, flush, close the image. */
@@ -157,9 +182,10 @@ export async function serve(
         readOnly,
         shared: opts.shared,
         persistent: opts.persistent,
+        tls: opts.tls && { kind: opts.tls.type, dir: opts.tls.dir, verifyPeer: opts.tls.verifyPeer },
       }),
     );
-    return new NbdServer(n, img, owns, opts.exportName ?? "", host);
+    return new NbdServer(n, img, owns, opts.exportName ?? "", host, opts.tls !== undefined);
   } catch (e) {
     if (owns) await img.close();
     throw e;

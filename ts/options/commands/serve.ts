@@ -25,6 +25,46 @@ export const SERVE_SPEC: OptionSpec = {
   },
 };
 
+/** Server TLS credentials from a `--object tls-creds-*` (QEMU's `dir`, `verify-peer`). */
+export interface ServeTls {
+  /** `psk` (`keys.psk`) or `x509` (`ca-cert.pem`, `server-cert.pem`, `server-key.pem`). */
+  type: "psk" | "x509";
+  /** The credentials directory. */
+  dir: string;
+  /** x509: require a client certificate (QEMU's `verify-peer`, default on). */
+  verifyPeer: boolean;
+}
+
+const BOOL: Record<string, boolean> = {
+  on: true,
+  yes: true,
+  true: true,
+  off: false,
+  no: false,
+  false: false,
+};
+
+/** Resolve `--tls-creds ID` against the `--object` list, with qemu-nbd's messages. */
+export function tlsFromObjects(id: string, objects: readonly QomObject[]): ServeTls {
+  const o = objects.find((x) => x.id === id);
+  if (!o) fail(`Failed to get TLS creds: No TLS credentials with id '${id}'`);
+  if (o.qomType !== "tls-creds-psk" && o.qomType !== "tls-creds-x509") {
+    fail(`Failed to get TLS creds: Object with id '${id}' is not TLS credentials`);
+  }
+  const { dir, endpoint } = o.props;
+  if ((endpoint ?? "client") !== "server")
+    fail("Failed to get TLS creds: Expecting TLS credentials with a server endpoint");
+  if (typeof dir !== "string" || dir === "")
+    fail(`Failed to get TLS creds: TLS credentials '${id}' have no 'dir'`);
+  const vp = o.props["verify-peer"];
+  let verifyPeer = true;
+  if (vp !== undefined) {
+    if (typeof vp !== "string" || !(vp in BOOL)) fail(`Parameter 'verify-peer' expects 'on' or 'off'`);
+    verifyPeer = BOOL[vp];
+  }
+  return { type: o.qomType === "tls-creds-psk" ? "psk" : "x509", dir, verifyPeer };
+}
+
 /** A parsed `serve`. */
 export interface ServeCommand {
   cmd: "serve";
@@ -52,8 +92,8 @@ export interface ServeCommand {
   persistent: boolean;
   /** `-e` (default 1; 0 = no limit). */
   shared: number;
-  /** `--tls-creds`: the id of a tls-creds object. */
-  tlsCreds?: string;
+  /** `--tls-creds`: the server credentials of the named `tls-creds-psk`/`tls-creds-x509` object. */
+  tls?: ServeTls;
   /** `--object` definitions. */
   objects: QomObject[];
 }
@@ -98,6 +138,6 @@ export function buildServe(p: ParsedArgs, objects: QomObject[]): ServeCommand {
   const d = last(p, "D");
   if (d !== undefined) c.description = d;
   const t = last(p, "tls-creds");
-  if (t !== undefined) c.tlsCreds = t;
+  if (t !== undefined) c.tls = tlsFromObjects(t, objects);
   return c;
 }
