@@ -6,7 +6,7 @@
  * certtool) and the CLI's option errors.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { map, open, serve } from "../../ts/index.js";
@@ -373,6 +373,37 @@ describe.skipIf(!have)("qimg serve", () => {
         .every((x) => x === 0x5a),
     ).toBe(true);
   });
+
+  it.skipIf(!hasPeer("qemu-nbd") || !existsSync("/proc/locks"))(
+    "holds qemu-nbd's lock set on the image (read-write and -r)",
+    async () => {
+      const img = t.path("locks.qcow2");
+      runOk("qemu-img", ["create", "-q", "-f", "qcow2", img, "16M"]);
+      const ino = statSync(img).ino;
+      const held = () =>
+        readFileSync("/proc/locks", "utf8")
+          .split("\n")
+          .filter((l) => l.includes(`:${ino} `))
+          .map((l) => l.trim().split(/\s+/).slice(-2).join("-"))
+          .sort();
+      for (const ro of [[], ["-r"]]) {
+        const sock = t.path(`locks${ro.length}.sock`);
+        const q = spawn("qemu-nbd", [...ro, "-f", "qcow2", "-k", sock, img], { stdio: "ignore" });
+        children.push(q);
+        await until(() => existsSync(sock) && held().length > 0, "qemu-nbd");
+        const want = held();
+        const qExit = new Promise((r) => q.on("exit", r));
+        q.kill("SIGTERM");
+        await qExit;
+        const s = await startCli([...ro, "-f", "qcow2", "-k", sock, img], () => existsSync(sock));
+        expect(held(), `locks with ${ro.join("") || "read-write"}`).toEqual(want);
+        expect(want.length).toBeGreaterThan(0);
+        s.p.kill("SIGTERM");
+        expect(await s.exited).toBe(0);
+        expect(held()).toEqual([]);
+      }
+    },
+  );
 
   it("fails like qemu-nbd on bad options and images", () => {
     const raw = t.path("opt.raw");
