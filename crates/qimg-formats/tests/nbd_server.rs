@@ -554,3 +554,37 @@ fn writable_errors_and_mid_request_disconnect() {
         "a torn write is not applied"
     );
 }
+
+/// A client that connects and stalls in negotiation is dropped after the handshake limit
+/// (10 s, as qemu-nbd's), so with `--shared 1` the next client gets its turn.
+#[test]
+fn stalled_negotiation_is_dropped() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("st.raw");
+    std::fs::write(&img, vec![7u8; 65536]).unwrap();
+    let sock = dir.path().join("st.sock");
+    let mut cfg = config("", true, true);
+    cfg.shared = 1;
+    let srv = NbdServer::start(
+        open(&img, "raw", true),
+        &Listen::Unix(sock.to_str().unwrap().into()),
+        cfg,
+    )
+    .unwrap();
+    let mut stalled = Raw::connect(&sock);
+    stalled.read(18);
+    let t0 = Instant::now();
+    // Meanwhile a second client waits in the backlog, then is served.
+    let st =
+        NbdStorage::connect(&Address::Unix(sock.to_str().unwrap().into()), "", true, "t").unwrap();
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_secs(8), "served after {waited:?}");
+    assert!(waited < Duration::from_secs(30), "served after {waited:?}");
+    let mut b = vec![0u8; 4096];
+    st.read_at(&mut b, 0).unwrap();
+    assert!(b.iter().all(|&x| x == 7));
+    assert!(stalled.closed());
+    drop(st);
+    srv.close().unwrap();
+}

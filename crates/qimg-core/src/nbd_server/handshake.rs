@@ -20,7 +20,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::nbd::transport::Sock;
 use openssl::ssl::SslStream;
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The negotiation's byte stream: the socket, or a TLS session over it after STARTTLS.
 pub(crate) enum Stream {
@@ -28,6 +28,21 @@ pub(crate) enum Stream {
     Plain(Sock),
     /// TLS session.
     Tls(Box<SslStream<Sock>>),
+}
+
+impl Stream {
+    /// Bound every read and write by what is left of the negotiation's time; `false` once none is.
+    fn time_left(&self, start: Instant) -> bool {
+        let left = HANDSHAKE_LIMIT.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        match self {
+            Stream::Plain(s) => s.set_timeouts(Some(left)),
+            Stream::Tls(t) => t.get_ref().set_timeouts(Some(left)),
+        }
+        true
+    }
 }
 
 impl Read for Stream {
@@ -54,7 +69,7 @@ impl Write for Stream {
     }
 }
 
-/// How long a client may take over one read during negotiation (qemu-nbd's handshake limit).
+/// How long a client may take over the whole negotiation (qemu-nbd's handshake limit).
 pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// Options accepted before the client must pick an export.
 const MAX_OPTIONS: u32 = 4096;
@@ -228,6 +243,7 @@ fn meta_context(
 /// Run the negotiation on `sock`. `Ok(None)`: the client aborted or went away (or asked for an
 /// unknown export with EXPORT_NAME); `Ok(Some(_))`: transmission starts on the returned stream.
 pub(crate) fn negotiate(sock: Sock, export: &Export) -> Result<Option<(Stream, Negotiated)>> {
+    let start = Instant::now();
     let mut st = Stream::Plain(sock);
     let s = &mut st;
     let mut hello = Vec::with_capacity(18);
@@ -244,6 +260,9 @@ pub(crate) fn negotiate(sock: Sock, export: &Export) -> Result<Option<(Stream, N
     let no_zeroes = cflags & u32::from(FLAG_NO_ZEROES) != 0;
     let mut neg = Negotiated::default();
     for _ in 0..MAX_OPTIONS {
+        if !s.time_left(start) {
+            return Ok(None);
+        }
         let mut h = [0u8; 16];
         read_exact(s, &mut h, "option header")?;
         if be64(&h, 0) != IHAVEOPT {
