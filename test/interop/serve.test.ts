@@ -386,17 +386,20 @@ describe.skipIf(!have)("qimg serve", () => {
           .filter((l) => l.includes(`:${ino} `))
           .map((l) => l.trim().split(/\s+/).slice(-2).join("-"))
           .sort();
-      for (const ro of [[], ["-r"]]) {
+      // Persistent, and ready once a client got its answer: the permissions are final by then.
+      const ready = (sock: string) =>
+        existsSync(sock) && run("nbdinfo", ["--size", unixUri(sock)]).status === 0;
+      for (const ro of [["-t"], ["-t", "-r"]]) {
         const sock = t.path(`locks${ro.length}.sock`);
         const q = spawn("qemu-nbd", [...ro, "-f", "qcow2", "-k", sock, img], { stdio: "ignore" });
         children.push(q);
-        await until(() => existsSync(sock) && held().length > 0, "qemu-nbd");
+        await until(() => ready(sock), "qemu-nbd");
         const want = held();
         const qExit = new Promise((r) => q.on("exit", r));
         q.kill("SIGTERM");
         await qExit;
-        const s = await startCli([...ro, "-f", "qcow2", "-k", sock, img], () => existsSync(sock));
-        expect(held(), `locks with ${ro.join("") || "read-write"}`).toEqual(want);
+        const s = await startCli([...ro, "-f", "qcow2", "-k", sock, img], () => ready(sock));
+        expect(held(), `locks with ${ro.join(" ")}`).toEqual(want);
         expect(want.length).toBeGreaterThan(0);
         s.p.kill("SIGTERM");
         expect(await s.exited).toBe(0);
