@@ -588,3 +588,93 @@ fn stalled_negotiation_is_dropped() {
     drop(st);
     srv.close().unwrap();
 }
+
+/// Random byte streams — in negotiation, and after a valid negotiation as requests with random
+/// fields and random trailing bytes — never panic a server thread, never stop the server, and
+/// never change a read-only image; a well-behaved client is still served afterwards.
+#[test]
+fn random_client_bytes() {
+    let _g = serial();
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {
+        PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("f.raw");
+    let content: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&img, &content).unwrap();
+    let sock = dir.path().join("f.sock");
+    let srv = NbdServer::start(
+        open(&img, "raw", true),
+        &Listen::Unix(sock.to_str().unwrap().into()),
+        config("", true, true),
+    )
+    .unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for case in 0..300 {
+        let mut c = Raw::connect(&sock);
+        c.0.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut junk = Vec::new();
+        let n = (next() % 200) as usize;
+        if case % 2 == 0 {
+            // Negotiation: greeting read, then option-shaped or random bytes.
+            c.read(18);
+            junk.extend_from_slice(&((next() % 4) as u32).to_be_bytes());
+            for _ in 0..(next() % 4) {
+                junk.extend_from_slice(&0x4948_4156_454f_5054u64.to_be_bytes());
+                junk.extend_from_slice(&((next() % 12) as u32).to_be_bytes());
+                let len = (next() % 64) as u32;
+                junk.extend_from_slice(&len.to_be_bytes());
+                junk.extend((0..len).map(|_| next() as u8));
+            }
+        } else {
+            c.hello();
+            c.go("");
+            for _ in 0..(next() % 6) {
+                junk.extend_from_slice(&0x2560_9513u32.to_be_bytes());
+                junk.extend_from_slice(&((next() % 0x40) as u16).to_be_bytes());
+                junk.extend_from_slice(&((next() % 10) as u16).to_be_bytes());
+                junk.extend_from_slice(&next().to_be_bytes());
+                let off = if next() % 2 == 0 {
+                    next() % (2 << 20)
+                } else {
+                    next()
+                };
+                junk.extend_from_slice(&off.to_be_bytes());
+                let len = match next() % 3 {
+                    0 => (next() % 8192) as u32,
+                    1 => next() as u32,
+                    _ => 0,
+                };
+                junk.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        junk.extend((0..n).map(|_| next() as u8));
+        let _ = c.0.write_all(&junk);
+        if next() % 2 == 0 {
+            // Read whatever comes back until the server stops talking or hangs up.
+            c.0.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut b = [0u8; 65536];
+            while matches!(c.0.read(&mut b), Ok(n) if n > 0) {}
+        }
+        drop(c);
+    }
+    std::panic::set_hook(prev);
+    assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let st =
+        NbdStorage::connect(&Address::Unix(sock.to_str().unwrap().into()), "", true, "t").unwrap();
+    let mut b = vec![0u8; 1 << 20];
+    st.read_at(&mut b, 0).unwrap();
+    assert!(b == content);
+    drop(st);
+    srv.close().unwrap();
+    assert_eq!(std::fs::read(&img).unwrap(), content);
+}
