@@ -352,7 +352,13 @@ describe.skipIf(!have)("qimg serve", () => {
     const raw = t.path("ro.raw");
     writeFileSync(raw, Buffer.alloc(2 << 20, 0x5a));
     const sock = t.path("ro.sock");
-    const s = await startCli(["-f", "raw", "-r", "-t", "-e", "2", "-k", sock, raw], () => existsSync(sock));
+    const pidFile = t.path("ro.pid");
+    const s = await startCli(
+      ["-f", "raw", "-r", "-t", "-e", "2", "-k", sock, "--pid-file", pidFile, raw],
+      () => existsSync(sock),
+    );
+    await until(() => existsSync(pidFile), "the pid file");
+    expect(readFileSync(pidFile, "utf8")).toBe(`${s.p.pid}\n`);
     const uri = unixUri(sock);
     const info = JSON.parse(runOk("nbdinfo", ["--json", uri]));
     const e = info.exports[0];
@@ -366,6 +372,7 @@ describe.skipIf(!have)("qimg serve", () => {
     s.p.kill("SIGTERM");
     expect(await s.exited).toBe(0);
     expect(existsSync(sock)).toBe(false);
+    expect(existsSync(pidFile)).toBe(false);
     expect(run("qemu-io", ["-f", "raw", "-c", "write 0 4k", raw]).status).toBe(0);
     expect(
       readFileSync(raw)

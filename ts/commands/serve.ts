@@ -3,6 +3,8 @@
  * without `--persistent`, until the last client has left; either way the image is flushed and
  * closed (locks released) before the process exits 0.
  */
+import { rmSync, writeFileSync } from "node:fs";
+import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { type ServeTls, serve } from "../jobs/serve.js";
 import type { Io } from "./output.js";
@@ -31,6 +33,8 @@ export interface ServeArgs {
   shared: number;
   /** `--tls-creds` (resolved against `--object`). */
   tls?: ServeTls;
+  /** `--pid-file`. */
+  pidFile?: string;
   /** SIGINT from the CLI. */
   signal?: AbortSignal;
 }
@@ -49,6 +53,17 @@ export async function serveCommand(a: ServeArgs, io: Io): Promise<number> {
     shared: a.shared,
     tls: a.tls,
   });
+  if (a.pidFile !== undefined) {
+    try {
+      writeFileSync(a.pidFile, `${process.pid}\n`);
+    } catch (e) {
+      await srv.close();
+      throw new QimgError("ERR_QIMG_IO", `Failed to write pid file '${a.pidFile}': ${(e as Error).message}`, {
+        path: a.pidFile,
+        cause: e,
+      });
+    }
+  }
   // With `--port 0` the OS picks the port: say which (qemu-nbd has no such mode).
   if (a.socket === undefined && a.port === 0) io.out(`${srv.uri}\n`);
   const stop = () => {
@@ -59,6 +74,7 @@ export async function serveCommand(a: ServeArgs, io: Io): Promise<number> {
   try {
     await srv.closed;
   } finally {
+    if (a.pidFile !== undefined) rmSync(a.pidFile, { force: true });
     process.removeListener("SIGTERM", stop);
     a.signal?.removeEventListener("abort", stop);
   }

@@ -22,6 +22,7 @@ export const SERVE_SPEC: OptionSpec = {
     description: [true, "D"],
     "image-opts": [false, "image-opts"],
     "tls-creds": [true, "tls-creds"],
+    "pid-file": [true, "pid-file"],
   },
 };
 
@@ -94,6 +95,8 @@ export interface ServeCommand {
   shared: number;
   /** `--tls-creds`: the server credentials of the named `tls-creds-psk`/`tls-creds-x509` object. */
   tls?: ServeTls;
+  /** `--pid-file`: written once serving, removed at exit. */
+  pidFile?: string;
   /** `--object` definitions. */
   objects: QomObject[];
 }
@@ -137,6 +140,8 @@ export function buildServe(p: ParsedArgs, objects: QomObject[]): ServeCommand {
   if (k !== undefined) c.socket = k;
   const d = last(p, "D");
   if (d !== undefined) c.description = d;
+  const pf = last(p, "pid-file");
+  if (pf !== undefined) c.pidFile = pf;
   const t = last(p, "tls-creds");
   if (t !== undefined) c.tls = tlsFromObjects(t, objects);
   return c;
