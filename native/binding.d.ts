@@ -314,6 +314,8 @@ export interface NativeServeOptions {
   persistent?: boolean
   /** Require TLS with these server credentials. */
   tls?: NativeTlsCreds
+  /** Offer the `qemu:allocation-depth` metadata context (`-A`). */
+  allocationDepth?: boolean
 }
 
 /** One internal snapshot, with qemu-img's `SnapshotInfo` fields. */

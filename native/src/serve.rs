@@ -30,6 +30,8 @@ pub struct NativeServeOptions {
     pub persistent: Option<bool>,
     /// Require TLS with these server credentials.
     pub tls: Option<NativeTlsCreds>,
+    /// Offer the `qemu:allocation-depth` metadata context (`-A`).
+    pub allocation_depth: Option<bool>,
 }
 
 /// Server TLS credentials (a `tls-creds-psk` or `tls-creds-x509` object with `endpoint=server`).
@@ -82,6 +84,7 @@ pub fn serve_image(image: &NativeImage, opts: NativeServeOptions) -> napi::Resul
         shared: opts.shared.unwrap_or(1),
         persistent: opts.persistent.unwrap_or(false),
         tls,
+        allocation_depth: opts.allocation_depth.unwrap_or(false),
     };
     let s = NbdServer::start(driver, &listen, config).map_err(to_napi)?;
     Ok(NativeServer { inner: Arc::new(s) })

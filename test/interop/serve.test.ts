@@ -39,10 +39,10 @@ function makeChain(tag: string): { base: string; top: string } {
   return { base, top };
 }
 
-/** `nbdinfo --map` as runs of base:allocation flags (1 hole, 2 zero), adjacent equal runs merged. */
-function nbdinfoRuns(uri: string): Array<[number, number, number]> {
+/** `nbdinfo --map` as runs of a context's values (base:allocation: 1 hole, 2 zero), equal neighbours merged. */
+function nbdinfoRuns(uri: string, context = "base:allocation"): Array<[number, number, number]> {
   const out: Array<[number, number, number]> = [];
-  for (const line of runOk("nbdinfo", ["--map", uri]).split("\n")) {
+  for (const line of runOk("nbdinfo", [`--map=${context}`, uri]).split("\n")) {
     const m = /^\s*(\d+)\s+(\d+)\s+(\d+)/.exec(line);
     if (m) push(out, Number(m[1]), Number(m[2]), Number(m[3]));
   }
@@ -101,12 +101,18 @@ describe.skipIf(!have)("serve() library", () => {
       readOnly: true,
       persistent: true,
       shared: 4,
+      allocationDepth: true,
     });
     try {
       expect(srv.uri).toBe(unixUri(sock));
       expect(srv.socketPath).toBe(sock);
       const runs = nbdinfoRuns(srv.uri);
       expect(runs).toEqual(mapRuns(qimgMap));
+      // qemu:allocation-depth: 0 where no layer allocates, else the map's depth + 1.
+      const depth: Array<[number, number, number]> = [];
+      for (const e of qimgMap) push(depth, e.start, e.length, e.present ? e.depth + 1 : 0);
+      expect(nbdinfoRuns(srv.uri, "qemu:allocation-depth")).toEqual(depth);
+      expect(new Set(depth.map((d) => d[2]))).toEqual(new Set([0, 1, 2]));
       expect(runs.some((r) => r[2] === 0) && runs.some((r) => r[2] === 3)).toBe(true);
       const info = JSON.parse(runOk("qemu-img", ["info", "--output=json", srv.uri]));
       expect(info["virtual-size"]).toBe(32 << 20);

@@ -21,6 +21,7 @@ describe("serve command line", () => {
       port: 10809,
       persistent: false,
       shared: 1,
+      allocationDepth: false,
       objects: [],
     });
   });
@@ -66,6 +67,8 @@ describe("serve command line", () => {
       });
     }
     expect(parseCommandLine(["serve", "-b", "::1", "-p", "0", "d"])).toMatchObject({ bind: "::1", port: 0 });
+    expect(parseCommandLine(["serve", "-A", "d"])).toMatchObject({ allocationDepth: true });
+    expect(parseCommandLine(["serve", "--allocation-depth", "d"])).toMatchObject({ allocationDepth: true });
     expect(parseCommandLine(["serve", "--image-opts", "driver=raw,file.filename=x"])).toMatchObject({
       imageOpts: true,
       image: { driver: "raw", file: { filename: "x" } },

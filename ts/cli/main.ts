@@ -44,7 +44,7 @@ Commands:
   measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
-  serve [--object objectdef] [--image-opts] [-f fmt] [-x name] [-D description] [-r] [-k socket | -b addr -p port] [-t] [-e shared] [--tls-creds id] [--pid-file path] filename
+  serve [--object objectdef] [--image-opts] [-f fmt] [-x name] [-D description] [-r] [-k socket | -b addr -p port] [-t] [-e shared] [-A] [--tls-creds id] [--pid-file path] filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -269,6 +269,7 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           shared: c.shared,
           tls: c.tls,
           pidFile: c.pidFile,
+          allocationDepth: c.allocationDepth,
           signal,
         },
         io,

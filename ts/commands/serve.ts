@@ -33,6 +33,8 @@ export interface ServeArgs {
   shared: number;
   /** `--tls-creds` (resolved against `--object`). */
   tls?: ServeTls;
+  /** `-A`. */
+  allocationDepth?: boolean;
   /** `--pid-file`. */
   pidFile?: string;
   /** SIGINT from the CLI. */
@@ -52,6 +54,7 @@ export async function serveCommand(a: ServeArgs, io: Io): Promise<number> {
     persistent: a.persistent,
     shared: a.shared,
     tls: a.tls,
+    allocationDepth: a.allocationDepth,
   });
   if (a.pidFile !== undefined) {
     try {

@@ -39,6 +39,8 @@ export interface ServeOptions extends Pick<OpenOptions, "format" | "locking"> {
   persistent?: boolean;
   /** Require TLS (`--tls-creds`): clients must upgrade with STARTTLS before anything else. */
   tls?: ServeTls;
+  /** Offer the `qemu:allocation-depth` metadata context (`-A`, default false). */
+  allocationDepth?: boolean;
 }
 
 /** A running NBD server. */
@@ -183,6 +185,7 @@ export async function serve(
         shared: opts.shared,
         persistent: opts.persistent,
         tls: opts.tls && { kind: opts.tls.type, dir: opts.tls.dir, verifyPeer: opts.tls.verifyPeer },
+        allocationDepth: opts.allocationDepth,
       }),
     );
     return new NbdServer(n, img, owns, opts.exportName ?? "", host, opts.tls !== undefined);

@@ -41,6 +41,7 @@ fn config(name: &str, read_only: bool, persistent: bool) -> ServerConfig {
         shared: 0,
         persistent,
         tls: None,
+        allocation_depth: false,
     }
 }
 
@@ -118,7 +119,7 @@ fn chain_export_matches_qemu_nbd() {
     // qemu-nbd's view first (read-only, shared so nbdinfo can connect twice).
     let qsock = dir.path().join("q.sock");
     let child = Command::new("qemu-nbd")
-        .args(["-r", "-t", "-e", "4", "-f", "qcow2", "-k"])
+        .args(["-r", "-A", "-t", "-e", "4", "-f", "qcow2", "-k"])
         .arg(&qsock)
         .arg(&top)
         .spawn()
@@ -127,20 +128,31 @@ fn chain_export_matches_qemu_nbd() {
     wait_for(&qsock);
     std::thread::sleep(Duration::from_millis(200));
     let qmap = ok("nbdinfo", &["--map", &unix_uri(&qsock, "")]);
+    let depth_arg = "--map=qemu:allocation-depth";
+    let qdepth = ok("nbdinfo", &[depth_arg, &unix_uri(&qsock, "")]);
     drop(q);
 
     let d = open_chain(&base, &top, true);
     let sock = dir.path().join("s.sock");
-    let srv = NbdServer::start(
-        d,
-        &Listen::Unix(sock.to_str().unwrap().into()),
-        config("", true, true),
-    )
-    .unwrap();
+    let mut cfg = config("", true, true);
+    cfg.allocation_depth = true;
+    let srv = NbdServer::start(d, &Listen::Unix(sock.to_str().unwrap().into()), cfg).unwrap();
     let uri = unix_uri(&sock, "");
     let map = ok("nbdinfo", &["--map", &uri]);
     assert_eq!(map, qmap, "nbdinfo --map: qimg vs qemu-nbd");
     assert!(map.contains("hole,zero") && map.contains("data"), "{map}");
+    // qemu:allocation-depth (-A): the same extents and depths as qemu-nbd's.
+    let depth = ok("nbdinfo", &[depth_arg, &uri]);
+    assert_eq!(
+        depth, qdepth,
+        "nbdinfo --map=qemu:allocation-depth: qimg vs qemu-nbd"
+    );
+    assert!(
+        depth.contains("local") && depth.contains("backing depth 2") && depth.contains("absent"),
+        "{depth}"
+    );
+    let contexts = ok("nbdinfo", &["--list", &uri]);
+    assert!(contexts.contains("qemu:allocation-depth"), "{contexts}");
     let info = ok("nbdinfo", &["--json", &uri]);
     assert!(info.contains("\"export-size\": 16777216"), "{info}");
     assert!(info.contains("\"is_read_only\": true"), "{info}");

@@ -8,7 +8,19 @@ import { COMMON_LONG, fail, type ImageArg, imageArg, imageOptsExclusive } from "
 
 /** qemu-nbd's options that `serve` takes (its letters and long names). */
 export const SERVE_SPEC: OptionSpec = {
-  short: { f: true, x: true, r: false, k: true, b: true, p: true, t: false, e: true, D: true, h: false },
+  short: {
+    f: true,
+    x: true,
+    r: false,
+    k: true,
+    b: true,
+    p: true,
+    t: false,
+    e: true,
+    D: true,
+    A: false,
+    h: false,
+  },
   long: {
     ...COMMON_LONG,
     format: [true, "f"],
@@ -23,6 +35,7 @@ export const SERVE_SPEC: OptionSpec = {
     "image-opts": [false, "image-opts"],
     "tls-creds": [true, "tls-creds"],
     "pid-file": [true, "pid-file"],
+    "allocation-depth": [false, "A"],
   },
 };
 
@@ -95,6 +108,8 @@ export interface ServeCommand {
   shared: number;
   /** `--tls-creds`: the server credentials of the named `tls-creds-psk`/`tls-creds-x509` object. */
   tls?: ServeTls;
+  /** `-A`: offer the `qemu:allocation-depth` metadata context. */
+  allocationDepth: boolean;
   /** `--pid-file`: written once serving, removed at exit. */
   pidFile?: string;
   /** `--object` definitions. */
@@ -132,6 +147,7 @@ export function buildServe(p: ParsedArgs, objects: QomObject[]): ServeCommand {
     port: portNum,
     persistent: has(p, "t"),
     shared,
+    allocationDepth: has(p, "A"),
     objects,
   };
   const f = last(p, "f");

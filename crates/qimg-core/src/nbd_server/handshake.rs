@@ -10,7 +10,8 @@
 //! META data: u32 name length, name, u32 n, n × (u32 length, query)
 //! ```
 //! Answers: GO/INFO (export, name, description, block sizes), LIST, EXPORT_NAME, ABORT,
-//! STRUCTURED_REPLY, SET/LIST_META_CONTEXT (`base:allocation`), STARTTLS; every other option gets
+//! STRUCTURED_REPLY, SET/LIST_META_CONTEXT (`base:allocation`, and `qemu:allocation-depth` when
+//! offered), STARTTLS; every other option gets
 //! `NBD_REP_ERR_UNSUP`. With TLS configured, everything but STARTTLS and ABORT before the upgrade
 //! gets `NBD_REP_ERR_TLS_REQD` (EXPORT_NAME: the server hangs up), as qemu-nbd; without it,
 //! STARTTLS gets `NBD_REP_ERR_POLICY`.
@@ -81,6 +82,8 @@ pub struct Negotiated {
     pub structured: bool,
     /// `base:allocation` was selected (its id is [`META_BASE_ALLOCATION`]).
     pub base_allocation: bool,
+    /// `qemu:allocation-depth` was selected (its id is [`META_ALLOCATION_DEPTH`]).
+    pub allocation_depth: bool,
     /// The transmission flags sent.
     pub flags: u16,
 }
@@ -181,15 +184,15 @@ fn send_info(s: &mut Stream, opt: u32, export: &Export, requests: &[u16], tf: u1
     reply(s, opt, REP_ACK, &[])
 }
 
-/// Answer LIST/SET_META_CONTEXT; returns whether `base:allocation` was selected (SET) or `None`
-/// when an error reply was sent.
+/// Answer LIST/SET_META_CONTEXT; returns which contexts were selected (`base:allocation`,
+/// `qemu:allocation-depth`) for SET, or `None` when an error reply was sent.
 fn meta_context(
     s: &mut Stream,
     opt: u32,
     data: &[u8],
     export: &Export,
     structured: bool,
-) -> Result<Option<bool>> {
+) -> Result<Option<(bool, bool)>> {
     if opt == OPT_SET_META_CONTEXT && !structured {
         err_reply(
             s,
@@ -222,22 +225,29 @@ fn meta_context(
         err_reply(s, opt, REP_ERR_UNKNOWN, "export not found")?;
         return Ok(None);
     }
-    let matches = |q: &[u8]| match opt {
-        OPT_LIST_META_CONTEXT => q == b"base:" || q == BASE_ALLOCATION.as_bytes(),
-        _ => q == BASE_ALLOCATION.as_bytes(),
+    let list = opt == OPT_LIST_META_CONTEXT;
+    let depth_offered = export.config.allocation_depth;
+    // LIST with no query lists everything; LIST takes a bare namespace ("base:") as a wildcard.
+    let wants = |full: &str, ns: &str| {
+        (list && queries.is_empty())
+            || queries
+                .iter()
+                .any(|q| *q == full.as_bytes() || (list && *q == ns.as_bytes()))
     };
-    let selected = if opt == OPT_LIST_META_CONTEXT && queries.is_empty() {
-        true
-    } else {
-        queries.iter().any(|q| matches(q))
-    };
-    if selected {
-        let mut b = META_BASE_ALLOCATION.to_be_bytes().to_vec();
-        b.extend_from_slice(BASE_ALLOCATION.as_bytes());
-        reply(s, opt, REP_META_CONTEXT, &b)?;
+    let base = wants(BASE_ALLOCATION, "base:");
+    let depth = depth_offered && wants(ALLOCATION_DEPTH, "qemu:");
+    for (on, id, ctx) in [
+        (base, META_BASE_ALLOCATION, BASE_ALLOCATION),
+        (depth, META_ALLOCATION_DEPTH, ALLOCATION_DEPTH),
+    ] {
+        if on {
+            let mut b = id.to_be_bytes().to_vec();
+            b.extend_from_slice(ctx.as_bytes());
+            reply(s, opt, REP_META_CONTEXT, &b)?;
+        }
     }
     reply(s, opt, REP_ACK, &[])?;
-    Ok(Some(selected))
+    Ok(Some((base, depth)))
 }
 
 /// Run the negotiation on `sock`. `Ok(None)`: the client aborted or went away (or asked for an
@@ -333,9 +343,10 @@ pub(crate) fn negotiate(sock: Sock, export: &Export) -> Result<Option<(Stream, N
                 }
             }
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
-                if let Some(sel) = meta_context(s, opt, &data, export, neg.structured)? {
+                if let Some((base, depth)) = meta_context(s, opt, &data, export, neg.structured)? {
                     if opt == OPT_SET_META_CONTEXT {
-                        neg.base_allocation = sel;
+                        neg.base_allocation = base;
+                        neg.allocation_depth = depth;
                     }
                 }
             }

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub persistent: bool,
     /// Require TLS with these credentials (`--tls-creds`; a server endpoint's).
     pub tls: Option<TlsCreds>,
+    /// Offer the `qemu:allocation-depth` metadata context (`-A`).
+    pub allocation_depth: bool,
 }
 
 enum Listener {

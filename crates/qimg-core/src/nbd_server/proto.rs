@@ -65,8 +65,13 @@ pub const MAX_OPTION: u32 = 64 << 10;
 pub const MAX_STRING: u32 = 4096;
 /// The id of `base:allocation` once selected.
 pub const META_BASE_ALLOCATION: u32 = 1;
-/// `base:allocation`, the only metadata context served.
+/// `base:allocation`.
 pub const BASE_ALLOCATION: &str = "base:allocation";
+/// The id of `qemu:allocation-depth` once selected.
+pub const META_ALLOCATION_DEPTH: u32 = 2;
+/// `qemu:allocation-depth` (served with `-A`): per extent, 0 when no layer of the chain allocates
+/// it, else the 1-based depth of the layer that does.
+pub const ALLOCATION_DEPTH: &str = "qemu:allocation-depth";
 
 /// An option reply: header and payload in one buffer.
 pub fn option_reply(option: u32, reply: u32, data: &[u8]) -> Vec<u8> {

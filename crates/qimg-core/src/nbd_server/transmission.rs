@@ -7,15 +7,16 @@
 //! request   u32 REQUEST_MAGIC, u16 flags, u16 type, u64 cookie, u64 offset, u32 length, [data]
 //! ```
 //! READ answers with structured chunks when negotiated (OFFSET_DATA for data, OFFSET_HOLE for
-//! ranges the chain reports as zeros, one DATA chunk with `DF`), BLOCK_STATUS with one
-//! `base:allocation` chunk, everything else with simple replies. Errors follow qemu-nbd: a write
+//! ranges the chain reports as zeros, one DATA chunk with `DF`), BLOCK_STATUS with one chunk per
+//! selected context (`base:allocation`, `qemu:allocation-depth`), everything else with simple
+//! replies. Errors follow qemu-nbd: a write
 //! to a read-only export is EPERM, a write past the end ENOSPC, any other bad range or flag EINVAL,
 //! an unzeroable FAST_ZERO ENOTSUP. A bad magic or an oversized WRITE ends the connection (its
 //! payload cannot be skipped safely).
 use super::handshake::{skip, Negotiated, Stream};
 use super::proto::*;
 use super::Export;
-use crate::chain::map_extents;
+use crate::chain::{map_extents, MapExtent};
 use crate::nbd::transport::{Channel, ChannelReader};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Condvar, Mutex};
@@ -156,14 +157,21 @@ impl Conn<'_> {
         if may_unmap && (raw || aligned) {
             return true;
         }
-        self.extents(off, len, usize::MAX)
-            .is_some_and(|v| v.iter().all(|&(_, _, zero, _)| zero))
+        self.extents(off, len, usize::MAX, allocation_flags)
+            .is_some_and(|v| v.iter().all(|&(_, _, f)| f & STATE_ZERO != 0))
     }
 
-    /// Chain status of `[off, off+len)` as `(start, length, zero, data)` runs, merged; `None` on
-    /// an error. At most `max` runs (the rest of the range is then not covered).
-    fn extents(&self, off: u64, len: u64, max: usize) -> Option<Vec<(u64, u64, bool, bool)>> {
-        let mut out: Vec<(u64, u64, bool, bool)> = Vec::new();
+    /// Chain status of `[off, off+len)` as `(start, length, key)` runs, adjacent runs with one
+    /// key merged; `None` on an error. At most `max` runs (the rest of the range is then not
+    /// covered).
+    fn extents(
+        &self,
+        off: u64,
+        len: u64,
+        max: usize,
+        key: impl Fn(&MapExtent) -> u32,
+    ) -> Option<Vec<(u64, u64, u32)>> {
+        let mut out: Vec<(u64, u64, u32)> = Vec::new();
         let end = off + len;
         let mut pos = off;
         while pos < end {
@@ -176,13 +184,14 @@ impl Conn<'_> {
                     return None;
                 }
                 let l = e.length.min(end - pos);
+                let k = key(&e);
                 match out.last_mut() {
-                    Some(last) if last.2 == e.zero && last.3 == e.data => last.1 += l,
+                    Some(last) if last.2 == k => last.1 += l,
                     _ => {
                         if out.len() == max {
                             return Some(out);
                         }
-                        out.push((pos, l, e.zero, e.data));
+                        out.push((pos, l, k));
                     }
                 }
                 pos += l;
@@ -213,17 +222,17 @@ impl Conn<'_> {
         let runs = if r.flags & CMDF_DF != 0 {
             None
         } else {
-            self.extents(r.offset, len as u64, usize::MAX)
+            self.extents(r.offset, len as u64, usize::MAX, allocation_flags)
         };
-        let runs = runs.unwrap_or_else(|| vec![(r.offset, len as u64, false, true)]);
+        let runs = runs.unwrap_or_else(|| vec![(r.offset, len as u64, 0)]);
         let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(runs.len());
-        for (i, &(start, l, zero, _)) in runs.iter().enumerate() {
+        for (i, &(start, l, state)) in runs.iter().enumerate() {
             let flags = if i + 1 == runs.len() {
                 REPLY_FLAG_DONE
             } else {
                 0
             };
-            if zero {
+            if state & STATE_ZERO != 0 {
                 let mut c = chunk_header(flags, REPLY_OFFSET_HOLE, r.cookie, 12).to_vec();
                 c.extend_from_slice(&start.to_be_bytes());
                 c.extend_from_slice(&(l as u32).to_be_bytes());
@@ -249,30 +258,47 @@ impl Conn<'_> {
         self.send(&parts);
     }
 
+    /// One BLOCK_STATUS chunk per selected context, the last one flagged DONE.
     fn block_status(&self, r: &Request) {
         let max = if r.flags & CMDF_REQ_ONE != 0 {
             1
         } else {
             MAX_DESCRIPTORS
         };
-        let Some(runs) = self.extents(r.offset, u64::from(r.length), max) else {
-            self.error(r, EIO, "block status failed");
-            return;
-        };
-        let mut b = Vec::with_capacity(4 + 8 * runs.len());
-        b.extend_from_slice(&META_BASE_ALLOCATION.to_be_bytes());
-        for (_, l, zero, data) in runs {
-            let flags = if data { 0 } else { STATE_HOLE } | if zero { STATE_ZERO } else { 0 };
-            b.extend_from_slice(&(l as u32).to_be_bytes());
-            b.extend_from_slice(&flags.to_be_bytes());
+        let mut contexts: Vec<(u32, fn(&MapExtent) -> u32)> = Vec::new();
+        if self.neg.base_allocation {
+            contexts.push((META_BASE_ALLOCATION, allocation_flags));
         }
-        let h = chunk_header(
-            REPLY_FLAG_DONE,
-            REPLY_BLOCK_STATUS,
-            r.cookie,
-            b.len() as u32,
-        );
-        self.send(&[&h, &b]);
+        if self.neg.allocation_depth {
+            contexts.push((META_ALLOCATION_DEPTH, allocation_depth));
+        }
+        let mut chunks = Vec::with_capacity(contexts.len());
+        for (i, &(id, key)) in contexts.iter().enumerate() {
+            let Some(runs) = self.extents(r.offset, u64::from(r.length), max, key) else {
+                self.error(r, EIO, "block status failed");
+                return;
+            };
+            let mut b = Vec::with_capacity(24 + 8 * runs.len());
+            let done = if i + 1 == contexts.len() {
+                REPLY_FLAG_DONE
+            } else {
+                0
+            };
+            b.extend_from_slice(&chunk_header(
+                done,
+                REPLY_BLOCK_STATUS,
+                r.cookie,
+                (4 + 8 * runs.len()) as u32,
+            ));
+            b.extend_from_slice(&id.to_be_bytes());
+            for (_, l, v) in runs {
+                b.extend_from_slice(&(l as u32).to_be_bytes());
+                b.extend_from_slice(&v.to_be_bytes());
+            }
+            chunks.push(b);
+        }
+        let parts: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+        self.send(&parts);
     }
 
     /// Validate a request header; `Err(())` ends the connection.
@@ -298,7 +324,9 @@ impl Conn<'_> {
             err(EINVAL, "request larger than the 32 MiB maximum")
         } else if write_like && ro {
             err(EPERM, "export is read-only")
-        } else if r.ty == CMD_BLOCK_STATUS && !self.neg.base_allocation {
+        } else if r.ty == CMD_BLOCK_STATUS
+            && !(self.neg.base_allocation || self.neg.allocation_depth)
+        {
             err(EINVAL, "no metadata context was negotiated")
         } else if r.ty == CMD_BLOCK_STATUS && r.length == 0 {
             err(EINVAL, "zero-length block status")
@@ -315,6 +343,22 @@ impl Conn<'_> {
             return Err(());
         }
         Ok(())
+    }
+}
+
+/// `base:allocation` flags of an extent: HOLE unless it holds data, ZERO if it reads as zeros
+/// (qemu-nbd's mapping of block status).
+fn allocation_flags(e: &MapExtent) -> u32 {
+    (if e.data { 0 } else { STATE_HOLE }) | if e.zero { STATE_ZERO } else { 0 }
+}
+
+/// `qemu:allocation-depth` of an extent: 0 when no layer allocates it, else the layer's
+/// 1-based depth.
+fn allocation_depth(e: &MapExtent) -> u32 {
+    if e.present {
+        e.depth + 1
+    } else {
+        0
     }
 }
 
