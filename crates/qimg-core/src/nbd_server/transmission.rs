@@ -265,7 +265,7 @@ impl Conn<'_> {
         } else {
             MAX_DESCRIPTORS
         };
-        let mut contexts: Vec<(u32, fn(&MapExtent) -> u32)> = Vec::new();
+        let mut contexts: Vec<(u32, ContextValue)> = Vec::new();
         if self.neg.base_allocation {
             contexts.push((META_BASE_ALLOCATION, allocation_flags));
         }
@@ -345,6 +345,9 @@ impl Conn<'_> {
         Ok(())
     }
 }
+
+/// How a metadata context values an extent.
+type ContextValue = fn(&MapExtent) -> u32;
 
 /// `base:allocation` flags of an extent: HOLE unless it holds data, ZERO if it reads as zeros
 /// (qemu-nbd's mapping of block status).
