@@ -9,7 +9,7 @@
 //! READ answers with structured chunks when negotiated (OFFSET_DATA for data, OFFSET_HOLE for
 //! ranges the chain reports as zeros, one DATA chunk with `DF`), BLOCK_STATUS with one chunk per
 //! selected context (`base:allocation`, `qemu:allocation-depth`), everything else with simple
-//! replies. Errors follow qemu-nbd: a write
+//! replies on success; errors are structured ERROR chunks once structured replies are negotiated. Errors follow qemu-nbd: a write
 //! to a read-only export is EPERM, a write past the end ENOSPC, any other bad range or flag EINVAL,
 //! an unzeroable FAST_ZERO ENOTSUP. A bad magic or an oversized WRITE ends the connection (its
 //! payload cannot be skipped safely).
@@ -98,8 +98,10 @@ impl Conn<'_> {
         self.send(&[&simple_reply(errno, cookie)]);
     }
 
+    /// An error reply: a structured ERROR chunk (with the message) once structured replies were
+    /// negotiated, as the protocol prefers and qemu-nbd does, else a simple reply.
     fn error(&self, r: &Request, errno: u32, msg: &str) {
-        if self.neg.structured && matches!(r.ty, CMD_READ | CMD_BLOCK_STATUS) {
+        if self.neg.structured {
             self.send(&[&error_chunk(r.cookie, errno, msg)]);
         } else {
             self.simple(r.cookie, errno);
