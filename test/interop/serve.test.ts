@@ -132,6 +132,41 @@ describe.skipIf(!have)("serve() library", () => {
     await srv.closed;
   });
 
+  it("qimg's own NBD client reads it back (map, convert) and a killed nbdcopy leaves it serving", async () => {
+    const { top } = makeChain("own");
+    const sock = t.path("own.sock");
+    const expected = t.path("own-expected.raw");
+    runOk("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", top, expected]);
+    const local = await map(top, { format: "qcow2" });
+    const srv = await serve(top, { format: "qcow2", socket: sock, persistent: true, shared: 0 });
+    try {
+      const remote = JSON.parse(qimg(["map", "--output=json", "-f", "raw", srv.uri]).stdout);
+      expect(mapRuns(remote)).toEqual(mapRuns(local));
+      const conv = t.path("own-conv.raw");
+      const r = qimg(["convert", "-f", "raw", "-O", "raw", srv.uri, conv]);
+      expect(r.stderr).toBe("");
+      expect(sha256(conv)).toBe(sha256(expected));
+      // A real client killed in the middle of a copy into the export (requests in flight).
+      const big = t.path("own-src.raw");
+      writeFileSync(big, Buffer.alloc(32 << 20, 0x5e));
+      const cp = spawn("nbdcopy", ["--requests=16", big, srv.uri], { stdio: "ignore" });
+      children.push(cp);
+      await until(() => srv.connections > 0 || cp.exitCode !== null, "nbdcopy to connect");
+      await new Promise((res) => setTimeout(res, 30));
+      cp.kill("SIGKILL");
+      await until(() => srv.connections === 0, "the killed client to be dropped");
+      // Still serving, and whatever was written reads back consistently.
+      const after = t.path("own-after.raw");
+      runOk("nbdcopy", [srv.uri, after]);
+      expect(readFileSync(after).length).toBe(32 << 20);
+    } finally {
+      await srv.close();
+    }
+    const chk = run("qemu-img", ["check", top]);
+    expect(chk.stdout + chk.stderr).toContain("No errors");
+    expect(chk.status).toBe(0);
+  });
+
   it("serves an Image the caller opened, over TCP on an OS-chosen port, and leaves it open", async () => {
     const raw = t.path("own.raw");
     writeFileSync(raw, Buffer.alloc(4 << 20, 0x7e));

@@ -282,9 +282,10 @@ fn holds_the_image_locks() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("lock"));
     srv.close().unwrap();
-    drop(srv);
-    // The driver (and its file) went with the server: the locks are gone.
+    // The server let go of the driver it was given (its only holder here) as it stopped, so the
+    // file is closed and the locks are gone while the handle still exists.
     ok("qemu-io", &["-f", "raw", "-c", "write 0 4k", i]);
+    drop(srv);
 }
 
 /// qimg's own NBD client against the server: reads, writes, zeroes, block status.

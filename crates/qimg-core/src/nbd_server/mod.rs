@@ -117,7 +117,6 @@ struct State {
 }
 
 struct Shared {
-    export: Export,
     stop: AtomicBool,
     state: Mutex<State>,
     cv: Condvar,
@@ -192,14 +191,16 @@ impl NbdServer {
             .and_then(|i| i.cluster_size)
             .unwrap_or(4096)
             .max(1);
+        // Owned by the accept thread and lent to each connection; the last holder drops it as the
+        // server finishes, so the image's file (and its locks) goes with the caller's close.
+        let export = Arc::new(Export {
+            size: driver.virtual_size(),
+            driver,
+            config,
+            cluster,
+            tls,
+        });
         let shared = Arc::new(Shared {
-            export: Export {
-                size: driver.virtual_size(),
-                driver,
-                config,
-                cluster,
-                tls,
-            },
             stop: AtomicBool::new(false),
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
@@ -208,7 +209,7 @@ impl NbdServer {
         let sp = socket_path.clone();
         let accept = std::thread::Builder::new()
             .name("nbd-accept".into())
-            .spawn(move || accept_loop(sh, listener, sp))
+            .spawn(move || accept_loop(sh, export, listener, sp))
             .map_err(|e| Error::io("Failed to start the NBD server thread", &e))?;
         Ok(NbdServer {
             shared,
@@ -238,7 +239,8 @@ impl NbdServer {
         self.shared.lock().finished
     }
 
-    /// Block until the server has stopped; returns the final flush's outcome.
+    /// Block until the server has stopped; returns the final flush's outcome. By then the server
+    /// holds no reference to the driver any more.
     pub fn wait(&self) -> Result<()> {
         let mut st = self.shared.lock();
         while !st.finished {
@@ -280,15 +282,15 @@ fn poll_readable(fd: RawFd, ms: i32) -> bool {
     n > 0 && (p.revents & libc::POLLIN) != 0
 }
 
-fn accept_loop(sh: Arc<Shared>, listener: Listener, socket_path: Option<String>) {
-    let limit = sh.export.config.shared;
+fn accept_loop(sh: Arc<Shared>, ex: Arc<Export>, listener: Listener, socket_path: Option<String>) {
+    let limit = ex.config.shared;
     loop {
         if sh.stop.load(Ordering::SeqCst) {
             break;
         }
         {
             let st = sh.lock();
-            if !sh.export.config.persistent && st.had_client && st.active == 0 {
+            if !ex.config.persistent && st.had_client && st.active == 0 {
                 break;
             }
             if limit > 0 && st.active >= limit {
@@ -315,12 +317,15 @@ fn accept_loop(sh: Arc<Shared>, listener: Listener, socket_path: Option<String>)
             id
         };
         let sh2 = sh.clone();
+        let ex2 = ex.clone();
         let spawned = std::thread::Builder::new()
             .name("nbd-conn".into())
             .spawn(move || {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    serve_client(&sh2, sock)
+                    serve_client(&sh2, &ex2, sock)
                 }));
+                // Let go of the image before this connection counts as gone.
+                drop(ex2);
                 let mut st = sh2.lock();
                 if let Some(s) = st.conns.remove(&id) {
                     s.shutdown();
@@ -349,20 +354,21 @@ fn accept_loop(sh: Arc<Shared>, listener: Listener, socket_path: Option<String>)
         st = sh.cv.wait(st).unwrap_or_else(|p| p.into_inner());
     }
     drop(st);
-    let r = sh.export.driver.flush();
+    let r = ex.driver.flush();
+    drop(ex);
     let mut st = sh.lock();
     st.error = r.err();
     st.finished = true;
     sh.cv.notify_all();
 }
 
-fn serve_client(sh: &Shared, sock: Sock) {
+fn serve_client(sh: &Shared, ex: &Export, sock: Sock) {
     sock.set_timeouts(Some(handshake::HANDSHAKE_LIMIT));
-    let Ok(Some((stream, neg))) = handshake::negotiate(sock, &sh.export) else {
+    let Ok(Some((stream, neg))) = handshake::negotiate(sock, ex) else {
         return;
     };
     if sh.stop.load(Ordering::SeqCst) {
         return;
     }
-    transmission::run(stream, &sh.export, neg);
+    transmission::run(stream, ex, neg);
 }
