@@ -845,6 +845,7 @@ module.exports.firstNonzeroOffset = nativeBinding.firstNonzeroOffset
 module.exports.makeEmpty = nativeBinding.makeEmpty
 module.exports.measureBitmaps = nativeBinding.measureBitmaps
 module.exports.nativeVersion = nativeBinding.nativeVersion
+module.exports.nbdListExports = nativeBinding.nbdListExports
 module.exports.openImage = nativeBinding.openImage
 module.exports.rebaseRange = nativeBinding.rebaseRange
 module.exports.serveImage = nativeBinding.serveImage

@@ -351,6 +351,17 @@ export interface NativeTlsCreds {
 /** Version of the native core. */
 export declare function nativeVersion(): string
 
+/** One export listed by the server. */
+export interface NbdExportEntry {
+  /** Export name. */
+  name: string
+  /** Description (may be empty). */
+  description: string
+}
+
+/** List the exports of an NBD server (`NBD_OPT_LIST`). */
+export declare function nbdListExports(target: NbdTarget): Promise<NbdExportEntry[]>
+
 /** An NBD export to open (QEMU's `file.driver=nbd` options). */
 export interface NbdTarget {
   /** `inet` or `unix`. */
@@ -363,6 +374,22 @@ export interface NbdTarget {
   path?: string
   /** Export name (default ""). */
   export?: string
+  /** TLS (`tls-creds` / `tls-hostname`); required when present. */
+  tls?: NbdTls
+}
+
+/** The TLS credentials object an NBD target names (`--object tls-creds-psk|tls-creds-x509`). */
+export interface NbdTls {
+  /** `psk` or `x509`. */
+  kind: string
+  /** The credentials directory (`dir=`). */
+  dir: string
+  /** PSK username (`username=`, default "qemu"). */
+  username?: string
+  /** x509 `verify-peer` (default on). */
+  verifyPeer?: boolean
+  /** `tls-hostname`: the name the server certificate must carry. */
+  hostname?: string
 }
 
 /** Open an image: the file protocol, then the format driver on top. */

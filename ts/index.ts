@@ -8,6 +8,7 @@
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
 export type { ImageOptions } from "./graph/spec.js";
+export { defineObjects } from "./graph/tls.js";
 export {
   type BitmapAction,
   type BitmapData,
@@ -34,6 +35,7 @@ export { type ImageInfo, type InfoOptions, info } from "./jobs/info.js";
 export { Job, type Progress } from "./jobs/job.js";
 export { type MapOptions, type MapResultEntry, map } from "./jobs/map.js";
 export { type MeasureOptions, type MeasureResult, measure } from "./jobs/measure.js";
+export { listNbdExports, type NbdExport } from "./jobs/nbd-list.js";
 export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js";
 export { type ResizeOptions, resize } from "./jobs/resize.js";
 export { NbdServer, type ServeOptions, type ServeTls, serve } from "./jobs/serve.js";

@@ -41,6 +41,8 @@ pub struct NbdTarget {
     pub path: Option<String>,
     /// Export name (default "").
     pub export: Option<String>,
+    /// TLS (`tls-creds` / `tls-hostname`); required when present.
+    pub tls: Option<crate::nbd::NbdTls>,
 }
 
 /// The storage an image opens on: an NBD export, or the host file.
@@ -56,26 +58,18 @@ fn open_storage(
             perms,
         )?));
     };
-    let addr = match n.server_type.as_str() {
-        "inet" => qimg_core::nbd::Address::Tcp(
-            n.host
-                .clone()
-                .ok_or_else(|| invalid("NBD server host is missing"))?,
-            u16::try_from(n.port.unwrap_or(10809)).map_err(|_| invalid("NBD port out of range"))?,
-        ),
-        "unix" => qimg_core::nbd::Address::Unix(
-            n.path
-                .clone()
-                .ok_or_else(|| invalid("NBD socket path is missing"))?,
-        ),
-        t => return Err(invalid(format!("Unknown NBD server type '{t}'"))),
-    };
+    let addr = crate::nbd::address(n)?;
     let export = n.export.clone().unwrap_or_default();
-    Ok(Arc::new(qimg_core::nbd::NbdStorage::connect(
+    let o = qimg_core::nbd::ConnectOptions {
+        read_only: opts.read_only,
+        tls: crate::nbd::tls_config(&n.tls)?,
+        ..Default::default()
+    };
+    Ok(Arc::new(qimg_core::nbd::NbdStorage::connect_with(
         &addr,
         &export,
-        opts.read_only,
         &opts.filename,
+        &o,
     )?))
 }
 

@@ -9,6 +9,7 @@ pub mod create;
 pub mod error;
 pub mod image;
 pub mod jobs;
+pub mod nbd;
 pub mod serve;
 pub mod snapshot;
 pub mod work;

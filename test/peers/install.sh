@@ -2,10 +2,11 @@
 # Install the Debian peers the test suite runs against: qemu-utils (qemu-img, qemu-io, qemu-nbd;
 # version 10 from backports on the project machines), the independent qcow2 readers 7zip (7zz) and
 # python3-libqcow, the VHD/VDI reader python3-libvhdi, bximage (bochs) and cloop-utils
-# (create_compressed_fs), libnbd-bin (nbdinfo, nbdcopy) and gnutls-bin (psktool, certtool for
-# TLS credentials) as clients of `qimg serve`, and Debian bookworm's own qemu-img 7.2 unpacked
-# beside the project under target/peers/qemu-7.2 (not installed: both versions are used side by
-# side).
+# (create_compressed_fs), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
+# target/peers/qemu-7.2 (not installed: both versions are used side by side). The NBD client's
+# peers: nbdkit (memory, file and its filters), nbd-server, libnbd-bin (nbdinfo, nbdcopy) and
+# gnutls-bin (certtool and psktool make the TLS credentials of the tests);
+# libnbd-bin and gnutls-bin are also the clients of the `qimg serve` tests.
 # Only as root; otherwise the tests that need a missing peer skip with a printed reason.
 set -u
 cd "$(dirname "$0")/../.."
@@ -15,9 +16,11 @@ command -v qemu-nbd >/dev/null 2>&1 || need+=(qemu-utils)
 command -v 7zz >/dev/null 2>&1 || need+=(7zip)
 command -v bximage >/dev/null 2>&1 || need+=(bximage)
 command -v create_compressed_fs >/dev/null 2>&1 || need+=(cloop-utils)
+/usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || need+=(python3-libqcow)
+command -v nbdkit >/dev/null 2>&1 || need+=(nbdkit)
+command -v nbd-server >/dev/null 2>&1 || need+=(nbd-server)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v certtool >/dev/null 2>&1 || need+=(gnutls-bin)
-/usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || need+=(python3-libqcow)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || need+=(python3-libvhdi)
 q72=target/peers/qemu-7.2
 if [ "$(id -u)" -ne 0 ]; then

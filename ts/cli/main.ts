@@ -22,6 +22,8 @@ import { serveCommand } from "../commands/serve.js";
 import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
+import { defineObjects } from "../graph/tls.js";
+import { listNbdExports } from "../jobs/nbd-list.js";
 import { type Command, parseCommandLine } from "../options/commands/index.js";
 import { toRecord } from "../options/keyvalue.js";
 
@@ -44,6 +46,7 @@ Commands:
   measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
+  list-exports [--object objectdef] [--output=ofmt] nbd-address   (qimg only: NBD_OPT_LIST)
   serve [--object objectdef] [--image-opts] [-f fmt] [-x name] [-D description] [-r] [-k socket | -b addr -p port] [-t] [-e shared] [-A] [--tls-creds id] [--pid-file path] filename
 `;
 
@@ -54,6 +57,7 @@ function unsupported(what: string): never {
 }
 
 async function run(c: Command, signal: AbortSignal): Promise<number> {
+  if ("objects" in c) defineObjects(c.objects);
   switch (c.cmd) {
     case "help":
       io.out(USAGE);
@@ -118,6 +122,12 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
         },
         io,
       );
+    case "list-exports": {
+      const list = await listNbdExports(c.address);
+      if (c.output === "json") io.out(`${JSON.stringify(list, null, 4)}\n`);
+      else for (const e of list) io.out(e.description ? `${e.name}\t${e.description}\n` : `${e.name}\n`);
+      return 0;
+    }
     case "map":
       return mapCommand(
         {

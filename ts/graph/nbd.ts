@@ -3,7 +3,8 @@
  * `nbd+unix:///export?socket=PATH`, the legacy `nbd:HOST:PORT[:exportname=NAME]` and
  * `nbd:unix:PATH[:exportname=NAME]`, and the options form (`file.driver=nbd`,
  * `file.server.type=inet|unix`, `file.server.host`, `file.server.port`, `file.server.path`,
- * `file.export`).
+ * `file.export`), with TLS named by `tls-creds` / `tls-hostname` (options, or as a qimg extension
+ * the URI query: qemu-img 10 rejects URIs with a query other than `socket`).
  */
 import { QimgError } from "../errors.js";
 
@@ -19,6 +20,19 @@ export interface NbdTarget {
   path?: string;
   /** Export name ("" is the default export). */
   export: string;
+  /** ID of the `tls-creds-*` object to use (TLS required when set). */
+  tlsCreds?: string;
+  /** Name the server's certificate must carry (x509). */
+  tlsHostname?: string;
+}
+
+function withTls(t: NbdTarget, creds: string | null | undefined, host: string | null | undefined): NbdTarget {
+  if (creds !== undefined && creds !== null) t.tlsCreds = creds;
+  if (host !== undefined && host !== null) t.tlsHostname = host;
+  if (t.tlsHostname !== undefined && t.tlsCreds === undefined) {
+    throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "tls-hostname is only valid with tls-creds");
+  }
+  return t;
 }
 
 const bad = (spec: string, why: string): never => {
@@ -44,16 +58,21 @@ export function parseNbdString(spec: string): NbdTarget {
     const authority = uri[2];
     const exportName = decodeURIComponent((uri[3] ?? "").replace(/^\//, ""));
     const query = new URLSearchParams(uri[4] ?? "");
+    for (const k of query.keys()) {
+      if (!["socket", "tls-creds", "tls-hostname"].includes(k)) bad(spec, `unknown parameter '${k}'`);
+    }
+    const tc = query.get("tls-creds");
+    const th = query.get("tls-hostname");
     if (scheme === "nbd+unix") {
       if (authority !== "") bad(spec, "a unix URI has no host");
       const socket = query.get("socket");
       if (!socket) bad(spec, "missing 'socket' parameter");
-      return { serverType: "unix", path: socket as string, export: exportName };
+      return withTls({ serverType: "unix", path: socket as string, export: exportName }, tc, th);
     }
     if (query.has("socket")) bad(spec, "'socket' is only for nbd+unix");
     const m = /^(\[[^\]]+\]|[^:]*)(?::(.*))?$/.exec(authority) as RegExpExecArray;
     const host = m[1].replace(/^\[|\]$/g, "") || "localhost";
-    return { serverType: "inet", host, port: port(spec, m[2]), export: exportName };
+    return withTls({ serverType: "inet", host, port: port(spec, m[2]), export: exportName }, tc, th);
   }
   // Legacy: nbd:unix:PATH[:exportname=NAME] or nbd:HOST:PORT[:exportname=NAME].
   const rest = spec.replace(/^nbd:/i, "");
@@ -84,18 +103,38 @@ export function parseNbdOptions(file: Record<string, unknown>): NbdTarget {
   const str = (v: unknown) => (v === undefined || v === null ? undefined : String(v));
   const type = str(server.type) ?? (file.path !== undefined ? "unix" : "inet");
   const exportName = str(file.export) ?? "";
+  const tc = str(file["tls-creds"]);
+  const th = str(file["tls-hostname"]);
   if (type === "unix") {
     const path = str(server.path) ?? str(file.path);
     if (!path) bad("file.server.path", "missing socket path");
-    return { serverType: "unix", path: path as string, export: exportName };
+    return withTls({ serverType: "unix", path: path as string, export: exportName }, tc, th);
   }
   if (type !== "inet") bad(`file.server.type=${type}`, "server type must be inet or unix");
   const host = str(server.host) ?? str(file.host);
   if (!host) bad("file.server.host", "missing host");
-  return {
-    serverType: "inet",
-    host: host as string,
-    port: port("file.server.port", str(server.port) ?? str(file.port)),
-    export: exportName,
-  };
+  return withTls(
+    {
+      serverType: "inet",
+      host: host as string,
+      port: port("file.server.port", str(server.port) ?? str(file.port)),
+      export: exportName,
+    },
+    tc,
+    th,
+  );
+}
+
+/**
+ * The name QEMU gives an NBD node (its `refresh_filename`): `nbd+unix:///EXPORT?socket=PATH`
+ * (`nbd+unix://?socket=PATH` for the default export), `nbd://HOST:PORT/EXPORT` (port 10809 when
+ * none was given; IPv6 hosts bracketed; no `/` for the default export).
+ */
+export function nbdFilename(t: NbdTarget): string {
+  if (t.serverType === "unix") {
+    return t.export ? `nbd+unix:///${t.export}?socket=${t.path}` : `nbd+unix://?socket=${t.path}`;
+  }
+  const host = (t.host ?? "").includes(":") ? `[${t.host}]` : t.host;
+  const base = `nbd://${host}:${t.port ?? 10809}`;
+  return t.export ? `${base}/${t.export}` : base;
 }

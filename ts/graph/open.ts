@@ -10,6 +10,7 @@ import { getFormat, probeFormat } from "../registry/index.js";
 import { admitImplicit, type ImplicitPolicy } from "./gate.js";
 import { PROBE_BYTES, probeFile } from "./probe.js";
 import { type ImageOptions, type NodeSpec, normalizeSpec } from "./spec.js";
+import { resolveTls } from "./tls.js";
 
 /** Options of {@link open}. */
 export interface OpenOptions {
@@ -57,6 +58,8 @@ async function openNode(
         port: node.nbd.port,
         path: node.nbd.path,
         export: node.nbd.export,
+        tls:
+          node.nbd.tlsCreds === undefined ? undefined : resolveTls(node.nbd.tlsCreds, node.nbd.tlsHostname),
       }
     : undefined;
   if (!format && nbd) {

@@ -3,7 +3,7 @@
  * QEMU's `--image-opts` shape), normalized into one {@link NodeSpec}.
  */
 import { QimgError } from "../errors.js";
-import { isNbdString, type NbdTarget, parseNbdOptions, parseNbdString } from "./nbd.js";
+import { isNbdString, type NbdTarget, nbdFilename, parseNbdOptions, parseNbdString } from "./nbd.js";
 
 /** An image described as QEMU's block options (`driver`, `file.*`, `backing`). */
 export interface ImageOptions {
@@ -54,7 +54,10 @@ function boolOpt(v: unknown, name: string): boolean | undefined {
 export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string) => ImageOptions): NodeSpec {
   if (typeof spec === "string") {
     if (spec.startsWith("json:")) return normalizeSpec(parseJson(spec), parseJson);
-    if (isNbdString(spec)) return { filename: spec, nbd: parseNbdString(spec) };
+    if (isNbdString(spec)) {
+      const nbd = parseNbdString(spec);
+      return { filename: nbdFilename(nbd), nbd };
+    }
     const m = PROTOCOLS.exec(spec);
     if (m || /^(nbd|nvme|iscsi|ssh|gluster|sheepdog|fat):/.test(spec)) {
       const proto = m ? m[1] : spec.split(":")[0];
@@ -69,10 +72,7 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
   if (typeof file === "string") filename = file;
   else if (file?.driver === "nbd") {
     nbd = parseNbdOptions(file);
-    filename =
-      nbd.serverType === "unix"
-        ? `nbd+unix:///${nbd.export}?socket=${nbd.path}`
-        : `nbd://${nbd.host}${nbd.port === undefined ? "" : `:${nbd.port}`}/${nbd.export}`;
+    filename = nbdFilename(nbd);
   } else if (file) {
     if (file.driver !== undefined && file.driver !== "file") {
       throw new QimgError("ERR_QIMG_UNSUPPORTED", `Unknown protocol driver '${file.driver}'`);

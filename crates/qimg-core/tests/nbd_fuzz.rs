@@ -397,3 +397,31 @@ fn a_server_hanging_up_at_every_byte_is_a_clean_error() {
     run_script(true);
     run_script(false);
 }
+
+#[test]
+fn a_server_that_never_speaks_times_out() {
+    // Hand-written fake (no real server can be told to stay silent): accepts and says nothing.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(c);
+    });
+    let o = ConnectOptions {
+        read_only: true,
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let e =
+        NbdStorage::connect_with(&Address::Tcp("127.0.0.1".into(), port), "", "x", &o).unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(e.code, ErrorCode::Io);
+    assert!(e.message.contains("did not answer"), "{e}");
+    h.join().unwrap();
+}

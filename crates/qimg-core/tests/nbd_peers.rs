@@ -324,4 +324,150 @@ fn nbd_server_simple_replies_and_size_from_go() {
     let srv = spawn_quiet("nbd-server", &args, port);
     let list = list_exports(&srv.addr, None, Duration::from_secs(10)).unwrap();
     assert!(list.iter().any(|e| e.name == "disk"), "{list:?}");
+    drop(srv);
+    // Without `allowlist`, nbd-server refuses NBD_OPT_LIST: a refused option is a clear error.
+    std::fs::write(
+        &conf,
+        format!(
+            "[generic]\nport = {port}\nlistenaddr = 127.0.0.1\n[disk]\nexportname = {}\n",
+            img.display()
+        ),
+    )
+    .unwrap();
+    let srv = spawn_quiet("nbd-server", &args, port);
+    let e = list_exports(&srv.addr, None, Duration::from_secs(10)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unsupported, "{e}");
+    assert!(e.message.contains("refused to list"), "{e}");
+}
+
+/// The server side of the TLS layer (for an NBD server): its acceptor completes a handshake with
+/// gnutls-cli, an independent TLS client, for PSK and for x509 with a client certificate.
+#[test]
+fn tls_acceptor_against_gnutls_cli() {
+    if !have("gnutls-cli", "gnutls-bin") || !have("psktool", "gnutls-bin") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("psk");
+    let f = make_psk(&keys, "qemu");
+    let hex = std::fs::read_to_string(&f).unwrap();
+    let hex = hex.trim().split(':').nth(1).unwrap().to_string();
+    let certs = dir.path().join("x509");
+    make_x509(&certs);
+    let cases: Vec<(TlsCreds, Vec<String>)> = vec![
+        (
+            TlsCreds::psk_from_dir(&keys, None, false).unwrap(),
+            vec![
+                "--pskusername=qemu".into(),
+                format!("--pskkey={hex}"),
+                "--priority=NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK".into(),
+            ],
+        ),
+        (
+            TlsCreds::x509_from_dir(&certs, true).unwrap(),
+            vec![
+                format!("--x509cafile={}", certs.join("ca-cert.pem").display()),
+                format!("--x509certfile={}", certs.join("client-cert.pem").display()),
+                format!("--x509keyfile={}", certs.join("client-key.pem").display()),
+            ],
+        ),
+    ];
+    for (creds, args) in cases {
+        let acceptor = creds.acceptor().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).ok();
+            let mut s = acceptor.accept(c).map_err(|e| e.to_string())?;
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).map_err(|e| e.to_string())?;
+            s.write_all(b"pong\n").map_err(|e| e.to_string())?;
+            let _ = s.shutdown();
+            Ok::<_, String>(b)
+        });
+        let mut cli = std::process::Command::new("gnutls-cli")
+            .args(&args)
+            .args(["--logfile=/dev/null", "-p", &port.to_string(), "localhost"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        cli.stdin.as_mut().unwrap().write_all(b"ping\n").unwrap();
+        let got = server.join().unwrap();
+        let out = cli.wait_with_output().unwrap();
+        assert_eq!(
+            got.as_ref().map(|b| &b[..]),
+            Ok(&b"ping\n"[..]),
+            "{creds:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("pong"),
+            "{creds:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// A server that enforces a 4 KiB minimum block size (nbdkit's `blocksize-policy` filter with
+/// the error policy: misaligned requests fail with EINVAL): unaligned reads, writes and write
+/// zeroes still land exactly, checked against a model of the export.
+#[test]
+fn minimum_block_size_is_honoured() {
+    if !have("nbdkit", "nbdkit") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let srv = nbdkit(
+        dir.path(),
+        "bs",
+        &[
+            "--filter=blocksize-policy",
+            "memory",
+            "1M",
+            "blocksize-minimum=4096",
+            "blocksize-preferred=4096",
+            "blocksize-maximum=65536",
+            "blocksize-error-policy=error",
+        ],
+    );
+    let s = NbdStorage::connect(&srv.addr, "", false, "bs").unwrap();
+    assert_eq!(s.export().min_block, 4096);
+    let mut model = vec![0u8; 1 << 20];
+    let mut rng = 12345u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for i in 0..200 {
+        let off = next(1 << 20);
+        let len = (next(200_000) + 1).min((1 << 20) - off);
+        match i % 3 {
+            0 => {
+                let d = pattern(len as usize, i as u8);
+                s.write_at(&d, off).unwrap();
+                model[off as usize..(off + len) as usize].copy_from_slice(&d);
+            }
+            1 => {
+                s.write_zeroes(off, len, i % 2 == 0).unwrap();
+                model[off as usize..(off + len) as usize].fill(0);
+            }
+            _ => {
+                let mut b = vec![0u8; len as usize];
+                s.read_at(&mut b, off).unwrap();
+                assert!(
+                    b[..] == model[off as usize..(off + len) as usize],
+                    "read {off}+{len}"
+                );
+            }
+        }
+    }
+    let mut all = vec![0u8; 1 << 20];
+    s.read_at(&mut all, 0).unwrap();
+    assert!(all == model);
+    assert!(s.data_run(4097, 10_000).unwrap().length >= 1);
 }

@@ -42,6 +42,14 @@ fn tcp_named_export_with_parallel_callers() {
             });
         }
     });
+    // Read buffers are recycled: a hole read right after a data read of the same size is zeros.
+    let mut b = vec![0u8; 1 << 20];
+    for _ in 0..3 {
+        s.read_at(&mut b, 5 << 20).unwrap();
+        assert!(b.iter().any(|&x| x != 0));
+        s.read_at(&mut b, 14 << 20).unwrap();
+        assert!(b.iter().all(|&x| x == 0), "hole read returned stale bytes");
+    }
     // FUA write, then trim (a hint) and write-zeroes with fast-zero.
     s.write_fua(&[9u8; 65536], 0, true).unwrap();
     s.trim(12 << 20, 1 << 20).unwrap();

@@ -14,6 +14,7 @@ import { buildCompare, COMPARE_SPEC, type CompareCommand } from "./compare.js";
 import { buildConvert, CONVERT_SPEC, type ConvertCommand } from "./convert.js";
 import { buildCreate, CREATE_SPEC, type CreateCommand, type OptionsHelpCommand } from "./create.js";
 import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
+import { buildListExports, LIST_EXPORTS_SPEC, type ListExportsCommand } from "./list-exports.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 import { buildRebase, REBASE_SPEC, type RebaseCommand } from "./rebase.js";
 import { buildServe, SERVE_SPEC, type ServeCommand } from "./serve.js";
@@ -32,6 +33,7 @@ export type { CompareCommand } from "./compare.js";
 export type { ConvertCommand, SnapshotRef } from "./convert.js";
 export type { CreateCommand, OptionsHelpCommand } from "./create.js";
 export type { InfoCommand } from "./info.js";
+export type { ListExportsCommand } from "./list-exports.js";
 export type { MapCommand } from "./map.js";
 export type { MeasureCommand } from "./measure.js";
 export type { RebaseCommand } from "./rebase.js";
@@ -54,6 +56,7 @@ export type CommandName =
   | "measure"
   | "resize"
   | "amend"
+  | "list-exports"
   | "serve";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
@@ -90,6 +93,7 @@ export type Command =
   | MeasureCommand
   | ResizeCommand
   | AmendCommand
+  | ListExportsCommand
   | ServeCommand
   | HelpCommand
   | VersionCommand
@@ -111,6 +115,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   measure: MEASURE_SPEC,
   resize: RESIZE_SPEC,
   amend: AMEND_SPEC,
+  "list-exports": LIST_EXPORTS_SPEC,
   serve: SERVE_SPEC,
 };
 
@@ -128,6 +133,7 @@ const BUILDERS = {
   measure: buildMeasure,
   resize: buildResize,
   amend: buildAmend,
+  "list-exports": buildListExports,
   serve: buildServe,
 } as const;
 

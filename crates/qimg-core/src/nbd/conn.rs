@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// Most requests outstanding on one connection.
 pub const MAX_IN_FLIGHT: usize = 16;
 
+/// Most bytes of read buffers kept for reuse per connection.
+pub const POOL_BYTES: usize = 32 << 20;
+
 /// Where a caller waits for its request.
 #[derive(Default)]
 struct Slot {
@@ -57,6 +60,8 @@ pub struct Conn {
     send: Mutex<u64>,
     reader: Mutex<Option<JoinHandle<()>>>,
     timeout: Duration,
+    /// Read buffers to reuse (at most [`POOL_BYTES`] in all).
+    bufs: Mutex<Vec<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +98,7 @@ impl Conn {
             send: Mutex::new(0),
             reader: Mutex::new(reader),
             timeout,
+            bufs: Mutex::new(Vec::new()),
         };
         if lock(&conn.reader).is_none() {
             conn.fail(Error::new(
@@ -183,8 +189,15 @@ impl Conn {
                 if let Some(e) = &sh.dead {
                     return Err(e.clone());
                 }
-                sh.inbox
-                    .insert(c, (Pending::new(ty, offset, length), slot.clone()));
+                let buf = if ty == CMD_READ {
+                    lock(&self.bufs).pop().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                sh.inbox.insert(
+                    c,
+                    (Pending::with_buffer(ty, offset, length, buf), slot.clone()),
+                );
             }
             let hdr = request(flags, ty, c, offset, length);
             let sent = self.chan.write_all(&hdr).and_then(|_| {
@@ -220,6 +233,15 @@ impl Conn {
                 .wait_timeout(g, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+    }
+
+    /// Give a read buffer back for later requests (the pool keeps at most [`POOL_BYTES`]).
+    pub fn recycle(&self, buf: Vec<u8>) {
+        let mut b = lock(&self.bufs);
+        let held: usize = b.iter().map(Vec::capacity).sum();
+        if buf.capacity() > 0 && held + buf.capacity() <= POOL_BYTES {
+            b.push(buf);
         }
     }
 

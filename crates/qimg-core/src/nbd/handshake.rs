@@ -168,7 +168,7 @@ pub fn list(s: &mut (impl Read + Write)) -> Result<Vec<ExportEntry>> {
                 let e = option_error(t, &d, "");
                 return Err(if t == REP_ERR_UNSUP || t == REP_ERR_POLICY {
                     Error::new(
-                        e.code,
+                        ErrorCode::Unsupported,
                         format!("NBD server refused to list its exports{}", {
                             let m = String::from_utf8_lossy(&d).into_owned();
                             if m.is_empty() {

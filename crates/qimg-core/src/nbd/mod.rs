@@ -9,6 +9,7 @@
 //! server's maximum block size; flush, FUA writes, trim, write zeroes (`NO_HOLE` unless unmapping
 //! is allowed, `FAST_ZERO` on request) and block status are supported. A server that stops
 //! answering hits the timeout, and a malformed or out-of-range reply is an error, never data.
+mod align;
 pub mod conn;
 pub mod handshake;
 pub mod reply;
@@ -61,6 +62,8 @@ pub struct NbdStorage {
     export: Export,
     read_only: bool,
     conn: Conn,
+    /// Serialises read-modify-write of partial blocks (servers with a minimum block size).
+    rmw: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for NbdStorage {
@@ -195,6 +198,7 @@ impl NbdStorage {
             export: export_info,
             read_only: o.read_only,
             conn: Conn::start(chan, export_info.structured, o.timeout),
+            rmw: std::sync::Mutex::new(()),
         })
     }
 
@@ -280,16 +284,36 @@ impl NbdStorage {
         }
         let native_fua = fua && self.export.flags & TF_SEND_FUA != 0;
         let flags = if native_fua { CMDF_FUA } else { 0 };
+        self.write_any(buf, offset, flags)?;
+        if fua && !native_fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Write requests for an aligned range (split at the maximum request size).
+    fn write_aligned(&self, buf: &[u8], offset: u64, flags: u16) -> Result<()> {
         let step = self.max_request();
         self.parallel(offset, buf.len() as u64, step, |at, n| {
             let s = (at - offset) as usize;
             self.call(CMD_WRITE, flags, at, n as u32, &buf[s..s + n as usize])
                 .map(|_| ())
-        })?;
-        if fua && !native_fua {
-            self.flush()?;
-        }
-        Ok(())
+        })
+    }
+
+    /// Read requests for an aligned range inside the export.
+    fn read_aligned(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let step = self.max_request();
+        let len = buf.len() as u64;
+        let out = std::sync::Mutex::new(buf);
+        self.parallel(offset, len, step, |at, n| {
+            let p = self.call(CMD_READ, 0, at, n as u32, &[])?;
+            let s = (at - offset) as usize;
+            out.lock().unwrap_or_else(|p| p.into_inner())[s..s + n as usize]
+                .copy_from_slice(&p.data);
+            self.conn.recycle(p.data);
+            Ok(())
+        })
     }
 
     /// Trim (`NBD_CMD_TRIM`): a hint; the range may not read as zeros afterwards. Does nothing
@@ -299,6 +323,7 @@ impl NbdStorage {
         if self.export.flags & TF_SEND_TRIM == 0 {
             return Ok(());
         }
+        let (offset, length) = self.inner_blocks(offset, length);
         let step = u32::MAX as u64 / 2 / 65536 * 65536;
         let mut p = 0;
         while p < length {
@@ -319,7 +344,7 @@ impl NbdStorage {
             return Ok(false);
         }
         let flags = CMDF_FAST_ZERO | if may_unmap { 0 } else { CMDF_NO_HOLE };
-        match self.zero_requests(offset, length, flags) {
+        match self.zero_any(offset, length, flags) {
             Ok(()) => Ok(true),
             Err(e) if e.code == ErrorCode::Unsupported => Ok(false),
             Err(e) => Err(e),
@@ -359,7 +384,7 @@ impl NbdStorage {
     /// when the server does not offer the context.
     pub fn allocation_depth(&self, offset: u64, length: u64) -> Result<Option<(u64, u32)>> {
         match self.export.allocation_depth {
-            Some(ctx) => self.block_status(ctx, offset, length),
+            Some(ctx) => self.block_status_any(ctx, offset, length),
             None => Ok(None),
         }
     }
@@ -369,10 +394,11 @@ impl NbdStorage {
         self.conn.close();
     }
 
-    /// Requests are split at the server's maximum, aligned down to its minimum block size.
+    /// Requests are split at the server's maximum (at most 8 MiB, which bounds the memory of
+    /// the requests in flight), aligned down to its minimum block size.
     fn max_request(&self) -> u64 {
         let e = &self.export;
-        let m = (e.max_block as u64).max(e.min_block as u64);
+        let m = (e.max_block as u64).min(8 << 20).max(e.min_block as u64);
         (m / e.min_block as u64 * e.min_block as u64).max(512)
     }
 
@@ -388,7 +414,7 @@ impl NbdStorage {
             }
             return Ok(());
         }
-        self.zero_requests(offset, length, if may_unmap { 0 } else { CMDF_NO_HOLE })
+        self.zero_any(offset, length, if may_unmap { 0 } else { CMDF_NO_HOLE })
     }
 }
 
@@ -401,15 +427,7 @@ impl Storage for NbdStorage {
         let size = self.export.size;
         let inside = size.saturating_sub(offset).min(buf.len() as u64) as usize;
         buf[inside..].fill(0);
-        let step = self.max_request();
-        let out = std::sync::Mutex::new(&mut buf[..inside]);
-        self.parallel(offset, inside as u64, step, |at, n| {
-            let p = self.call(CMD_READ, 0, at, n as u32, &[])?;
-            let s = (at - offset) as usize;
-            let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-            o[s..s + n as usize].copy_from_slice(&p.data);
-            Ok(())
-        })
+        self.read_any(&mut buf[..inside], offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
@@ -458,7 +476,7 @@ impl Storage for NbdStorage {
                 length: length.max(1),
             });
         };
-        match self.block_status(ctx, offset, length)? {
+        match self.block_status_any(ctx, offset, length)? {
             None => Ok(DataRun {
                 data: false,
                 length: length.max(1),

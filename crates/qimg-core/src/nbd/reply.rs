@@ -30,7 +30,8 @@ pub struct Pending {
     pub offset: u64,
     /// Request length.
     pub length: u32,
-    /// Read data (`length` bytes, zero-filled until data arrives); empty for other commands.
+    /// Read data (`length` bytes; a recycled buffer holds stale bytes until data and hole chunks
+    /// cover it); empty for other commands.
     pub data: Vec<u8>,
     /// Bytes of a read covered by data or hole chunks so far.
     pub covered: u64,
@@ -52,6 +53,23 @@ impl Pending {
             } else {
                 Vec::new()
             },
+            covered: 0,
+            status: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// A pending request whose read data goes into `buf` (reused; resized to the request).
+    pub fn with_buffer(ty: u16, offset: u64, length: u32, mut buf: Vec<u8>) -> Pending {
+        if ty != CMD_READ {
+            return Pending::new(ty, offset, length);
+        }
+        buf.resize(length as usize, 0);
+        Pending {
+            ty,
+            offset,
+            length,
+            data: buf,
             covered: 0,
             status: Vec::new(),
             error: None,
@@ -212,7 +230,10 @@ fn apply_chunk(p: &mut Pending, ty: u16, b: &[u8]) -> Result<()> {
             if n == 0 || at < p.offset || at.checked_add(n).is_none_or(|e| e > end) {
                 return Err(Error::corrupt("NBD hole chunk outside the request"));
             }
-            // The buffer is already zero-filled, and chunks may not overlap.
+            // Read buffers are recycled: zero the hole explicitly (the coverage check makes
+            // sure every byte of a successful read was written by a data or hole chunk).
+            let s = (at - p.offset) as usize;
+            p.data[s..s + n as usize].fill(0);
             p.covered += n;
         }
         REPLY_BLOCK_STATUS => {

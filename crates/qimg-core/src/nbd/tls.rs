@@ -91,13 +91,13 @@ impl TlsCreds {
         let path = dir.join("keys.psk");
         let name = path.display().to_string();
         let len = std::fs::metadata(&path)
-            .map_err(|e| Error::io(format!("Cannot read PSK file '{name}'"), &e))?
+            .map_err(|e| Error::io(format!("Unable to access credentials {name}"), &e))?
             .len();
         if len > MAX_PSK_FILE {
             return Err(Error::invalid(format!("PSK file '{name}' is too large")));
         }
         let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::io(format!("Cannot read PSK file '{name}'"), &e))?;
+            .map_err(|e| Error::io(format!("Unable to access credentials {name}"), &e))?;
         let mut keys = Vec::new();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let (user, hex) = line
@@ -111,7 +111,7 @@ impl TlsCreds {
         let username = username.unwrap_or("qemu").to_string();
         if client && !keys.iter().any(|(u, _)| *u == username) {
             return Err(Error::invalid(format!(
-                "Username '{username}' not found in PSK file '{name}'"
+                "Username {username} not found in PSK file {name}"
             )));
         }
         if username.len() > 255 {

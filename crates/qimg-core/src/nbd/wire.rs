@@ -146,6 +146,14 @@ pub fn read_exact(r: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
                 ErrorCode::Io,
                 format!("NBD server closed the connection during {what}"),
             )
+        } else if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            Error::new(
+                ErrorCode::Io,
+                format!("NBD server did not answer during {what} (timed out)"),
+            )
         } else {
             Error::io(format!("NBD: reading {what}"), &e)
         }
