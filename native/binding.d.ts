@@ -79,11 +79,6 @@ export declare class NativeServer {
   /** Clients connected now. */
   get connections(): number
   /**
-   * Resolves once the server has stopped (closed, or its last client left when not
-   * persistent), after the final flush. Occupies one libuv worker thread while it waits.
-   */
-  wait(): Promise<void>
-  /**
    * Stop: refuse new clients, disconnect the current ones after their in-flight requests,
    * flush the image. The image itself stays open (close it next to release its locks).
    */
@@ -439,9 +434,12 @@ export interface RebaseRangeStats {
 
 /**
  * Start serving `image` (which stays open, with its locks, until the caller closes it after
- * the server has stopped).
+ * the server has stopped). `on_stop` fires once the server has stopped (closed, or its last
+ * client left when not persistent), after the final flush; until then it keeps the event loop
+ * alive, as a listening `net.Server` does. The wait runs on a thread of its own, not on libuv's
+ * pool.
  */
-export declare function serveImage(image: NativeImage, opts: NativeServeOptions): NativeServer
+export declare function serveImage(image: NativeImage, opts: NativeServeOptions, onStop: (error: string) => void): NativeServer
 
 /** Store a new backing file reference in `img` (`null` removes it), after flushing it. */
 export declare function setBackingFile(img: NativeImage, name?: string | undefined | null, format?: string | undefined | null): Promise<void>

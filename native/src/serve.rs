@@ -1,9 +1,11 @@
 //! `serveImage`: run the NBD server ([`qimg_core::nbd_server`]) on an opened image. The server
-//! lives on its own Rust threads; JavaScript only starts it, waits for it and stops it.
+//! lives on its own Rust threads; JavaScript only starts it, hears when it stopped (a
+//! thread-safe callback) and stops it.
 use crate::error::{invalid, to_napi};
 use crate::image::NativeImage;
 use crate::work::{spawn, Work};
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use qimg_core::nbd::TlsCreds;
 use qimg_core::nbd_server::{Listen, NbdServer, ServerConfig};
@@ -60,10 +62,23 @@ pub struct NativeServer {
     inner: Arc<NbdServer>,
 }
 
+/// Called once when the server has stopped: with "" after a clean stop, or with the encoded
+/// error (`QIMG:{…}`) of the final flush.
+pub type OnStop = ThreadsafeFunction<String, (), String, Status, false>;
+
 /// Start serving `image` (which stays open, with its locks, until the caller closes it after
-/// the server has stopped).
-#[napi]
-pub fn serve_image(image: &NativeImage, opts: NativeServeOptions) -> napi::Result<NativeServer> {
+/// the server has stopped). `on_stop` fires once the server has stopped (closed, or its last
+/// client left when not persistent), after the final flush; until then it keeps the event loop
+/// alive, as a listening `net.Server` does. The wait runs on a thread of its own, not on libuv's
+/// pool.
+#[napi(
+    ts_args_type = "image: NativeImage, opts: NativeServeOptions, onStop: (error: string) => void"
+)]
+pub fn serve_image(
+    image: &NativeImage,
+    opts: NativeServeOptions,
+    on_stop: OnStop,
+) -> napi::Result<NativeServer> {
     let driver = image.driver().map_err(to_napi)?;
     let listen = match opts.socket {
         Some(p) => Listen::Unix(p),
@@ -86,8 +101,25 @@ pub fn serve_image(image: &NativeImage, opts: NativeServeOptions) -> napi::Resul
         tls,
         allocation_depth: opts.allocation_depth.unwrap_or(false),
     };
-    let s = NbdServer::start(driver, &listen, config).map_err(to_napi)?;
-    Ok(NativeServer { inner: Arc::new(s) })
+    let s = Arc::new(NbdServer::start(driver, &listen, config).map_err(to_napi)?);
+    let w = s.clone();
+    std::thread::Builder::new()
+        .name("nbd-wait".into())
+        .spawn(move || {
+            let msg = match w.wait() {
+                Ok(()) => String::new(),
+                Err(e) => to_napi(e).reason.clone(),
+            };
+            drop(w);
+            on_stop.call(msg, ThreadsafeFunctionCallMode::NonBlocking);
+        })
+        .map_err(|e| {
+            to_napi(qimg_core::Error::io(
+                "Failed to start the NBD wait thread",
+                &e,
+            ))
+        })?;
+    Ok(NativeServer { inner: s })
 }
 
 #[napi]
@@ -108,14 +140,6 @@ impl NativeServer {
     #[napi(getter)]
     pub fn connections(&self) -> u32 {
         self.inner.connections()
-    }
-
-    /// Resolves once the server has stopped (closed, or its last client left when not
-    /// persistent), after the final flush. Occupies one libuv worker thread while it waits.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn wait(&self) -> AsyncTask<Work<()>> {
-        let s = self.inner.clone();
-        spawn(None, move || s.wait())
     }
 
     /// Stop: refuse new clients, disconnect the current ones after their in-flight requests,

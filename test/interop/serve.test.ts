@@ -167,6 +167,28 @@ describe.skipIf(!have)("serve() library", () => {
     expect(chk.status).toBe(0);
   });
 
+  it("runs more servers than libuv has worker threads without starving other I/O", async () => {
+    const servers = [];
+    for (let i = 0; i < 6; i++) {
+      const raw = t.path(`many${i}.raw`);
+      writeFileSync(raw, Buffer.alloc(65536, i + 1));
+      servers.push(await serve(raw, { format: "raw", socket: t.path(`many${i}.sock`), persistent: true }));
+    }
+    try {
+      // Library I/O on the thread pool still runs while all of them wait for clients.
+      const img = await open(t.path("many0.raw"), { format: "raw", readOnly: true, forceShare: true });
+      expect((await img.read(0, 16)).every((x) => x === 1)).toBe(true);
+      await img.close();
+      for (const [i, srv] of servers.entries()) {
+        const out = t.path(`many${i}.out`);
+        runOk("nbdcopy", [srv.uri, out]);
+        expect(readFileSync(out).every((x) => x === i + 1)).toBe(true);
+      }
+    } finally {
+      await Promise.all(servers.map((s) => s.close()));
+    }
+  });
+
   it("serves an Image the caller opened, over TCP on an OS-chosen port, and leaves it open", async () => {
     const raw = t.path("own.raw");
     writeFileSync(raw, Buffer.alloc(4 << 20, 0x7e));

@@ -7,7 +7,7 @@ import { QimgError } from "../errors.js";
 import { type OpenOptions, open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { Image } from "../image.js";
-import { callNative, type NativeServer, native } from "../native.js";
+import { callNative, type NativeServer, native, unwrapNativeError } from "../native.js";
 
 /** Server TLS credentials, as QEMU's `tls-creds-psk` / `tls-creds-x509` objects lay them out. */
 export interface ServeTls {
@@ -62,6 +62,7 @@ export class NbdServer implements AsyncDisposable {
   /** @internal Use `serve()`. */
   constructor(
     n: NativeServer,
+    stopped: Promise<string>,
     image: Image,
     ownsImage: boolean,
     exportName: string,
@@ -74,18 +75,15 @@ export class NbdServer implements AsyncDisposable {
     this.#exportName = exportName;
     this.#host = host;
     this.#tls = tls;
-    this.closed = this.#finish();
+    this.closed = this.#finish(stopped);
     // A stop the caller never awaits must not become an unhandled rejection.
     this.closed.catch(() => {});
   }
 
-  async #finish(): Promise<void> {
+  async #finish(stopped: Promise<string>): Promise<void> {
     let first: unknown;
-    try {
-      await callNative(() => this.#native.wait());
-    } catch (e) {
-      first = e;
-    }
+    const err = await stopped;
+    if (err) first = unwrapNativeError(new Error(err));
     if (this.#ownsImage) {
       try {
         await this.#image.close();
@@ -173,22 +171,30 @@ export async function serve(
     });
   }
   const host = opts.bind ?? "0.0.0.0";
+  let onStop!: (err: string) => void;
+  const stopped = new Promise<string>((resolve) => {
+    onStop = resolve;
+  });
   try {
     const n = await callNative(() =>
-      native.serveImage(img.native, {
-        socket: opts.socket,
-        bind: opts.socket === undefined ? host : undefined,
-        port: opts.port,
-        exportName: opts.exportName,
-        description: opts.description,
-        readOnly,
-        shared: opts.shared,
-        persistent: opts.persistent,
-        tls: opts.tls && { kind: opts.tls.type, dir: opts.tls.dir, verifyPeer: opts.tls.verifyPeer },
-        allocationDepth: opts.allocationDepth,
-      }),
+      native.serveImage(
+        img.native,
+        {
+          socket: opts.socket,
+          bind: opts.socket === undefined ? host : undefined,
+          port: opts.port,
+          exportName: opts.exportName,
+          description: opts.description,
+          readOnly,
+          shared: opts.shared,
+          persistent: opts.persistent,
+          tls: opts.tls && { kind: opts.tls.type, dir: opts.tls.dir, verifyPeer: opts.tls.verifyPeer },
+          allocationDepth: opts.allocationDepth,
+        },
+        (err) => onStop(err),
+      ),
     );
-    return new NbdServer(n, img, owns, opts.exportName ?? "", host, opts.tls !== undefined);
+    return new NbdServer(n, stopped, img, owns, opts.exportName ?? "", host, opts.tls !== undefined);
   } catch (e) {
     if (owns) await img.close();
     throw e;
