@@ -417,7 +417,7 @@ describe.skipIf(!have)("qimg serve", () => {
     const sock = t.path("ro.sock");
     const pidFile = t.path("ro.pid");
     const s = await startCli(
-      ["-f", "raw", "-r", "-t", "-e", "2", "-k", sock, "--pid-file", pidFile, raw],
+      ["-f", "raw", "-r", "-t", "-e", "2", "-D", "test disk", "-k", sock, "--pid-file", pidFile, raw],
       () => existsSync(sock),
     );
     await until(() => existsSync(pidFile), "the pid file");
@@ -427,6 +427,10 @@ describe.skipIf(!have)("qimg serve", () => {
     const e = info.exports[0];
     expect(e["export-size"]).toBe(2 << 20);
     expect(e.is_read_only).toBe(true);
+    expect(e.description).toBe("test disk");
+    // OPT_LIST names the export with its description too.
+    const list = JSON.parse(runOk("nbdinfo", ["--list", "--json", uri]));
+    expect(list.exports.map((x: { description?: string }) => x.description)).toEqual(["test disk"]);
     expect(run("qemu-io", ["-f", "raw", "-c", "write 0 4k", uri]).status).not.toBe(0);
     // Persistent: a second client after the first one left.
     expect(runOk("nbdinfo", ["--size", uri]).trim()).toBe(String(2 << 20));
