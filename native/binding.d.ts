@@ -70,6 +70,21 @@ export declare class NativeImage {
   snapshotView(which: SnapshotRefArg): Promise<NativeImage>
 }
 
+/** A running NBD server. */
+export declare class NativeServer {
+  /** The TCP port listened on (the OS's choice when 0 was asked). */
+  get port(): number | null
+  /** The Unix socket path listened on. */
+  get socketPath(): string | null
+  /** Clients connected now. */
+  get connections(): number
+  /**
+   * Stop: refuse new clients, disconnect the current ones after their in-flight requests,
+   * flush the image. The image itself stays open (close it next to release its locks).
+   */
+  close(): Promise<void>
+}
+
 /**
  * An NVMe controller bound to vfio-pci, driven from userspace. Close it explicitly (it is also
  * shut down when garbage-collected and at process exit).
@@ -359,6 +374,30 @@ export interface NativeInfo {
   formatSpecificJson?: string
 }
 
+/** How to serve (validated by TypeScript). */
+export interface NativeServeOptions {
+  /** Unix socket path; when absent, TCP on `bind`:`port`. */
+  socket?: string
+  /** TCP address to bind (default `0.0.0.0`). */
+  bind?: string
+  /** TCP port (default 10809; 0 lets the OS choose). */
+  port?: number
+  /** Export name (default ""). */
+  exportName?: string
+  /** Export description. */
+  description?: string
+  /** Refuse writes. */
+  readOnly: boolean
+  /** Clients at once (default 1; 0 = unlimited). */
+  shared?: number
+  /** Keep serving after the last client leaves. */
+  persistent?: boolean
+  /** Require TLS with these server credentials. */
+  tls?: NativeTlsCreds
+  /** Offer the `qemu:allocation-depth` metadata context (`-A`). */
+  allocationDepth?: boolean
+}
+
 /** One internal snapshot, with qemu-img's `SnapshotInfo` fields. */
 export interface NativeSnapshot {
   /** Unique ID string. */
@@ -377,6 +416,16 @@ export interface NativeSnapshot {
   icount?: number
   /** Guest size when the snapshot was taken. */
   diskSize: number
+}
+
+/** Server TLS credentials (a `tls-creds-psk` or `tls-creds-x509` object with `endpoint=server`). */
+export interface NativeTlsCreds {
+  /** `psk` or `x509`. */
+  kind: string
+  /** The credentials directory (`keys.psk`; or `ca-cert.pem`, `server-cert.pem`, `server-key.pem`). */
+  dir: string
+  /** x509: require a client certificate signed by `ca-cert.pem` (QEMU's `verify-peer`, default on). */
+  verifyPeer?: boolean
 }
 
 /** Version of the native core. */
@@ -519,6 +568,15 @@ export interface RebaseRangeStats {
   /** Bytes copied into the top image. */
   bytesWritten: number
 }
+
+/**
+ * Start serving `image` (which stays open, with its locks, until the caller closes it after
+ * the server has stopped). `on_stop` fires once the server has stopped (closed, or its last
+ * client left when not persistent), after the final flush; until then it keeps the event loop
+ * alive, as a listening `net.Server` does. The wait runs on a thread of its own, not on libuv's
+ * pool.
+ */
+export declare function serveImage(image: NativeImage, opts: NativeServeOptions, onStop: (error: string) => void): NativeServer
 
 /** Store a new backing file reference in `img` (`null` removes it), after flushing it. */
 export declare function setBackingFile(img: NativeImage, name?: string | undefined | null, format?: string | undefined | null): Promise<void>

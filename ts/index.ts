@@ -3,7 +3,7 @@
  *
  * `open()` an image (any spec qemu-img takes) for typed async I/O, or run the qemu-img jobs:
  * `create`, `convert`, `check`, `compare`, `info`, `map`, `measure`, `resize`, `amend`,
- * `commit`, `rebase`, `bitmap`, `snapshot`.
+ * `commit`, `rebase`, `bitmap`, `snapshot`; `serve` an image over NBD.
  */
 export { isQimgError, QimgError, type QimgErrorCode } from "./errors.js";
 export { type OpenOptions, open } from "./graph/open.js";
@@ -38,6 +38,7 @@ export { type MeasureOptions, type MeasureResult, measure } from "./jobs/measure
 export { listNbdExports, type NbdExport } from "./jobs/nbd-list.js";
 export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js";
 export { type ResizeOptions, resize } from "./jobs/resize.js";
+export { NbdServer, type ServeOptions, type ServeTls, serve } from "./jobs/serve.js";
 export { type SnapshotAction, type SnapshotOptions, snapshot } from "./jobs/snapshot.js";
 export { NvmeController, type NvmeIdentify, NvmeNamespace, type NvmeStats } from "./nvme/controller.js";
 export { formatNames } from "./registry/index.js";

@@ -22,6 +22,7 @@ export type {
   NativeCheck,
   NativeImage,
   NativeInfo,
+  NativeServer,
   NativeSnapshot,
   NvmeIdentify,
   NvmeStats,

@@ -11,6 +11,7 @@ pub mod image;
 pub mod jobs;
 pub mod nbd;
 pub mod nvme;
+pub mod serve;
 pub mod snapshot;
 pub mod work;
 

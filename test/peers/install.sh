@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian peers the test suite runs against (each check below names the package and the
 # tool or module the tests use): qemu-utils 10 from backports on the project machines, independent
-# readers and writers of each format, protocol servers and clients, the NVMe test guest
-# (test/vm/), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
-# Install the Debian peers the test suite runs against: qemu-utils (qemu-img, qemu-io, qemu-nbd;
-# version 10 from backports on the project machines), the independent qcow2 readers 7zip (7zz) and
-# python3-libqcow, the VHD/VDI reader python3-libvhdi, bximage (bochs) and cloop-utils
-# (create_compressed_fs), bzip2 (the vhdx tests unpack QEMU's sample images), and Debian bookworm's own qemu-img 7.2 unpacked beside the project under
-# target/peers/qemu-7.2 (not installed: both versions are used side by side).
+# readers and writers of each format, protocol servers and clients (nbdkit, nbd-server, libnbd-bin,
+# gnutls-bin for TLS credentials), the NVMe test guest (test/vm/), and Debian bookworm's own
+# qemu-img 7.2 unpacked beside the project under target/peers/qemu-7.2 (not installed: both
+# versions are used side by side).
 # Only as root; otherwise the tests that need a missing peer skip with a printed reason.
 set -u
 cd "$(dirname "$0")/../.."

@@ -18,6 +18,7 @@ import { measureCommand } from "../commands/measure.js";
 import type { Io } from "../commands/output.js";
 import { rebaseCommand } from "../commands/rebase.js";
 import { resizeCommand } from "../commands/resize.js";
+import { serveCommand } from "../commands/serve.js";
 import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
@@ -46,6 +47,7 @@ Commands:
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
   list-exports [--object objectdef] [--output=ofmt] nbd-address   (qimg only: NBD_OPT_LIST)
+  serve [--object objectdef] [--image-opts] [-f fmt] [-x name] [-D description] [-r] [-k socket | -b addr -p port] [-t] [-e shared] [-A] [--tls-creds id] [--pid-file path] filename
 `;
 
 const image = (i: string | Record<string, unknown>) => i as string | ImageOptions;
@@ -259,6 +261,26 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           granularity: c.granularity || undefined,
           sourceFile: c.sourceFile,
           sourceFormat: c.sourceFormat,
+        },
+        io,
+      );
+    case "serve":
+      return serveCommand(
+        {
+          image: image(c.image),
+          format: c.format,
+          exportName: c.exportName,
+          description: c.description,
+          readOnly: c.readOnly,
+          socket: c.socket,
+          bind: c.bind,
+          port: c.port,
+          persistent: c.persistent,
+          shared: c.shared,
+          tls: c.tls,
+          pidFile: c.pidFile,
+          allocationDepth: c.allocationDepth,
+          signal,
         },
         io,
       );

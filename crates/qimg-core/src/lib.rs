@@ -4,6 +4,7 @@
 //! - [`storage`]: the protocol layer trait (bytes of a host file, device or remote export).
 //! - [`file`]: the `file` protocol on a POSIX file, with QEMU-compatible image locks ([`lock`]).
 //! - [`nbd`]: the `nbd` protocol: an NBD client as a storage (negotiation, transmission).
+//! - [`nbd_server`]: the NBD server (qemu-nbd's role) exporting an opened image.
 //! - [`driver`]: the format layer trait (guest ranges mapped onto a storage) and block status.
 //! - [`zero`]: fast zero detection used by convert and write-zeroes detection.
 //! - [`bitmap`]: persistent dirty bitmaps (list, actions, contents).
@@ -17,6 +18,7 @@ pub mod error;
 pub mod file;
 pub mod lock;
 pub mod nbd;
+pub mod nbd_server;
 pub mod rebase;
 pub mod snapshot;
 pub mod storage;

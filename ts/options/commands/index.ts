@@ -17,6 +17,7 @@ import { buildInfo, INFO_SPEC, type InfoCommand } from "./info.js";
 import { buildListExports, LIST_EXPORTS_SPEC, type ListExportsCommand } from "./list-exports.js";
 import { buildMap, MAP_SPEC, type MapCommand } from "./map.js";
 import { buildRebase, REBASE_SPEC, type RebaseCommand } from "./rebase.js";
+import { buildServe, SERVE_SPEC, type ServeCommand } from "./serve.js";
 import { buildSnapshot, SNAPSHOT_SPEC, type SnapshotCommand } from "./snapshot.js";
 
 export type { BitmapCommand, BitmapCommandAction } from "./bitmap.js";
@@ -37,6 +38,7 @@ export type { MapCommand } from "./map.js";
 export type { MeasureCommand } from "./measure.js";
 export type { RebaseCommand } from "./rebase.js";
 export type { ResizeCommand, ResizePreallocation } from "./resize.js";
+export type { ServeCommand } from "./serve.js";
 export type { SnapshotCommand } from "./snapshot.js";
 
 /** The commands qimg implements. */
@@ -54,7 +56,8 @@ export type CommandName =
   | "measure"
   | "resize"
   | "amend"
-  | "list-exports";
+  | "list-exports"
+  | "serve";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -91,6 +94,7 @@ export type Command =
   | ResizeCommand
   | AmendCommand
   | ListExportsCommand
+  | ServeCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -112,6 +116,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   resize: RESIZE_SPEC,
   amend: AMEND_SPEC,
   "list-exports": LIST_EXPORTS_SPEC,
+  serve: SERVE_SPEC,
 };
 
 const BUILDERS = {
@@ -129,6 +134,7 @@ const BUILDERS = {
   resize: buildResize,
   amend: buildAmend,
   "list-exports": buildListExports,
+  serve: buildServe,
 } as const;
 
 /** True if `s` names a command qimg implements. */
