@@ -836,9 +836,9 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeImage = nativeBinding.NativeImage
+module.exports.NativeServer = nativeBinding.NativeServer
 module.exports.NvmeController = nativeBinding.NvmeController
 module.exports.NvmeNamespace = nativeBinding.NvmeNamespace
-module.exports.NativeServer = nativeBinding.NativeServer
 module.exports.attachDataFile = nativeBinding.attachDataFile
 module.exports.attachExtents = nativeBinding.attachExtents
 module.exports.compareRange = nativeBinding.compareRange
