@@ -252,6 +252,24 @@ export interface NativeCreateOptions {
   forceSize?: boolean
   /** qed `table_size=` (clusters). */
   tableSize?: number
+  /** `encrypt.format=` (`aes`, `luks`; `encryption=on` is `aes`), or the luks format's own. */
+  encryptFormat?: string
+  /** The resolved `encrypt.key-secret` / `key-secret` bytes (never logged or echoed). */
+  encryptionKey?: Buffer
+  /** The secret's id, as given. */
+  keySecretId?: string
+  /** LUKS `cipher-alg`. */
+  cipherAlg?: string
+  /** LUKS `cipher-mode`. */
+  cipherMode?: string
+  /** LUKS `ivgen-alg`. */
+  ivgenAlg?: string
+  /** LUKS `ivgen-hash-alg`. */
+  ivgenHashAlg?: string
+  /** LUKS `hash-alg`. */
+  hashAlg?: string
+  /** LUKS `iter-time` (milliseconds). */
+  iterTime?: number
 }
 
 /** Facts about an opened image for `info`. */
@@ -330,6 +348,10 @@ export interface OpenImageOptions {
   purpose?: string
   /** The `nbd` protocol instead of a host file (`filename` then only names it in messages). */
   nbd?: NbdTarget
+  /** The resolved `key-secret` / `encrypt.key-secret` bytes (never logged or echoed). */
+  encryptionKey?: Buffer
+  /** `encrypt.format` given at open: must match the image header. */
+  encryptFormat?: string
 }
 
 /**

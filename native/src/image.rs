@@ -26,6 +26,10 @@ pub struct OpenImageOptions {
     pub purpose: Option<String>,
     /// The `nbd` protocol instead of a host file (`filename` then only names it in messages).
     pub nbd: Option<NbdTarget>,
+    /// The resolved `key-secret` / `encrypt.key-secret` bytes (never logged or echoed).
+    pub encryption_key: Option<Buffer>,
+    /// `encrypt.format` given at open: must match the image header.
+    pub encrypt_format: Option<String>,
 }
 
 /// An NBD export to open (QEMU's `file.driver=nbd` options).
@@ -220,6 +224,11 @@ pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
         let storage = open_storage(&opts, &fo, perms)?;
         let fo = qimg_formats::OpenOptions {
             read_only: opts.read_only,
+            encryption_key: opts
+                .encryption_key
+                .as_ref()
+                .map(|k| qimg_formats::EncryptionKey::new(k.to_vec())),
+            encrypt_format: opts.encrypt_format.clone(),
         };
         let driver = qimg_formats::open_driver(&opts.format, storage, &fo)
             .map_err(|e| e.with_path(&opts.filename))?;

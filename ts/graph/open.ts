@@ -6,6 +6,8 @@ import { QimgError } from "../errors.js";
 import { Image } from "../image.js";
 import { callNative, type NativeImage, native } from "../native.js";
 import { parseJsonFilename } from "../options/json.js";
+import type { QomObject } from "../options/object.js";
+import { resolveKeySecret } from "../options/secrets.js";
 import { getFormat, probeFormat } from "../registry/index.js";
 import { admitImplicit, type ImplicitPolicy } from "./gate.js";
 import { PROBE_BYTES, probeFile } from "./probe.js";
@@ -34,6 +36,8 @@ export interface OpenOptions {
   writableLayers?: readonly number[];
   /** `info`: lock like `qemu-img info` (metadata only) instead of like a reader. */
   purpose?: "info";
+  /** Objects (`secret`s) for `key-secret` / `encrypt.key-secret`; default: the CLI's `--object`s. */
+  objects?: readonly QomObject[];
 }
 
 const parseJson = (s: string) => parseJsonFilename(s) as ImageOptions;
@@ -85,17 +89,39 @@ async function openNode(
     }
   }
   getFormat(format);
-  return callNative(() =>
-    native.openImage({
-      filename: node.filename,
-      format: format as string,
-      readOnly,
-      locking: node.locking ?? opts.locking,
-      forceShare: node.forceShare ?? opts.forceShare ?? false,
-      purpose: opts.purpose,
-      nbd,
-    }),
-  );
+  let encryptionKey: Buffer | undefined;
+  try {
+    if (node.keySecret !== undefined) encryptionKey = resolveKeySecret(opts.objects, node.keySecret);
+    return await callNative(() =>
+      native.openImage({
+        filename: node.filename,
+        format: format as string,
+        readOnly,
+        locking: node.locking ?? opts.locking,
+        forceShare: node.forceShare ?? opts.forceShare ?? false,
+        purpose: opts.purpose,
+        nbd,
+        encryptionKey,
+        encryptFormat: node.encryptFormat,
+      }),
+    );
+  } catch (e) {
+    throw openError(e, node.filename);
+  } finally {
+    encryptionKey?.fill(0);
+  }
+}
+
+/** QEMU's `Could not open 'F': …` around the encryption errors it words that way. */
+function openError(e: unknown, filename: string): unknown {
+  if (!(e instanceof QimgError) || e.message.startsWith("Could not open")) return e;
+  if (
+    !/^(No secret with id|Data from secret|Parameter '(encrypt\.)?key-secret'|Header reported|Invalid password|Unable to read)/.test(
+      e.message,
+    )
+  )
+    return e;
+  return new QimgError(e.code, `Could not open '${filename}': ${e.message}`, { path: filename, cause: e });
 }
 
 /**

@@ -21,7 +21,9 @@ pub mod uuid;
 pub mod vdi;
 pub mod vpc;
 
-pub use options::{CreateOptions, OpenOptions, Preallocation};
+pub use options::{
+    CreateOptions, EncryptionCreateOptions, EncryptionKey, OpenOptions, Preallocation,
+};
 use qimg_core::{BlockDriver, Error, Result, Storage};
 use std::sync::Arc;
 
@@ -46,8 +48,21 @@ pub fn open_driver(
     }
 }
 
+/// True if `format` can create images encrypted with `enc` (`aes`, `luks`).
+fn encryption_supported(format: &str, enc: &str) -> bool {
+    let _ = (format, enc);
+    false
+}
+
 /// Write a new, empty image of `format` into `storage` (already created and truncated to 0).
 pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
+    if let Some(enc) = &opts.encryption.format {
+        if !encryption_supported(format, enc) {
+            return Err(Error::unsupported(format!(
+                "{format}: encryption format '{enc}' is not supported"
+            )));
+        }
+    }
     match format {
         "raw" => raw::create(storage, opts),
         "qcow2" => qcow2::create(storage, opts),

@@ -44,7 +44,10 @@ fn open(path: &str) -> qimg_core::Result<Arc<dyn BlockDriver>> {
     open_driver(
         "qcow",
         storage(path, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
 }
 

@@ -225,7 +225,13 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
 /// `data_file_raw=on`: map every guest cluster to the same offset of the data file, as QEMU
 /// does at creation, so the data file is the guest disk byte for byte.
 fn map_identity(storage: Arc<dyn Storage>, size: u64) -> Result<()> {
-    let drv = Qcow2Driver::open(storage, &OpenOptions { read_only: false })?;
+    let drv = Qcow2Driver::open(
+        storage,
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
+    )?;
     let cs = drv.cs;
     {
         let mut st = drv.lock()?;
@@ -239,7 +245,13 @@ fn map_identity(storage: Arc<dyn Storage>, size: u64) -> Result<()> {
 
 /// Allocate every guest cluster (and its L2 table), then make the data area as asked.
 fn preallocate(storage: Arc<dyn Storage>, mode: Preallocation, size: u64) -> Result<()> {
-    let drv = Qcow2Driver::open(storage.clone(), &OpenOptions { read_only: false })?;
+    let drv = Qcow2Driver::open(
+        storage.clone(),
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
+    )?;
     let cs = drv.cs;
     let clusters = size.div_ceil(cs);
     let per_l2 = drv.l2_entries();

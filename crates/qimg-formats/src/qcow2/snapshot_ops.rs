@@ -327,7 +327,13 @@ impl Qcow2Driver {
         };
         snapshot::check_covers(&sn, self.cs, self.l2_entries())?;
         let l1 = self.read_l1(sn.l1_offset, sn.l1_size)?;
-        let view = Qcow2Driver::open(self.storage.clone(), &OpenOptions { read_only: true })?;
+        let view = Qcow2Driver::open(
+            self.storage.clone(),
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
+        )?;
         {
             let mut vs = view.lock()?;
             vs.header.size = sn.info.disk_size;
