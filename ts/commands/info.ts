@@ -42,6 +42,7 @@ export function humanInfo(i: ImageInfo): string {
     `disk size: ${i["actual-size"] === undefined ? "unavailable" : sizeToStr(i["actual-size"])}`,
   ];
   if (i["cluster-size"] !== undefined) l.push(`cluster_size: ${i["cluster-size"]}`);
+  if (i.encrypted) l.push("encrypted: yes");
   if (i["backing-filename"] !== undefined) {
     const full = i["full-backing-filename"];
     l.push(

@@ -168,13 +168,20 @@ async function runConvert(
         backingFormat: opts.backingFormat,
       });
     }
-    dst = await open(target, { format: targetFormat, readOnly: false });
+    // A luks target opens with the passphrase it was created with (qemu-img passes -o on).
+    const keySecret = targetFormat === "luks" ? opts.targetOptions?.["key-secret"] : undefined;
+    const targetSpec =
+      keySecret === undefined
+        ? target
+        : { driver: "luks", "key-secret": String(keySecret), filename: target };
+    dst = await open(targetSpec, { format: targetFormat, readOnly: false });
     if (opts.noCreate && dst.virtualSize < total) {
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Target image is smaller than the source", {
         path: target,
       });
     }
-    const targetZeroed = !opts.noCreate || !!opts.targetIsZero;
+    // A new luks payload decrypts to noise, not zeros (QEMU's crypto driver has no zero init).
+    const targetZeroed = (!opts.noCreate && targetFormat !== "luks") || !!opts.targetIsZero;
     const topOnly = opts.backingFile !== undefined;
     if (topOnly && opts.noCreate) {
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Use of -B and -n together is not supported");
