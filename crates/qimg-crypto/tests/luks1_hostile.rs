@@ -43,32 +43,162 @@ type Mutation = (&'static str, fn(&mut Vec<u8>), &'static str, &'static str);
 #[test]
 fn malformed_headers_are_refused_with_typed_errors() {
     let cases: Vec<Mutation> = vec![
-        ("bad magic", |b| b[0] = b'X', "ERR_QIMG_WRONG_FORMAT", "not in LUKS format"),
-        ("version 3", |b| b[7] = 3, "ERR_QIMG_UNSUPPORTED", "LUKS version 3"),
-        ("truncated", |b| b.truncate(300), "ERR_QIMG_CORRUPT", "truncated"),
-        ("cipher name unterminated", |b| b[8..40].fill(b'a'), "ERR_QIMG_CORRUPT", "cipher name is not NUL terminated"),
-        ("cipher mode unterminated", |b| b[40..72].fill(b'x'), "ERR_QIMG_CORRUPT", "cipher mode is not NUL terminated"),
-        ("hash unterminated", |b| b[72..104].fill(b's'), "ERR_QIMG_CORRUPT", "hash specification is not NUL terminated"),
-        ("uuid unterminated", |b| b[168..208].fill(b'1'), "ERR_QIMG_CORRUPT", "UUID is not NUL terminated"),
-        ("control characters in name", |b| put_str(b, 8, 32, b"a\x01s"), "ERR_QIMG_CORRUPT", "invalid characters"),
-        ("unknown cipher", |b| put_str(b, 8, 32, b"des"), "ERR_QIMG_UNSUPPORTED", "cipher name 'des'"),
-        ("unknown mode", |b| put_str(b, 40, 32, b"gcm-plain64"), "ERR_QIMG_UNSUPPORTED", "cipher mode"),
-        ("unknown ivgen", |b| put_str(b, 40, 32, b"xts-benbi"), "ERR_QIMG_UNSUPPORTED", "IV generator"),
-        ("unknown hash", |b| put_str(b, 72, 32, b"md5"), "ERR_QIMG_UNSUPPORTED", "hash algorithm 'md5'"),
-        ("essiv hash too short for aes", |b| put_str(b, 40, 32, b"xts-essiv:sha1"), "ERR_QIMG_UNSUPPORTED", "ESSIV"),
-        ("zero key bytes", |b| put32(b, 108, 0), "ERR_QIMG_CORRUPT", "key length 0"),
-        ("huge key bytes", |b| put32(b, 108, 1 << 30), "ERR_QIMG_CORRUPT", "key length"),
-        ("key bytes not an AES-XTS size", |b| put32(b, 108, 40), "ERR_QIMG_UNSUPPORTED", "key length 20"),
-        ("zero mk digest iterations", |b| put32(b, 164, 0), "ERR_QIMG_CORRUPT", "digest iterations"),
-        ("zero payload offset", |b| put32(b, 104, 0), "ERR_QIMG_UNSUPPORTED", "payload offset is zero"),
-        ("slot state garbage", |b| put32(b, SLOT1, 0x1234), "ERR_QIMG_CORRUPT", "Keyslot 1 state"),
-        ("stripes 3999", |b| put32(b, SLOT0 + 44, 3999), "ERR_QIMG_CORRUPT", "stripes 3999 != 4000"),
-        ("stripes 2^32-1", |b| put32(b, SLOT1 + 44, u32::MAX), "ERR_QIMG_CORRUPT", "Keyslot 1 is corrupted"),
-        ("key material in the header", |b| put32(b, SLOT0 + 40, 1), "ERR_QIMG_CORRUPT", "overlapping with the LUKS header"),
-        ("key material past the payload", |b| put32(b, SLOT0 + 40, 4000), "ERR_QIMG_CORRUPT", "overlapping with the encrypted payload"),
-        ("overlapping key slots", |b| put32(b, SLOT1 + 40, 100), "ERR_QIMG_CORRUPT", "Keyslots 0 and 1 are overlapping"),
-        ("active slot with zero iterations", |b| put32(b, SLOT0 + 4, 0), "ERR_QIMG_CORRUPT", "zero iterations"),
-        ("key offset near 2^32", |b| put32(b, SLOT1 + 40, u32::MAX - 1), "ERR_QIMG_CORRUPT", "Keyslot 1 is overlapping with the encrypted payload"),
+        (
+            "bad magic",
+            |b| b[0] = b'X',
+            "ERR_QIMG_WRONG_FORMAT",
+            "not in LUKS format",
+        ),
+        (
+            "version 3",
+            |b| b[7] = 3,
+            "ERR_QIMG_UNSUPPORTED",
+            "LUKS version 3",
+        ),
+        (
+            "truncated",
+            |b| b.truncate(300),
+            "ERR_QIMG_CORRUPT",
+            "truncated",
+        ),
+        (
+            "cipher name unterminated",
+            |b| b[8..40].fill(b'a'),
+            "ERR_QIMG_CORRUPT",
+            "cipher name is not NUL terminated",
+        ),
+        (
+            "cipher mode unterminated",
+            |b| b[40..72].fill(b'x'),
+            "ERR_QIMG_CORRUPT",
+            "cipher mode is not NUL terminated",
+        ),
+        (
+            "hash unterminated",
+            |b| b[72..104].fill(b's'),
+            "ERR_QIMG_CORRUPT",
+            "hash specification is not NUL terminated",
+        ),
+        (
+            "uuid unterminated",
+            |b| b[168..208].fill(b'1'),
+            "ERR_QIMG_CORRUPT",
+            "UUID is not NUL terminated",
+        ),
+        (
+            "control characters in name",
+            |b| put_str(b, 8, 32, b"a\x01s"),
+            "ERR_QIMG_CORRUPT",
+            "invalid characters",
+        ),
+        (
+            "unknown cipher",
+            |b| put_str(b, 8, 32, b"des"),
+            "ERR_QIMG_UNSUPPORTED",
+            "cipher name 'des'",
+        ),
+        (
+            "unknown mode",
+            |b| put_str(b, 40, 32, b"gcm-plain64"),
+            "ERR_QIMG_UNSUPPORTED",
+            "cipher mode",
+        ),
+        (
+            "unknown ivgen",
+            |b| put_str(b, 40, 32, b"xts-benbi"),
+            "ERR_QIMG_UNSUPPORTED",
+            "IV generator",
+        ),
+        (
+            "unknown hash",
+            |b| put_str(b, 72, 32, b"md5"),
+            "ERR_QIMG_UNSUPPORTED",
+            "hash algorithm 'md5'",
+        ),
+        (
+            "essiv hash too short for aes",
+            |b| put_str(b, 40, 32, b"xts-essiv:sha1"),
+            "ERR_QIMG_UNSUPPORTED",
+            "ESSIV",
+        ),
+        (
+            "zero key bytes",
+            |b| put32(b, 108, 0),
+            "ERR_QIMG_CORRUPT",
+            "key length 0",
+        ),
+        (
+            "huge key bytes",
+            |b| put32(b, 108, 1 << 30),
+            "ERR_QIMG_CORRUPT",
+            "key length",
+        ),
+        (
+            "key bytes not an AES-XTS size",
+            |b| put32(b, 108, 40),
+            "ERR_QIMG_UNSUPPORTED",
+            "key length 20",
+        ),
+        (
+            "zero mk digest iterations",
+            |b| put32(b, 164, 0),
+            "ERR_QIMG_CORRUPT",
+            "digest iterations",
+        ),
+        (
+            "zero payload offset",
+            |b| put32(b, 104, 0),
+            "ERR_QIMG_UNSUPPORTED",
+            "payload offset is zero",
+        ),
+        (
+            "slot state garbage",
+            |b| put32(b, SLOT1, 0x1234),
+            "ERR_QIMG_CORRUPT",
+            "Keyslot 1 state",
+        ),
+        (
+            "stripes 3999",
+            |b| put32(b, SLOT0 + 44, 3999),
+            "ERR_QIMG_CORRUPT",
+            "stripes 3999 != 4000",
+        ),
+        (
+            "stripes 2^32-1",
+            |b| put32(b, SLOT1 + 44, u32::MAX),
+            "ERR_QIMG_CORRUPT",
+            "Keyslot 1 is corrupted",
+        ),
+        (
+            "key material in the header",
+            |b| put32(b, SLOT0 + 40, 1),
+            "ERR_QIMG_CORRUPT",
+            "overlapping with the LUKS header",
+        ),
+        (
+            "key material past the payload",
+            |b| put32(b, SLOT0 + 40, 4000),
+            "ERR_QIMG_CORRUPT",
+            "overlapping with the encrypted payload",
+        ),
+        (
+            "overlapping key slots",
+            |b| put32(b, SLOT1 + 40, 100),
+            "ERR_QIMG_CORRUPT",
+            "Keyslots 0 and 1 are overlapping",
+        ),
+        (
+            "active slot with zero iterations",
+            |b| put32(b, SLOT0 + 4, 0),
+            "ERR_QIMG_CORRUPT",
+            "zero iterations",
+        ),
+        (
+            "key offset near 2^32",
+            |b| put32(b, SLOT1 + 40, u32::MAX - 1),
+            "ERR_QIMG_CORRUPT",
+            "Keyslot 1 is overlapping with the encrypted payload",
+        ),
     ];
     assert!(cases.len() >= 20);
     let good = valid();
@@ -131,7 +261,10 @@ fn wrong_passphrase_and_slot_management() {
     let io = MemIo(RefCell::new(b));
     let e = h.unlock(&io, b"nope", &WorkLimits::default()).unwrap_err();
     assert_eq!(e.message, "Invalid password, cannot unlock any keyslot");
-    let mk = h.unlock(&io, b"pw", &WorkLimits::default()).unwrap().master_key;
+    let mk = h
+        .unlock(&io, b"pw", &WorkLimits::default())
+        .unwrap()
+        .master_key;
     h.set_slot(&io, 3, &mk, b"second", 1000).unwrap();
     let h2 = Luks1Header::parse(&io.0.borrow()).unwrap();
     let u = h2.unlock(&io, b"second", &WorkLimits::default()).unwrap();
@@ -139,5 +272,10 @@ fn wrong_passphrase_and_slot_management() {
     h.erase_slot(&io, 0).unwrap();
     let h3 = Luks1Header::parse(&io.0.borrow()).unwrap();
     assert!(h3.unlock(&io, b"pw", &WorkLimits::default()).is_err());
-    assert_eq!(h3.unlock(&io, b"second", &WorkLimits::default()).unwrap().master_key, mk);
+    assert_eq!(
+        h3.unlock(&io, b"second", &WorkLimits::default())
+            .unwrap()
+            .master_key,
+        mk
+    );
 }

@@ -11,7 +11,14 @@ use std::cell::RefCell;
 fn dump_key(img: &str, keyfile: &str) -> Vec<u8> {
     let out = ok(
         "cryptsetup",
-        &["luksDump", "--dump-volume-key", "--batch-mode", "--key-file", keyfile, img],
+        &[
+            "luksDump",
+            "--dump-volume-key",
+            "--batch-mode",
+            "--key-file",
+            keyfile,
+            img,
+        ],
     );
     let mut hex = String::new();
     let mut on = false;
@@ -79,8 +86,12 @@ fn check_image(img: &str, keyfile: &str, pass: &[u8]) {
     assert!(e.message.contains("Invalid password"));
     let seg = h.segment().unwrap().clone();
     let n = 16usize;
-    let mut payload = bytes[seg.offset as usize..seg.offset as usize + n * seg.sector_size].to_vec();
-    h.payload_cipher(&mk).unwrap().decrypt(0, &mut payload).unwrap();
+    let mut payload =
+        bytes[seg.offset as usize..seg.offset as usize + n * seg.sector_size].to_vec();
+    h.payload_cipher(&mk)
+        .unwrap()
+        .decrypt(0, &mut payload)
+        .unwrap();
     if let Some(want) = python_decrypt(img, seg.offset, seg.sector_size, n, &mk) {
         assert_eq!(common::sha256_hex(&payload), want, "{img}: payload");
     }
@@ -96,14 +107,44 @@ fn cryptsetup_luks2_images() {
     std::fs::write(&key, b"hunter2").unwrap();
     let key = key.to_str().unwrap();
     for extra in [
-        &["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--sector-size", "512"][..],
-        &["--pbkdf", "argon2id", "--pbkdf-memory", "1024", "--pbkdf-force-iterations", "4"][..],
-        &["--pbkdf", "argon2i", "--pbkdf-memory", "2048", "--pbkdf-force-iterations", "4", "--key-size", "256"][..],
+        &[
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--sector-size",
+            "512",
+        ][..],
+        &[
+            "--pbkdf",
+            "argon2id",
+            "--pbkdf-memory",
+            "1024",
+            "--pbkdf-force-iterations",
+            "4",
+        ][..],
+        &[
+            "--pbkdf",
+            "argon2i",
+            "--pbkdf-memory",
+            "2048",
+            "--pbkdf-force-iterations",
+            "4",
+            "--key-size",
+            "256",
+        ][..],
     ] {
         let img = dir.path().join("l2.img");
         std::fs::write(&img, vec![0u8; 18 << 20]).unwrap();
         let img = img.to_str().unwrap();
-        let mut args = vec!["luksFormat", "--type", "luks2", "--batch-mode", "--key-file", key];
+        let mut args = vec![
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--batch-mode",
+            "--key-file",
+            key,
+        ];
         args.extend_from_slice(extra);
         args.push(img);
         let o = run("cryptsetup", &args);
