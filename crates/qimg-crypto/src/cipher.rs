@@ -339,7 +339,7 @@ impl SectorCipher {
                 sb.copy_from_slice(&tb);
                 let v = u128::from_le_bytes(db[..].try_into().unwrap_or([0; 16])) ^ t;
                 db.copy_from_slice(&v.to_le_bytes());
-                t = (t << 1) ^ (((t >> 127) as u128) * 0x87);
+                t = (t << 1) ^ ((t >> 127) * 0x87);
             }
         }
         if encrypt {
