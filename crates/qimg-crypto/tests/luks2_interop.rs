@@ -55,7 +55,7 @@ print(hashlib.sha256(out).hexdigest())
 "#;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let o = run(
-        "python3",
+        "/usr/bin/python3",
         &[
             "-c",
             script,
