@@ -100,7 +100,7 @@ const paths = [
     name: "raw→luks",
     args: (tool, out) => [tool, "convert", ...obj, "-f", "raw", src, "-O", "luks", "-o", luksOpts, out],
     out: join(dir, "out.luks"),
-    cmp: (out) => ["compare", ...obj, "-f", "raw", src, "--image-opts", imageOpts(out)],
+    cmp: (out) => ["compare", ...obj, "--image-opts", `driver=raw,file.filename=${src}`, imageOpts(out)],
   },
 ];
 for (const p of paths) {
