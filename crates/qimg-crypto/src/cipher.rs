@@ -328,20 +328,19 @@ impl SectorCipher {
         if let Some(tw) = &self.tweak {
             tw.encrypt(ivs);
         }
-        for ((d, s), t0) in data
+        // Tweaks of every block into `scratch` (a short serial chain per sector), then one
+        // vectorized XOR pass before and one after the bulk cipher call.
+        for (s, t0) in scratch
             .chunks_exact_mut(self.sector_size)
-            .zip(scratch.chunks_exact_mut(self.sector_size))
             .zip(ivs.chunks_exact(16))
         {
             let mut t = u128::from_le_bytes(t0.try_into().unwrap_or([0; 16]));
-            for (db, sb) in d.chunks_exact_mut(16).zip(s.chunks_exact_mut(16)) {
-                let tb = t.to_le_bytes();
-                sb.copy_from_slice(&tb);
-                let v = u128::from_le_bytes(db[..].try_into().unwrap_or([0; 16])) ^ t;
-                db.copy_from_slice(&v.to_le_bytes());
+            for sb in s.chunks_exact_mut(16) {
+                sb.copy_from_slice(&t.to_le_bytes());
                 t = (t << 1) ^ ((t >> 127) * 0x87);
             }
         }
+        xor(data, scratch);
         if encrypt {
             self.main.encrypt(data);
         } else {
