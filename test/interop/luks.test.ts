@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { hasPeer, qimg, run, runOk, sha256, tempDir } from "../helpers/peers.js";
+import { hasPeer, qemu72, qimg, run, runOk, sha256, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img");
 const haveCs = hasPeer("cryptsetup");
@@ -140,6 +140,31 @@ describe.skipIf(!have)("luks against qemu-img", () => {
     expect(d.stderr).toBe("");
     expect(d.status).toBe(0);
     runOk("qemu-img", ["compare", ...OBJ, "--image-opts", imageOpts(dst), `driver=raw,file.filename=${raw}`]);
+  });
+
+  it("maps like qemu-img, and qemu-img 7.2 reads qimg's images", () => {
+    const img = t.path("m.luks");
+    const raw = t.path("m.raw");
+    writeFileSync(raw, payload(1 << 20, 1));
+    const c = qimg([
+      "convert",
+      ...OBJ,
+      "-f",
+      "raw",
+      raw,
+      "-O",
+      "luks",
+      "-o",
+      "key-secret=sec0,iter-time=10",
+      img,
+    ]);
+    expect(c.status).toBe(0);
+    const args = ["map", "--output=json", ...OBJ, "--image-opts", imageOpts(img)];
+    expect(JSON.parse(qimg(args).stdout)).toEqual(JSON.parse(runOk("qemu-img", args)));
+    const q72 = qemu72("qemu-img");
+    if (q72) {
+      runOk(q72, ["compare", ...OBJ, "--image-opts", imageOpts(img), `driver=raw,file.filename=${raw}`]);
+    }
   });
 
   it("refuses a wrong passphrase with exit 1 and never echoes it", () => {
