@@ -167,6 +167,21 @@ describe.skipIf(!have)("luks against qemu-img", () => {
     }
   });
 
+  it("needs the secret for everything but info, as qemu-img", () => {
+    const img = t.path("m.luks");
+    for (const args of [
+      ["check", img],
+      ["map", "--output=json", img],
+    ]) {
+      const m = qimg(args);
+      const q = run("qemu-img", args);
+      expect(m.status).toBe(q.status);
+      expect(m.stderr.replace(/^qimg:/, "")).toBe(q.stderr.replace(/^qemu-img:/, ""));
+    }
+    const withKey = ["check", ...OBJ, "--image-opts", imageOpts(img)];
+    expect(qimg(withKey).status).toBe(run("qemu-img", withKey).status);
+  });
+
   it("refuses a wrong passphrase with exit 1 and never echoes it", () => {
     const img = t.path("q.luks");
     const secret = "s3cr3t-never-printed";

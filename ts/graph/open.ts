@@ -92,6 +92,9 @@ async function openNode(
   let encryptionKey: Buffer | undefined;
   try {
     if (node.keySecret !== undefined) encryptionKey = resolveKeySecret(opts.objects, node.keySecret);
+    // As QEMU: only `info` (its no-I/O open) may open a luks image without its secret.
+    else if (format === "luks" && opts.purpose !== "info")
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Parameter 'key-secret' is required for cipher");
     return await callNative(() =>
       native.openImage({
         filename: node.filename,
