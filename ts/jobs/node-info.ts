@@ -28,6 +28,8 @@ export interface ImageInfo {
   "full-backing-filename"?: string;
   /** Backing file as stored. */
   "backing-filename"?: string;
+  /** Guest data is encrypted (present only when true, as qemu-img). */
+  encrypted?: boolean;
   /** Dirty flag (absent where qemu-img cannot tell, as for raw over NBD). */
   "dirty-flag"?: boolean;
   /** For `--backing-chain`: the next image. */
@@ -109,6 +111,7 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
         : path.join(path.dirname(filename), i.backingFile);
     ordered["backing-filename"] = i.backingFile;
   }
+  if (i.encrypted) ordered.encrypted = true;
   if (getFormat(i.format).reportsDirtyFlag !== false) ordered["dirty-flag"] = i.dirty;
   return ordered;
 }
@@ -137,6 +140,7 @@ async function nbdNodeInfo(
     out["full-backing-filename"] = i.backingFile;
     out["backing-filename"] = i.backingFile;
   }
+  if (i.encrypted) out.encrypted = true;
   if (i.format !== "raw") out["dirty-flag"] = i.dirty;
   return out;
 }

@@ -104,7 +104,7 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         backing_file_size: 0,
         cluster_bits,
         size: o.size,
-        crypt_method: 0,
+        crypt_method: super::crypto::create_method(o)?,
         l1_size: l1_size as u32,
         l1_table_offset: 0,
         refcount_table_offset: cs,
@@ -142,6 +142,7 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         feature_names: Vec::new(),
         bitmaps_ext: None,
         data_file: o.data_file.clone(),
+        crypto_header: None,
     };
     storage.truncate(0)?;
     // Refcount table at cluster 1, first block at cluster 2 counting clusters 0..=2.
