@@ -118,7 +118,7 @@ async function openNode(
 function openError(e: unknown, filename: string): unknown {
   if (!(e instanceof QimgError) || e.message.startsWith("Could not open")) return e;
   if (
-    !/^(No secret with id|Data from secret|Parameter '(encrypt\.)?key-secret'|Header reported|Invalid password|Unable to read)/.test(
+    !/^(No secret with id|Data from secret|No encryption in image header|Parameter '(encrypt\.)?key-secret'|Header reported|Invalid password|Unable to read)/.test(
       e.message,
     )
   )
