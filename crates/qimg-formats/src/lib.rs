@@ -51,7 +51,10 @@ pub fn open_driver(
 
 /// True if `format` can create images encrypted with `enc` (`aes`, `luks`).
 fn encryption_supported(format: &str, enc: &str) -> bool {
-    matches!((format, enc), ("qcow", "aes") | ("qcow2", "aes"))
+    matches!(
+        (format, enc),
+        ("qcow", "aes") | ("qcow2", "aes") | ("qcow2", "luks")
+    )
 }
 
 /// Write a new, empty image of `format` into `storage` (already created and truncated to 0).

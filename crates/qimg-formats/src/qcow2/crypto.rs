@@ -27,9 +27,9 @@ pub(super) struct OpenedCrypto {
 
 /// Check the header's encryption against the open options and build the data cipher.
 pub(super) fn open_crypto(
-    _storage: &dyn Storage,
+    storage: &Arc<dyn Storage>,
     h: &Header,
-    _file_size: u64,
+    file_size: u64,
     opts: &OpenOptions,
 ) -> Result<OpenedCrypto> {
     match h.crypt_method {
@@ -51,15 +51,17 @@ pub(super) fn open_crypto(
             })
         }
         header::CRYPT_LUKS => {
-            if h.crypto_header.is_none() {
+            let Some(area) = h.crypto_header else {
                 return Err(Error::corrupt(
                     "qcow2 LUKS encryption without a full disk encryption header extension",
                 ));
-            }
-            opts.encryption_key_for(Some("luks"))?;
-            Err(Error::unsupported(
-                "qcow2 LUKS encryption is not supported yet",
-            ))
+            };
+            let (cipher, info) = super::luks::open(storage, area, file_size, opts)?;
+            Ok(OpenedCrypto {
+                method: header::CRYPT_LUKS,
+                cipher,
+                info: Some(info),
+            })
         }
         m => Err(Error::unsupported(format!(
             "Unsupported encryption method: {m}"
@@ -90,9 +92,10 @@ pub(super) fn create_method(o: &CreateOptions) -> Result<u32> {
     }
     match f {
         "aes" => Ok(header::CRYPT_AES),
-        "luks" => Err(Error::unsupported(
-            "qcow2 LUKS encryption is not supported yet",
-        )),
+        "luks" => {
+            super::luks::params(e)?;
+            Ok(header::CRYPT_LUKS)
+        }
         other => Err(Error::invalid(format!(
             "Parameter 'format' does not accept value '{other}'"
         ))),

@@ -100,7 +100,7 @@ impl Qcow2Driver {
         }
         let header = Header::parse(&first, file_size)?;
         check_features(&header, opts.read_only)?;
-        let crypto = super::crypto::open_crypto(storage.as_ref(), &header, file_size, opts)?;
+        let crypto = super::crypto::open_crypto(&storage, &header, file_size, opts)?;
         let bitmaps = Bitmaps::load(storage.as_ref(), &header, file_size)?;
         let cs = header.cluster_size();
         let mut raw = vec![0u8; header.l1_size as usize * 8];

@@ -27,6 +27,7 @@ pub mod crypto;
 pub mod driver;
 pub mod header;
 pub mod header_write;
+pub mod luks;
 pub mod mapping;
 pub mod overlap;
 pub mod resize;
