@@ -80,7 +80,9 @@ for (const k of kinds) {
     const cmp = spawnSync("qemu-img", p.cmp);
     const ratio = `${(m.secs / q.secs).toFixed(2)} / ${(m.secs / q.synced).toFixed(2)}`;
     console.log(`${p.name.padEnd(17)} ${fmtRow("qemu-img", q)}`);
-    console.log(`${"".padEnd(17)} ${fmtRow("qimg", m)}   ${ratio}${cmp.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}`);
+    console.log(
+      `${"".padEnd(17)} ${fmtRow("qimg", m)}   ${ratio}${cmp.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}`,
+    );
     rmSync(p.out, { force: true });
   }
   rmSync(ref, { force: true });

@@ -122,6 +122,25 @@ describe.skipIf(!have)("qcow2 + LUKS with qemu-img", () => {
     });
   }
 
+  it("measure counts the LUKS header's clusters as qemu-img does", () => {
+    const opts = [
+      "encrypt.format=luks,encrypt.key-secret=sec0",
+      "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc",
+      "encrypt.format=luks,encrypt.key-secret=sec0,cluster_size=4k,encrypt.cipher-alg=twofish-192",
+      "encrypt.format=luks",
+      "encrypt.format=luks,encrypt.key-secret=nope",
+    ];
+    for (const o of opts) {
+      for (const src of [["--size", "1G"], [t.path("src.raw")]]) {
+        const args = ["measure", "--object", OBJ, "--output=json", ...src, "-O", "qcow2", "-o", o];
+        const [a, b] = [m(args), q(args)];
+        expect(a.status, `${o}: ${a.stderr}`).toBe(b.status);
+        if (b.status === 0) expect(JSON.parse(a.stdout)).toEqual(JSON.parse(b.stdout));
+        else expect(msg(a)).toBe(msg(b));
+      }
+    }
+  });
+
   it("wrong or missing secret: qemu-img's message and exit code", () => {
     const img = t.path("qemu0.qcow2");
     const cases = [
