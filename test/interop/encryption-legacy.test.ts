@@ -372,6 +372,32 @@ describe.skipIf(!have)("legacy AES encryption with qemu-img", () => {
     });
   }
 
+  it("info of an encrypted image with a backing file: qemu-img's exact JSON text and human lines", () => {
+    const base = t.path("bbase.raw");
+    writeFileSync(base, Buffer.alloc(1 << 20));
+    for (const fmt of ["qcow", "qcow2"]) {
+      const f = t.path(`bk.${fmt}`);
+      const c = q([
+        "create",
+        "-q",
+        "-f",
+        fmt,
+        "--object",
+        OBJ,
+        "-o",
+        "encrypt.format=aes,encrypt.key-secret=sec0",
+        "-b",
+        base,
+        "-F",
+        "raw",
+        f,
+      ]);
+      expect(c.status, c.stderr).toBe(0);
+      expect(m(["info", "--output=json", f]).stdout).toBe(q(["info", "--output=json", f]).stdout);
+      expect(m(["info", f]).stdout).toBe(q(["info", f]).stdout);
+    }
+  });
+
   it("qemu-img 7.2 creates aes qcow2 and qcow as 10 does; qimg reads what 7.2 writes", () => {
     const q72 = qemu72("qemu-img");
     if (!q72) return;

@@ -109,9 +109,10 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
       path.isAbsolute(i.backingFile) || /^[a-z]+:/.test(i.backingFile)
         ? i.backingFile
         : path.join(path.dirname(filename), i.backingFile);
+    // qemu-img 10 prints `encrypted` between the two backing names.
+    if (i.encrypted) ordered.encrypted = true;
     ordered["backing-filename"] = i.backingFile;
-  }
-  if (i.encrypted) ordered.encrypted = true;
+  } else if (i.encrypted) ordered.encrypted = true;
   if (getFormat(i.format).reportsDirtyFlag !== false) ordered["dirty-flag"] = i.dirty;
   return ordered;
 }
