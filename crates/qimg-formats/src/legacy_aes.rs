@@ -6,7 +6,7 @@
 //! is `plain64`: the sector number (guest offset / 512) as a little-endian u64, zero-padded to 16
 //! bytes. No header, no key check: a wrong passphrase decrypts to garbage, as in QEMU.
 use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, InnerIvInit, KeyInit};
 use qimg_core::{Error, LayerExtent, LayerStatus, Result};
 
 /// Bytes of one encryption sector.
@@ -24,7 +24,8 @@ pub trait SectorCipher: Send + Sync {
 
 /// QEMU's legacy qcow AES-128-CBC cipher.
 pub struct LegacyAes {
-    key: [u8; 16],
+    /// The expanded key, made once (each sector then only sets its IV).
+    aes: aes::Aes128,
 }
 
 impl LegacyAes {
@@ -33,7 +34,9 @@ impl LegacyAes {
         let mut key = [0u8; 16];
         let n = passphrase.len().min(16);
         key[..n].copy_from_slice(&passphrase[..n]);
-        LegacyAes { key }
+        let aes = aes::Aes128::new(&key.into());
+        zeroize::Zeroize::zeroize(&mut key);
+        LegacyAes { aes }
     }
 
     fn iv(sector: u64) -> [u8; 16] {
@@ -53,12 +56,6 @@ impl LegacyAes {
     }
 }
 
-impl Drop for LegacyAes {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.key);
-    }
-}
-
 type Enc = cbc::Encryptor<aes::Aes128>;
 type Dec = cbc::Decryptor<aes::Aes128>;
 
@@ -67,7 +64,7 @@ impl SectorCipher for LegacyAes {
         Self::check(offset, buf)?;
         for (i, s) in buf.chunks_exact_mut(SECTOR as usize).enumerate() {
             let iv = Self::iv(offset / SECTOR + i as u64);
-            Enc::new(&self.key.into(), &iv.into())
+            Enc::inner_iv_init(self.aes.clone(), &iv.into())
                 .encrypt_padded_mut::<NoPadding>(s, SECTOR as usize)
                 .map_err(|_| Error::invalid("AES-CBC: sector is not whole blocks"))?;
         }
@@ -78,7 +75,7 @@ impl SectorCipher for LegacyAes {
         Self::check(offset, buf)?;
         for (i, s) in buf.chunks_exact_mut(SECTOR as usize).enumerate() {
             let iv = Self::iv(offset / SECTOR + i as u64);
-            Dec::new(&self.key.into(), &iv.into())
+            Dec::inner_iv_init(self.aes.clone(), &iv.into())
                 .decrypt_padded_mut::<NoPadding>(s)
                 .map_err(|_| Error::invalid("AES-CBC: sector is not whole blocks"))?;
         }
