@@ -290,6 +290,8 @@ export interface NativeInfo {
   backingFormat?: string
   /** qemu-img's `format-specific` object, as JSON text. */
   formatSpecificJson?: string
+  /** Guest data is encrypted (`encrypted: yes`). */
+  encrypted: boolean
 }
 
 /** One internal snapshot, with qemu-img's `SnapshotInfo` fields. */

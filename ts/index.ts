@@ -37,4 +37,6 @@ export { type MeasureOptions, type MeasureResult, measure } from "./jobs/measure
 export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js";
 export { type ResizeOptions, resize } from "./jobs/resize.js";
 export { type SnapshotAction, type SnapshotOptions, snapshot } from "./jobs/snapshot.js";
+export { parseObject, parseObjects, type QomObject } from "./options/object.js";
+export { resolveSecret } from "./options/secrets.js";
 export { formatNames } from "./registry/index.js";

@@ -123,6 +123,8 @@ pub struct NativeInfo {
     pub backing_format: Option<String>,
     /// qemu-img's `format-specific` object, as JSON text.
     pub format_specific_json: Option<String>,
+    /// Guest data is encrypted (`encrypted: yes`).
+    pub encrypted: bool,
 }
 
 /// The result of a consistency check.
@@ -229,6 +231,7 @@ pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
                 .as_ref()
                 .map(|k| qimg_formats::EncryptionKey::new(k.to_vec())),
             encrypt_format: opts.encrypt_format.clone(),
+            metadata_only: opts.purpose.as_deref() == Some("info"),
         };
         let driver = qimg_formats::open_driver(&opts.format, storage, &fo)
             .map_err(|e| e.with_path(&opts.filename))?;
@@ -374,6 +377,7 @@ impl NativeImage {
                 backing_file: i.backing_file,
                 backing_format: i.backing_format,
                 format_specific_json: i.format_specific.map(|v| v.to_string()),
+                encrypted: d.encrypted(),
             })
         })
     }

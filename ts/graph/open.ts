@@ -38,6 +38,8 @@ export interface OpenOptions {
   purpose?: "info";
   /** Objects (`secret`s) for `key-secret` / `encrypt.key-secret`; default: the CLI's `--object`s. */
   objects?: readonly QomObject[];
+  /** Secret id for the top image's encryption when its spec names none (convert's target). */
+  keySecret?: string;
 }
 
 const parseJson = (s: string) => parseJsonFilename(s) as ImageOptions;
@@ -119,7 +121,7 @@ async function openNode(
 function openError(e: unknown, filename: string): unknown {
   if (!(e instanceof QimgError) || e.message.startsWith("Could not open")) return e;
   if (
-    !/^(No secret with id|Data from secret|Parameter '(encrypt\.)?key-secret'|Header reported|Invalid password|Unable to read)/.test(
+    !/^(No secret with id|Data from secret|No encryption in image header|Parameter '(encrypt\.)?key-secret'|Header reported|Invalid password|Unable to read)/.test(
       e.message,
     )
   )
@@ -160,6 +162,7 @@ async function attachDataFile(
 /** Open an image and its backing chain. */
 export async function open(spec: string | ImageOptions, opts: OpenOptions = {}): Promise<Image> {
   const top = toNodeSpec(spec);
+  if (opts.keySecret !== undefined && top.keySecret === undefined) top.keySecret = opts.keySecret;
   const readOnly = top.readOnly ?? opts.readOnly ?? false;
   if (opts.forceShare && !readOnly) {
     throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "force-share=on can only be used with read-only images");

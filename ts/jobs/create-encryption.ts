@@ -130,3 +130,21 @@ export function encryptionOptions(
     objects,
   );
 }
+
+/**
+ * The warning qimg prints when it creates a legacy AES image. qemu-img itself prints none;
+ * QEMU's system emulators refuse such images ("Use of AES-CBC encrypted qcow2 images is no
+ * longer supported in system emulators"), so qimg says so, for data liberation only.
+ */
+export function legacyAesWarning(
+  format: string,
+  o: Record<string, string | number | boolean> | undefined,
+): string | undefined {
+  if (format !== "qcow" && format !== "qcow2") return undefined;
+  const on = o?.["encrypt.format"] === "aes" || o?.encryption === "on" || o?.encryption === true;
+  if (!on) return undefined;
+  return (
+    `warning: AES-CBC encrypted ${format} images are insecure and no longer supported by QEMU's ` +
+    "system emulators; use them only to move data out (encrypt.format=luks, or the luks format)"
+  );
+}

@@ -10,6 +10,7 @@ pub(crate) mod bytes;
 pub mod cloop;
 pub mod dmg;
 pub mod l2map;
+pub mod legacy_aes;
 pub mod luks;
 pub mod options;
 pub mod parallels;
@@ -52,7 +53,10 @@ pub fn open_driver(
 
 /// True if `format` can create images encrypted with `enc` (`aes`, `luks`).
 fn encryption_supported(format: &str, enc: &str) -> bool {
-    matches!((format, enc), ("luks", "luks"))
+    matches!(
+        (format, enc),
+        ("qcow", "aes") | ("qcow2", "aes") | ("qcow2", "luks") | ("luks", "luks")
+    )
 }
 
 /// Write a new, empty image of `format` into `storage` (already created and truncated to 0).

@@ -68,6 +68,41 @@ pub struct OpenOptions {
     pub encryption_key: Option<EncryptionKey>,
     /// `encrypt.format` given at open (`aes`, `luks`): must match what the header says.
     pub encrypt_format: Option<String>,
+    /// Metadata only (`info`, QEMU's `BDRV_O_NO_IO`): an encrypted image opens without its key,
+    /// and its data cannot be read.
+    pub metadata_only: bool,
+}
+
+impl OpenOptions {
+    /// QEMU's checks of `encrypt.format` against the header (`header` = the image's format, None
+    /// when unencrypted), then the key: returns the key when the data will be read.
+    pub fn encryption_key_for(
+        &self,
+        header: Option<&str>,
+    ) -> qimg_core::Result<Option<&EncryptionKey>> {
+        match (header, self.encrypt_format.as_deref()) {
+            (Some(h), Some(o)) if h != o => {
+                return Err(qimg_core::Error::invalid(format!(
+                    "Header reported '{h}' encryption format but options specify '{o}'"
+                )))
+            }
+            (None, Some(o)) => {
+                return Err(qimg_core::Error::invalid(format!(
+                    "No encryption in image header, but options specified format '{o}'"
+                )))
+            }
+            _ => {}
+        }
+        if header.is_none() || self.metadata_only {
+            return Ok(None);
+        }
+        match &self.encryption_key {
+            Some(k) => Ok(Some(k)),
+            None => Err(qimg_core::Error::invalid(
+                "Parameter 'encrypt.key-secret' is required for cipher",
+            )),
+        }
+    }
 }
 
 /// Encryption options at create time: qcow/qcow2 `encrypt.*` (and `encryption=on`), and the

@@ -275,6 +275,10 @@ impl BlockDriver for LuksDriver {
         })
     }
 
+    fn encrypted(&self) -> bool {
+        true
+    }
+
     fn amend(&self, options: &[(String, String)]) -> Result<()> {
         self.writable()?;
         super::amend::amend(self, options)
