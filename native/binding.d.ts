@@ -352,6 +352,24 @@ export interface NativeCreateOptions {
   logSize?: number
   /** vhdx `block_state_zero=`. */
   blockStateZero?: boolean
+  /** `encrypt.format=` (`aes`, `luks`; `encryption=on` is `aes`), or the luks format's own. */
+  encryptFormat?: string
+  /** The resolved `encrypt.key-secret` / `key-secret` bytes (never logged or echoed). */
+  encryptionKey?: Buffer
+  /** The secret's id, as given. */
+  keySecretId?: string
+  /** LUKS `cipher-alg`. */
+  cipherAlg?: string
+  /** LUKS `cipher-mode`. */
+  cipherMode?: string
+  /** LUKS `ivgen-alg`. */
+  ivgenAlg?: string
+  /** LUKS `ivgen-hash-alg`. */
+  ivgenHashAlg?: string
+  /** LUKS `hash-alg`. */
+  hashAlg?: string
+  /** LUKS `iter-time` (milliseconds). */
+  iterTime?: number
 }
 
 /** Facts about an opened image for `info`. */
@@ -372,6 +390,8 @@ export interface NativeInfo {
   backingFormat?: string
   /** qemu-img's `format-specific` object, as JSON text. */
   formatSpecificJson?: string
+  /** Guest data is encrypted (`encrypted: yes`). */
+  encrypted: boolean
 }
 
 /** How to serve (validated by TypeScript). */
@@ -543,6 +563,10 @@ export interface OpenImageOptions {
   nbd?: NbdTarget
   /** The `nvme` protocol (a namespace of a controller bound to vfio-pci) instead of a file. */
   nvme?: NvmeTarget
+  /** The resolved `key-secret` / `encrypt.key-secret` bytes (never logged or echoed). */
+  encryptionKey?: Buffer
+  /** `encrypt.format` given at open: must match the image header. */
+  encryptFormat?: string
 }
 
 /**

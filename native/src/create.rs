@@ -5,7 +5,7 @@ use napi_derive::napi;
 use qimg_core::file::{FileOptions, FileStorage};
 use qimg_core::lock::LockMode;
 use qimg_core::Storage;
-use qimg_formats::{CreateOptions, Preallocation};
+use qimg_formats::{CreateOptions, EncryptionCreateOptions, EncryptionKey, Preallocation};
 use std::sync::Arc;
 
 /// Create options, validated in TypeScript (`-o` names mapped to fields).
@@ -65,6 +65,24 @@ pub struct NativeCreateOptions {
     pub log_size: Option<f64>,
     /// vhdx `block_state_zero=`.
     pub block_state_zero: Option<bool>,
+    /// `encrypt.format=` (`aes`, `luks`; `encryption=on` is `aes`), or the luks format's own.
+    pub encrypt_format: Option<String>,
+    /// The resolved `encrypt.key-secret` / `key-secret` bytes (never logged or echoed).
+    pub encryption_key: Option<Buffer>,
+    /// The secret's id, as given.
+    pub key_secret_id: Option<String>,
+    /// LUKS `cipher-alg`.
+    pub cipher_alg: Option<String>,
+    /// LUKS `cipher-mode`.
+    pub cipher_mode: Option<String>,
+    /// LUKS `ivgen-alg`.
+    pub ivgen_alg: Option<String>,
+    /// LUKS `ivgen-hash-alg`.
+    pub ivgen_hash_alg: Option<String>,
+    /// LUKS `hash-alg`.
+    pub hash_alg: Option<String>,
+    /// LUKS `iter-time` (milliseconds).
+    pub iter_time: Option<f64>,
 }
 
 /// Create (or overwrite) an image file.
@@ -109,6 +127,23 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
                 .map(|c| crate::error::to_u64(c, "log_size"))
                 .transpose()?,
             block_state_zero: opts.block_state_zero,
+            encryption: EncryptionCreateOptions {
+                format: opts.encrypt_format,
+                key: opts
+                    .encryption_key
+                    .as_ref()
+                    .map(|k| EncryptionKey::new(k.to_vec())),
+                key_secret_id: opts.key_secret_id,
+                cipher_alg: opts.cipher_alg,
+                cipher_mode: opts.cipher_mode,
+                ivgen_alg: opts.ivgen_alg,
+                ivgen_hash_alg: opts.ivgen_hash_alg,
+                hash_alg: opts.hash_alg,
+                iter_time: opts
+                    .iter_time
+                    .map(|c| crate::error::to_u64(c, "iter-time"))
+                    .transpose()?,
+            },
         };
         let file = FileStorage::open(
             &opts.filename,

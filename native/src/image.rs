@@ -26,6 +26,10 @@ pub struct OpenImageOptions {
     pub purpose: Option<String>,
     /// The `nbd` protocol instead of a host file (`filename` then only names it in messages).
     pub nbd: Option<NbdTarget>,
+    /// The resolved `key-secret` / `encrypt.key-secret` bytes (never logged or echoed).
+    pub encryption_key: Option<Buffer>,
+    /// `encrypt.format` given at open: must match the image header.
+    pub encrypt_format: Option<String>,
     /// The `nvme` protocol (a namespace of a controller bound to vfio-pci) instead of a file.
     pub nvme: Option<NvmeTarget>,
 }
@@ -132,6 +136,8 @@ pub struct NativeInfo {
     pub backing_format: Option<String>,
     /// qemu-img's `format-specific` object, as JSON text.
     pub format_specific_json: Option<String>,
+    /// Guest data is encrypted (`encrypted: yes`).
+    pub encrypted: bool,
 }
 
 /// The result of a consistency check.
@@ -233,6 +239,12 @@ pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
         let storage = open_storage(&opts, &fo, perms)?;
         let fo = qimg_formats::OpenOptions {
             read_only: opts.read_only,
+            encryption_key: opts
+                .encryption_key
+                .as_ref()
+                .map(|k| qimg_formats::EncryptionKey::new(k.to_vec())),
+            encrypt_format: opts.encrypt_format.clone(),
+            metadata_only: opts.purpose.as_deref() == Some("info"),
         };
         let driver = qimg_formats::open_driver(&opts.format, storage, &fo)
             .map_err(|e| e.with_path(&opts.filename))?;
@@ -378,6 +390,7 @@ impl NativeImage {
                 backing_file: i.backing_file,
                 backing_format: i.backing_format,
                 format_specific_json: i.format_specific.map(|v| v.to_string()),
+                encrypted: d.encrypted(),
             })
         })
     }

@@ -28,7 +28,13 @@ const cases: Array<{ name: string; patch: Patch; code: string; writable?: boolea
   { name: "refcount table misaligned", patch: (h) => be64(h, 48, 0x10001n), code: "ERR_QIMG_CORRUPT" },
   { name: "too many snapshots", patch: (h) => be32(h, 60, 70000), code: "ERR_QIMG_CORRUPT" },
   { name: "unknown incompatible bit", patch: (h) => be64(h, 72, 1n << 40n), code: "ERR_QIMG_UNSUPPORTED" },
-  { name: "encrypted", patch: (h) => be32(h, 32, 1), code: "ERR_QIMG_UNSUPPORTED" },
+  {
+    name: "AES encrypted, opened without a key",
+    patch: (h) => be32(h, 32, 1),
+    code: "ERR_QIMG_INVALID_ARGUMENT",
+  },
+  { name: "LUKS without its header extension", patch: (h) => be32(h, 32, 2), code: "ERR_QIMG_CORRUPT" },
+  { name: "crypt method 3", patch: (h) => be32(h, 32, 3), code: "ERR_QIMG_UNSUPPORTED" },
   { name: "external data file bit", patch: (h) => be64(h, 72, 1n << 2n), code: "ERR_QIMG_UNSUPPORTED" },
   {
     name: "extended L2 with 256-byte subclusters",

@@ -46,7 +46,7 @@ const qcow: Array<[string, Patch, string]> = [
   ["l2 bits 5", (b) => b.writeUInt8(5, 33), "ERR_QIMG_CORRUPT"],
   ["l2 bits 14", (b) => b.writeUInt8(14, 33), "ERR_QIMG_CORRUPT"],
   ["crypt method 2", (b) => b.writeUInt32BE(2, 36), "ERR_QIMG_CORRUPT"],
-  ["AES encrypted", (b) => b.writeUInt32BE(1, 36), "ERR_QIMG_UNSUPPORTED"],
+  ["AES encrypted, opened without a key", (b) => b.writeUInt32BE(1, 36), "ERR_QIMG_INVALID_ARGUMENT"],
   ["image too large", (b) => b.writeBigUInt64BE(1n << 62n, 24), "ERR_QIMG_CORRUPT"],
   ["L1 past end of file", (b) => b.writeBigUInt64BE(1n << 40n, 40), "ERR_QIMG_CORRUPT"],
   [

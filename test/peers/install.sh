@@ -30,6 +30,11 @@ compgen -G '/boot/vmlinuz-*' >/dev/null || vm_need+=(linux-image-amd64)
 dpkg -s busybox-static >/dev/null 2>&1 || vm_need+=(busybox-static)
 /usr/bin/python3 -c 'import pyvmdk' >/dev/null 2>&1 || need+=(python3-libvmdk)
 command -v bunzip2 >/dev/null 2>&1 || need+=(bzip2)
+# luks: cryptsetup (luksFormat/luksDump/open --test-passphrase on plain files), libluksde (an
+# independent LUKS1 reader) and python3-cryptography (an independent AES-XTS for LUKS2 payloads).
+command -v cryptsetup >/dev/null 2>&1 || need+=(cryptsetup-bin)
+/usr/bin/python3 -c 'import pyluksde' >/dev/null 2>&1 || need+=(python3-libluksde)
+/usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 q72=target/peers/qemu-7.2
 if [ "$(id -u)" -ne 0 ]; then
   need+=("${vm_need[@]}")

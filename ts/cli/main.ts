@@ -26,6 +26,7 @@ import { defineObjects } from "../graph/tls.js";
 import { listNbdExports } from "../jobs/nbd-list.js";
 import { type Command, parseCommandLine } from "../options/commands/index.js";
 import { toRecord } from "../options/keyvalue.js";
+import { loadSecrets, setDefaultObjects } from "../options/secrets.js";
 
 const io: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
@@ -303,7 +304,12 @@ Promise.resolve()
       io.err(USAGE);
       return 1;
     }
-    return run(parseCommandLine(argv), ac.signal);
+    const cmd = parseCommandLine(argv);
+    if ("objects" in cmd && Array.isArray(cmd.objects)) {
+      loadSecrets(cmd.objects);
+      setDefaultObjects(cmd.objects);
+    }
+    return run(cmd, ac.signal);
   })
   .then(
     (code) => {

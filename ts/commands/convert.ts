@@ -1,7 +1,9 @@
 /** `qimg convert`: qemu-img's convert with -p progress. */
+
 import type { ImageOptions } from "../graph/spec.js";
 import type { SnapshotSelector } from "../image.js";
 import { convert } from "../jobs/convert.js";
+import { legacyAesWarning } from "../jobs/create-encryption.js";
 import type { Io } from "./output.js";
 import { progressBar } from "./progress.js";
 
@@ -76,6 +78,8 @@ export async function convertCommand(a: ConvertArgs, io: Io): Promise<number> {
     signal: a.signal,
   });
   if (a.progress && !a.quiet) progressBar(job, io);
+  const warn = legacyAesWarning(a.targetFormat ?? "raw", a.options);
+  if (warn) io.err(`qimg: ${warn}\n`);
   const r = await job;
   for (const n of r.skippedBitmaps ?? []) io.err(`qimg: warning: Skipping inconsistent bitmap '${n}'\n`);
   return 0;

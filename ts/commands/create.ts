@@ -1,6 +1,8 @@
 /** `qimg create` and `-o help`. */
+
 import type { CreateOptions } from "../jobs/create.js";
 import { create } from "../jobs/create.js";
+import { legacyAesWarning } from "../jobs/create-encryption.js";
 import { getFormat } from "../registry/index.js";
 import type { Io } from "./output.js";
 
@@ -49,6 +51,8 @@ export async function createCommand(a: CreateArgs, io: Io): Promise<number> {
     backingFormat: a.backingFormat,
     unsafe: a.unsafe,
   };
+  const warn = legacyAesWarning(a.format, a.options);
+  if (warn) io.err(`qimg: ${warn}\n`);
   await create(a.filename, opts);
   if (!a.quiet) {
     const parts = [`fmt=${a.format}`];

@@ -41,6 +41,7 @@ export function humanInfo(i: ImageInfo): string {
     `virtual size: ${sizeToStr(i["virtual-size"])} (${i["virtual-size"]} bytes)`,
     `disk size: ${i["actual-size"] === undefined ? "unavailable" : sizeToStr(i["actual-size"])}`,
   ];
+  if (i.encrypted) l.push("encrypted: yes");
   if (i["cluster-size"] !== undefined) l.push(`cluster_size: ${i["cluster-size"]}`);
   if (i["backing-filename"] !== undefined) {
     const full = i["full-backing-filename"];

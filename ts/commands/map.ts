@@ -1,4 +1,6 @@
 /** `qimg map`: qemu-img's human table or JSON list. */
+
+import { QimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { map } from "../jobs/map.js";
 import type { Io } from "./output.js";
@@ -39,6 +41,13 @@ export async function mapCommand(a: MapArgs, io: Io): Promise<number> {
   }
   io.out(`${"Offset".padEnd(16)}${"Length".padEnd(16)}${"Mapped to".padEnd(16)}File\n`);
   for (const e of entries) {
+    if (e.data && e.offset === undefined) {
+      // qemu-img's human map cannot name a host range for these.
+      throw new QimgError(
+        "ERR_QIMG_UNSUPPORTED",
+        "File contains external, encrypted or compressed clusters.",
+      );
+    }
     if (e.data && e.offset !== undefined) {
       io.out(
         `${hex(e.start).padEnd(16)}${hex(e.length).padEnd(16)}${hex(e.offset).padEnd(16)}${e.filename}\n`,

@@ -6,6 +6,8 @@ import { QimgError } from "../errors.js";
 import { Image } from "../image.js";
 import { callNative, type NativeImage, native } from "../native.js";
 import { parseJsonFilename } from "../options/json.js";
+import type { QomObject } from "../options/object.js";
+import { resolveKeySecret } from "../options/secrets.js";
 import { getFormat, probeFormat } from "../registry/index.js";
 import { attachExtents } from "./extents.js";
 import { admitImplicit, type ImplicitPolicy } from "./gate.js";
@@ -36,6 +38,10 @@ export interface OpenOptions {
   writableLayers?: readonly number[];
   /** `info`: lock like `qemu-img info` (metadata only) instead of like a reader. */
   purpose?: "info";
+  /** Objects (`secret`s) for `key-secret` / `encrypt.key-secret`; default: the CLI's `--object`s. */
+  objects?: readonly QomObject[];
+  /** Secret id for the top image's encryption when its spec names none (convert's target). */
+  keySecret?: string;
 }
 
 const parseJson = (s: string) => parseJsonFilename(s) as ImageOptions;
@@ -90,18 +96,43 @@ async function openNode(
     }
   }
   getFormat(format);
-  return callNative(() =>
-    native.openImage({
-      filename: node.filename,
-      format: format as string,
-      readOnly,
-      locking: node.locking ?? opts.locking,
-      forceShare: node.forceShare ?? opts.forceShare ?? false,
-      purpose: opts.purpose,
-      nbd,
-      nvme,
-    }),
-  );
+  let encryptionKey: Buffer | undefined;
+  try {
+    if (node.keySecret !== undefined) encryptionKey = resolveKeySecret(opts.objects, node.keySecret);
+    // As QEMU: only `info` (its no-I/O open) may open a luks image without its secret.
+    else if (format === "luks" && opts.purpose !== "info")
+      throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Parameter 'key-secret' is required for cipher");
+    return await callNative(() =>
+      native.openImage({
+        filename: node.filename,
+        format: format as string,
+        readOnly,
+        locking: node.locking ?? opts.locking,
+        forceShare: node.forceShare ?? opts.forceShare ?? false,
+        purpose: opts.purpose,
+        nbd,
+        nvme,
+        encryptionKey,
+        encryptFormat: node.encryptFormat,
+      }),
+    );
+  } catch (e) {
+    throw openError(e, node.filename);
+  } finally {
+    encryptionKey?.fill(0);
+  }
+}
+
+/** QEMU's `Could not open 'F': …` around the encryption errors it words that way. */
+function openError(e: unknown, filename: string): unknown {
+  if (!(e instanceof QimgError) || e.message.startsWith("Could not open")) return e;
+  if (
+    !/^(No secret with id|Data from secret|No encryption in image header|Parameter '(encrypt\.)?key-secret'|Header reported|Invalid password|Unable to read)/.test(
+      e.message,
+    )
+  )
+    return e;
+  return new QimgError(e.code, `Could not open '${filename}': ${e.message}`, { path: filename, cause: e });
 }
 
 /**
@@ -137,6 +168,7 @@ async function attachDataFile(
 /** Open an image and its backing chain. */
 export async function open(spec: string | ImageOptions, opts: OpenOptions = {}): Promise<Image> {
   const top = toNodeSpec(spec);
+  if (opts.keySecret !== undefined && top.keySecret === undefined) top.keySecret = opts.keySecret;
   const readOnly = top.readOnly ?? opts.readOnly ?? false;
   if (opts.forceShare && !readOnly) {
     throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "force-share=on can only be used with read-only images");

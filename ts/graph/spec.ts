@@ -42,6 +42,19 @@ export interface NodeSpec {
   nbd?: NbdTarget;
   /** The `nvme` protocol node (`filename` then names it in messages). */
   nvme?: NvmeTarget;
+  /** `encrypt.key-secret` (qcow, qcow2) or `key-secret` (luks): the id of the secret object. */
+  keySecret?: string;
+  /** `encrypt.format` given at open (must match the header). */
+  encryptFormat?: string;
+}
+
+/** `encrypt.X` from either a nested `encrypt` object or a flat dotted key. */
+function encryptOpt(spec: ImageOptions, key: string): string | undefined {
+  const nested = spec.encrypt;
+  const v =
+    nested !== null && typeof nested === "object" ? (nested as Record<string, unknown>)[key] : undefined;
+  const got = v ?? spec[`encrypt.${key}`];
+  return got === undefined ? undefined : String(got);
 }
 
 const PROTOCOLS = /^([a-z][a-z0-9+.-]*):\/\//i;
@@ -106,6 +119,10 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
   if (ro !== undefined) node.readOnly = ro;
   const fs = boolOpt(spec["force-share"], "force-share");
   if (fs !== undefined) node.forceShare = fs;
+  const keySecret = encryptOpt(spec, "key-secret") ?? spec["key-secret"];
+  if (keySecret !== undefined) node.keySecret = String(keySecret);
+  const encFormat = encryptOpt(spec, "format");
+  if (encFormat !== undefined) node.encryptFormat = encFormat;
   if (spec.backing === null) node.backing = null;
   else if (spec.backing !== undefined) node.backing = normalizeSpec(spec.backing, parseJson);
   return node;

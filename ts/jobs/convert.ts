@@ -168,13 +168,24 @@ async function runConvert(
         backingFormat: opts.backingFormat,
       });
     }
-    dst = await open(target, { format: targetFormat, readOnly: false });
+    dst = await open(target, {
+      format: targetFormat,
+      readOnly: false,
+      keySecret: targetKeySecret(targetFormat, opts.targetOptions),
+    });
+    if (opts.compress && (await callNative(() => (dst as Image).chain[0].info())).encrypted) {
+      throw new QimgError(
+        "ERR_QIMG_UNSUPPORTED",
+        "Compression and encryption not supported at the same time",
+      );
+    }
     if (opts.noCreate && dst.virtualSize < total) {
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Target image is smaller than the source", {
         path: target,
       });
     }
-    const targetZeroed = !opts.noCreate || !!opts.targetIsZero;
+    // A new luks payload decrypts to noise, not zeros (QEMU's crypto driver has no zero init).
+    const targetZeroed = (!opts.noCreate && targetFormat !== "luks") || !!opts.targetIsZero;
     const topOnly = opts.backingFile !== undefined;
     if (topOnly && opts.noCreate) {
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Use of -B and -n together is not supported");
@@ -254,4 +265,13 @@ async function checkBitmapCopy(sources: Image[], targetFormat: string, opts: Con
       `Cannot copy inconsistent bitmap '${broken[0]}'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it`,
     );
   }
+}
+
+/** The secret id a new target's encryption was created with (`encrypt.key-secret`, luks `key-secret`). */
+function targetKeySecret(
+  format: string,
+  o: Record<string, string | number | boolean> | undefined,
+): string | undefined {
+  const v = format === "luks" ? o?.["key-secret"] : o?.["encrypt.key-secret"];
+  return v === undefined ? undefined : String(v);
 }

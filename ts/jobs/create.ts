@@ -2,8 +2,10 @@
 import { QimgError } from "../errors.js";
 import { open } from "../graph/open.js";
 import { callNative, native } from "../native.js";
+import type { QomObject } from "../options/object.js";
 import { parseSize } from "../options/size.js";
 import { getFormat } from "../registry/index.js";
+import { encryptionOptions, type NativeEncryption } from "./create-encryption.js";
 import { vmdkCreateOptions } from "./create-vmdk.js";
 
 /** Options of {@link create}. */
@@ -20,6 +22,8 @@ export interface CreateOptions {
   backingFormat?: string;
   /** `-u`: do not open the backing file (size must then be given). */
   unsafe?: boolean;
+  /** Objects (`secret`s) for `encrypt.key-secret` / `key-secret`; default: the CLI's `--object`s. */
+  objects?: readonly QomObject[];
 }
 
 function toBool(name: string, v: string | number | boolean): boolean {
@@ -81,44 +85,16 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
     });
   }
   const get = (k: string) => o[k];
-  for (const k of ["encryption", "encrypt.format", "encrypt.key-secret"]) {
-    if (get(k) !== undefined && get(k) !== "off") {
-      throw new QimgError("ERR_QIMG_UNSUPPORTED", `Option '${k}' is not supported yet`);
-    }
+  if (format === "luks" && ["on", "true", true].includes(o["detached-header"] as string | boolean))
+    throw new QimgError("ERR_QIMG_UNSUPPORTED", "luks: detached headers are not supported", {
+      path: filename,
+    });
+  const enc = encryptionOptions(format, o, filename, opts.objects);
+  try {
+    await createNative(filename, format, size, backingFile, backingFormat, get, enc);
+  } finally {
+    enc.encryptionKey?.fill(0);
   }
-  await callNative(() =>
-    native.createImage({
-      filename,
-      format,
-      size: size as number,
-      preallocation: get("preallocation") === undefined ? undefined : String(get("preallocation")),
-      nocow: get("nocow") === undefined ? undefined : toBool("nocow", get("nocow")),
-      compat: get("compat") === undefined ? undefined : normalizeCompat(String(get("compat"))),
-      clusterSize:
-        get("cluster_size") === undefined ? undefined : toSize("cluster_size", get("cluster_size")),
-      refcountBits: get("refcount_bits") === undefined ? undefined : Number(get("refcount_bits")),
-      lazyRefcounts:
-        get("lazy_refcounts") === undefined ? undefined : toBool("lazy_refcounts", get("lazy_refcounts")),
-      backingFile,
-      backingFmt: backingFormat,
-      extendedL2: get("extended_l2") === undefined ? undefined : toBool("extended_l2", get("extended_l2")),
-      compressionType: get("compression_type") === undefined ? undefined : String(get("compression_type")),
-      dataFile: get("data_file") === undefined ? undefined : String(get("data_file")),
-      dataFileRaw:
-        get("data_file_raw") === undefined ? undefined : toBool("data_file_raw", get("data_file_raw")),
-      staticImage: get("static") === undefined ? undefined : toBool("static", get("static")),
-      subformat: get("subformat") === undefined ? undefined : String(get("subformat")),
-      forceSize: get("force_size") === undefined ? undefined : toBool("force_size", get("force_size")),
-      tableSize: get("table_size") === undefined ? undefined : toSize("table_size", get("table_size")),
-      ...vmdkCreateOptions(get),
-      blockSize: get("block_size") === undefined ? undefined : toSize("block_size", get("block_size")),
-      logSize: get("log_size") === undefined ? undefined : toSize("log_size", get("log_size")),
-      blockStateZero:
-        get("block_state_zero") === undefined
-          ? undefined
-          : toBool("block_state_zero", get("block_state_zero")),
-    }),
-  );
   const dataFile = get("data_file");
   if (dataFile !== undefined) {
     // The external data file, a raw file of the virtual size. As qemu-img, a relative name is
@@ -127,6 +103,52 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
       native.createImage({ filename: String(dataFile), format: "raw", size: size as number }),
     );
   }
+}
+
+async function createNative(
+  filename: string,
+  format: string,
+  size: number,
+  backingFile: string | undefined,
+  backingFormat: string | undefined,
+  get: (k: string) => string | number | boolean | undefined,
+  enc: NativeEncryption,
+): Promise<void> {
+  const opt = (k: string) => get(k) as string | number | boolean;
+  await callNative(() =>
+    native.createImage({
+      filename,
+      format,
+      size: size as number,
+      preallocation: get("preallocation") === undefined ? undefined : String(get("preallocation")),
+      nocow: get("nocow") === undefined ? undefined : toBool("nocow", opt("nocow")),
+      compat: get("compat") === undefined ? undefined : normalizeCompat(String(get("compat"))),
+      clusterSize:
+        get("cluster_size") === undefined ? undefined : toSize("cluster_size", opt("cluster_size")),
+      refcountBits: get("refcount_bits") === undefined ? undefined : Number(get("refcount_bits")),
+      lazyRefcounts:
+        get("lazy_refcounts") === undefined ? undefined : toBool("lazy_refcounts", opt("lazy_refcounts")),
+      backingFile,
+      backingFmt: backingFormat,
+      extendedL2: get("extended_l2") === undefined ? undefined : toBool("extended_l2", opt("extended_l2")),
+      compressionType: get("compression_type") === undefined ? undefined : String(get("compression_type")),
+      dataFile: get("data_file") === undefined ? undefined : String(get("data_file")),
+      dataFileRaw:
+        get("data_file_raw") === undefined ? undefined : toBool("data_file_raw", opt("data_file_raw")),
+      staticImage: get("static") === undefined ? undefined : toBool("static", opt("static")),
+      subformat: get("subformat") === undefined ? undefined : String(get("subformat")),
+      forceSize: get("force_size") === undefined ? undefined : toBool("force_size", opt("force_size")),
+      tableSize: get("table_size") === undefined ? undefined : toSize("table_size", opt("table_size")),
+      ...vmdkCreateOptions(get),
+      blockSize: get("block_size") === undefined ? undefined : toSize("block_size", opt("block_size")),
+      logSize: get("log_size") === undefined ? undefined : toSize("log_size", opt("log_size")),
+      blockStateZero:
+        get("block_state_zero") === undefined
+          ? undefined
+          : toBool("block_state_zero", opt("block_state_zero")),
+      ...enc,
+    }),
+  );
 }
 
 function normalizeCompat(c: string): string {

@@ -2,11 +2,13 @@
  * `measure()`: how large a new image of a target format must be (`qemu-img measure`), for a given
  * size or for a copy of a source image, from the source's block status through its backing chain.
  */
+
 import { QimgError } from "../errors.js";
 import { type OpenOptions, open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import type { Image } from "../image.js";
 import { native } from "../native.js";
+import { resolveKeySecret } from "../options/secrets.js";
 import { parseSizeBig } from "../options/size.js";
 import { getFormat } from "../registry/index.js";
 import {
@@ -55,7 +57,9 @@ function size(name: string, v: string): bigint {
 }
 
 /** The qcow2 target's geometry and version from `-o`, with QEMU's checks and messages in its order. */
-export function qcow2Target(o: Record<string, string>): Qcow2Geometry & { version: 2 | 3; prealloc: string } {
+export function qcow2Target(
+  o: Record<string, string>,
+): Qcow2Geometry & { version: 2 | 3; prealloc: string; luksBytes: bigint } {
   const extendedL2 = bool("extended_l2", o.extended_l2);
   const clusterSize = o.cluster_size === undefined ? 65536n : size("cluster_size", o.cluster_size);
   if (clusterSize < 512n || clusterSize > 2n << 20n || (clusterSize & (clusterSize - 1n)) !== 0n)
@@ -82,12 +86,8 @@ export function qcow2Target(o: Record<string, string>): Qcow2Geometry & { versio
   if (!["off", "metadata", "falloc", "full"].includes(prealloc))
     invalid(`invalid parameter value: ${prealloc}`);
   // QEMU counts only a LUKS header's clusters; AES changes nothing in the arithmetic.
-  if (o["encrypt.format"] === "luks")
-    throw new QimgError(
-      "ERR_QIMG_UNSUPPORTED",
-      "Measuring LUKS-encrypted qcow2 targets is not supported yet",
-    );
-  return { clusterSize, refcountBits, extendedL2, version, prealloc };
+  const luksBytes = o["encrypt.format"] === "luks" ? luksHeaderBytes(o, clusterSize) : 0n;
+  return { clusterSize, refcountBits, extendedL2, version, prealloc, luksBytes };
 }
 
 /**
@@ -153,7 +153,7 @@ export async function measure(
     invalid("The image size is too large (try using a larger cluster size)");
   if (typeof source === "bigint") {
     if (!g) return rawMeasure(source, false);
-    return qcow2Measure(source, 0n, g, g.prealloc);
+    return withLuks(qcow2Measure(source, 0n, g, g.prealloc), g.luksBytes);
   }
   const img = await open(source, {
     format: opts.format,
@@ -178,11 +178,35 @@ export async function measure(
       }));
       data = qcow2RequiredData(extents, vsize, g.clusterSize);
     }
-    const r: MeasureResult = qcow2Measure(vsize, data, g, g.prealloc);
+    const r: MeasureResult = withLuks(qcow2Measure(vsize, data, g, g.prealloc), g.luksBytes);
     if (g.version >= 3 && (await supportsPersistentBitmaps(img)))
       r.bitmaps = await persistentBitmapsSize(img, g.clusterSize);
     return r;
   } finally {
     await img.close();
   }
+}
+
+/** A LUKS header's clusters on top of a qcow2 measure (QEMU adds them to both figures). */
+function withLuks(r: MeasureResult, luks: bigint): MeasureResult {
+  return luks === 0n ? r : { ...r, required: r.required + luks, fullyAllocated: r.fullyAllocated + luks };
+}
+
+/**
+ * Bytes of the LUKS1 header area a qcow2 target gets (QEMU's
+ * `qcrypto_block_calculate_payload_offset`), rounded up to clusters: 8 header sectors plus eight
+ * key slots of `key bytes × 4000` stripes, each aligned to 8 sectors. The secret must resolve, as
+ * qemu-img checks it.
+ */
+function luksHeaderBytes(o: Record<string, string>, clusterSize: bigint): bigint {
+  const id = o["encrypt.key-secret"];
+  if (id === undefined) invalid("Parameter 'encrypt.key-secret' is required for cipher");
+  resolveKeySecret(undefined, id).fill(0);
+  const alg = o["encrypt.cipher-alg"] ?? "aes-256";
+  const bits = /^(aes|twofish|serpent|cast5)-(128|192|256)$/.exec(alg);
+  if (!bits) invalid(`Parameter 'cipher-alg' does not accept value '${alg}'`);
+  const keyBytes = (Number(bits[2]) / 8) * ((o["encrypt.cipher-mode"] ?? "xts") === "xts" ? 2 : 1);
+  const stride = Math.ceil(Math.ceil((keyBytes * 4000) / 512) / 8) * 8;
+  const bytes = BigInt((8 + 8 * stride) * 512);
+  return ((bytes + clusterSize - 1n) / clusterSize) * clusterSize;
 }

@@ -30,6 +30,8 @@ export interface ImageInfo {
   "full-backing-filename"?: string;
   /** Backing file as stored. */
   "backing-filename"?: string;
+  /** Guest data is encrypted (present only when true, as qemu-img). */
+  encrypted?: boolean;
   /** Dirty flag (absent where qemu-img cannot tell, as for raw over NBD). */
   "dirty-flag"?: boolean;
   /** For `--backing-chain`: the next image. */
@@ -110,8 +112,10 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
       path.isAbsolute(i.backingFile) || /^[a-z]+:/.test(i.backingFile)
         ? i.backingFile
         : path.join(path.dirname(filename), i.backingFile);
+    // qemu-img 10 prints `encrypted` between the two backing names.
+    if (i.encrypted) ordered.encrypted = true;
     ordered["backing-filename"] = i.backingFile;
-  }
+  } else if (i.encrypted) ordered.encrypted = true;
   if (getFormat(i.format).reportsDirtyFlag !== false) ordered["dirty-flag"] = i.dirty;
   await addVmdkExtents(ordered, filename);
   return ordered;
@@ -142,6 +146,7 @@ async function nbdNodeInfo(
     out["full-backing-filename"] = i.backingFile;
     out["backing-filename"] = i.backingFile;
   }
+  if (i.encrypted) out.encrypted = true;
   if (i.format !== "raw") out["dirty-flag"] = i.dirty;
   return out;
 }

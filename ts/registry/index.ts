@@ -6,6 +6,7 @@ import { QimgError } from "../errors.js";
 import { bochsFormat } from "./bochs.js";
 import { cloopFormat } from "./cloop.js";
 import { dmgFormat } from "./dmg.js";
+import { luksFormat } from "./luks.js";
 import { parallelsFormat } from "./parallels.js";
 import { qcowFormat } from "./qcow.js";
 import { qcow2Format } from "./qcow2.js";
@@ -32,6 +33,7 @@ const formats = new Map<string, FormatEntry>([
   [qedFormat.name, qedFormat],
   [qcowFormat.name, qcowFormat],
   [vmdkFormat.name, vmdkFormat],
+  [luksFormat.name, luksFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */

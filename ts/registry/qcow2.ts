@@ -37,6 +37,17 @@ export const qcow2Format: FormatEntry = {
       help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)",
     },
     { name: "encrypt.format", type: "string", help: "Encrypt the image, format choices: 'aes', 'luks'" },
+    {
+      name: "encrypt.key-secret",
+      type: "string",
+      help: "ID of secret providing qcow AES key or LUKS passphrase",
+    },
+    { name: "encrypt.cipher-alg", type: "string", help: "Name of encryption cipher algorithm" },
+    { name: "encrypt.cipher-mode", type: "string", help: "Name of encryption cipher mode" },
+    { name: "encrypt.ivgen-alg", type: "string", help: "Name of IV generator algorithm" },
+    { name: "encrypt.ivgen-hash-alg", type: "string", help: "Name of IV generator hash algorithm" },
+    { name: "encrypt.hash-alg", type: "string", help: "Name of encryption hash algorithm" },
+    { name: "encrypt.iter-time", type: "number", help: "Time to spend in PBKDF in milliseconds" },
     { name: "cluster_size", type: "size", help: "qcow2 cluster size", default: "65536" },
     {
       name: "preallocation",

@@ -132,6 +132,10 @@ pub trait BlockDriver: Send + Sync {
     fn close(&self) -> Result<()>;
     /// Facts for `info`.
     fn info(&self) -> Result<DriverInfo>;
+    /// True if guest data is encrypted (qemu-img `info`'s `encrypted: yes`).
+    fn encrypted(&self) -> bool {
+        false
+    }
     /// Check (and optionally repair) consistency.
     fn check(&self, _repair: RepairMode) -> Result<CheckReport> {
         Err(Error::unsupported(format!(

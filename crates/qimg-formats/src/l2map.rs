@@ -7,6 +7,10 @@
 //! metadata is held dirty in memory until [`TableMap::flush`], which writes in the order data →
 //! flush → L2 tables → flush → L1 entries → flush. An interrupted write can only leak clusters;
 //! no on-disk table ever points at space whose contents were not durable first.
+//!
+//! Encrypted images (qcow AES) set a [`SectorCipher`]: data clusters are decrypted after reading
+//! and encrypted before writing, in whole 512-byte sectors; compressed clusters stay plain.
+use crate::legacy_aes::SectorCipher;
 use qimg_core::{BlockDriver, Error, ErrorCode, LayerExtent, LayerStatus, Result, Storage};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -121,6 +125,8 @@ pub struct TableMap<F: TableFormat> {
     state: Mutex<MapState>,
     idle: Condvar,
     backing: RwLock<Option<Arc<dyn BlockDriver>>>,
+    /// Sector cipher for data clusters (encrypted qcow); compressed clusters are never encrypted.
+    cipher: Option<Arc<dyn SectorCipher>>,
 }
 
 /// What the caller must do before the first allocation (qed sets its need-check flag).
@@ -158,7 +164,62 @@ impl<F: TableFormat> TableMap<F> {
             }),
             idle: Condvar::new(),
             backing: RwLock::new(None),
+            cipher: None,
         })
+    }
+
+    /// Encrypt data clusters with `cipher` from now on (set once, right after [`TableMap::load`]).
+    /// Every read and write is then done in whole 512-byte sectors (partial sectors are
+    /// read, patched and rewritten).
+    pub fn set_cipher(&mut self, cipher: Arc<dyn SectorCipher>) {
+        self.cipher = Some(cipher);
+    }
+
+    /// True if data clusters are encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// The offset a sector cipher's IVs count from: the guest or the host offset.
+    fn iv_offset(c: &dyn SectorCipher, guest: u64, host: u64) -> u64 {
+        if c.iv_from_host() {
+            host
+        } else {
+            guest
+        }
+    }
+
+    /// Decrypt `buf` read from `host` for guest offset `guest` (no-op without a cipher).
+    fn decrypt(&self, guest: u64, host: u64, buf: &mut [u8]) -> Result<()> {
+        match &self.cipher {
+            Some(c) => c.decrypt(Self::iv_offset(c.as_ref(), guest, host), buf),
+            None => Ok(()),
+        }
+    }
+
+    /// Write `data` for guest offset `guest` at `host`, encrypted when a cipher is set.
+    fn write_data(&self, guest: u64, host: u64, data: &[u8]) -> Result<()> {
+        match &self.cipher {
+            Some(c) => {
+                let mut enc = data.to_vec();
+                c.encrypt(Self::iv_offset(c.as_ref(), guest, host), &mut enc)?;
+                self.storage.write_at(&enc, host)
+            }
+            None => self.storage.write_at(data, host),
+        }
+    }
+
+    /// The whole-sector range around `[offset, offset+len)`, if it is not already aligned.
+    fn unaligned(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
+        let s = crate::legacy_aes::SECTOR;
+        if self.cipher.is_none() || (offset.is_multiple_of(s) && len.is_multiple_of(s)) {
+            return None;
+        }
+        let lo = offset / s * s;
+        let hi = (offset + len)
+            .next_multiple_of(s)
+            .min(self.virtual_size().next_multiple_of(s));
+        Some((lo, hi))
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, MapState>> {
@@ -294,6 +355,18 @@ impl<F: TableFormat> TableMap<F> {
         if buf.is_empty() {
             return Ok(());
         }
+        if let Some((lo, hi)) = self.unaligned(offset, buf.len() as u64) {
+            let mut whole = vec![0u8; (hi - lo) as usize];
+            self.read_sectors(lo, &mut whole)?;
+            let at = (offset - lo) as usize;
+            buf.copy_from_slice(&whole[at..at + buf.len()]);
+            return Ok(());
+        }
+        self.read_sectors(offset, buf)
+    }
+
+    /// [`TableMap::read`] of a range already in whole sectors when encrypted.
+    fn read_sectors(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let cs = self.geo.cluster_size;
         let first = offset / cs;
         let last = (offset + buf.len() as u64 - 1) / cs;
@@ -320,7 +393,10 @@ impl<F: TableFormat> TableMap<F> {
             let n = (span_end - (gc * cs + start)) as usize;
             let slot = &mut buf[pos..pos + n];
             match entries[i] {
-                Entry::Data(h) => self.storage.read_at(slot, h + start)?,
+                Entry::Data(h) => {
+                    self.storage.read_at(slot, h + start)?;
+                    self.decrypt(gc * cs + start, h + start, slot)?;
+                }
                 Entry::Zero => slot.fill(0),
                 Entry::Unallocated => self.read_backing(gc * cs + start, slot)?,
                 Entry::Compressed(raw) => {
@@ -338,7 +414,10 @@ impl<F: TableFormat> TableMap<F> {
     /// The current guest contents of cluster `gc` (for a partial overwrite).
     fn cluster_contents(&self, gc: u64, e: Entry, out: &mut [u8]) -> Result<()> {
         match e {
-            Entry::Data(h) => self.storage.read_at(out, h),
+            Entry::Data(h) => {
+                self.storage.read_at(out, h)?;
+                self.decrypt(gc * self.geo.cluster_size, h, out)
+            }
             Entry::Zero => {
                 out.fill(0);
                 Ok(())
@@ -393,6 +472,14 @@ impl<F: TableFormat> TableMap<F> {
         self.check_range(offset, data.len() as u64)?;
         if data.is_empty() {
             return Ok(());
+        }
+        if let Some((lo, hi)) = self.unaligned(offset, data.len() as u64) {
+            // Encrypted: patch the partial sectors (read, decrypted, under the new bytes).
+            let mut whole = vec![0u8; (hi - lo) as usize];
+            self.read_sectors(lo, &mut whole)?;
+            let at = (offset - lo) as usize;
+            whole[at..at + data.len()].copy_from_slice(data);
+            return self.write(lo, &whole, hook);
         }
         let cs = self.geo.cluster_size;
         let end = offset + data.len() as u64;
@@ -459,9 +546,10 @@ impl<F: TableFormat> TableMap<F> {
                 Piece::InPlace { gc, n, host } => {
                     let lo = offset.max(gc * cs);
                     let hi = end.min((gc + n) * cs);
-                    self.storage.write_at(
-                        &data[(lo - offset) as usize..(hi - offset) as usize],
+                    self.write_data(
+                        lo,
                         host + (lo - gc * cs),
+                        &data[(lo - offset) as usize..(hi - offset) as usize],
                     )?;
                 }
                 Piece::Alloc {
@@ -475,7 +563,7 @@ impl<F: TableFormat> TableMap<F> {
                     let hi = end.min((gc + n) * cs);
                     let src = &data[(lo - offset) as usize..(hi - offset) as usize];
                     if lo == gc * cs && hi == (gc + n) * cs {
-                        self.storage.write_at(src, host)?;
+                        self.write_data(lo, host, src)?;
                         continue;
                     }
                     let mut buf = vec![0u8; (n * cs) as usize];
@@ -488,7 +576,7 @@ impl<F: TableFormat> TableMap<F> {
                         self.cluster_contents(lc, tail, &mut buf[at..at + cs as usize])?;
                     }
                     buf[(lo - gc * cs) as usize..(hi - gc * cs) as usize].copy_from_slice(src);
-                    self.storage.write_at(&buf, host)?;
+                    self.write_data(gc * cs, host, &buf)?;
                 }
             }
         }

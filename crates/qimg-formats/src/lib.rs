@@ -11,6 +11,8 @@ pub mod cloop;
 pub mod dmg;
 pub(crate) mod guard;
 pub mod l2map;
+pub mod legacy_aes;
+pub mod luks;
 pub mod options;
 pub mod parallels;
 pub mod qcow;
@@ -24,7 +26,9 @@ pub mod vhdx;
 pub mod vmdk;
 pub mod vpc;
 
-pub use options::{CreateOptions, OpenOptions, Preallocation};
+pub use options::{
+    CreateOptions, EncryptionCreateOptions, EncryptionKey, OpenOptions, Preallocation,
+};
 use qimg_core::{BlockDriver, Error, Result, Storage};
 use std::sync::Arc;
 
@@ -47,12 +51,28 @@ pub fn open_driver(
         "dmg" => Ok(Arc::new(dmg::DmgDriver::open(storage, opts)?)),
         "qed" => Ok(Arc::new(qed::QedDriver::open(storage, opts)?)),
         "qcow" => Ok(Arc::new(qcow::QcowDriver::open(storage, opts)?)),
+        "luks" => Ok(Arc::new(luks::LuksDriver::open(storage, opts)?)),
         other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
     }
 }
 
+/// True if `format` can create images encrypted with `enc` (`aes`, `luks`).
+fn encryption_supported(format: &str, enc: &str) -> bool {
+    matches!(
+        (format, enc),
+        ("qcow", "aes") | ("qcow2", "aes") | ("qcow2", "luks") | ("luks", "luks")
+    )
+}
+
 /// Write a new, empty image of `format` into `storage` (already created and truncated to 0).
 pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
+    if let Some(enc) = &opts.encryption.format {
+        if !encryption_supported(format, enc) {
+            return Err(Error::unsupported(format!(
+                "{format}: encryption format '{enc}' is not supported"
+            )));
+        }
+    }
     match format {
         "raw" => raw::create(storage, opts),
         "qcow2" => qcow2::create(storage, opts),
@@ -63,6 +83,7 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
         "parallels" => parallels::create(storage, opts),
         "qed" => qed::create(storage, opts),
         "qcow" => qcow::create(storage, opts),
+        "luks" => luks::create(storage, opts),
         other => Err(Error::unsupported(format!(
             "Format driver '{other}' does not support image creation"
         ))),

@@ -30,11 +30,103 @@ impl Preallocation {
     }
 }
 
+/// Secret bytes (a LUKS passphrase or a legacy qcow AES password), resolved from a `secret`
+/// object by TypeScript. Wiped from memory on drop; `Debug` never prints it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EncryptionKey(Vec<u8>);
+
+impl EncryptionKey {
+    /// Take ownership of the secret bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The secret bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptionKey(<redacted>)")
+    }
+}
+
+impl Drop for EncryptionKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 /// How to open an image.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
     /// Refuse writes; never modify the file (no dirty bits, no repairs).
     pub read_only: bool,
+    /// The secret from `key-secret` (luks) or `encrypt.key-secret` (qcow, qcow2), if given.
+    pub encryption_key: Option<EncryptionKey>,
+    /// `encrypt.format` given at open (`aes`, `luks`): must match what the header says.
+    pub encrypt_format: Option<String>,
+    /// Metadata only (`info`, QEMU's `BDRV_O_NO_IO`): an encrypted image opens without its key,
+    /// and its data cannot be read.
+    pub metadata_only: bool,
+}
+
+impl OpenOptions {
+    /// QEMU's checks of `encrypt.format` against the header (`header` = the image's format, None
+    /// when unencrypted), then the key: returns the key when the data will be read.
+    pub fn encryption_key_for(
+        &self,
+        header: Option<&str>,
+    ) -> qimg_core::Result<Option<&EncryptionKey>> {
+        match (header, self.encrypt_format.as_deref()) {
+            (Some(h), Some(o)) if h != o => {
+                return Err(qimg_core::Error::invalid(format!(
+                    "Header reported '{h}' encryption format but options specify '{o}'"
+                )))
+            }
+            (None, Some(o)) => {
+                return Err(qimg_core::Error::invalid(format!(
+                    "No encryption in image header, but options specified format '{o}'"
+                )))
+            }
+            _ => {}
+        }
+        if header.is_none() || self.metadata_only {
+            return Ok(None);
+        }
+        match &self.encryption_key {
+            Some(k) => Ok(Some(k)),
+            None => Err(qimg_core::Error::invalid(
+                "Parameter 'encrypt.key-secret' is required for cipher",
+            )),
+        }
+    }
+}
+
+/// Encryption options at create time: qcow/qcow2 `encrypt.*` (and `encryption=on`), and the
+/// luks format's own options under the same names without the `encrypt.` prefix.
+#[derive(Debug, Clone, Default)]
+pub struct EncryptionCreateOptions {
+    /// `encrypt.format=` (`aes`, `luks`); `encryption=on` arrives here as `aes`. None = plain.
+    pub format: Option<String>,
+    /// The secret from `encrypt.key-secret` / `key-secret`.
+    pub key: Option<EncryptionKey>,
+    /// The secret's id (for QEMU's "Parameter 'encrypt.key-secret' is required" checks).
+    pub key_secret_id: Option<String>,
+    /// LUKS `cipher-alg` (`aes-256`, …).
+    pub cipher_alg: Option<String>,
+    /// LUKS `cipher-mode` (`xts`, `cbc`, `ecb`, `ctr`).
+    pub cipher_mode: Option<String>,
+    /// LUKS `ivgen-alg` (`plain`, `plain64`, `essiv`).
+    pub ivgen_alg: Option<String>,
+    /// LUKS `ivgen-hash-alg`.
+    pub ivgen_hash_alg: Option<String>,
+    /// LUKS `hash-alg` (PBKDF2 / AF hash).
+    pub hash_alg: Option<String>,
+    /// LUKS `iter-time` in milliseconds.
+    pub iter_time: Option<u64>,
 }
 
 /// Every create option qimg knows; each format reads the ones it supports and rejects the rest
@@ -91,4 +183,6 @@ pub struct CreateOptions {
     pub log_size: Option<u64>,
     /// vhdx: `block_state_zero=` (None = on).
     pub block_state_zero: Option<bool>,
+    /// Encryption (`encrypt.*`, `encryption=`, luks `key-secret` and friends).
+    pub encryption: EncryptionCreateOptions,
 }

@@ -105,7 +105,10 @@ fn writable_open_and_flat_images_are_refused() {
     let e = match qimg_formats::open_driver(
         "bochs",
         s,
-        &qimg_formats::OpenOptions { read_only: false },
+        &qimg_formats::OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     ) {
         Err(e) => e,
         Ok(_) => panic!("writable open accepted"),

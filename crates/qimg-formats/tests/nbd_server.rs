@@ -30,7 +30,15 @@ fn have(cmd: &str) -> bool {
 
 fn open(path: &Path, format: &str, read_only: bool) -> Arc<dyn BlockDriver> {
     let st = storage(path.to_str().unwrap(), read_only, false);
-    open_driver(format, st, &OpenOptions { read_only }).unwrap()
+    open_driver(
+        format,
+        st,
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn config(name: &str, read_only: bool, persistent: bool) -> ServerConfig {

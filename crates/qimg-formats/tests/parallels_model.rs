@@ -27,7 +27,10 @@ fn open_rw(path: &str) -> Arc<dyn BlockDriver> {
     open_driver(
         "parallels",
         storage(path, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .unwrap()
 }

@@ -12,7 +12,10 @@ fn open(path: &str, rw: bool) -> qimg_core::Result<Arc<dyn BlockDriver>> {
     open_driver(
         "qcow2",
         storage(path, !rw, false),
-        &OpenOptions { read_only: !rw },
+        &OpenOptions {
+            read_only: !rw,
+            ..Default::default()
+        },
     )
 }
 

@@ -48,7 +48,10 @@ fn open(path: &str, read_only: bool) -> Arc<dyn BlockDriver> {
     open_driver(
         "qcow2",
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
     .unwrap()
 }

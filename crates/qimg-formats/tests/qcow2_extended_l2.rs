@@ -49,13 +49,19 @@ fn open_chain(top: &str, base: &str, read_only: bool) -> Arc<dyn BlockDriver> {
     let b = open_driver(
         "qcow2",
         storage(base, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let t = open_driver(
         "qcow2",
         storage(top, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
     .unwrap();
     t.set_backing(Some(b)).unwrap();
@@ -211,7 +217,10 @@ fn invalid_subcluster_bitmaps_are_typed_errors() {
         let d = open_driver(
             "qcow2",
             storage(i, true, false),
-            &OpenOptions { read_only: true },
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
         )
         .unwrap();
         let mut buf = vec![0u8; 4096];
@@ -225,7 +234,10 @@ fn invalid_subcluster_bitmaps_are_typed_errors() {
     let err = open_driver(
         "qcow2",
         storage(i, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .err()
     .expect("refused");

@@ -58,7 +58,10 @@ fn open(path: &str, read_only: bool) -> qimg_core::Result<Arc<dyn BlockDriver>> 
     open_driver(
         "qcow2",
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
 }
 
@@ -188,13 +191,18 @@ fn hostile_images_give_typed_errors_never_panics() {
             Open(ErrorCode::Corrupt),
         ),
         (
-            "crypt_method 1",
+            "crypt_method 1 (AES) without a key",
             Box::new(|b| put32(b, 32, 1)),
-            Open(ErrorCode::Unsupported),
+            Open(ErrorCode::InvalidArgument),
         ),
         (
-            "crypt_method 2",
+            "crypt_method 2 (LUKS) without the crypto extension",
             Box::new(|b| put32(b, 32, 2)),
+            Open(ErrorCode::Corrupt),
+        ),
+        (
+            "crypt_method 3",
+            Box::new(|b| put32(b, 32, 3)),
             Open(ErrorCode::Unsupported),
         ),
         (

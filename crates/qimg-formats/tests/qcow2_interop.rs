@@ -54,7 +54,10 @@ fn reads_what_qemu_wrote() {
         let d = open_driver(
             "qcow2",
             storage(i, true, false),
-            &OpenOptions { read_only: true },
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
         )
         .unwrap();
         let mut got = vec![0u8; d.virtual_size() as usize];
@@ -91,7 +94,10 @@ fn qemu_accepts_what_the_driver_wrote() {
         let d = open_driver(
             "qcow2",
             storage(i, false, false),
-            &OpenOptions { read_only: false },
+            &OpenOptions {
+                read_only: false,
+                ..Default::default()
+            },
         )
         .unwrap();
         let mut model = vec![0u8; 8 << 20];
@@ -238,7 +244,10 @@ fn hostile_headers_are_typed_errors() {
         let e = open_driver(
             "qcow2",
             storage(i, true, false),
-            &OpenOptions { read_only: true },
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
         )
         .err()
         .unwrap_or_else(|| panic!("{name}: opened"));

@@ -12,7 +12,10 @@ fn open(path: &str, read_only: bool) -> Arc<dyn BlockDriver> {
     open_driver(
         "qcow2",
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
     .unwrap_or_else(|e| panic!("open {path}: {}", e.message))
 }

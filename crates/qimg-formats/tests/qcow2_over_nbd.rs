@@ -57,8 +57,15 @@ fn qcow2_driver_over_nbd() {
     {
         let st =
             NbdStorage::connect(&Address::Unix(s.into()), "q", false, "nbd+unix:///q").unwrap();
-        let d: Arc<dyn BlockDriver> =
-            open_driver("qcow2", Arc::new(st), &OpenOptions { read_only: false }).unwrap();
+        let d: Arc<dyn BlockDriver> = open_driver(
+            "qcow2",
+            Arc::new(st),
+            &OpenOptions {
+                read_only: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut got = vec![0u8; 8 << 20];
         d.read(0, &mut got).unwrap();
         assert!(got == model, "qcow2 over NBD reads what qemu-img decodes");

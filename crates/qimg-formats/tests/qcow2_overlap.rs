@@ -43,7 +43,10 @@ fn open(path: &str, read_only: bool) -> qimg_core::Result<Arc<dyn BlockDriver>> 
     open_driver(
         "qcow2",
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
 }
 

@@ -11,7 +11,10 @@ fn open(path: &str) -> Arc<dyn BlockDriver> {
     open_driver(
         "qcow2",
         storage(path, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .unwrap_or_else(|e| panic!("open {path}: {}", e.message))
 }

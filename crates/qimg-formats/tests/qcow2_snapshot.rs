@@ -14,7 +14,10 @@ fn open(path: &str, read_only: bool) -> qimg_core::Result<Arc<dyn BlockDriver>> 
     open_driver(
         "qcow2",
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
 }
 
@@ -460,7 +463,15 @@ fn crash_run(path: &str, orig: &[u8], k: usize, j: usize, op: &dyn Fn(&dyn Block
         flushes: Default::default(),
         writes: Default::default(),
     });
-    let d = open_driver("qcow2", st.clone(), &OpenOptions { read_only: false }).unwrap();
+    let d = open_driver(
+        "qcow2",
+        st.clone(),
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     op(d.as_ref());
     let _ = d.close();
     drop(d);

@@ -1,6 +1,6 @@
 //! Hostile qcow (v1) images: one patched field per QEMU limit, each refused with a typed error
 //! (at open, or at the first access of the bad mapping), never a panic or a huge allocation.
-//! Encrypted images are refused as unsupported. Needs no QEMU.
+//! AES-encrypted images opened without a key are refused as invalid arguments. Needs no QEMU.
 #[allow(dead_code)]
 mod common;
 use common::storage;
@@ -44,7 +44,10 @@ fn open(path: &str) -> qimg_core::Result<Arc<dyn BlockDriver>> {
     open_driver(
         "qcow",
         storage(path, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
 }
 
@@ -107,8 +110,8 @@ fn hostile_headers_are_refused_with_typed_errors() {
             Box::new(|b| put32(b, 36, 2)),
         ),
         (
-            "AES encryption",
-            ErrorCode::Unsupported,
+            "AES encryption without a key",
+            ErrorCode::InvalidArgument,
             Box::new(|b| put32(b, 36, 1)),
         ),
         (

@@ -11,7 +11,10 @@ fn open(path: &str, read_only: bool) -> Arc<dyn BlockDriver> {
     open_driver(
         "qcow",
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
     .unwrap()
 }
@@ -257,7 +260,10 @@ fn backing_file_layout_and_copy_on_write() {
     let bd = open_driver(
         "raw",
         storage(b, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     d.set_backing(Some(bd)).unwrap();
@@ -545,7 +551,10 @@ fn compressed_clusters_copy_as_stored() {
         let a = open_driver(
             fmt,
             storage(from.to_str().unwrap(), true, false),
-            &OpenOptions { read_only: true },
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
         )
         .unwrap();
         let out = dir.path().join(format!("o-{fmt}.qcow"));

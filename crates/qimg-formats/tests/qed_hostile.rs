@@ -41,7 +41,10 @@ fn open(path: &str) -> qimg_core::Result<Arc<dyn BlockDriver>> {
     open_driver(
         "qed",
         storage(path, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
 }
 

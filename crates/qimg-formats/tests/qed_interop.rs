@@ -12,7 +12,10 @@ fn open(path: &str, read_only: bool) -> Arc<dyn BlockDriver> {
     open_driver(
         "qed",
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
     .unwrap()
 }
@@ -224,7 +227,10 @@ fn backing_file_reads_through_and_copies_on_write() {
     let bd = open_driver(
         "raw",
         storage(b, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     d.set_backing(Some(bd)).unwrap();

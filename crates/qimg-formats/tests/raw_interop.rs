@@ -69,7 +69,10 @@ fn block_status_matches_qemu_map() {
     let d = open_driver(
         "raw",
         storage(ps, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .unwrap();
     d.write(1 << 20, &vec![7u8; 1 << 20]).unwrap();

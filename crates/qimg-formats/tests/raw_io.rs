@@ -118,7 +118,10 @@ fn create_matches_qemu_img_create() {
             let d = open_driver(
                 "raw",
                 storage(o, true, false),
-                &OpenOptions { read_only: true },
+                &OpenOptions {
+                    read_only: true,
+                    ..Default::default()
+                },
             )
             .unwrap();
             if size > 0 {
@@ -185,7 +188,10 @@ fn read_write_zeroes_round_trip() {
     let d = open_driver(
         "raw",
         storage(ps, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(d.format_name(), "raw");
@@ -253,7 +259,10 @@ fn bounds_read_only_and_resize() {
     let ro = open_driver(
         "raw",
         storage(ps, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let mut buf = [0u8; 512];
@@ -271,7 +280,10 @@ fn bounds_read_only_and_resize() {
     let d = open_driver(
         "raw",
         storage(ps, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .unwrap();
     d.resize(2 << 20).unwrap();
@@ -299,7 +311,10 @@ fn odd_sized_file_is_sized_and_mapped_as_qemu() {
     let d = open_driver(
         "raw",
         storage(ps, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     // QEMU counts sizes in sectors: a 1000-byte file is a 1024-byte image.

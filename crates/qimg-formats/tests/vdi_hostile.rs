@@ -131,7 +131,10 @@ fn hostile_headers_are_refused_with_typed_errors() {
         let e = open_driver(
             "vdi",
             storage(ps, true, false),
-            &OpenOptions { read_only: true },
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
         )
         .err()
         .unwrap_or_else(|| panic!("{what}: opened"));
@@ -163,7 +166,10 @@ fn hostile_map_entries_are_contained() {
     let d = open_driver(
         "vdi",
         storage(ps, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let mut buf = vec![1u8; 2 << 20];
@@ -202,7 +208,10 @@ fn data_area_over_the_block_map_opens_read_only_only() {
     let e = open_driver(
         "vdi",
         storage(ps, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .err()
     .expect("opened writable");
@@ -215,7 +224,10 @@ fn data_area_over_the_block_map_opens_read_only_only() {
     open_driver(
         "vdi",
         storage(ps, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
 }
@@ -251,7 +263,10 @@ fn corrupt_maps_open_read_only_only_and_a_lagging_count_never_shares_a_slot() {
     let e = open_driver(
         "vdi",
         storage(ps, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .err()
     .expect("opened writable");
@@ -263,7 +278,10 @@ fn corrupt_maps_open_read_only_only_and_a_lagging_count_never_shares_a_slot() {
     open_driver(
         "vdi",
         storage(ps, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     // Blocks 0 and 2 only (slots 0 and 2), count 2: QEMU would put the next block in slot 2.
@@ -277,7 +295,10 @@ fn corrupt_maps_open_read_only_only_and_a_lagging_count_never_shares_a_slot() {
     let d = open_driver(
         "vdi",
         storage(ps, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .unwrap();
     d.write(3 << 20, &[4; 4096]).unwrap();

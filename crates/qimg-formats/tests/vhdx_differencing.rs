@@ -48,7 +48,15 @@ fn differencing_child_reads_through_its_parent() {
             ..Default::default()
         };
         create_image("vhdx", s.clone(), &o).unwrap();
-        let d = open_driver("vhdx", s, &OpenOptions { read_only: false }).unwrap();
+        let d = open_driver(
+            "vhdx",
+            s,
+            &OpenOptions {
+                read_only: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         d.write(0, &parent_data).unwrap();
         d.close().unwrap();
     }
@@ -109,13 +117,19 @@ fn differencing_child_reads_through_its_parent() {
     let parent = open_driver(
         "vhdx",
         storage(pp, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let child = open_driver(
         "vhdx",
         storage(cp, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let info = child.info().unwrap();
@@ -136,7 +150,10 @@ fn differencing_child_reads_through_its_parent() {
     let e = open_driver(
         "vhdx",
         storage(cp, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .err()
     .unwrap();

@@ -49,7 +49,15 @@ fn image(dir: &std::path::Path) -> Vec<u8> {
         ..Default::default()
     };
     create_image("vhdx", s.clone(), &o).unwrap();
-    let d = open_driver("vhdx", s, &OpenOptions { read_only: false }).unwrap();
+    let d = open_driver(
+        "vhdx",
+        s,
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     d.write(0, &[9u8; 4096]).unwrap();
     d.close().unwrap();
     drop(d);
@@ -73,7 +81,10 @@ fn open(
     open_driver(
         "vhdx",
         storage(p.to_str().unwrap(), ro, false),
-        &OpenOptions { read_only: ro },
+        &OpenOptions {
+            read_only: ro,
+            ..Default::default()
+        },
     )
 }
 

@@ -525,7 +525,15 @@ fn failing_writes_surface_and_leave_a_clean_image() {
             inner: storage(p, false, false),
             left: std::sync::atomic::AtomicUsize::new(n),
         });
-        let d = open_driver("vhdx", st, &OpenOptions { read_only: false }).unwrap();
+        let d = open_driver(
+            "vhdx",
+            st,
+            &OpenOptions {
+                read_only: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let res = d
             .write(0, &vec![7u8; 3 << 20])
             .and_then(|_| d.flush())

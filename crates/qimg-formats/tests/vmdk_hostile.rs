@@ -20,7 +20,10 @@ fn open(p: &str) -> qimg_core::Result<std::sync::Arc<dyn BlockDriver>> {
     open_driver(
         "vmdk",
         storage(p, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
 }
 

@@ -24,7 +24,10 @@ fn open_vmdk(path: &str, read_only: bool) -> Arc<dyn BlockDriver> {
     let d = open_driver(
         "vmdk",
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
     .unwrap();
     let files: Vec<_> = d
@@ -264,7 +267,10 @@ fn both_ways_with_qemu_for_every_subformat() {
     let raw = open_driver(
         "raw",
         storage(src, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let want = read(raw.as_ref());

@@ -89,7 +89,10 @@ fn hostile_headers_are_refused_with_typed_errors() {
         let e = open_driver(
             "vpc",
             storage(ps, true, false),
-            &OpenOptions { read_only: true },
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
         )
         .err()
         .unwrap_or_else(|| panic!("{what}: opened"));
@@ -137,7 +140,10 @@ fn blocks_over_metadata_or_each_other_open_read_only_only() {
         let e = open_driver(
             "vpc",
             storage(ps, false, false),
-            &OpenOptions { read_only: false },
+            &OpenOptions {
+                read_only: false,
+                ..Default::default()
+            },
         )
         .err()
         .unwrap_or_else(|| panic!("{what}: opened writable"));
@@ -151,7 +157,10 @@ fn blocks_over_metadata_or_each_other_open_read_only_only() {
         open_driver(
             "vpc",
             storage(ps, true, false),
-            &OpenOptions { read_only: true },
+            &OpenOptions {
+                read_only: true,
+                ..Default::default()
+            },
         )
         .unwrap();
     }
@@ -190,7 +199,10 @@ fn a_fixed_vhd_larger_than_its_file_opens_read_only_only() {
     let e = open_driver(
         "vpc",
         storage(ps, false, false),
-        &OpenOptions { read_only: false },
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
     )
     .err()
     .expect("opened writable");
@@ -202,7 +214,10 @@ fn a_fixed_vhd_larger_than_its_file_opens_read_only_only() {
     let d = open_driver(
         "vpc",
         storage(ps, true, false),
-        &OpenOptions { read_only: true },
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let mut buf = vec![1u8; 1 << 20];

@@ -353,7 +353,10 @@ fn sample_images_read_as_qemu_reads_them() {
             true,
             false,
         ),
-        &qimg_formats::OpenOptions { read_only: true },
+        &qimg_formats::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
     )
     .err()
     .expect("afl5.img must be rejected");

@@ -2,7 +2,8 @@
 //! name after it, and a zeroed L1 table at the next 8-byte boundary, written in whole 512-byte
 //! sectors. Without a backing file clusters are 4 KiB with 512-entry L2 tables; with one, QEMU
 //! picks 512-byte clusters (so a guest sector write never copies backing data) and 4096-entry
-//! L2 tables. qcow does not store the backing format.
+//! L2 tables. qcow does not store the backing format. `encrypt.format=aes` only sets the
+//! header's `crypt_method` (the key is never stored: QEMU derives it from the passphrase).
 use super::header::{QcowHeader, HEADER_LEN};
 use crate::options::{CreateOptions, Preallocation};
 use qimg_core::{Error, Result, Storage};
@@ -38,7 +39,16 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
         size,
         cluster_bits,
         l2_bits,
-        crypt_method: 0,
+        crypt_method: match opts.encryption.format.as_deref() {
+            None => 0,
+            Some("aes") if opts.encryption.key.is_some() => super::header::CRYPT_AES,
+            Some("aes") => {
+                return Err(Error::invalid(
+                    "Parameter 'encrypt.key-secret' is required for cipher",
+                ))
+            }
+            Some(_) => return Err(Error::invalid("Unsupported encryption format")),
+        },
         l1_table_offset: header_end,
     };
     if h.l1_entries() > i32::MAX as u64 / 8 {

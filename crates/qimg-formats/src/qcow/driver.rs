@@ -9,6 +9,7 @@
 use super::header::{self, QcowHeader};
 use super::mapping::{QcowTables, OFLAG_COMPRESSED};
 use crate::l2map::{Entry, Geometry, TableMap};
+use crate::legacy_aes::LegacyAes;
 use crate::options::OpenOptions;
 use crate::qcow2::compress;
 use qimg_core::{
@@ -22,6 +23,8 @@ pub struct QcowDriver {
     map: TableMap<QcowTables>,
     header: QcowHeader,
     backing_file: Option<String>,
+    /// AES-encrypted (`crypt_method` 1); data I/O then needs the cipher.
+    encrypted: bool,
     read_only: bool,
     closed: AtomicBool,
 }
@@ -54,9 +57,15 @@ impl QcowDriver {
             l2_bytes: l2_entries * 8,
             file_len,
         };
-        let map = TableMap::load(storage, fmt, geo, file_len.next_multiple_of(cs), h.size)?;
+        let encrypted = h.crypt_method == header::CRYPT_AES;
+        let key = opts.encryption_key_for(encrypted.then_some("aes"))?;
+        let mut map = TableMap::load(storage, fmt, geo, file_len.next_multiple_of(cs), h.size)?;
+        if let Some(k) = key {
+            map.set_cipher(Arc::new(LegacyAes::new(k.as_bytes())));
+        }
         Ok(QcowDriver {
             map,
+            encrypted,
             header: h,
             backing_file,
             read_only: opts.read_only,
@@ -64,7 +73,18 @@ impl QcowDriver {
         })
     }
 
+    /// Encrypted data without its key (opened for `info` only) cannot be read or written.
+    fn data_io(&self) -> Result<()> {
+        if self.encrypted && !self.map.encrypted() {
+            return Err(Error::invalid(
+                "Parameter 'encrypt.key-secret' is required for cipher",
+            ));
+        }
+        Ok(())
+    }
+
     fn writable(&self) -> Result<()> {
+        self.data_io()?;
         if self.read_only {
             return Err(Error::new(ErrorCode::ReadOnly, "Image is read-only"));
         }
@@ -89,7 +109,12 @@ impl BlockDriver for QcowDriver {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.data_io()?;
         self.map.read(offset, buf)
+    }
+
+    fn encrypted(&self) -> bool {
+        self.encrypted
     }
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
@@ -117,7 +142,12 @@ impl BlockDriver for QcowDriver {
     }
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
-        self.map.block_status(offset, length)
+        let v = self.map.block_status(offset, length)?;
+        Ok(if self.encrypted {
+            crate::legacy_aes::hide_offsets(v)
+        } else {
+            v
+        })
     }
 
     fn flush(&self) -> Result<()> {
@@ -145,11 +175,16 @@ impl BlockDriver for QcowDriver {
     }
 
     fn compressed_cluster_size(&self) -> Option<u64> {
-        Some(self.header.cluster_size())
+        (!self.encrypted).then(|| self.header.cluster_size())
     }
 
     fn write_compressed(&self, offset: u64, data: &[u8], level: Option<u32>) -> Result<()> {
         self.writable()?;
+        if self.encrypted {
+            return Err(Error::unsupported(
+                "Compression can't be used with encryption enabled",
+            ));
+        }
         let cs = self.header.cluster_size();
         let last = offset + data.len() as u64 == self.header.size;
         if !offset.is_multiple_of(cs)
@@ -194,7 +229,8 @@ impl BlockDriver for QcowDriver {
     fn write_compressed_raw(&self, offset: u64, c: &CompressedCluster) -> Result<bool> {
         self.writable()?;
         let cs = self.header.cluster_size();
-        if c.kind != compress::ZLIB
+        if self.encrypted
+            || c.kind != compress::ZLIB
             || c.cluster_size != cs
             || c.data.is_empty()
             || c.data.len() as u64 >= cs

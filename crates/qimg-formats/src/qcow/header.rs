@@ -97,11 +97,6 @@ impl QcowHeader {
         if h.crypt_method > CRYPT_AES {
             return Err(Error::corrupt("invalid encryption method in qcow header"));
         }
-        if h.crypt_method == CRYPT_AES {
-            return Err(Error::unsupported(
-                "qcow AES encryption is not supported yet (the encryption issue adds it)",
-            ));
-        }
         let shift = h.cluster_bits as u32 + h.l2_bits as u32;
         if h.size > u64::MAX - (1u64 << shift) {
             return Err(Error::corrupt("Image too large"));

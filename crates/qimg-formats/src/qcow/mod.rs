@@ -3,8 +3,9 @@
 //!
 //! Roles as in every format folder: [`header`] (on-disk header and bounds), [`mapping`] (table
 //! entries and compressed clusters, on the shared [`crate::l2map`] engine), [`create`] and
-//! [`driver`]. qcow has no consistency check (qemu-img exits 63). AES-encrypted images are
-//! refused with `ERR_QIMG_UNSUPPORTED` until the encryption issue.
+//! [`driver`]. qcow has no consistency check (qemu-img exits 63). AES-encrypted images
+//! (`crypt_method` 1) read and write through [`crate::legacy_aes::LegacyAes`] given the
+//! `encrypt.key-secret`; without it they open for `info` only.
 pub mod create;
 pub mod driver;
 pub mod header;

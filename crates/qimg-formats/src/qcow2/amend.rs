@@ -165,12 +165,14 @@ impl Qcow2Driver {
                 let gc = i as u64 * per_l2 + k as u64;
                 match decode_l2(e, self.cluster_bits)? {
                     Cluster::Zero(Some(host)) => {
-                        self.storage.write_at(&zeros, host)?;
+                        // Encrypted images store the zeros encrypted.
+                        self.write_data(gc * cs, host, &zeros)?;
                         self.set_l2_pub(st, gc, host | COPIED)?;
                     }
                     Cluster::Zero(None) if backing => {
                         let host = self.alloc_for_prealloc(st, gc, 1)?;
-                        self.storage.write_at(&zeros, host)?;
+                        // Encrypted images store the zeros encrypted.
+                        self.write_data(gc * cs, host, &zeros)?;
                         self.set_l2_pub(st, gc, host | COPIED)?;
                     }
                     Cluster::Zero(None) => self.set_l2_pub(st, gc, 0)?,

@@ -79,6 +79,9 @@ impl Qcow2Driver {
         for (off, len, what) in self.bitmap_refs(st)? {
             r.add(cs, off, len, what);
         }
+        if let Some((off, len)) = st.header.crypto_header {
+            r.add(cs, off, len, "crypto header");
+        }
         if st.header.nb_snapshots > 0 {
             r.add(
                 cs,

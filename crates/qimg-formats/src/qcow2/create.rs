@@ -104,7 +104,7 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         backing_file_size: 0,
         cluster_bits,
         size: o.size,
-        crypt_method: 0,
+        crypt_method: super::crypto::create_method(o)?,
         l1_size: l1_size as u32,
         l1_table_offset: 0,
         refcount_table_offset: cs,
@@ -142,6 +142,7 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
         feature_names: Vec::new(),
         bitmaps_ext: None,
         data_file: o.data_file.clone(),
+        crypto_header: None,
     };
     storage.truncate(0)?;
     // Refcount table at cluster 1, first block at cluster 2 counting clusters 0..=2.
@@ -167,6 +168,26 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
     } else {
         h.l1_table_offset = 3 * cs;
     }
+    // LUKS: the embedded header's clusters right after the L1 table, as QEMU places them.
+    let luks_area = if h.crypt_method == header::CRYPT_LUKS {
+        let p = super::luks::params(&o.encryption)?;
+        let len = super::luks::area_len(&p);
+        let off = rc.allocate(storage.as_ref(), len.div_ceil(cs))?;
+        let key = o
+            .encryption
+            .key
+            .as_ref()
+            .map(|k| k.as_bytes())
+            .unwrap_or_default();
+        super::luks::create(&storage, off, len, &p, key)?;
+        let end = off + len.div_ceil(cs) * cs;
+        if storage.size()? < end {
+            storage.truncate(end)?;
+        }
+        Some((off, len))
+    } else {
+        None
+    };
     rc.write_back(storage.as_ref())?;
     if let Some((off, clusters)) = rc.table_moved.take() {
         h.refcount_table_offset = off;
@@ -182,6 +203,11 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
     }
     if let Some(d) = &o.data_file {
         push_extension(&mut first, header::EXT_DATA_FILE, d.as_bytes());
+    }
+    if let Some((off, len)) = luks_area {
+        let mut ext = off.to_be_bytes().to_vec();
+        ext.extend_from_slice(&len.to_be_bytes());
+        push_extension(&mut first, header::EXT_CRYPTO, &ext);
     }
     let mut table_ext = Vec::new();
     for (ty, bit, name) in FEATURE_TABLE {
@@ -225,7 +251,13 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
 /// `data_file_raw=on`: map every guest cluster to the same offset of the data file, as QEMU
 /// does at creation, so the data file is the guest disk byte for byte.
 fn map_identity(storage: Arc<dyn Storage>, size: u64) -> Result<()> {
-    let drv = Qcow2Driver::open(storage, &OpenOptions { read_only: false })?;
+    let drv = Qcow2Driver::open(
+        storage,
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
+    )?;
     let cs = drv.cs;
     {
         let mut st = drv.lock()?;
@@ -239,7 +271,13 @@ fn map_identity(storage: Arc<dyn Storage>, size: u64) -> Result<()> {
 
 /// Allocate every guest cluster (and its L2 table), then make the data area as asked.
 fn preallocate(storage: Arc<dyn Storage>, mode: Preallocation, size: u64) -> Result<()> {
-    let drv = Qcow2Driver::open(storage.clone(), &OpenOptions { read_only: false })?;
+    let drv = Qcow2Driver::open(
+        storage.clone(),
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
+    )?;
     let cs = drv.cs;
     let clusters = size.div_ceil(cs);
     let per_l2 = drv.l2_entries();

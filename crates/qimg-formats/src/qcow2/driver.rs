@@ -12,6 +12,7 @@ use super::mapping::{
     OFFSET_MASK, SUBCLUSTERS, ZERO,
 };
 use super::snapshot::{self, Snapshot};
+use crate::legacy_aes::SectorCipher;
 use crate::options::OpenOptions;
 use qimg_core::{
     BlockDriver, CompressedCluster, DriverInfo, Error, ErrorCode, LayerExtent, LayerStatus, Result,
@@ -64,6 +65,12 @@ pub struct Qcow2Driver {
     pub(super) data_raw: bool,
     /// The external data file's storage, attached by the graph builder.
     data: RwLock<Option<Arc<dyn Storage>>>,
+    /// Header `crypt_method`: 0 none, 1 legacy AES, 2 LUKS.
+    pub(super) crypt_method: u32,
+    /// The data cipher, when encrypted and opened with the key (not for `info`).
+    pub(super) cipher: Option<Arc<dyn SectorCipher>>,
+    /// `format-specific` `encrypt` object for `info` (`{"format": "aes"}`, LUKS details).
+    pub(super) encrypt_info: Option<serde_json::Value>,
 }
 
 /// One planned piece of a read.
@@ -93,6 +100,7 @@ impl Qcow2Driver {
         }
         let header = Header::parse(&first, file_size)?;
         check_features(&header, opts.read_only)?;
+        let crypto = super::crypto::open_crypto(&storage, &header, file_size, opts)?;
         let bitmaps = Bitmaps::load(storage.as_ref(), &header, file_size)?;
         let cs = header.cluster_size();
         let mut raw = vec![0u8; header.l1_size as usize * 8];
@@ -140,6 +148,9 @@ impl Qcow2Driver {
             data_file,
             data_raw,
             data: RwLock::new(None),
+            crypt_method: crypto.method,
+            cipher: crypto.cipher,
+            encrypt_info: crypto.info,
         };
         if !opts.read_only {
             let mut st = drv.lock()?;
@@ -414,8 +425,7 @@ impl Qcow2Driver {
                     }
                     let s = (pos - offset) as usize;
                     self.check_overlap(st, host + within, len)?;
-                    self.data_storage()?
-                        .write_at(&data[s..s + len as usize], host + within)?;
+                    self.write_data(pos, host + within, &data[s..s + len as usize])?;
                     pos += len;
                 }
                 _ => {
@@ -445,14 +455,13 @@ impl Qcow2Driver {
                         h
                     };
                     self.check_overlap(st, host, n * cs)?;
-                    let dst = self.data_storage()?;
                     let run_start = gc * cs;
                     let run_end = (gc + n) * cs;
                     let copy_end = run_end.min(end);
                     let full = within == 0 && copy_end == run_end;
                     if full {
                         let s = (pos - offset) as usize;
-                        dst.write_at(&data[s..s + (run_end - pos) as usize], host)?;
+                        self.write_data(pos, host, &data[s..s + (run_end - pos) as usize])?;
                     } else {
                         let mut buf = vec![0u8; (n * cs) as usize];
                         for k in 0..n {
@@ -468,7 +477,7 @@ impl Qcow2Driver {
                         let d = (pos - run_start) as usize;
                         let len = (copy_end - pos) as usize;
                         buf[d..d + len].copy_from_slice(&data[s..s + len]);
-                        dst.write_at(&buf, host)?;
+                        self.write_data(run_start, host, &buf)?;
                     }
                     for k in 0..n {
                         let old = self.lookup(st, gc + k)?;
@@ -490,13 +499,13 @@ impl Qcow2Driver {
                 slot.fill(0);
                 Ok(())
             }
-            Cluster::Data { host, .. } => self.data_storage()?.read_at(slot, host),
+            Cluster::Data { host, .. } => self.read_data(gc * self.cs, host, slot),
             Cluster::Compressed(entry) => self.read_compressed(entry, slot),
             c @ Cluster::Mixed { .. } => {
                 let sc = self.sc_size();
                 for (i, part) in slot.chunks_mut(sc as usize).enumerate() {
                     match c.sub(i as u32, sc) {
-                        Sub::Data(h) => self.data_storage()?.read_at(part, h)?,
+                        Sub::Data(h) => self.read_data(gc * self.cs + i as u64 * sc, h, part)?,
                         Sub::Zero(_) => part.fill(0),
                         Sub::Unallocated => {
                             self.read_backing(gc * self.cs + i as u64 * sc, part)?
@@ -707,12 +716,6 @@ impl Qcow2Driver {
 }
 
 fn check_features(h: &Header, read_only: bool) -> Result<()> {
-    if h.crypt_method != 0 {
-        return Err(Error::unsupported(format!(
-            "qcow2 encryption (method {}) is not supported yet",
-            h.crypt_method
-        )));
-    }
     if h.incompatible & header::INCOMPAT_DATA_FILE != 0 && h.data_file.is_none() {
         // QEMU then needs the data file given as an option, which qimg does not take yet.
         return Err(Error::unsupported(
@@ -771,6 +774,13 @@ impl BlockDriver for Qcow2Driver {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if let Some((lo, hi)) = self.crypt_unaligned(offset, buf.len() as u64)? {
+            let mut whole = vec![0u8; (hi - lo) as usize];
+            self.read(lo, &mut whole)?;
+            let at = (offset - lo) as usize;
+            buf.copy_from_slice(&whole[at..at + buf.len()]);
+            return Ok(());
+        }
         let cs = self.cs;
         let mut plan: Vec<(usize, usize, ReadPiece)> = Vec::new();
         {
@@ -817,7 +827,7 @@ impl BlockDriver for Qcow2Driver {
         for (at, len, piece) in plan {
             let slot = &mut buf[at..at + len];
             match piece {
-                ReadPiece::Host(h) => self.data_storage()?.read_at(slot, h)?,
+                ReadPiece::Host(h) => self.read_data(offset + at as u64, h, slot)?,
                 ReadPiece::Zero => slot.fill(0),
                 ReadPiece::Backing => self.read_backing(offset + at as u64, slot)?,
                 ReadPiece::Compressed(entry, within) => {
@@ -832,6 +842,14 @@ impl BlockDriver for Qcow2Driver {
     }
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        if let Some((lo, hi)) = self.crypt_unaligned(offset, buf.len() as u64)? {
+            // Encrypted: patch the partial sectors (read, decrypted, under the new bytes).
+            let mut whole = vec![0u8; (hi - lo) as usize];
+            self.read(lo, &mut whole)?;
+            let at = (offset - lo) as usize;
+            whole[at..at + buf.len()].copy_from_slice(buf);
+            return self.write(lo, &whole);
+        }
         let mut st = self.lock()?;
         self.bounds(&st, offset, buf.len() as u64)?;
         self.begin_write(&mut st)?;
@@ -973,6 +991,10 @@ impl BlockDriver for Qcow2Driver {
                 n += 1;
             }
         }
+        if self.is_encrypted() {
+            // QEMU reports no host offsets for encrypted images (no BDRV_BLOCK_OFFSET_VALID).
+            return Ok(crate::legacy_aes::hide_offsets(out));
+        }
         if !recurse {
             return Ok(out);
         }
@@ -1077,7 +1099,10 @@ impl BlockDriver for Qcow2Driver {
             dirty: h.incompatible & header::INCOMPAT_DIRTY != 0,
             backing_file: h.backing_file.clone(),
             backing_format: h.backing_format.clone(),
-            format_specific: Some(serde_json::json!({ "type": "qcow2", "data": data })),
+            format_specific: Some(serde_json::json!({
+                "type": "qcow2",
+                "data": super::crypto::with_encrypt_info(data, self.encrypt_info.as_ref()),
+            })),
         })
     }
 
@@ -1181,10 +1206,19 @@ impl BlockDriver for Qcow2Driver {
     }
 
     fn compressed_cluster_size(&self) -> Option<u64> {
-        Some(self.cs)
+        (!self.is_encrypted()).then_some(self.cs)
+    }
+
+    fn encrypted(&self) -> bool {
+        self.is_encrypted()
     }
 
     fn write_compressed(&self, offset: u64, data: &[u8], level: Option<u32>) -> Result<()> {
+        if self.is_encrypted() {
+            return Err(Error::unsupported(
+                "Compression can't be used with encryption enabled",
+            ));
+        }
         let cs = self.cs;
         let size = self.virtual_size();
         let last = offset + data.len() as u64 == size;
@@ -1213,6 +1247,9 @@ impl BlockDriver for Qcow2Driver {
     }
 
     fn read_compressed_raw(&self, offset: u64) -> Result<Option<CompressedCluster>> {
+        if self.is_encrypted() {
+            return Ok(None);
+        }
         let entry = {
             let mut st = self.lock()?;
             self.bounds(&st, offset, 1)?;
@@ -1234,7 +1271,8 @@ impl BlockDriver for Qcow2Driver {
     }
 
     fn write_compressed_raw(&self, offset: u64, c: &CompressedCluster) -> Result<bool> {
-        if c.kind != self.compression
+        if self.is_encrypted()
+            || c.kind != self.compression
             || c.cluster_size != self.cs
             || c.data.is_empty()
             || c.data.len() as u64 > self.cs

@@ -53,6 +53,12 @@ pub const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
 pub const EXT_BITMAPS: u32 = 0x2385_2875;
 /// Header extension: external data file name.
 pub const EXT_DATA_FILE: u32 = 0x4441_5441;
+/// Full disk encryption header extension (LUKS): `u64 offset, u64 length` of the LUKS header.
+pub const EXT_CRYPTO: u32 = 0x0537_be77;
+/// `crypt_method` for QEMU's legacy AES-CBC.
+pub const CRYPT_AES: u32 = 1;
+/// `crypt_method` for LUKS.
+pub const CRYPT_LUKS: u32 = 2;
 /// Autoclear feature: the external data file is a valid raw image (guest offset = file offset,
 /// every write reaches it).
 pub const AUTOCLEAR_DATA_FILE_RAW: u64 = 1 << 1;
@@ -118,6 +124,8 @@ pub struct Header {
     pub bitmaps_ext: Option<Vec<u8>>,
     /// External data file name from its header extension, if any.
     pub data_file: Option<String>,
+    /// The full disk encryption extension: host offset and length of the LUKS header.
+    pub crypto_header: Option<(u64, u64)>,
 }
 
 fn check_offset(what: &str, off: u64, cluster: u64) -> Result<()> {
@@ -191,6 +199,7 @@ impl Header {
             feature_names: Vec::new(),
             bitmaps_ext: None,
             data_file: None,
+            crypto_header: None,
         };
         if version == 3 {
             if first.len() < 104 {
@@ -338,6 +347,27 @@ impl Header {
                     }
                 }
                 EXT_BITMAPS => self.bitmaps_ext = Some(body.to_vec()),
+                EXT_CRYPTO => {
+                    // QEMU's checks and words (qcow2_read_extensions).
+                    if self.crypt_method != CRYPT_LUKS {
+                        return Err(Error::corrupt(
+                            "CRYPTO header extension only expected with LUKS encryption method",
+                        ));
+                    }
+                    if len != 16 {
+                        return Err(Error::corrupt(format!(
+                            "CRYPTO header extension size {len}, but expected size 16"
+                        )));
+                    }
+                    let (o, l) = (be64(body, 0), be64(body, 8));
+                    let cs = 1u64 << self.cluster_bits;
+                    if !o.is_multiple_of(cs) {
+                        return Err(Error::corrupt(format!(
+                            "Encryption header offset '{o}' is not a multiple of cluster size '{cs}'"
+                        )));
+                    }
+                    self.crypto_header = Some((o, l));
+                }
                 EXT_DATA_FILE => {
                     if body.is_empty() || body.len() > 1023 || body.contains(&0) {
                         return Err(Error::corrupt(

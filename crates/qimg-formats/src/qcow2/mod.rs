@@ -13,8 +13,9 @@
 //! Extended L2 entries (32 subclusters per cluster) are decoded per subcluster; a write into a
 //! cluster whose subclusters are not all allocated completes the whole cluster.
 //! External data files hold guest data at its guest offset (not refcounted).
-//! Not implemented yet, and refused with `ERR_QIMG_UNSUPPORTED` rather than misread: encryption,
-//! unknown incompatible features.
+//! Legacy AES encryption (`crypt_method` 1) reads and writes through [`crypto`] given the key;
+//! LUKS (`crypt_method` 2) is validated and refused with `ERR_QIMG_UNSUPPORTED` until wired up.
+//! Unknown incompatible features are refused with `ERR_QIMG_UNSUPPORTED` rather than misread.
 pub mod alloc;
 pub mod amend;
 pub mod backing;
@@ -22,9 +23,11 @@ pub mod bitmap;
 pub mod check;
 pub mod compress;
 pub mod create;
+pub mod crypto;
 pub mod driver;
 pub mod header;
 pub mod header_write;
+pub mod luks;
 pub mod mapping;
 pub mod overlap;
 pub mod resize;

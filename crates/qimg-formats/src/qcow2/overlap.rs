@@ -55,6 +55,9 @@ impl Qcow2Driver {
         if let Some((off, size)) = st.bitmaps.as_ref().and_then(|b| b.dir) {
             range(off, size, "bitmap directory");
         }
+        if let Some((off, size)) = st.header.crypto_header {
+            range(off, size, "crypto header");
+        }
         for &e in &st.l1 {
             let l2 = decode_l1(e, self.cluster_bits)?;
             if l2 != 0 {

@@ -327,7 +327,16 @@ impl Qcow2Driver {
         };
         snapshot::check_covers(&sn, self.cs, self.l2_entries())?;
         let l1 = self.read_l1(sn.l1_offset, sn.l1_size)?;
-        let view = Qcow2Driver::open(self.storage.clone(), &OpenOptions { read_only: true })?;
+        let mut view = Qcow2Driver::open(
+            self.storage.clone(),
+            &OpenOptions {
+                read_only: true,
+                metadata_only: true,
+                ..Default::default()
+            },
+        )?;
+        // The view decrypts with this image's cipher (opened without the key above).
+        view.cipher = self.cipher.clone();
         {
             let mut vs = view.lock()?;
             vs.header.size = sn.info.disk_size;

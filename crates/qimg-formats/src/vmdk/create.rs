@@ -181,14 +181,19 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
                 force_share: true,
             },
         )?);
-        let d = VmdkDriver::open(bs, &crate::options::OpenOptions { read_only: true }).map_err(
-            |e| {
-                Error::invalid(format!(
-                    "Invalid backing file format: {}. Must be vmdk.",
-                    e.message
-                ))
+        let d = VmdkDriver::open(
+            bs,
+            &crate::options::OpenOptions {
+                read_only: true,
+                ..Default::default()
             },
-        )?;
+        )
+        .map_err(|e| {
+            Error::invalid(format!(
+                "Invalid backing file format: {}. Must be vmdk.",
+                e.message
+            ))
+        })?;
         let info = d.info()?;
         parent_cid = info
             .format_specific

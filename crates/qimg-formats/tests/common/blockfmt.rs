@@ -45,7 +45,10 @@ pub fn qimg_open(fmt: &str, path: &str, read_only: bool) -> Arc<dyn BlockDriver>
     open_driver(
         fmt,
         storage(path, read_only, false),
-        &OpenOptions { read_only },
+        &OpenOptions {
+            read_only,
+            ..Default::default()
+        },
     )
     .unwrap()
 }
@@ -221,7 +224,15 @@ pub fn crash_run(
         flushes: Default::default(),
         writes: Default::default(),
     });
-    let d = open_driver(fmt, st.clone(), &OpenOptions { read_only: false }).unwrap();
+    let d = open_driver(
+        fmt,
+        st.clone(),
+        &OpenOptions {
+            read_only: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     op(d.as_ref());
     let _ = d.close();
     drop(d);

@@ -35,7 +35,14 @@ pub fn have(cmd: &str, package: &str) -> bool {
 /// Open `path` read-only as `format`.
 pub fn open_ro(format: &str, path: &str) -> qimg_core::Result<Arc<dyn BlockDriver>> {
     let s: Arc<dyn Storage> = crate::common::storage(path, true, false);
-    open_driver(format, s, &OpenOptions { read_only: true })
+    open_driver(
+        format,
+        s,
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
 }
 
 /// Every guest byte of `d`, read in 1 MiB pieces.
