@@ -116,7 +116,14 @@ describe.skipIf(!have)("qcow2 + LUKS with qemu-img", () => {
       // Repair never frees the LUKS header's clusters: the image still opens and matches.
       const rep = m(["check", "-r", "all", "--object", OBJ, "--image-opts", spec(img)]);
       expect(rep.status, rep.stderr).toBe(0);
-      const again = q(["compare", "--object", OBJ, "--image-opts", `driver=raw,file.filename=${wantFile}`, spec(img)]);
+      const again = q([
+        "compare",
+        "--object",
+        OBJ,
+        "--image-opts",
+        `driver=raw,file.filename=${wantFile}`,
+        spec(img),
+      ]);
       expect(again.status, again.stdout + again.stderr).toBe(0);
       // The LUKS header sits where qemu-img puts it: cluster 0-3 as qemu-img's own image.
       const ref = t.path(`ref${i}.qcow2`);

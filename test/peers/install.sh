@@ -15,6 +15,11 @@ command -v bximage >/dev/null 2>&1 || need+=(bximage)
 command -v create_compressed_fs >/dev/null 2>&1 || need+=(cloop-utils)
 /usr/bin/python3 -c 'import pyqcow' >/dev/null 2>&1 || need+=(python3-libqcow)
 /usr/bin/python3 -c 'import pyvhdi' >/dev/null 2>&1 || need+=(python3-libvhdi)
+# luks: cryptsetup (luksFormat/luksDump/open --test-passphrase on plain files), libluksde (an
+# independent LUKS1 reader) and python3-cryptography (an independent AES-XTS for LUKS2 payloads).
+command -v cryptsetup >/dev/null 2>&1 || need+=(cryptsetup-bin)
+/usr/bin/python3 -c 'import pyluksde' >/dev/null 2>&1 || need+=(python3-libluksde)
+/usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 q72=target/peers/qemu-7.2
 if [ "$(id -u)" -ne 0 ]; then
   [ ${#need[@]} -eq 0 ] || echo "peers: not root; missing ${need[*]} — tests that need them will skip" >&2

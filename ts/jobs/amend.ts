@@ -9,6 +9,7 @@ import { callNative } from "../native.js";
 import { parseSize } from "../options/size.js";
 import { getFormat } from "../registry/index.js";
 import type { CreateOptionSpec } from "../registry/types.js";
+import { LUKS_AMEND_OPTIONS, planLuksAmend } from "./amend-luks.js";
 import { formatOrProbe } from "./probe-raw.js";
 
 /** Options of {@link amend}. */
@@ -43,6 +44,10 @@ const TYPE = { size: "<size>", number: "<num>", bool: "<bool (on/off)>", string:
 /** `qemu-img amend -f FMT -o help`. */
 export function amendHelp(format: string): string {
   getFormat(format);
+  if (format === "luks") {
+    const l = LUKS_AMEND_OPTIONS.map((o) => `  ${`${o.name}=${TYPE[o.type]}`.padEnd(22)} - ${o.help}`);
+    return `Amend options for 'luks':\n${l.join("\n")}\n`;
+  }
   if (format !== "qcow2")
     throw new QimgError(
       "ERR_QIMG_UNSUPPORTED",
@@ -141,6 +146,11 @@ export async function amend(
     throw new QimgError("ERR_QIMG_UNSUPPORTED", "Format driver 'raw' does not support option amendment");
   const img = await open(spec, { format, locking: opts.locking, noBacking: true });
   try {
+    if (img.format === "luks") {
+      const pairs = planLuksAmend(options);
+      await callNative(() => img.native.amend(pairs));
+      return;
+    }
     if (img.format !== "qcow2")
       throw new QimgError(
         "ERR_QIMG_UNSUPPORTED",

@@ -184,7 +184,8 @@ async function runConvert(
         path: target,
       });
     }
-    const targetZeroed = !opts.noCreate || !!opts.targetIsZero;
+    // A new luks payload decrypts to noise, not zeros (QEMU's crypto driver has no zero init).
+    const targetZeroed = (!opts.noCreate && targetFormat !== "luks") || !!opts.targetIsZero;
     const topOnly = opts.backingFile !== undefined;
     if (topOnly && opts.noCreate) {
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Use of -B and -n together is not supported");

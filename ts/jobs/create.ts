@@ -84,6 +84,10 @@ export async function create(filename: string, opts: CreateOptions = {}): Promis
     });
   }
   const get = (k: string) => o[k];
+  if (format === "luks" && ["on", "true", true].includes(o["detached-header"] as string | boolean))
+    throw new QimgError("ERR_QIMG_UNSUPPORTED", "luks: detached headers are not supported", {
+      path: filename,
+    });
   const enc = encryptionOptions(format, o, filename, opts.objects);
   try {
     await createNative(filename, format, size, backingFile, backingFormat, get, enc);

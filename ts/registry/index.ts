@@ -6,6 +6,7 @@ import { QimgError } from "../errors.js";
 import { bochsFormat } from "./bochs.js";
 import { cloopFormat } from "./cloop.js";
 import { dmgFormat } from "./dmg.js";
+import { luksFormat } from "./luks.js";
 import { parallelsFormat } from "./parallels.js";
 import { qcowFormat } from "./qcow.js";
 import { qcow2Format } from "./qcow2.js";
@@ -28,6 +29,7 @@ const formats = new Map<string, FormatEntry>([
   [dmgFormat.name, dmgFormat],
   [qedFormat.name, qedFormat],
   [qcowFormat.name, qcowFormat],
+  [luksFormat.name, luksFormat],
 ]);
 
 /** The registry entry for `name`, or a QEMU-worded error. */

@@ -47,6 +47,51 @@ where
     }
 }
 
+/// AES through the `aes` 0.9 crate (cipher 0.5 traits), whose run-time detection picks VAES-512,
+/// VAES-256 or AES-NI.
+struct Aes09<C>(C);
+
+fn as_blocks16(data: &mut [u8]) -> &mut [cipher05::Block<aes09::Aes128>] {
+    debug_assert_eq!(data.len() % 16, 0);
+    let n = data.len() / 16;
+    // SAFETY: `Array<u8, U16>` is `repr(transparent)` over `[u8; 16]` (size 16, alignment 1), so
+    // n of them occupy exactly the n*16 bytes of `data`; the slice reborrows `data` mutably for
+    // the same lifetime.
+    unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast(), n) }
+}
+
+impl<C> Blocks for Aes09<C>
+where
+    C: cipher05::BlockCipherEncrypt<BlockSize = cipher05::consts::U16>
+        + cipher05::BlockCipherDecrypt
+        + Send
+        + Sync,
+{
+    fn block_len(&self) -> usize {
+        16
+    }
+    fn encrypt(&self, data: &mut [u8]) {
+        self.0.encrypt_blocks(as_blocks16(data));
+    }
+    fn decrypt(&self, data: &mut [u8]) {
+        self.0.decrypt_blocks(as_blocks16(data));
+    }
+}
+
+fn make_aes<C>(key: &[u8]) -> Result<Box<dyn Blocks>>
+where
+    C: cipher05::BlockCipherEncrypt<BlockSize = cipher05::consts::U16>
+        + cipher05::BlockCipherDecrypt
+        + cipher05::KeyInit
+        + Send
+        + Sync
+        + 'static,
+{
+    let c = <C as cipher05::KeyInit>::new_from_slice(key)
+        .map_err(|_| Error::invalid("Invalid cipher key length"))?;
+    Ok(Box::new(Aes09(c)))
+}
+
 fn make<C>(key: &[u8]) -> Result<Box<dyn Blocks>>
 where
     C: BlockEncrypt + BlockDecrypt + KeyInit + Send + Sync + 'static,
@@ -65,9 +110,9 @@ fn new_blocks(alg: CipherAlg, key: &[u8]) -> Result<Box<dyn Blocks>> {
         )));
     }
     match alg {
-        CipherAlg::Aes128 => make::<aes::Aes128>(key),
-        CipherAlg::Aes192 => make::<aes::Aes192>(key),
-        CipherAlg::Aes256 => make::<aes::Aes256>(key),
+        CipherAlg::Aes128 => make_aes::<aes09::Aes128>(key),
+        CipherAlg::Aes192 => make_aes::<aes09::Aes192>(key),
+        CipherAlg::Aes256 => make_aes::<aes09::Aes256>(key),
         CipherAlg::Twofish128 | CipherAlg::Twofish192 | CipherAlg::Twofish256 => {
             make::<twofish::Twofish>(key)
         }
@@ -77,6 +122,9 @@ fn new_blocks(alg: CipherAlg, key: &[u8]) -> Result<Box<dyn Blocks>> {
         CipherAlg::Cast5_128 => make::<cast5::Cast5>(key),
     }
 }
+
+/// Bytes processed per batch (one bulk cipher call).
+const BATCH: usize = 64 << 10;
 
 /// Encrypts and decrypts whole sectors with one key.
 pub struct SectorCipher {
@@ -159,89 +207,114 @@ impl SectorCipher {
 
     /// Encrypt `buf` (whole sectors) in place; its first sector has number `first_sector`.
     pub fn encrypt(&self, first_sector: u64, buf: &mut [u8]) -> Result<()> {
-        self.check(buf)?;
-        let mut scratch = vec![0u8; self.sector_size];
-        for (i, sector) in buf.chunks_exact_mut(self.sector_size).enumerate() {
-            let iv = self.iv(first_sector.wrapping_add(i as u64));
-            self.encrypt_sector(&iv, sector, &mut scratch);
-        }
-        Ok(())
+        self.run(first_sector, buf, true)
     }
 
     /// Decrypt `buf` (whole sectors) in place; its first sector has number `first_sector`.
     pub fn decrypt(&self, first_sector: u64, buf: &mut [u8]) -> Result<()> {
+        self.run(first_sector, buf, false)
+    }
+
+    /// Work in batches of [`BATCH`] bytes: one IV pass, one tweak/ESSIV cipher call and one bulk
+    /// cipher call per batch, so the block cipher's wide (VAES) paths see long runs.
+    fn run(&self, first_sector: u64, buf: &mut [u8], encrypt: bool) -> Result<()> {
         self.check(buf)?;
-        let mut scratch = vec![0u8; self.sector_size];
-        for (i, sector) in buf.chunks_exact_mut(self.sector_size).enumerate() {
-            let iv = self.iv(first_sector.wrapping_add(i as u64));
-            self.decrypt_sector(&iv, sector, &mut scratch);
+        let batch = BATCH.max(self.sector_size);
+        let mut scratch = vec![0u8; batch.min(buf.len())];
+        let mut ivs = vec![0u8; 16 * (batch / self.sector_size)];
+        let mut sector = first_sector;
+        for chunk in buf.chunks_mut(batch) {
+            let n = chunk.len() / self.sector_size;
+            let ivs = &mut ivs[..16 * n];
+            self.ivs(sector, ivs);
+            let scratch = &mut scratch[..chunk.len()];
+            match (self.spec.mode, encrypt) {
+                (CipherMode::Ecb, true) => self.main.encrypt(chunk),
+                (CipherMode::Ecb, false) => self.main.decrypt(chunk),
+                (CipherMode::Cbc, true) => self.cbc_encrypt(ivs, chunk),
+                (CipherMode::Cbc, false) => self.cbc_decrypt(ivs, chunk, scratch),
+                (CipherMode::Ctr, _) => self.ctr(ivs, chunk, scratch),
+                (CipherMode::Xts, _) => self.xts(ivs, chunk, scratch, encrypt),
+            }
+            sector = sector.wrapping_add(n as u64);
         }
         Ok(())
     }
 
-    /// The IV of sector `n` (one block long; all zeros for ECB).
-    fn iv(&self, n: u64) -> [u8; 16] {
-        let mut iv = [0u8; 16];
-        match self.spec.ivgen {
-            None => {}
-            Some(IvGenAlg::Plain) => iv[..4].copy_from_slice(&(n as u32).to_le_bytes()),
-            Some(IvGenAlg::Plain64) => iv[..8].copy_from_slice(&n.to_le_bytes()),
-            Some(IvGenAlg::Essiv) => {
-                iv[..8].copy_from_slice(&n.to_le_bytes());
-                if let Some(e) = &self.essiv {
-                    let bl = e.block_len();
+    /// The IVs of sectors `first…` (16 bytes each in `out`; the first block-length bytes used).
+    fn ivs(&self, first: u64, out: &mut [u8]) {
+        out.fill(0);
+        for (i, iv) in out.chunks_exact_mut(16).enumerate() {
+            let n = first.wrapping_add(i as u64);
+            match self.spec.ivgen {
+                None => {}
+                Some(IvGenAlg::Plain) => iv[..4].copy_from_slice(&(n as u32).to_le_bytes()),
+                Some(IvGenAlg::Plain64 | IvGenAlg::Essiv) => {
+                    iv[..8].copy_from_slice(&n.to_le_bytes())
+                }
+            }
+        }
+        if let Some(e) = &self.essiv {
+            let bl = e.block_len();
+            if bl == 16 {
+                e.encrypt(out);
+            } else {
+                for iv in out.chunks_exact_mut(16) {
                     e.encrypt(&mut iv[..bl]);
                 }
             }
         }
-        iv
     }
 
-    fn encrypt_sector(&self, iv: &[u8; 16], data: &mut [u8], scratch: &mut [u8]) {
+    fn cbc_encrypt(&self, ivs: &[u8], data: &mut [u8]) {
         let bl = self.main.block_len();
-        match self.spec.mode {
-            CipherMode::Ecb => self.main.encrypt(data),
-            CipherMode::Cbc => {
-                let mut prev = [0u8; 16];
-                prev[..bl].copy_from_slice(&iv[..bl]);
-                for block in data.chunks_exact_mut(bl) {
-                    xor(block, &prev[..bl]);
-                    self.main.encrypt(block);
-                    prev[..bl].copy_from_slice(block);
-                }
+        for (sector, iv) in data
+            .chunks_exact_mut(self.sector_size)
+            .zip(ivs.chunks_exact(16))
+        {
+            let mut prev = [0u8; 16];
+            prev[..bl].copy_from_slice(&iv[..bl]);
+            for block in sector.chunks_exact_mut(bl) {
+                xor(block, &prev[..bl]);
+                self.main.encrypt(block);
+                prev[..bl].copy_from_slice(block);
             }
-            CipherMode::Ctr => self.ctr(iv, data, scratch),
-            CipherMode::Xts => self.xts(iv, data, scratch, true),
         }
     }
 
-    fn decrypt_sector(&self, iv: &[u8; 16], data: &mut [u8], scratch: &mut [u8]) {
+    /// Parallel CBC decryption: P[i] = D(C[i]) ^ C[i-1], with C[-1] = the sector's IV.
+    fn cbc_decrypt(&self, ivs: &[u8], data: &mut [u8], scratch: &mut [u8]) {
         let bl = self.main.block_len();
-        match self.spec.mode {
-            CipherMode::Ecb => self.main.decrypt(data),
-            CipherMode::Cbc => {
-                // Parallel: P[i] = D(C[i]) ^ C[i-1], with C[-1] = IV.
-                scratch[..bl].copy_from_slice(&iv[..bl]);
-                scratch[bl..].copy_from_slice(&data[..data.len() - bl]);
-                self.main.decrypt(data);
-                xor(data, scratch);
-            }
-            CipherMode::Ctr => self.ctr(iv, data, scratch),
-            CipherMode::Xts => self.xts(iv, data, scratch, false),
+        let ss = self.sector_size;
+        for ((s, d), iv) in scratch
+            .chunks_exact_mut(ss)
+            .zip(data.chunks_exact(ss))
+            .zip(ivs.chunks_exact(16))
+        {
+            s[..bl].copy_from_slice(&iv[..bl]);
+            s[bl..].copy_from_slice(&d[..ss - bl]);
         }
+        self.main.decrypt(data);
+        xor(data, scratch);
     }
 
-    /// CTR: the keystream is the encryption of IV, IV+1, … (big-endian over the whole block).
-    fn ctr(&self, iv: &[u8; 16], data: &mut [u8], scratch: &mut [u8]) {
+    /// CTR: each sector's keystream is the encryption of IV, IV+1, … (big-endian over the
+    /// whole block).
+    fn ctr(&self, ivs: &[u8], data: &mut [u8], scratch: &mut [u8]) {
         let bl = self.main.block_len();
-        let mut counter = [0u8; 16];
-        counter[..bl].copy_from_slice(&iv[..bl]);
-        for block in scratch.chunks_exact_mut(bl) {
-            block.copy_from_slice(&counter[..bl]);
-            for b in counter[..bl].iter_mut().rev() {
-                *b = b.wrapping_add(1);
-                if *b != 0 {
-                    break;
+        for (s, iv) in scratch
+            .chunks_exact_mut(self.sector_size)
+            .zip(ivs.chunks_exact(16))
+        {
+            let mut counter = [0u8; 16];
+            counter[..bl].copy_from_slice(&iv[..bl]);
+            for block in s.chunks_exact_mut(bl) {
+                block.copy_from_slice(&counter[..bl]);
+                for b in counter[..bl].iter_mut().rev() {
+                    *b = b.wrapping_add(1);
+                    if *b != 0 {
+                        break;
+                    }
                 }
             }
         }
@@ -249,19 +322,25 @@ impl SectorCipher {
         xor(data, scratch);
     }
 
-    /// XTS over one sector: T0 = E2(IV), T(i+1) = T(i)·α in GF(2^128); C = E1(P ⊕ T) ⊕ T.
-    fn xts(&self, iv: &[u8; 16], data: &mut [u8], scratch: &mut [u8], encrypt: bool) {
-        let mut t = *iv;
+    /// XTS: T0 = E2(IV), T(i+1) = T(i)·α in GF(2^128); C = E1(P ⊕ T) ⊕ T. All tweaks of the
+    /// batch are encrypted in one call, and all data in one call.
+    fn xts(&self, ivs: &mut [u8], data: &mut [u8], scratch: &mut [u8], encrypt: bool) {
         if let Some(tw) = &self.tweak {
-            tw.encrypt(&mut t);
+            tw.encrypt(ivs);
         }
-        let mut t = u128::from_le_bytes(t);
-        for (d, s) in data.chunks_exact_mut(16).zip(scratch.chunks_exact_mut(16)) {
-            s.copy_from_slice(&t.to_le_bytes());
-            let v = u128::from_le_bytes(d[..16].try_into().unwrap_or([0; 16])) ^ t;
-            d.copy_from_slice(&v.to_le_bytes());
-            t = (t << 1) ^ (if t >> 127 == 1 { 0x87 } else { 0 });
+        // Tweaks of every block into `scratch` (a short serial chain per sector), then one
+        // vectorized XOR pass before and one after the bulk cipher call.
+        for (s, t0) in scratch
+            .chunks_exact_mut(self.sector_size)
+            .zip(ivs.chunks_exact(16))
+        {
+            let mut t = u128::from_le_bytes(t0.try_into().unwrap_or([0; 16]));
+            for sb in s.chunks_exact_mut(16) {
+                sb.copy_from_slice(&t.to_le_bytes());
+                t = (t << 1) ^ ((t >> 127) * 0x87);
+            }
         }
+        xor(data, scratch);
         if encrypt {
             self.main.encrypt(data);
         } else {

@@ -11,6 +11,7 @@ pub mod af;
 pub mod cipher;
 pub mod hash;
 pub mod luks1;
+pub mod luks2;
 pub mod pbkdf2;
 pub mod random;
 pub mod spec;

@@ -11,6 +11,7 @@ pub mod cloop;
 pub mod dmg;
 pub mod l2map;
 pub mod legacy_aes;
+pub mod luks;
 pub mod options;
 pub mod parallels;
 pub mod qcow;
@@ -45,6 +46,7 @@ pub fn open_driver(
         "dmg" => Ok(Arc::new(dmg::DmgDriver::open(storage, opts)?)),
         "qed" => Ok(Arc::new(qed::QedDriver::open(storage, opts)?)),
         "qcow" => Ok(Arc::new(qcow::QcowDriver::open(storage, opts)?)),
+        "luks" => Ok(Arc::new(luks::LuksDriver::open(storage, opts)?)),
         other => Err(Error::unsupported(format!("Unknown driver '{other}'"))),
     }
 }
@@ -53,7 +55,7 @@ pub fn open_driver(
 fn encryption_supported(format: &str, enc: &str) -> bool {
     matches!(
         (format, enc),
-        ("qcow", "aes") | ("qcow2", "aes") | ("qcow2", "luks")
+        ("qcow", "aes") | ("qcow2", "aes") | ("qcow2", "luks") | ("luks", "luks")
     )
 }
 
@@ -74,6 +76,7 @@ pub fn create_image(format: &str, storage: Arc<dyn Storage>, opts: &CreateOption
         "parallels" => parallels::create(storage, opts),
         "qed" => qed::create(storage, opts),
         "qcow" => qcow::create(storage, opts),
+        "luks" => luks::create(storage, opts),
         other => Err(Error::unsupported(format!(
             "Format driver '{other}' does not support image creation"
         ))),
