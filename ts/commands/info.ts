@@ -43,7 +43,6 @@ export function humanInfo(i: ImageInfo): string {
   ];
   if (i.encrypted) l.push("encrypted: yes");
   if (i["cluster-size"] !== undefined) l.push(`cluster_size: ${i["cluster-size"]}`);
-  if (i.encrypted) l.push("encrypted: yes");
   if (i["backing-filename"] !== undefined) {
     const full = i["full-backing-filename"];
     l.push(
