@@ -30,7 +30,7 @@ export interface ImageInfo {
   "full-backing-filename"?: string;
   /** Backing file as stored. */
   "backing-filename"?: string;
-  /** Guest data is encrypted (present only when true, as qemu-img). */
+  /** Guest data is encrypted (present only when true, as qemu-img prints `encrypted: yes`). */
   encrypted?: boolean;
   /** Dirty flag (absent where qemu-img cannot tell, as for raw over NBD). */
   "dirty-flag"?: boolean;
@@ -106,6 +106,7 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
   ordered.format = i.format;
   ordered["actual-size"] = i.actualSize;
   if (i.formatSpecificJson) ordered["format-specific"] = JSON.parse(i.formatSpecificJson);
+  const encrypted = i.encrypted || ordered["format-specific"]?.type === "luks";
   if (i.backingFile) {
     const path = await import("node:path");
     ordered["full-backing-filename"] =
@@ -113,9 +114,9 @@ export async function nodeInfo(n: NativeImage, filename: string): Promise<ImageI
         ? i.backingFile
         : path.join(path.dirname(filename), i.backingFile);
     // qemu-img 10 prints `encrypted` between the two backing names.
-    if (i.encrypted) ordered.encrypted = true;
+    if (encrypted) ordered.encrypted = true;
     ordered["backing-filename"] = i.backingFile;
-  } else if (i.encrypted) ordered.encrypted = true;
+  } else if (encrypted) ordered.encrypted = true;
   if (getFormat(i.format).reportsDirtyFlag !== false) ordered["dirty-flag"] = i.dirty;
   await addVmdkExtents(ordered, filename);
   return ordered;
@@ -146,7 +147,7 @@ async function nbdNodeInfo(
     out["full-backing-filename"] = i.backingFile;
     out["backing-filename"] = i.backingFile;
   }
-  if (i.encrypted) out.encrypted = true;
+  if (i.encrypted || out["format-specific"]?.type === "luks") out.encrypted = true;
   if (i.format !== "raw") out["dirty-flag"] = i.dirty;
   return out;
 }
