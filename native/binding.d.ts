@@ -561,12 +561,12 @@ export interface OpenImageOptions {
   purpose?: string
   /** The `nbd` protocol instead of a host file (`filename` then only names it in messages). */
   nbd?: NbdTarget
-  /** The `nvme` protocol (a namespace of a controller bound to vfio-pci) instead of a file. */
-  nvme?: NvmeTarget
   /** The resolved `key-secret` / `encrypt.key-secret` bytes (never logged or echoed). */
   encryptionKey?: Buffer
   /** `encrypt.format` given at open: must match the image header. */
   encryptFormat?: string
+  /** The `nvme` protocol (a namespace of a controller bound to vfio-pci) instead of a file. */
+  nvme?: NvmeTarget
 }
 
 /**
