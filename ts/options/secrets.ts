@@ -59,7 +59,7 @@ function readSecretFile(file: string): Buffer {
 export function resolveSecret(objects: readonly QomObject[] | undefined, id: string): Buffer {
   const list = objects ?? defaultObjects;
   const o = list.find((x) => x.id === id);
-  if (!o || o.qomType !== "secret") throw bad(`No secret with id '${id}'`);
+  if (o?.qomType !== "secret") throw bad(`No secret with id '${id}'`);
   const p = o.props as Record<string, string | undefined>;
   if (p.keyid !== undefined) {
     throw new QimgError(
