@@ -19,6 +19,7 @@ export {
   type SnapshotSelector,
 } from "./image.js";
 export { type AmendOptions, amend } from "./jobs/amend.js";
+export { type BenchOptions, type BenchResult, bench } from "./jobs/bench.js";
 export { type BitmapOptions, type BitmapStep, bitmap, copyBitmaps } from "./jobs/bitmap.js";
 export {
   type CheckOptions,

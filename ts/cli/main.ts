@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { amendCommand } from "../commands/amend.js";
+import { benchCommand } from "../commands/bench.js";
 /**
  * The `qimg` command line: qemu-img's syntax for create, info, convert, check, compare, map,
  * commit and rebase.
@@ -47,6 +48,7 @@ Commands:
   measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] [-U] filename]
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
+  bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] filename
   list-exports [--object objectdef] [--output=ofmt] nbd-address   (qimg only: NBD_OPT_LIST)
   serve [--object objectdef] [--image-opts] [-f fmt] [-x name] [-D description] [-r] [-k socket | -b addr -p port] [-t] [-e shared] [-A] [--tls-creds id] [--pid-file path] filename
 `;
@@ -265,6 +267,8 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
         },
         io,
       );
+    case "bench":
+      return benchCommand(c, io);
     case "serve":
       return serveCommand(
         {

@@ -6,6 +6,7 @@
 import { type OptionSpec, parseArgs } from "../argv.js";
 import { isObjectHelp } from "../object.js";
 import { AMEND_SPEC, type AmendCommand, buildAmend } from "./amend.js";
+import { BENCH_SPEC, type BenchCommand, buildBench } from "./bench.js";
 import { BITMAP_SPEC, type BitmapCommand, buildBitmap } from "./bitmap.js";
 import { buildCheck, CHECK_SPEC, type CheckCommand } from "./check.js";
 import { buildCommit, COMMIT_SPEC, type CommitCommand } from "./commit.js";
@@ -26,6 +27,7 @@ import { buildMeasure, MEASURE_SPEC, type MeasureCommand } from "./measure.js";
 import { buildResize, protectNegativeSize, RESIZE_SPEC, type ResizeCommand } from "./resize.js";
 
 export type { AmendCommand } from "./amend.js";
+export type { BenchCommand } from "./bench.js";
 export type { CheckCommand } from "./check.js";
 export type { CommitCommand } from "./commit.js";
 export type { ImageArg, OutputFormat } from "./common.js";
@@ -57,7 +59,8 @@ export type CommandName =
   | "resize"
   | "amend"
   | "list-exports"
-  | "serve";
+  | "serve"
+  | "bench";
 
 /** `-h` / `--help`, globally (no topic) or for a command. */
 export interface HelpCommand {
@@ -95,6 +98,7 @@ export type Command =
   | AmendCommand
   | ListExportsCommand
   | ServeCommand
+  | BenchCommand
   | HelpCommand
   | VersionCommand
   | OptionsHelpCommand
@@ -117,6 +121,7 @@ export const COMMAND_SPECS: Readonly<Record<string, OptionSpec>> = {
   amend: AMEND_SPEC,
   "list-exports": LIST_EXPORTS_SPEC,
   serve: SERVE_SPEC,
+  bench: BENCH_SPEC,
 };
 
 const BUILDERS = {
@@ -135,6 +140,7 @@ const BUILDERS = {
   amend: buildAmend,
   "list-exports": buildListExports,
   serve: buildServe,
+  bench: buildBench,
 } as const;
 
 /** True if `s` names a command qimg implements. */
