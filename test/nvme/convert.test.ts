@@ -4,6 +4,7 @@
  * must be written as zeros over the garbage the host left there), inspected with `qimg info`
  * (URI and `json:` options forms), and converted back to qcow2. On the host after the VM exits:
  * `qemu-img compare` of the source with the backing file and with the round trip, `qemu-img check`.
+ * A second controller takes a `qimg bench -w` run; its backing file must hold the pattern after.
  */
 import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,6 +20,7 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
   const t = tempDir("qimg-nvme-conv-");
   const src = t.path("disk.qcow2");
   const disk = t.path("n0.img");
+  const disk2 = t.path("n1.img");
   let g: GuestRun;
   const out: Record<string, string> = {};
 
@@ -44,10 +46,11 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
     const ee = Buffer.alloc(MiB, 0xee);
     for (let p = 0; p < 32 * MiB; p += MiB) writeSync(fd, ee, 0, MiB, p);
     closeSync(fd);
+    runOk("truncate", ["-s", "8M", disk2]);
     const qimg = `node ${REPO}/dist/cli/main.js`;
     const json = `json:{"file":{"driver":"nvme","device":"${BDF}","namespace":1}}`;
     g = runGuest(
-      [disk],
+      [disk, disk2],
       [
         "set -x",
         `${qimg} convert -n -f qcow2 -O raw /xfer/disk.qcow2 nvme://${BDF}/1 && echo CONVERT1=ok > /xfer/status`,
@@ -56,11 +59,12 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
         `${qimg} info --output=json --image-opts driver=raw,file.driver=nvme,file.device=${BDF},file.namespace=1 > /xfer/info3.json`,
         `${qimg} convert -f raw -O qcow2 nvme://${BDF}/1 /xfer/back.qcow2 && echo CONVERT2=ok >> /xfer/status`,
         `${qimg} info nvme://${BDF}/9 2> /xfer/badns.txt; echo "BADNS=$?" >> /xfer/status`,
+        `${qimg} bench -w -c 127 -d 16 -s 64k --pattern=0x42 -f raw nvme://0000:00:11.0/1 > /xfer/bench.txt && echo BENCH=ok >> /xfer/status`,
         "",
       ].join("\n"),
       t.dir,
     );
-    for (const f of ["status", "info.json", "info2.json", "info3.json", "badns.txt"]) {
+    for (const f of ["status", "info.json", "info2.json", "info3.json", "badns.txt", "bench.txt"]) {
       try {
         out[f] = readFileSync(t.path(f), "utf8");
       } catch {
@@ -92,6 +96,18 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
     expect(run("qemu-img", ["check", t.path("back.qcow2")]).status).toBe(0);
     const r = run("qemu-img", ["compare", src, t.path("back.qcow2")]);
     expect(r.stdout + r.stderr).toContain("Images are identical");
+  });
+
+  it("qimg bench -w on nvme:// writes every request to the namespace", () => {
+    expect(out.status, out["bench.txt"]).toContain("BENCH=ok");
+    expect(out["bench.txt"]).toMatch(
+      /^Sending 127 write requests, 65536 bytes each, 16 in parallel \(starting at offset 0, step size 65536\)\nRun completed in [0-9.]+ seconds\.\n$/,
+    );
+    const data = readFileSync(disk2);
+    expect(data.length).toBe(8 * MiB);
+    // 127 requests of 64 KiB from offset 0: all but the last 64 KiB of the namespace.
+    const bad = data.findIndex((b, i) => b !== (i < 127 * 65536 ? 0x42 : 0));
+    expect(bad, `first unexpected byte: ${bad} (${data[bad]})`).toBe(-1);
   });
 
   it("fails cleanly on a namespace that does not exist", () => {
