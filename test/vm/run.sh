@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Boots the NVMe test guest once and runs a shell script in it (issue #9).
-#   test/vm/run.sh [--nvme FILE]... [--kernel-nvme] [--mem MiB] [--timeout S] SCRIPT XFERDIR
+#   test/vm/run.sh [--nvme FILE]... [--kernel-nvme] [--iommu-translate] [--mem MiB] [--timeout S] SCRIPT XFERDIR
 # Each --nvme FILE becomes an emulated NVMe controller backed by the raw FILE (discard=unmap), at PCI
 # addresses 0000:00:10.0, 0000:00:11.0, … in order, bound to vfio-pci in the guest (or to the
-# kernel's nvme driver with --kernel-nvme). The guest sees the host root read-only (tmpfs overlay),
-# and XFERDIR read-write at /xfer; SCRIPT is copied to XFERDIR/run.sh and run there by test/vm/init.
+# kernel's nvme driver with --kernel-nvme). The guest kernel runs its own devices' DMA in IOMMU
+# passthrough (iommu=pt) unless --iommu-translate asks for translated DMA (vfio always
+# translates). The guest sees the host root read-only (tmpfs overlay), and XFERDIR read-write at /xfer; SCRIPT is copied to XFERDIR/run.sh and run there by test/vm/init.
 # Results: XFERDIR/{stdout,stderr,rc} and XFERDIR/console (the serial console). Exit status: the
 # script's, or 124 on timeout, or 3 when the VM cannot be built (missing kernel/busybox/qemu).
 # TCG only: /dev/kvm may exist here but not work (../shared/oracles.md).
@@ -12,12 +13,14 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 nvme=()
 kernel_nvme=0
+iommu_pt=1
 mem=1024
 timeout_s=300
 while [ $# -gt 2 ]; do
   case $1 in
   --nvme) nvme+=("$2"); shift 2 ;;
   --kernel-nvme) kernel_nvme=1; shift ;;
+  --iommu-translate) iommu_pt=0; shift ;;
   --mem) mem=$2; shift 2 ;;
   --timeout) timeout_s=$2; shift 2 ;;
   *) echo "vm: unknown option $1" >&2; exit 2 ;;
@@ -39,7 +42,8 @@ args=(-accel tcg -cpu max -m "$mem" -smp 1 -nographic -no-reboot -nodefaults -se
   -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot
   -fsdev "local,id=xfer,path=$xfer,security_model=none"
   -device virtio-9p-pci,fsdev=xfer,mount_tag=xfer)
-append="console=ttyS0 intel_iommu=on iommu=pt panic=-1 quiet loglevel=3"
+append="console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=3"
+[ "$iommu_pt" = 1 ] && append="$append iommu=pt"
 [ "$kernel_nvme" = 1 ] && append="$append qimg.kernelnvme=1"
 i=0
 for f in "${nvme[@]}"; do
