@@ -8,6 +8,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
+import { toNodeSpec } from "../../ts/graph/open.js";
 import { open } from "../../ts/index.js";
 import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
 
@@ -54,6 +55,34 @@ function requests(log: string): Logged[] {
   }
   return out;
 }
+
+describe("top-level driver=nbd options", () => {
+  it("takes server.*, export and tls-creds/tls-hostname at the top", () => {
+    const n = toNodeSpec({
+      driver: "nbd",
+      server: { type: "inet", host: "srv", port: "10900" },
+      export: "disk",
+      "tls-creds": "tls0",
+      "tls-hostname": "srv.example",
+    });
+    expect(n).toMatchObject({
+      format: "nbd",
+      filename: "nbd://srv:10900/disk",
+      nbd: {
+        serverType: "inet",
+        host: "srv",
+        port: 10900,
+        export: "disk",
+        tlsCreds: "tls0",
+        tlsHostname: "srv.example",
+      },
+    });
+    expect(toNodeSpec({ driver: "nbd", server: { type: "unix", path: "/s" } }).filename).toBe(
+      "nbd+unix://?socket=/s",
+    );
+    expect(() => toNodeSpec({ driver: "nbd", export: "e" })).toThrow(/NBD server address missing/);
+  });
+});
 
 describe.skipIf(!haveQemu)("top-level driver=nbd against qemu-nbd", () => {
   it("info and map equal qemu-img's for --image-opts, json: and -f nbd", async () => {
