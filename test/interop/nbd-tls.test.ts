@@ -191,6 +191,12 @@ describe.skipIf(!haveQemu || !haveGnutls)("NBD over TLS against qemu-nbd", () =>
     expect(qimg(["convert", ...obj, "-O", "raw", json, got2]).status).toBe(0);
     expect(sha256(readFileSync(got2))).toBe(sha256(readFileSync(want)));
 
+    // The export itself as the image (top-level driver=nbd) with tls-creds there.
+    const top = `driver=nbd,server.type=unix,server.path=${sock},export=e,tls-creds=tls0`;
+    const topWant = runOk("qemu-img", ["info", "--output=json", ...obj, "--image-opts", top]);
+    expect(topWant).toContain('"format": "nbd"');
+    expect(qimg(["info", "--output=json", ...obj, "--image-opts", top]).stdout).toBe(topWant);
+
     const none = qimg(["info", `nbd+unix:///e?socket=${sock}`]);
     expect(none.status).toBe(1);
     expect(none.stderr).toContain("requires TLS");

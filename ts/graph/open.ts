@@ -70,6 +70,17 @@ async function openNode(
       }
     : undefined;
   const nvme = node.nvme ? { device: node.nvme.device, namespace: node.nvme.namespace } : undefined;
+  if (format === "nbd") {
+    // `-f nbd` / `driver=nbd`: the export itself, read as raw (info reports it as `nbd`).
+    if (!nbd) {
+      throw new QimgError(
+        "ERR_QIMG_INVALID_ARGUMENT",
+        `Could not open '${node.filename}': File name string for NBD must start with 'nbd:'`,
+        { path: node.filename },
+      );
+    }
+    format = "raw";
+  }
   if (!format && (nbd || nvme)) {
     // Probe over the protocol: the export's first bytes through a raw node.
     const raw = await callNative(() =>

@@ -82,6 +82,8 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
     }
     return { filename: spec };
   }
+  // `driver=nbd` at the top: the NBD node itself is the image (qemu-img reports format `nbd`).
+  if (spec.driver === "nbd") return topNbd(spec, parseJson);
   const file = spec.file;
   let filename = spec.filename;
   let locking: string | undefined;
@@ -123,6 +125,21 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
   if (keySecret !== undefined) node.keySecret = String(keySecret);
   const encFormat = encryptOpt(spec, "format");
   if (encFormat !== undefined) node.encryptFormat = encFormat;
+  if (spec.backing === null) node.backing = null;
+  else if (spec.backing !== undefined) node.backing = normalizeSpec(spec.backing, parseJson);
+  return node;
+}
+
+/** A top-level `driver=nbd` spec: the export read as raw, reported as the `nbd` protocol node. */
+function topNbd(spec: ImageOptions, parseJson: (s: string) => ImageOptions): NodeSpec {
+  const addr = spec.server ?? spec.host ?? spec.path;
+  if (addr === undefined) throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "NBD server address missing");
+  const nbd = parseNbdOptions(spec);
+  const node: NodeSpec = { filename: nbdFilename(nbd), nbd, format: "nbd" };
+  const ro = boolOpt(spec["read-only"], "read-only");
+  if (ro !== undefined) node.readOnly = ro;
+  const fs = boolOpt(spec["force-share"], "force-share");
+  if (fs !== undefined) node.forceShare = fs;
   if (spec.backing === null) node.backing = null;
   else if (spec.backing !== undefined) node.backing = normalizeSpec(spec.backing, parseJson);
   return node;

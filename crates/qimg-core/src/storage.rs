@@ -29,6 +29,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn flush(&self) -> Result<()>;
     /// Make a range read as zeros, deallocating it where the store can.
     fn discard(&self, offset: u64, length: u64) -> Result<()>;
+    /// Deallocate a range as a hint (a raw node's guest discard, QEMU's `pdiscard`): afterwards
+    /// the range may read as anything stable. Defaults to [`Storage::discard`]; NBD sends
+    /// `NBD_CMD_TRIM`.
+    fn trim(&self, offset: u64, length: u64) -> Result<()> {
+        self.discard(offset, length)
+    }
     /// Make a range read as zeros; keeps it allocated unless `may_unmap`.
     fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()>;
     /// Reserve space for a range (posix_fallocate), growing the store if needed.

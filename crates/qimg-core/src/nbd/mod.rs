@@ -461,6 +461,10 @@ impl Storage for NbdStorage {
         self.zero_range(offset, length, may_unmap)
     }
 
+    fn trim(&self, offset: u64, length: u64) -> Result<()> {
+        NbdStorage::trim(self, offset, length)
+    }
+
     fn allocate(&self, _offset: u64, _length: u64) -> Result<()> {
         Ok(())
     }

@@ -82,7 +82,8 @@ impl BlockDriver for RawDriver {
     fn discard(&self, offset: u64, length: u64) -> Result<()> {
         self.writable()?;
         self.bounds(offset, length)?;
-        self.storage.discard(offset, length)
+        // As QEMU's raw driver: a discard passes down as a discard (NBD: `NBD_CMD_TRIM`).
+        self.storage.trim(offset, length)
     }
 
     fn block_status(&self, offset: u64, length: u64) -> Result<Vec<LayerExtent>> {
