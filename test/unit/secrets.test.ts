@@ -63,15 +63,19 @@ describe("secrets", () => {
     const key = Buffer.alloc(32, 7);
     const iv = Buffer.alloc(16, 9);
     const enc = (plain: string, pad = true) =>
-      execFileSync("openssl", [
-        "enc",
-        "-aes-256-cbc",
-        ...(pad ? [] : ["-nopad"]),
-        "-K",
-        key.toString("hex"),
-        "-iv",
-        iv.toString("hex"),
-      ], { input: plain }).toString("base64");
+      execFileSync(
+        "openssl",
+        [
+          "enc",
+          "-aes-256-cbc",
+          ...(pad ? [] : ["-nopad"]),
+          "-K",
+          key.toString("hex"),
+          "-iv",
+          iv.toString("hex"),
+        ],
+        { input: plain },
+      ).toString("base64");
     const k = `secret,id=k0,data=${key.toString("base64")},format=base64`;
     const ivb = iv.toString("base64");
     const o = objs(
