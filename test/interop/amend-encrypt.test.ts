@@ -17,16 +17,16 @@ const OBJ = ["--object", "secret,id=s0,data=first-pass", "--object", "secret,id=
 const opts = (f: string, sec: string) => `driver=qcow2,file.filename=${f},encrypt.key-secret=${sec}`;
 
 /** qemu-img create with retries (its PBKDF timing may fail on CPU accounting here). */
-function qemuCreate(file: string): void {
+function qemuCreate(file: string, objs = OBJ, sec = "s0"): void {
   for (let i = 0; i < 5; i++) {
     const r = run("qemu-img", [
       "create",
       "-q",
       "-f",
       "qcow2",
-      ...OBJ,
+      ...objs,
       "-o",
-      "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+      `encrypt.format=luks,encrypt.key-secret=${sec},encrypt.iter-time=10`,
       file,
       "1M",
     ]);
@@ -189,17 +189,7 @@ describe.skipIf(!haveSsl)("encrypted secrets (keyid=) against qemu-img", () => {
   it("opens qemu-img's image created with a keyid secret, and qemu-img opens qimg's", () => {
     const sec = [...keyObj, ...encObj("sx", "very-secret")];
     const a = t.path("q.qcow2");
-    runOk("qemu-img", [
-      "create",
-      "-q",
-      "-f",
-      "qcow2",
-      ...sec,
-      "-o",
-      "encrypt.format=luks,encrypt.key-secret=sx,encrypt.iter-time=10",
-      a,
-      "1M",
-    ]);
+    qemuCreate(a, sec, "sx");
     const plainObj = ["--object", "secret,id=sp,data=very-secret"];
     const m = qimg([
       "check",

@@ -40,14 +40,16 @@ fn parse(options: &[(String, String)]) -> Result<Opts> {
             "new-secret" => o.new_secret = Some(b64(v)?),
             "old-secret" => o.old_secret = Some(b64(v)?),
             "keyslot" => {
-                o.keyslot = Some(v.parse::<i64>().map_err(|_| {
-                    Error::invalid(format!("Parameter '{k}' expects a number"))
-                })?)
+                o.keyslot = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| Error::invalid(format!("Parameter '{k}' expects a number")))?,
+                )
             }
             "iter-time" => {
-                o.iter_time = Some(v.parse::<u64>().map_err(|_| {
-                    Error::invalid(format!("Parameter '{k}' expects a number"))
-                })?)
+                o.iter_time = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| Error::invalid(format!("Parameter '{k}' expects a number")))?,
+                )
             }
             "force" => o.force = v == "on" || v == "true",
             other => return Err(Error::invalid(format!("Invalid parameter '{other}'"))),
