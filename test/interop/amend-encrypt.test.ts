@@ -151,6 +151,34 @@ describe.skipIf(!have)("qcow2 amend encrypt.* against qemu-img", () => {
       expect(m.status, o).toBe(1);
       expect(m.stderr.replace(/^qimg:/, "qemu-img:"), o).toBe(q.stderr);
     }
+    // The luks format shares the key slot code: same messages as qemu-img there too.
+    const l = t.path("c.luks");
+    runOk("qemu-img", [
+      "convert",
+      ...OBJ,
+      "--image-opts",
+      opts(f, "s0"),
+      "-O",
+      "luks",
+      "-o",
+      "key-secret=s0,iter-time=10",
+      l,
+    ]);
+    const lspec = `driver=luks,file.filename=${l},key-secret=s0`;
+    for (const o of [
+      "new-secret=s1",
+      "state=inactive,keyslot=-1",
+      "state=inactive,keyslot=3",
+      "state=inactive,old-secret=s0",
+      "state=active",
+      "state=inactive,new-secret=s1,keyslot=0",
+    ]) {
+      const q = run("qemu-img", ["amend", ...OBJ, "--image-opts", "-o", o, lspec]);
+      const m = qimg(["amend", ...OBJ, "--image-opts", "-o", o, lspec]);
+      expect(q.status, o).toBe(1);
+      expect(m.status, o).toBe(1);
+      expect(m.stderr.replace(/^qimg:/, "qemu-img:"), o).toBe(q.stderr);
+    }
     expect(slots(f)[0]).toBe(true);
     // --force lets the last slot go, as in qemu-img.
     const forced = qimg([
