@@ -35,6 +35,8 @@ command -v bunzip2 >/dev/null 2>&1 || need+=(bzip2)
 command -v cryptsetup >/dev/null 2>&1 || need+=(cryptsetup-bin)
 /usr/bin/python3 -c 'import pyluksde' >/dev/null 2>&1 || need+=(python3-libluksde)
 /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
+# encrypted secrets (keyid=): openssl enc makes the AES-256-CBC ciphertext.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 q72=target/peers/qemu-7.2
 if [ "$(id -u)" -ne 0 ]; then
   need+=("${vm_need[@]}")

@@ -1,4 +1,5 @@
 /** `--object secret` resolution: raw, base64, file, QEMU's errors, and the UTF-8 check. */
+import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseObjects } from "../../ts/options/object.js";
@@ -58,8 +59,45 @@ describe("secrets", () => {
     expect(resolveKeySecret(o, "ok").toString("utf8")).toBe("zoé");
   });
 
-  it("refuses encrypted secrets (keyid=) as unsupported", () => {
-    const o = objs("secret,id=k,data=abc,keyid=master,iv=AAAA");
-    expect(() => resolveSecret(o, "k")).toThrow(/not supported/);
+  it("decrypts keyid= secrets (AES-256-CBC, ciphertext from openssl) with QEMU's errors", () => {
+    const key = Buffer.alloc(32, 7);
+    const iv = Buffer.alloc(16, 9);
+    const enc = (plain: string, pad = true) =>
+      execFileSync(
+        "openssl",
+        [
+          "enc",
+          "-aes-256-cbc",
+          ...(pad ? [] : ["-nopad"]),
+          "-K",
+          key.toString("hex"),
+          "-iv",
+          iv.toString("hex"),
+        ],
+        { input: plain },
+      ).toString("base64");
+    const k = `secret,id=k0,data=${key.toString("base64")},format=base64`;
+    const ivb = iv.toString("base64");
+    const o = objs(
+      k,
+      `secret,id=s,data=${enc("hunter2")},keyid=k0,iv=${ivb},format=base64`,
+      `secret,id=noiv,data=${enc("x")},keyid=k0,format=base64`,
+      `secret,id=shortiv,data=${enc("x")},keyid=k0,iv=AAAA,format=base64`,
+      `secret,id=len,data=AAAA,keyid=k0,iv=${ivb},format=base64`,
+      `secret,id=pad,data=${enc("abcabcabcabcabc\x20", false)},keyid=k0,iv=${ivb},format=base64`,
+      "secret,id=short,data=abc",
+      `secret,id=badkey,data=${enc("x")},keyid=short,iv=${ivb},format=base64`,
+      `secret,id=later,data=${enc("x")},keyid=k9,iv=${ivb},format=base64`,
+      `secret,id=self,data=${enc("x")},keyid=self,iv=${ivb},format=base64`,
+      k.replace("k0", "k9"),
+    );
+    expect(resolveSecret(o, "s").toString()).toBe("hunter2");
+    expect(() => resolveSecret(o, "noiv")).toThrow("IV is required to decrypt secret");
+    expect(() => resolveSecret(o, "shortiv")).toThrow("IV should be 16 bytes in length not 3");
+    expect(() => resolveSecret(o, "len")).toThrow("Length 3 must be a multiple of block size 16");
+    expect(() => resolveSecret(o, "pad")).toThrow("Incorrect number of padding bytes (32)");
+    expect(() => resolveSecret(o, "badkey")).toThrow("Key should be 32 bytes in length");
+    expect(() => resolveSecret(o, "later")).toThrow("No secret with id 'k9'");
+    expect(() => resolveSecret(o, "self")).toThrow("Secret with id 'self' has no data");
   });
 });

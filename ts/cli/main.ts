@@ -189,6 +189,7 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           help: c.help,
           progress: c.progress,
           quiet: c.quiet,
+          force: c.force,
         },
         io,
       );

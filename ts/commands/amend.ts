@@ -20,6 +20,8 @@ export interface AmendArgs {
   progress: boolean;
   /** `-q`. */
   quiet: boolean;
+  /** `--force`. */
+  force?: boolean;
 }
 
 /** Run `amend`; returns the exit code. */
@@ -36,7 +38,11 @@ export async function amendCommand(a: AmendArgs, io: Io): Promise<number> {
     throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Expecting one image file name");
   const progress = a.progress && !a.quiet;
   if (progress) io.out("    (0.00/100%)\r");
-  await amend(a.image, a.options, { format: a.format, onWarning: (m) => io.err(`WARNING: ${m}\n`) });
+  await amend(a.image, a.options, {
+    format: a.format,
+    force: a.force === true,
+    onWarning: (m) => io.err(`WARNING: ${m}\n`),
+  });
   // qemu-img reports the end twice (the amend callback, then the final update) before the newline.
   if (progress) io.out("    (100.00/100%)\r    (100.00/100%)\r\n");
   return 0;

@@ -4,7 +4,7 @@
  * base64-encoded and never appear in messages.
  */
 import { QimgError } from "../errors.js";
-import { resolveSecret } from "../options/secrets.js";
+import { resolveKeySecret } from "../options/secrets.js";
 import type { CreateOptionSpec } from "../registry/types.js";
 
 /** luks's amendable options, in `-o help` order (qemu-img 10's list). */
@@ -24,23 +24,34 @@ function bad(msg: string): never {
   throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", msg);
 }
 
-/** The native amend pairs for luks options `o`, secrets resolved from the object table. */
-export function planLuksAmend(o: Record<string, string>): Array<[string, string]> {
+/**
+ * The native amend pairs for luks options `o`, secrets resolved from the object table. With
+ * `prefix` ("encrypt." for qcow2) the option names carry it and the pairs keep it. Messages are
+ * qemu-img 10's; the key slot checks themselves run in Rust on the header.
+ */
+export function planLuksAmend(
+  o: Record<string, string>,
+  prefix = "",
+  force = false,
+): Array<[string, string]> {
   const pairs: Array<[string, string]> = [];
-  for (const [k, v] of Object.entries(o)) {
-    if (!LUKS_AMEND_OPTIONS.some((s) => s.name === k)) bad(`Invalid parameter '${k}'`);
+  for (const [name, v] of Object.entries(o)) {
+    if (!name.startsWith(prefix)) continue;
+    const k = name.slice(prefix.length);
+    if (!LUKS_AMEND_OPTIONS.some((s) => s.name === k)) bad(`Invalid parameter '${name}'`);
     if (k === "new-secret" || k === "old-secret") {
-      const secret = resolveSecret(undefined, v);
-      pairs.push([k, secret.toString("base64")]);
+      const secret = resolveKeySecret(undefined, v);
+      pairs.push([name, secret.toString("base64")]);
       secret.fill(0);
     } else if (k === "state") {
       if (v !== "active" && v !== "inactive") bad(`Parameter 'state' does not accept value '${v}'`);
-      pairs.push([k, v]);
+      pairs.push([name, v]);
     } else {
-      if (!/^\d+$/.test(v)) bad(`Parameter '${k}' expects a number`);
-      pairs.push([k, v]);
+      if (!(k === "keyslot" ? /^-?\d+$/ : /^\d+$/).test(v)) bad(`Parameter '${name}' expects a number`);
+      pairs.push([name, v]);
     }
   }
-  if (o.state === undefined) bad("Parameter 'state' is required");
+  if (o[`${prefix}state`] === undefined) bad("Parameter 'state' is missing");
+  if (force) pairs.push(["force", "on"]);
   return pairs;
 }

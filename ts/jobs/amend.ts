@@ -14,6 +14,8 @@ import { formatOrProbe } from "./probe-raw.js";
 
 /** Options of {@link amend}. */
 export interface AmendOptions extends Pick<OpenOptions, "format" | "locking"> {
+  /** `--force`: let LUKS key slot changes erase the last slot or overwrite an active one. */
+  force?: boolean;
   /** Called with qemu-img's warnings (probing guessed raw). */
   onWarning?: (message: string) => void;
 }
@@ -78,6 +80,7 @@ interface Current {
 export function planAmend(
   o: Record<string, string>,
   cur: Current,
+  force = false,
 ): { pairs: Array<[string, string]>; size?: number } {
   const create = new Set(getFormat("qcow2").createOptions.map((s) => s.name));
   for (const k of Object.keys(o)) {
@@ -101,6 +104,9 @@ export function planAmend(
     }
   }
   const pairs: Array<[string, string]> = [];
+  // encrypt.* first: QEMU parses its amend options (and their secrets) before acting.
+  if (Object.keys(o).some((k) => k.startsWith("encrypt.")))
+    pairs.push(...planLuksAmend(o, "encrypt.", force));
   let version = cur.version;
   if (o.compat !== undefined) {
     if (o.compat === "0.10" || o.compat === "v2") version = 2;
@@ -114,8 +120,6 @@ export function planAmend(
   if (o.data_file_raw !== undefined) bool("data_file_raw", o.data_file_raw);
   if (o.data_file_raw === "on" || o.data_file_raw === "true")
     bad("data-file-raw cannot be set on existing images");
-  if (Object.keys(o).some((k) => k.startsWith("encrypt.")))
-    bad("Changing the encryption parameters is not supported");
   if (o.lazy_refcounts !== undefined) {
     const lazy = bool("lazy_refcounts", o.lazy_refcounts);
     if (lazy && version < 3)
@@ -147,7 +151,7 @@ export async function amend(
   const img = await open(spec, { format, locking: opts.locking, noBacking: true });
   try {
     if (img.format === "luks") {
-      const pairs = planLuksAmend(options);
+      const pairs = planLuksAmend(options, "", opts.force === true);
       await callNative(() => img.native.amend(pairs));
       return;
     }
@@ -162,7 +166,7 @@ export async function amend(
       refcountBits: Number(data["refcount-bits"] ?? 16),
       lazy: data["lazy-refcounts"] === true,
     };
-    const { pairs, size } = planAmend(options, cur);
+    const { pairs, size } = planAmend(options, cur, opts.force === true);
     // QEMU's order: upgrade, refcount width, lazy refcounts, size, downgrade.
     const downgrade = pairs.some(([k, v]) => k === "compat" && v === "0.10") && cur.version === 3;
     const first = downgrade ? pairs.filter(([k]) => k !== "compat") : pairs;

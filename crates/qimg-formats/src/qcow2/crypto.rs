@@ -23,6 +23,8 @@ pub(super) struct OpenedCrypto {
     pub cipher: Option<Arc<dyn SectorCipher>>,
     /// The `encrypt` object of `info`.
     pub info: Option<serde_json::Value>,
+    /// The LUKS master key (opened with the key), kept for `amend`'s key slot additions.
+    pub master_key: Option<Vec<u8>>,
 }
 
 /// Check the header's encryption against the open options and build the data cipher.
@@ -39,6 +41,7 @@ pub(super) fn open_crypto(
                 method: 0,
                 cipher: None,
                 info: None,
+                master_key: None,
             })
         }
         header::CRYPT_AES => {
@@ -48,6 +51,7 @@ pub(super) fn open_crypto(
                 cipher: key
                     .map(|k| Arc::new(LegacyAes::new(k.as_bytes())) as Arc<dyn SectorCipher>),
                 info: Some(serde_json::json!({ "format": "aes" })),
+                master_key: None,
             })
         }
         header::CRYPT_LUKS => {
@@ -56,11 +60,12 @@ pub(super) fn open_crypto(
                     "qcow2 LUKS encryption without a full disk encryption header extension",
                 ));
             };
-            let (cipher, info) = super::luks::open(storage, area, file_size, opts)?;
+            let (cipher, info, master_key) = super::luks::open(storage, area, file_size, opts)?;
             Ok(OpenedCrypto {
                 method: header::CRYPT_LUKS,
                 cipher,
                 info: Some(info),
+                master_key,
             })
         }
         m => Err(Error::unsupported(format!(
@@ -133,6 +138,29 @@ pub(super) fn with_encrypt_info(
 }
 
 impl Qcow2Driver {
+    /// `amend`'s `encrypt.*` options (prefix stripped), with QEMU's `qcow2_amend_options` checks.
+    pub(super) fn amend_encryption(&self, options: &[(String, String)]) -> Result<()> {
+        if !self.is_encrypted() {
+            return Err(Error::invalid(
+                "Can't amend encryption options - encryption not present",
+            ));
+        }
+        if self.crypt_method != header::CRYPT_LUKS {
+            return Err(Error::unsupported(
+                "Only LUKS encryption options can be amended",
+            ));
+        }
+        let area = self.lock()?.header.crypto_header.ok_or_else(|| {
+            Error::corrupt("qcow2 LUKS encryption without a full disk encryption header extension")
+        })?;
+        super::luks::amend(
+            &self.storage,
+            area,
+            self.luks_master_key.as_deref(),
+            options,
+        )
+    }
+
     /// True if the header says the data is encrypted.
     pub(super) fn is_encrypted(&self) -> bool {
         self.crypt_method != 0

@@ -69,6 +69,8 @@ pub struct Qcow2Driver {
     pub(super) crypt_method: u32,
     /// The data cipher, when encrypted and opened with the key (not for `info`).
     pub(super) cipher: Option<Arc<dyn SectorCipher>>,
+    /// The LUKS master key, when LUKS-encrypted and opened with the key (`amend` adds slots).
+    pub(super) luks_master_key: Option<Vec<u8>>,
     /// `format-specific` `encrypt` object for `info` (`{"format": "aes"}`, LUKS details).
     pub(super) encrypt_info: Option<serde_json::Value>,
 }
@@ -150,6 +152,7 @@ impl Qcow2Driver {
             data: RwLock::new(None),
             crypt_method: crypto.method,
             cipher: crypto.cipher,
+            luks_master_key: crypto.master_key,
             encrypt_info: crypto.info,
         };
         if !opts.read_only {
@@ -1182,7 +1185,20 @@ impl BlockDriver for Qcow2Driver {
 
     fn amend(&self, options: &[(String, String)]) -> Result<()> {
         let mut o = super::amend::AmendOptions::default();
+        // `encrypt.*` (and `force`, which only they use) go to the LUKS key slot amend first.
+        let force = options.iter().find(|(k, _)| k == "force");
+        let enc: Vec<(String, String)> = options
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("encrypt.")?.to_string(), v.clone())))
+            .chain(force.cloned())
+            .collect();
+        if enc.len() > usize::from(force.is_some()) {
+            self.amend_encryption(&enc)?;
+        }
         for (k, v) in options {
+            if k.starts_with("encrypt.") || k == "force" {
+                continue;
+            }
             match (k.as_str(), v.as_str()) {
                 ("compat", "0.10" | "v2") => o.version = Some(2),
                 ("compat", "1.1" | "v3") => o.version = Some(3),

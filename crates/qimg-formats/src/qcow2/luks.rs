@@ -82,7 +82,7 @@ pub(super) fn open(
     area: (u64, u64),
     file_size: u64,
     opts: &OpenOptions,
-) -> Result<(Option<Arc<dyn SectorCipher>>, serde_json::Value)> {
+) -> Result<Opened> {
     let (offset, length) = area;
     if length < luks1::header::HEADER_LEN as u64 || length > MAX_HEADER_AREA {
         return Err(Error::corrupt(format!(
@@ -113,11 +113,43 @@ pub(super) fn open(
     }
     let info = info_json(&h)?;
     let Some(key) = opts.encryption_key_for(Some("luks"))? else {
-        return Ok((None, info));
+        return Ok((None, info, None));
     };
     let unlocked = h.unlock(&io, key.as_bytes(), &WorkLimits::default())?;
     let cipher = h.payload_cipher(&unlocked.master_key)?;
-    Ok((Some(Arc::new(LuksCipher(cipher))), info))
+    Ok((
+        Some(Arc::new(LuksCipher(cipher))),
+        info,
+        Some(unlocked.master_key),
+    ))
+}
+
+/// What [`open`] returns: the data cipher and master key (both `None` without a key) and the
+/// `encrypt` object of `info`.
+pub(super) type Opened = (
+    Option<Arc<dyn SectorCipher>>,
+    serde_json::Value,
+    Option<Vec<u8>>,
+);
+
+/// `qemu-img amend -o encrypt.*` on the embedded header: QEMU's luks key slot amend (the
+/// `encrypt.` prefix already stripped from `options`), through the bounded header area.
+pub(super) fn amend(
+    storage: &Arc<dyn Storage>,
+    area: (u64, u64),
+    master_key: Option<&[u8]>,
+    options: &[(String, String)],
+) -> Result<()> {
+    let (offset, length) = area;
+    let io = HeaderArea {
+        storage: storage.clone(),
+        offset,
+        length,
+    };
+    let mut raw = vec![0u8; luks1::header::HEADER_LEN];
+    io.read_at(0, &mut raw)?;
+    let mut h = Luks1Header::parse(&raw)?;
+    crate::luks::amend::amend_luks1(&mut h, &io, master_key, options)
 }
 
 /// `info`'s `encrypt` object for a LUKS header, in qemu-img 10's field order.
