@@ -12,32 +12,13 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { benchArgs, makeWorkload, qimgCli, settle } from "./workload.mjs";
+import { benchArgs, best as bestOf, makeWorkload, qimgCli, timed } from "./workload.mjs";
 
 const { size, dir, opt } = benchArgs();
 const runs = Number(opt("runs", "1"));
 const m = opt("m", "8");
 
-/** Run a command under GNU time; seconds and peak RSS (KiB). */
-function timed(argv) {
-  settle();
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync("/usr/bin/time", ["-f", "%M", ...argv], { encoding: "utf8" });
-  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${argv.join(" ")} failed: ${r.stderr}`);
-  return { secs, rss: Number(r.stderr.trim().split("\n").pop()) };
-}
-
-/** Best of `runs` timings of `argv`, removing `out` before each. */
-function best(argv, out) {
-  let b;
-  for (let i = 0; i < runs; i++) {
-    rmSync(out, { force: true });
-    const r = timed(argv);
-    if (!b || r.secs < b.secs) b = r;
-  }
-  return b;
-}
+const best = (argv, out) => bestOf(argv, out, runs);
 
 async function serve(img, sock) {
   rmSync(sock, { force: true });
@@ -62,7 +43,9 @@ console.log(
 // qimg's fixed cost (Node start, addon load), which dominates at small sizes.
 const startup = timed([...qimgCli, "--version"]).secs;
 console.log(`qimg CLI startup alone: ${startup.toFixed(2)} s (included in qimg's figures)`);
-console.log("source            tool      seconds   MB/s  peak RSS MiB   ratio vs best reference");
+console.log(
+  "source            tool      seconds   MB/s  peak RSS MiB  +sync s   ratio vs best reference / vs best reference+sync",
+);
 for (const kind of ["plain", "zlib"]) {
   const img = join(dir, `nbd-${kind}.qcow2`);
   execFileSync("qemu-img", [
@@ -90,12 +73,15 @@ for (const kind of ["plain", "zlib"]) {
     const q = best([...qimgCli, "convert", "-m", m, "-f", "raw", "-O", "raw", uri, out], out);
     const same = spawnSync("cmp", ["-s", src, out]).status === 0;
     const ref = Math.min(...rows.map((r) => r[1].secs));
+    // qimg's output is durable when it exits; qemu-img convert and nbdcopy (without --flush) leave
+    // theirs in the page cache, so each is also timed with a following `sync`.
+    const refSynced = Math.min(...rows.map((r) => r[1].synced));
     const line = (t, r) =>
-      `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(12)}`;
+      `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(12)} ${r.synced.toFixed(2).padStart(8)}`;
     for (const [i, [t, r]] of rows.entries())
       console.log(`${(i === 0 ? `qcow2 ${kind}` : "").padEnd(17)} ${line(t, r)}`);
     console.log(
-      `${"".padEnd(17)} ${line("qimg", q)}   ${(q.secs / ref).toFixed(2)}${same ? "" : "  (OUTPUT DIFFERS!)"}`,
+      `${"".padEnd(17)} ${line("qimg", q)}   ${(q.secs / ref).toFixed(2)} / ${(q.secs / refSynced).toFixed(2)}${same ? "" : "  (OUTPUT DIFFERS!)"}`,
     );
   } finally {
     server.kill();
