@@ -2,7 +2,7 @@
 import { isQimgError } from "../errors.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { type CheckResult, check, checkExitCode } from "../jobs/check.js";
-import { type Io, qemuJson } from "./output.js";
+import { type Io, printfFixed2, qemuJson } from "./output.js";
 
 /** What the `check` command needs. */
 export interface CheckArgs {
@@ -37,9 +37,9 @@ function summary(r: CheckResult): string {
   const total = r["total-clusters"] ?? 0;
   const alloc = r["allocated-clusters"] ?? 0;
   if (total && alloc) {
-    const pct = (n: number) => ((100 * n) / total).toFixed(2);
-    const fr = ((100 * (r["fragmented-clusters"] ?? 0)) / alloc).toFixed(2);
-    const co = ((100 * (r["compressed-clusters"] ?? 0)) / alloc).toFixed(2);
+    const pct = (n: number) => printfFixed2((100 * n) / total);
+    const fr = printfFixed2((100 * (r["fragmented-clusters"] ?? 0)) / alloc);
+    const co = printfFixed2((100 * (r["compressed-clusters"] ?? 0)) / alloc);
     l.push(`${alloc}/${total} = ${pct(alloc)}% allocated, ${fr}% fragmented, ${co}% compressed clusters`);
   }
   if (r["image-end-offset"]) l.push(`Image end offset: ${r["image-end-offset"]}`);

@@ -42,3 +42,18 @@ export function qemuJson(v: unknown): string {
     (_m, indent: string, head: string, pair: string) => `${indent}${head}${pair[0]}\n${indent}${pair[1]}`,
   );
 }
+
+/**
+ * C printf's `%.2f`. Both it and `Number#toFixed` round the exact binary value, but they break
+ * exact ties differently: C rounds half to even, `toFixed` rounds up. A double is an exact tie at
+ * the third decimal only when it is an odd multiple of 1/8 (x.125, x.375, x.625, x.875).
+ */
+export function printfFixed2(x: number): string {
+  const eighths = x * 8;
+  if (Number.isInteger(eighths) && Math.abs(eighths) % 2 === 1) {
+    const y = x * 100; // exactly k + 0.5
+    const k = Math.floor(y);
+    return ((k % 2 === 0 ? k : k + 1) / 100).toFixed(2);
+  }
+  return x.toFixed(2);
+}
