@@ -127,27 +127,11 @@ impl LuksDriver {
     }
 
     fn bounds(&self, offset: u64, len: u64) -> Result<()> {
-        if offset.checked_add(len).is_none_or(|end| end > self.size) {
-            return Err(Error::new(
-                ErrorCode::OutOfRange,
-                format!(
-                    "range {offset}+{len} is beyond the end of the image ({} bytes)",
-                    self.size
-                ),
-            )
-            .with_path(self.storage.name()));
-        }
-        Ok(())
+        crate::guard::in_range(offset, len, self.size, self.storage.name())
     }
 
     fn writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(
-                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
-                    .with_path(self.storage.name()),
-            );
-        }
-        Ok(())
+        crate::guard::writable(self.read_only, self.storage.name())
     }
 
     /// Read and decrypt whole sectors at guest `offset` (sector-aligned) into `buf`.

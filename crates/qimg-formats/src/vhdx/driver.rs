@@ -173,24 +173,11 @@ impl VhdxDriver {
 
     fn bounds(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.md.disk_size;
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::new(
-                ErrorCode::OutOfRange,
-                format!("range {offset}+{len} is beyond the end of the image ({size} bytes)"),
-            )
-            .with_path(self.storage.name()));
-        }
-        Ok(())
+        crate::guard::in_range(offset, len, size, self.storage.name())
     }
 
     fn writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(
-                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
-                    .with_path(self.storage.name()),
-            );
-        }
-        Ok(())
+        crate::guard::writable(self.read_only, self.storage.name())
     }
 
     fn parent(&self) -> Option<Arc<dyn BlockDriver>> {

@@ -314,27 +314,11 @@ impl VmdkDriver {
 
     fn bounds(&self, offset: u64, len: u64) -> Result<()> {
         self.check_open()?;
-        if offset.checked_add(len).is_none_or(|e| e > self.size) {
-            return Err(Error::new(
-                ErrorCode::OutOfRange,
-                format!(
-                    "range {offset}+{len} is beyond the end of the image ({} bytes)",
-                    self.size
-                ),
-            )
-            .with_path(self.storage.name()));
-        }
-        Ok(())
+        crate::guard::in_range(offset, len, self.size, self.storage.name())
     }
 
     fn writable(&self) -> Result<()> {
-        if self.read_only {
-            return Err(
-                Error::new(ErrorCode::ReadOnly, "the image is opened read-only")
-                    .with_path(self.storage.name()),
-            );
-        }
-        Ok(())
+        crate::guard::writable(self.read_only, self.storage.name())
     }
 
     /// The extents overlapping `[offset, offset+len)` with the overlapping range of each
