@@ -164,7 +164,10 @@ pub fn create(storage: Arc<dyn Storage>, o: &CreateOptions) -> Result<()> {
     if l1_size > 0 {
         let l1_clusters = (l1_size * 8).div_ceil(cs);
         h.l1_table_offset = rc.allocate(storage.as_ref(), l1_clusters)?;
-        storage.write_at(&vec![0u8; (l1_clusters * cs) as usize], h.l1_table_offset)?;
+        // As QEMU: only the table's own bytes are written, so a new image ends right after
+        // the L1 entries (196 624 bytes for a 1 GiB image with 64 KiB clusters), not at a
+        // cluster boundary; the rest of the L1 cluster is allocated in the refcounts.
+        storage.write_at(&vec![0u8; (l1_size * 8) as usize], h.l1_table_offset)?;
     } else {
         h.l1_table_offset = 3 * cs;
     }
