@@ -4,86 +4,11 @@
 //! at most (never corruption), the next read-write open repairs it, and every guest cluster reads
 //! as either its old or its new contents.
 mod common;
-use common::{have_qemu, run, serial, storage};
-use qimg_core::{BlockDriver, Storage};
+use common::{have_qemu, run, serial, storage, CrashAt};
+use qimg_core::BlockDriver;
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
-
-/// A storage that "loses power": writes before flush `k` reach the file, then the first `j`
-/// writes after it, and nothing later (later writes and flushes succeed but are dropped).
-#[derive(Debug)]
-struct CrashAt {
-    inner: Arc<dyn Storage>,
-    k: usize,
-    j: usize,
-    flushes: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-impl CrashAt {
-    fn pass(&self) -> bool {
-        let f = self.flushes.load(SeqCst);
-        f < self.k || (f == self.k && self.writes.fetch_add(1, SeqCst) < self.j)
-    }
-}
-
-impl Storage for CrashAt {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> qimg_core::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.write_at(buf, offset)?;
-        }
-        Ok(())
-    }
-    fn size(&self) -> qimg_core::Result<u64> {
-        self.inner.size()
-    }
-    fn truncate(&self, size: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.truncate(size)?;
-        }
-        Ok(())
-    }
-    fn flush(&self) -> qimg_core::Result<()> {
-        if self.flushes.fetch_add(1, SeqCst) < self.k {
-            self.inner.flush()?;
-        }
-        Ok(())
-    }
-    fn discard(&self, offset: u64, length: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.discard(offset, length)?;
-        }
-        Ok(())
-    }
-    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.write_zeroes(offset, length, may_unmap)?;
-        }
-        Ok(())
-    }
-    fn allocate(&self, offset: u64, length: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.allocate(offset, length)?;
-        }
-        Ok(())
-    }
-    fn allocated_bytes(&self) -> qimg_core::Result<u64> {
-        self.inner.allocated_bytes()
-    }
-    fn data_run(&self, offset: u64, length: u64) -> qimg_core::Result<qimg_core::storage::DataRun> {
-        self.inner.data_run(offset, length)
-    }
-    fn read_only(&self) -> bool {
-        false
-    }
-}
 
 const SIZE: usize = 4 << 20;
 const CS: usize = 4096;
@@ -132,13 +57,7 @@ fn crash_matrix(fmt: &str) {
     // Count the flushes of a full run.
     let total = {
         std::fs::write(&p, &orig).unwrap();
-        let st = Arc::new(CrashAt {
-            inner: storage(path, false, false),
-            k: usize::MAX,
-            j: 0,
-            flushes: AtomicUsize::new(0),
-            writes: AtomicUsize::new(0),
-        });
+        let st = Arc::new(CrashAt::new(storage(path, false, false), usize::MAX, 0));
         let d = open_driver(fmt, st.clone(), &OpenOptions::default()).unwrap();
         ops(d.as_ref(), &mut new).unwrap();
         st.flushes.load(SeqCst)
@@ -147,13 +66,7 @@ fn crash_matrix(fmt: &str) {
     for k in 0..=total {
         for j in 0..4 {
             std::fs::write(&p, &orig).unwrap();
-            let st = Arc::new(CrashAt {
-                inner: storage(path, false, false),
-                k,
-                j,
-                flushes: AtomicUsize::new(0),
-                writes: AtomicUsize::new(0),
-            });
+            let st = Arc::new(CrashAt::new(storage(path, false, false), k, j));
             let d = open_driver(fmt, st, &OpenOptions::default()).unwrap();
             let mut scratch = old.clone();
             let _ = ops(d.as_ref(), &mut scratch);

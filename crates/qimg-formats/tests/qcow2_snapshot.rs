@@ -3,7 +3,7 @@
 //! `qemu-img check`, appear in `qemu-img snapshot -l`, and convert (`-l`) to the same bytes.
 //! Hostile snapshot tables are refused with typed errors, one case per limit.
 mod common;
-use common::{have_qemu, ok, run, serial, storage};
+use common::{have_qemu, ok, run, serial, storage, CrashAt};
 use qimg_core::{BlockDriver, ErrorCode, RepairMode, SnapshotSelector};
 use qimg_formats::{open_driver, OpenOptions};
 use std::sync::Arc;
@@ -374,95 +374,10 @@ fn hostile_snapshot_tables_are_typed_errors() {
 
 // ---- crash safety ----
 
-/// A storage that "loses power": writes before flush `k` reach the file, then the first `j`
-/// writes after it, and nothing later (each later write and flush succeeds but is dropped).
-#[derive(Debug)]
-struct CrashAt {
-    inner: Arc<dyn qimg_core::Storage>,
-    k: usize,
-    j: usize,
-    flushes: std::sync::atomic::AtomicUsize,
-    writes: std::sync::atomic::AtomicUsize,
-}
-
-impl CrashAt {
-    fn pass(&self) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        let f = self.flushes.load(SeqCst);
-        f < self.k || (f == self.k && self.writes.fetch_add(1, SeqCst) < self.j)
-    }
-}
-
-impl qimg_core::Storage for CrashAt {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> qimg_core::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.write_at(buf, offset)?;
-        }
-        Ok(())
-    }
-    fn size(&self) -> qimg_core::Result<u64> {
-        self.inner.size()
-    }
-    fn truncate(&self, size: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.truncate(size)?;
-        }
-        Ok(())
-    }
-    fn flush(&self) -> qimg_core::Result<()> {
-        let f = self
-            .flushes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if f < self.k {
-            self.inner.flush()?;
-        }
-        Ok(())
-    }
-    fn discard(&self, offset: u64, length: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.discard(offset, length)?;
-        }
-        Ok(())
-    }
-    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.write_zeroes(offset, length, may_unmap)?;
-        }
-        Ok(())
-    }
-    fn allocate(&self, offset: u64, length: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.allocate(offset, length)?;
-        }
-        Ok(())
-    }
-    fn allocated_bytes(&self) -> qimg_core::Result<u64> {
-        self.inner.allocated_bytes()
-    }
-    fn data_run(&self, offset: u64, length: u64) -> qimg_core::Result<qimg_core::storage::DataRun> {
-        self.inner.data_run(offset, length)
-    }
-    fn read_only(&self) -> bool {
-        false
-    }
-}
-
 /// Run `op` on a copy of `orig` crashing at (k, j); returns the flushes the run made.
 fn crash_run(path: &str, orig: &[u8], k: usize, j: usize, op: &dyn Fn(&dyn BlockDriver)) -> usize {
     std::fs::write(path, orig).unwrap();
-    let st = Arc::new(CrashAt {
-        inner: storage(path, false, false),
-        k,
-        j,
-        flushes: Default::default(),
-        writes: Default::default(),
-    });
+    let st = Arc::new(CrashAt::new(storage(path, false, false), k, j));
     let d = open_driver(
         "qcow2",
         st.clone(),

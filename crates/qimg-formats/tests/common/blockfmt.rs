@@ -2,9 +2,9 @@
 //! model-based write run, and a storage that loses power at a chosen point.
 #![allow(dead_code)] // each test binary uses a different subset
 use crate::common::{run, storage};
-use qimg_core::{BlockDriver, Storage};
+use qimg_core::BlockDriver;
 use qimg_formats::{create_image, open_driver, CreateOptions, OpenOptions};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 /// Run a peer and require success.
@@ -127,85 +127,7 @@ pub fn model_run(fmt: &str, path: &str, seed: u64, steps: usize) -> Vec<u8> {
     model
 }
 
-/// A storage that "loses power": writes before flush `k` reach the file, then the first `j`
-/// writes after it, and nothing later (later writes and flushes succeed but are dropped).
-#[derive(Debug)]
-pub struct CrashAt {
-    /// The real file.
-    pub inner: Arc<dyn Storage>,
-    /// Flushes that complete.
-    pub k: usize,
-    /// Writes after flush `k` that still land.
-    pub j: usize,
-    /// Flushes seen.
-    pub flushes: AtomicUsize,
-    /// Writes seen after flush `k`.
-    pub writes: AtomicUsize,
-}
-
-impl CrashAt {
-    fn pass(&self) -> bool {
-        let f = self.flushes.load(SeqCst);
-        f < self.k || (f == self.k && self.writes.fetch_add(1, SeqCst) < self.j)
-    }
-}
-
-impl Storage for CrashAt {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> qimg_core::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.write_at(buf, offset)?;
-        }
-        Ok(())
-    }
-    fn size(&self) -> qimg_core::Result<u64> {
-        self.inner.size()
-    }
-    fn truncate(&self, size: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.truncate(size)?;
-        }
-        Ok(())
-    }
-    fn flush(&self) -> qimg_core::Result<()> {
-        if self.flushes.fetch_add(1, SeqCst) < self.k {
-            self.inner.flush()?;
-        }
-        Ok(())
-    }
-    fn discard(&self, offset: u64, length: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.discard(offset, length)?;
-        }
-        Ok(())
-    }
-    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.write_zeroes(offset, length, may_unmap)?;
-        }
-        Ok(())
-    }
-    fn allocate(&self, offset: u64, length: u64) -> qimg_core::Result<()> {
-        if self.pass() {
-            self.inner.allocate(offset, length)?;
-        }
-        Ok(())
-    }
-    fn allocated_bytes(&self) -> qimg_core::Result<u64> {
-        self.inner.allocated_bytes()
-    }
-    fn data_run(&self, offset: u64, length: u64) -> qimg_core::Result<qimg_core::storage::DataRun> {
-        self.inner.data_run(offset, length)
-    }
-    fn read_only(&self) -> bool {
-        false
-    }
-}
+pub use crate::common::CrashAt;
 
 /// Run `op` on a copy of `orig` with power lost at (k, j); returns the flushes the run made.
 pub fn crash_run(
@@ -217,13 +139,7 @@ pub fn crash_run(
     op: &dyn Fn(&dyn BlockDriver),
 ) -> usize {
     std::fs::write(path, orig).unwrap();
-    let st = Arc::new(CrashAt {
-        inner: storage(path, false, false),
-        k,
-        j,
-        flushes: Default::default(),
-        writes: Default::default(),
-    });
+    let st = Arc::new(CrashAt::new(storage(path, false, false), k, j));
     let d = open_driver(
         fmt,
         st.clone(),

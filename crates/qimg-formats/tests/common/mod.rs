@@ -2,6 +2,7 @@
 use qimg_core::file::{FileOptions, FileStorage};
 use qimg_core::Storage;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
 /// Open `path` as a file storage (default locking).
@@ -61,4 +62,96 @@ pub fn ok(cmd: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A storage that "loses power": writes before flush `k` reach the file, then the first `j`
+/// writes after it, and nothing later (later writes and flushes succeed but are dropped).
+#[derive(Debug)]
+#[allow(dead_code)] // only the crash tests use it
+pub struct CrashAt {
+    /// The real file.
+    pub inner: Arc<dyn Storage>,
+    /// Flushes that complete.
+    pub k: usize,
+    /// Writes after flush `k` that still land.
+    pub j: usize,
+    /// Flushes seen.
+    pub flushes: AtomicUsize,
+    /// Writes seen after flush `k`.
+    pub writes: AtomicUsize,
+}
+
+impl CrashAt {
+    /// Power is lost after flush `k` and `j` more writes.
+    #[allow(dead_code)]
+    pub fn new(inner: Arc<dyn Storage>, k: usize, j: usize) -> Self {
+        Self {
+            inner,
+            k,
+            j,
+            flushes: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+        }
+    }
+    fn pass(&self) -> bool {
+        let f = self.flushes.load(SeqCst);
+        f < self.k || (f == self.k && self.writes.fetch_add(1, SeqCst) < self.j)
+    }
+}
+
+impl Storage for CrashAt {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> qimg_core::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> qimg_core::Result<()> {
+        if self.pass() {
+            self.inner.write_at(buf, offset)?;
+        }
+        Ok(())
+    }
+    fn size(&self) -> qimg_core::Result<u64> {
+        self.inner.size()
+    }
+    fn truncate(&self, size: u64) -> qimg_core::Result<()> {
+        if self.pass() {
+            self.inner.truncate(size)?;
+        }
+        Ok(())
+    }
+    fn flush(&self) -> qimg_core::Result<()> {
+        if self.flushes.fetch_add(1, SeqCst) < self.k {
+            self.inner.flush()?;
+        }
+        Ok(())
+    }
+    fn discard(&self, offset: u64, length: u64) -> qimg_core::Result<()> {
+        if self.pass() {
+            self.inner.discard(offset, length)?;
+        }
+        Ok(())
+    }
+    fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> qimg_core::Result<()> {
+        if self.pass() {
+            self.inner.write_zeroes(offset, length, may_unmap)?;
+        }
+        Ok(())
+    }
+    fn allocate(&self, offset: u64, length: u64) -> qimg_core::Result<()> {
+        if self.pass() {
+            self.inner.allocate(offset, length)?;
+        }
+        Ok(())
+    }
+    fn allocated_bytes(&self) -> qimg_core::Result<u64> {
+        self.inner.allocated_bytes()
+    }
+    fn data_run(&self, offset: u64, length: u64) -> qimg_core::Result<qimg_core::storage::DataRun> {
+        self.inner.data_run(offset, length)
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
 }
