@@ -155,3 +155,25 @@ impl Storage for CrashAt {
         false
     }
 }
+
+/// Opens `path` read-only as `fmt`, which must fail (`what` names the case); returns the error.
+#[allow(dead_code)] // only the hostile-image tests use it
+pub fn refused(fmt: &str, path: &str, what: &str) -> qimg_core::Error {
+    qimg_formats::open_driver(
+        fmt,
+        storage(path, true, false),
+        &qimg_formats::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap_or_else(|| panic!("{what}: opened"))
+}
+
+/// Asserts that `qemu-img info -f fmt` refuses `path` too.
+#[allow(dead_code)] // only the hostile-image tests use it
+pub fn assert_qemu_refuses(fmt: &str, path: &str, what: &str) {
+    let o = run("qemu-img", &["info", "-f", fmt, path]);
+    assert!(!o.status.success(), "{what}: qemu-img opened it");
+}
