@@ -29,20 +29,10 @@ pub const HEADER_SIZE: usize = 4096;
 pub const REGION_SIZE: usize = 64 << 10;
 /// Most region table entries the spec allows.
 pub const REGION_MAX_ENTRIES: u32 = 2047;
-/// The BAT region's GUID, 2DC27766-F623-4200-9D64-115E9BFD4A08.
-pub const BAT_GUID: Guid = Guid::from_fields(
-    0x2dc2_7766,
-    0xf623,
-    0x4200,
-    [0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08],
-);
-/// The metadata region's GUID, 8B7CA206-4790-4B9A-B8FE-575F050F886E.
-pub const METADATA_GUID: Guid = Guid::from_fields(
-    0x8b7c_a206,
-    0x4790,
-    0x4b9a,
-    [0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e],
-);
+/// The BAT region's GUID.
+pub const BAT_GUID: Guid = Guid::parse("2DC27766-F623-4200-9D64-115E9BFD4A08");
+/// The metadata region's GUID.
+pub const METADATA_GUID: Guid = Guid::parse("8B7CA206-4790-4B9A-B8FE-575F050F886E");
 
 /// One VHDX header.
 ///

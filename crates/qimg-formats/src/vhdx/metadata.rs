@@ -21,55 +21,20 @@ use qimg_core::{Error, Result, Storage};
 pub const SIGNATURE: &[u8; 8] = b"metadata";
 /// The table's reserved size.
 pub const TABLE_SIZE: usize = 64 << 10;
-/// File parameters item, CAA16737-FA36-4D43-B3B6-33F0AA44E76B.
-pub const FILE_PARAMS: Guid = Guid::from_fields(
-    0xcaa1_6737,
-    0xfa36,
-    0x4d43,
-    [0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b],
-);
-/// Virtual disk size item, 2FA54224-CD1B-4876-B211-5DBED83BF4B8.
-pub const DISK_SIZE: Guid = Guid::from_fields(
-    0x2fa5_4224,
-    0xcd1b,
-    0x4876,
-    [0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8],
-);
-/// Page 83 data item, BECA12AB-B2E6-4523-93EF-C309E000C746.
-pub const PAGE83: Guid = Guid::from_fields(
-    0xbeca_12ab,
-    0xb2e6,
-    0x4523,
-    [0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46],
-);
-/// Logical sector size item, 8141BF1D-A96F-4709-BA47-F233A8FAAB5F.
-pub const LOGICAL_SECTOR: Guid = Guid::from_fields(
-    0x8141_bf1d,
-    0xa96f,
-    0x4709,
-    [0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f],
-);
-/// Physical sector size item, CDA348C7-445D-4471-9CC9-E9885251C556.
-pub const PHYSICAL_SECTOR: Guid = Guid::from_fields(
-    0xcda3_48c7,
-    0x445d,
-    0x4471,
-    [0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51, 0xc5, 0x56],
-);
-/// Parent locator item, A8D35F2D-B30B-454D-ABF7-D3D84834AB0C.
-pub const PARENT_LOCATOR: Guid = Guid::from_fields(
-    0xa8d3_5f2d,
-    0xb30b,
-    0x454d,
-    [0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c],
-);
-/// The VHDX parent locator type, B04AEFB7-D19E-4A81-B789-25B8E9445913.
-pub const PARENT_TYPE_VHDX: Guid = Guid::from_fields(
-    0xb04a_efb7,
-    0xd19e,
-    0x4a81,
-    [0xb7, 0x89, 0x25, 0xb8, 0xe9, 0x44, 0x59, 0x13],
-);
+/// File parameters item.
+pub const FILE_PARAMS: Guid = Guid::parse("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+/// Virtual disk size item.
+pub const DISK_SIZE: Guid = Guid::parse("2FA54224-CD1B-4876-B211-5DBED83BF4B8");
+/// Page 83 data item.
+pub const PAGE83: Guid = Guid::parse("BECA12AB-B2E6-4523-93EF-C309E000C746");
+/// Logical sector size item.
+pub const LOGICAL_SECTOR: Guid = Guid::parse("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
+/// Physical sector size item.
+pub const PHYSICAL_SECTOR: Guid = Guid::parse("CDA348C7-445D-4471-9CC9-E9885251C556");
+/// Parent locator item.
+pub const PARENT_LOCATOR: Guid = Guid::parse("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
+/// The VHDX parent locator type.
+pub const PARENT_TYPE_VHDX: Guid = Guid::parse("B04AEFB7-D19E-4A81-B789-25B8E9445913");
 /// Largest virtual disk QEMU creates or opens (64 TiB).
 pub const MAX_DISK_SIZE: u64 = 64 << 40;
 /// Largest parent locator qimg reads.

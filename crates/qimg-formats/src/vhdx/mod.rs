@@ -61,15 +61,21 @@ pub(crate) fn crc_ok(buf: &[u8], crc_at: usize) -> bool {
 pub struct Guid(pub [u8; 16]);
 
 impl Guid {
-    /// The GUID written as `{data1}-{data2}-{data3}-{data4}` in the usual text form.
-    pub const fn from_fields(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Guid {
-        let a = d1.to_le_bytes();
-        let b = d2.to_le_bytes();
-        let c = d3.to_le_bytes();
-        Guid([
-            a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4],
-            d4[5], d4[6], d4[7],
-        ])
+    /// The GUID in its usual text form `XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX`: the first three
+    /// groups are stored little-endian, the last two as written. For constants (a malformed
+    /// string fails the build).
+    pub const fn parse(text: &str) -> Guid {
+        let t = text.as_bytes();
+        assert!(t.len() == 36, "GUID text must be 36 characters");
+        // Byte i of the stored GUID comes from the hex pair starting at POS[i] in the text.
+        const POS: [usize; 16] = [6, 4, 2, 0, 11, 9, 16, 14, 19, 21, 24, 26, 28, 30, 32, 34];
+        let mut g = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            g[i] = (hex_digit(t[POS[i]]) << 4) | hex_digit(t[POS[i] + 1]);
+            i += 1;
+        }
+        Guid(g)
     }
 
     /// The 16 bytes at `o` of `b`.
@@ -97,5 +103,37 @@ impl Guid {
         let d3 = u16::from_le_bytes([g[6], g[7]]);
         let tail: String = g[10..].iter().map(|b| format!("{b:02x}")).collect();
         format!("{d1:08x}-{d2:04x}-{d3:04x}-{:02x}{:02x}-{tail}", g[8], g[9])
+    }
+}
+
+/// The value of one hexadecimal digit (for [`Guid::parse`]).
+const fn hex_digit(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        b'A'..=b'F' => c - b'A' + 10,
+        _ => panic!("not a hexadecimal digit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Guid;
+
+    #[test]
+    fn guid_text_is_stored_mixed_endian() {
+        // The BAT region's GUID as it appears on disk (VHDX spec, region table).
+        let on_disk = [
+            0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd,
+            0x4a, 0x08,
+        ];
+        assert_eq!(
+            Guid::parse("2DC27766-F623-4200-9D64-115E9BFD4A08").0,
+            on_disk
+        );
+        assert_eq!(
+            Guid::parse("2dc27766-f623-4200-9d64-115e9bfd4a08").0,
+            on_disk
+        );
     }
 }
