@@ -58,6 +58,8 @@ pub struct NbdTarget {
     pub export: Option<String>,
     /// TLS (`tls-creds` / `tls-hostname`); required when present.
     pub tls: Option<crate::nbd::NbdTls>,
+    /// Connections to open when the server advertises multi-conn (`multi-conn`, default 4).
+    pub connections: Option<u32>,
 }
 
 /// The storage an image opens on: an NBD export, or the host file.
@@ -86,6 +88,9 @@ fn open_storage(
     let o = qimg_core::nbd::ConnectOptions {
         read_only: opts.read_only,
         tls: crate::nbd::tls_config(&n.tls)?,
+        connections: n
+            .connections
+            .map_or(qimg_core::nbd::DEFAULT_CONNECTIONS, |c| c as usize),
         ..Default::default()
     };
     Ok(Arc::new(qimg_core::nbd::NbdStorage::connect_with(

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod handshake;
 pub mod pool;
 pub mod reply;
+mod status;
 pub mod tls;
 pub mod transport;
 pub mod wire;
@@ -73,6 +74,8 @@ pub struct NbdStorage {
     export: Export,
     read_only: bool,
     conns: Arc<Pool>,
+    /// Block status windows fetched ahead (read-only opens; see [`status`]).
+    status_cache: std::sync::Mutex<Vec<status::Window>>,
     /// Serialises read-modify-write of partial blocks (servers with a minimum block size).
     rmw: std::sync::Mutex<()>,
 }
@@ -236,15 +239,21 @@ impl NbdStorage {
         let n = o.connections.clamp(1, MAX_CONNECTIONS);
         if n > 1 && export_info.flags & TF_CAN_MULTI_CONN != 0 {
             conns.open_extra(n - 1, addr, export, o, export_info);
-            conns.wait_ready();
+            conns.wait_ready(pool::READY_WAIT);
         }
         Ok(NbdStorage {
             name: name.to_string(),
             export: export_info,
             read_only: o.read_only,
             conns,
+            status_cache: std::sync::Mutex::new(Vec::new()),
             rmw: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Wait (at most `max`) until the extra connections still negotiating have joined or failed.
+    pub fn wait_for_connections(&self, max: Duration) {
+        self.conns.wait_ready(max);
     }
 
     /// Requests sent on each open connection so far (one entry per connection).
@@ -420,23 +429,6 @@ impl NbdStorage {
             p += n;
         }
         Ok(())
-    }
-
-    /// Block status of the run at `offset` in context `ctx`: (length, flags) of the first extent.
-    fn block_status(&self, ctx: u32, offset: u64, length: u64) -> Result<Option<(u64, u32)>> {
-        let n = length
-            .min(self.export.size.saturating_sub(offset))
-            .min(1 << 30);
-        if n == 0 {
-            return Ok(None);
-        }
-        let p = self.call(CMD_BLOCK_STATUS, CMDF_REQ_ONE, offset, n as u32, &[])?;
-        match p.status.iter().find(|d| d.0 == ctx) {
-            Some(&(_, len, flags)) => Ok(Some(((len as u64).min(n), flags))),
-            None => Err(
-                Error::corrupt("NBD block status reply without a descriptor").with_path(&self.name),
-            ),
-        }
     }
 
     /// `qemu:allocation-depth` of the run at `offset`: (length, depth) where depth 0 means

@@ -27,7 +27,7 @@ pub const MAX_CONNECTIONS: usize = 16;
 
 /// How long opening a storage waits for its extra connections to finish negotiating (they
 /// join later when slower).
-const READY_WAIT: Duration = Duration::from_millis(500);
+pub const READY_WAIT: Duration = Duration::from_millis(500);
 
 /// The open connections of a storage.
 pub struct Pool {
@@ -140,9 +140,10 @@ impl Pool {
         super::start_conn(stream, e, o).ok()
     }
 
-    /// Wait until the extra connections finished negotiating, at most [`READY_WAIT`].
-    pub fn wait_ready(&self) {
-        let deadline = Instant::now() + READY_WAIT;
+    /// Wait until the extra connections finished negotiating, at most `max` (opening a
+    /// storage waits [`READY_WAIT`]).
+    pub fn wait_ready(&self, max: Duration) {
+        let deadline = Instant::now() + max;
         let mut g = self.opening.lock().unwrap_or_else(|p| p.into_inner());
         while *g > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
