@@ -476,6 +476,8 @@ export interface NbdTarget {
   export?: string
   /** TLS (`tls-creds` / `tls-hostname`); required when present. */
   tls?: NbdTls
+  /** Connections to open when the server advertises multi-conn (`multi-conn`, default 4). */
+  connections?: number
 }
 
 /** The TLS credentials object an NBD target names (`--object tls-creds-psk|tls-creds-x509`). */
