@@ -80,7 +80,8 @@ export function parseNbdString(spec: string): NbdTarget {
     const exportName = decodeURIComponent((uri[3] ?? "").replace(/^\//, ""));
     const query = new URLSearchParams(uri[4] ?? "");
     for (const k of query.keys()) {
-      if (!["socket", "tls-creds", "tls-hostname", "multi-conn"].includes(k)) bad(spec, `unknown parameter '${k}'`);
+      if (!["socket", "tls-creds", "tls-hostname", "multi-conn"].includes(k))
+        bad(spec, `unknown parameter '${k}'`);
     }
     const tc = query.get("tls-creds");
     const th = query.get("tls-hostname");
@@ -89,12 +90,18 @@ export function parseNbdString(spec: string): NbdTarget {
       if (authority !== "") bad(spec, "a unix URI has no host");
       const socket = query.get("socket");
       if (!socket) bad(spec, "missing 'socket' parameter");
-      return withMultiConn(withTls({ serverType: "unix", path: socket as string, export: exportName }, tc, th), mc);
+      return withMultiConn(
+        withTls({ serverType: "unix", path: socket as string, export: exportName }, tc, th),
+        mc,
+      );
     }
     if (query.has("socket")) bad(spec, "'socket' is only for nbd+unix");
     const m = /^(\[[^\]]+\]|[^:]*)(?::(.*))?$/.exec(authority) as RegExpExecArray;
     const host = m[1].replace(/^\[|\]$/g, "") || "localhost";
-    return withMultiConn(withTls({ serverType: "inet", host, port: port(spec, m[2]), export: exportName }, tc, th), mc);
+    return withMultiConn(
+      withTls({ serverType: "inet", host, port: port(spec, m[2]), export: exportName }, tc, th),
+      mc,
+    );
   }
   // Legacy: nbd:unix:PATH[:exportname=NAME] or nbd:HOST:PORT[:exportname=NAME].
   const rest = spec.replace(/^nbd:/i, "");
@@ -131,7 +138,10 @@ export function parseNbdOptions(file: Record<string, unknown>): NbdTarget {
   if (type === "unix") {
     const path = str(server.path) ?? str(file.path);
     if (!path) bad("file.server.path", "missing socket path");
-    return withMultiConn(withTls({ serverType: "unix", path: path as string, export: exportName }, tc, th), mc);
+    return withMultiConn(
+      withTls({ serverType: "unix", path: path as string, export: exportName }, tc, th),
+      mc,
+    );
   }
   if (type !== "inet") bad(`file.server.type=${type}`, "server type must be inet or unix");
   const host = str(server.host) ?? str(file.host);
