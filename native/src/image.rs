@@ -331,6 +331,20 @@ impl NativeImage {
         })
     }
 
+    /// Make a raw image covering its whole storage read as zeros if the storage can do that
+    /// fast (an NBD export with `FAST_ZERO`): true when done, false when not (nothing changed
+    /// that a later write depends on), as qemu-img convert's pre-zeroing of a target.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn make_zero_fast(&self) -> AsyncTask<Work<bool>> {
+        self.run(|d| {
+            let s = d.storage();
+            if d.format_name() != "raw" || s.size()? != d.virtual_size() {
+                return Ok(false);
+            }
+            s.make_zero_fast()
+        })
+    }
+
     /// Discard a guest range.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn discard(&self, offset: f64, length: f64) -> AsyncTask<Work<()>> {

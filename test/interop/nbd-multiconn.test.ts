@@ -3,7 +3,10 @@
  * NBD_FLAG_CAN_MULTI_CONN uses several connections (seen on the wire through nbdkit's `log`
  * filter, and against qemu-nbd `--shared`) and gives the same bytes as qemu-img; `multi-conn=1`
  * (URI query or `file.multi-conn`) keeps one; a bad value is refused; an EIO injected for one
- * range (nbdkit `eval`, so on one of the connections) fails the convert with exit 1.
+ * range (nbdkit `eval`, so on one of the connections) fails the convert with exit 1. `convert -n`
+ * into an export with fast zero zeroes it up front (one `WRITE_ZEROES` + `FAST_ZERO` over the
+ * whole export, as qemu-img) and then writes only data; without fast zero, or when the server
+ * answers ENOTSUP (nbdkit `nozero` filter), it falls back to zeroing each zero range.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -136,4 +139,83 @@ describe.skipIf(!haveQemu)("multi-conn against qemu-nbd --shared", () => {
     expect(readFileSync(a).equals(readFileSync(b))).toBe(true);
     runOk("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", a, img]);
   });
+});
+
+describe.skipIf(!haveNbdkit)("convert's up-front fast zero of an NBD target", () => {
+  async function target(name: string, filters: string[]): Promise<{ uri: string; log: string }> {
+    const sock = t.path(`${name}.sock`);
+    const log = t.path(`${name}.log`);
+    const fl = filters.filter((f) => f.startsWith("--"));
+    const params = filters.filter((f) => !f.startsWith("--"));
+    // The log filter outermost: it sees requests a later filter refuses.
+    await start(
+      "nbdkit",
+      ["-f", "-U", sock, "--filter=log", ...fl, "memory", "8M", `logfile=${log}`, ...params],
+      sock,
+    );
+    return { uri: `nbd+unix:///?socket=${sock}`, log };
+  }
+
+  /** The Zero and Write requests of a log: [op, offset, count, fast]. */
+  function ops(log: string): Array<[string, number, number, boolean]> {
+    const out: Array<[string, number, number, boolean]> = [];
+    for (const line of readFileSync(log, "utf8").split("\n")) {
+      const m =
+        /connection=\d+ (Zero|Write) id=\d+ offset=0x([0-9a-f]+) count=0x([0-9a-f]+) (.*)\.\.\.$/.exec(line);
+      if (m) out.push([m[1], Number.parseInt(m[2], 16), Number.parseInt(m[3], 16), /fast=1/.test(m[4])]);
+    }
+    return out;
+  }
+
+  const src = () => {
+    const b = Buffer.alloc(8 << 20);
+    b.fill(9, 1 << 20, 2 << 20);
+    b.fill(8, 5 << 20, (5 << 20) + 65536);
+    const p = t.path("fz-src.raw");
+    writeFileSync(p, b);
+    return { p, b };
+  };
+
+  it("zeroes the whole export fast, then writes only data", async () => {
+    const { p, b } = src();
+    const { uri, log } = await target("fz", []);
+    // Dirty the export first: the zeroing must really clear it.
+    const dirty = t.path("fz-dirty.raw");
+    writeFileSync(dirty, Buffer.alloc(8 << 20, 0x55));
+    expect(
+      qimg(["convert", "-n", "-S", "0", "-f", "raw", "-O", "raw", dirty, `${uri}&multi-conn=1`]).status,
+    ).toBe(0);
+    const before = ops(log).length;
+    const r = qimg(["convert", "-n", "-f", "raw", "-O", "raw", p, uri]);
+    expect(r.status, r.stderr).toBe(0);
+    const mine = ops(log).slice(before);
+    expect(mine[0]).toEqual(["Zero", 0, 8 << 20, true]);
+    expect(mine.slice(1).every(([op]) => op === "Write")).toBe(true);
+    expect(mine.slice(1).reduce((s, [, , n]) => s + n, 0)).toBe((1 << 20) + 65536);
+    const back = t.path("fz-back.raw");
+    expect(qimg(["convert", "-f", "raw", "-O", "raw", uri, back]).status).toBe(0);
+    expect(readFileSync(back).equals(b)).toBe(true);
+  });
+
+  for (const mode of ["none", "slow"]) {
+    it(`falls back to zeroing each zero range (fastzeromode=${mode})`, async () => {
+      const { p, b } = src();
+      const { uri, log } = await target(`fz-${mode}`, [
+        "--filter=nozero",
+        "zeromode=plugin",
+        `fastzeromode=${mode}`,
+      ]);
+      const r = qimg(["convert", "-n", "-f", "raw", "-O", "raw", p, uri]);
+      expect(r.status, r.stderr).toBe(0);
+      const all = ops(log);
+      const fast = all.filter(([op, , , f]) => op === "Zero" && f);
+      // slow: one fast zero asked and refused with ENOTSUP; none: never asked.
+      expect(fast.length).toBe(mode === "slow" ? 1 : 0);
+      const zeros = all.filter(([op, , , f]) => op === "Zero" && !f);
+      expect(zeros.reduce((s, [, , n]) => s + n, 0)).toBe((8 << 20) - (1 << 20) - 65536);
+      const back = t.path(`fz-${mode}.raw`);
+      expect(qimg(["convert", "-f", "raw", "-O", "raw", uri, back]).status).toBe(0);
+      expect(readFileSync(back).equals(b)).toBe(true);
+    });
+  }
 });

@@ -537,6 +537,13 @@ impl Storage for NbdStorage {
         NbdStorage::trim(self, offset, length)
     }
 
+    fn make_zero_fast(&self) -> Result<bool> {
+        if self.read_only {
+            return Ok(false);
+        }
+        self.write_zeroes_fast(0, self.export.size, true)
+    }
+
     fn allocate(&self, _offset: u64, _length: u64) -> Result<()> {
         Ok(())
     }
