@@ -73,7 +73,10 @@ for (const kind of ["plain", "zlib"]) {
       rows.push(["nbdcopy", nb]);
     }
     // qimg on one connection (`multi-conn=1`), for the effect of multi-conn; not in the ratio.
-    const q1 = best([...qimgCli, "convert", "-m", m, "-f", "raw", "-O", "raw", `${uri}&multi-conn=1`, out], out);
+    const q1 = best(
+      [...qimgCli, "convert", "-m", m, "-f", "raw", "-O", "raw", `${uri}&multi-conn=1`, out],
+      out,
+    );
     const same1 = spawnSync("cmp", ["-s", src, out]).status === 0;
     const q = best([...qimgCli, "convert", "-m", m, "-f", "raw", "-O", "raw", uri, out], out);
     const same = spawnSync("cmp", ["-s", src, out]).status === 0;
