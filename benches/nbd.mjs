@@ -5,6 +5,8 @@
  * zlib-compressed qcow2 of the shared workload. qemu-nbd decodes the qcow2; the three clients
  * only move bytes (and skip holes by block status), so this measures the NBD client. Prints
  * seconds, MB/s, peak RSS and qimg's ratio to the faster of the two references (target ≤ 1.0).
+ * qimg uses multi-conn (qemu-nbd `--shared=16` advertises it; 4 connections by default) and is
+ * also timed on one connection (`multi-conn=1`, row `qimg 1c`, not in the ratio).
  * Not a test: nothing is asserted, but an output differing from the image is flagged.
  *
  * Usage: node benches/nbd.mjs [--size 4G] [--dir benches/work] [--runs 1] [--m 8]
@@ -70,6 +72,12 @@ for (const kind of ["plain", "zlib"]) {
       const nb = best(["sh", "-c", `truncate -s ${size} ${out} && nbdcopy '${uri}' ${out}`], out);
       rows.push(["nbdcopy", nb]);
     }
+    // qimg on one connection (`multi-conn=1`), for the effect of multi-conn; not in the ratio.
+    const q1 = best(
+      [...qimgCli, "convert", "-m", m, "-f", "raw", "-O", "raw", `${uri}&multi-conn=1`, out],
+      out,
+    );
+    const same1 = spawnSync("cmp", ["-s", src, out]).status === 0;
     const q = best([...qimgCli, "convert", "-m", m, "-f", "raw", "-O", "raw", uri, out], out);
     const same = spawnSync("cmp", ["-s", src, out]).status === 0;
     const ref = Math.min(...rows.map((r) => r[1].secs));
@@ -80,6 +88,9 @@ for (const kind of ["plain", "zlib"]) {
       `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(12)} ${r.synced.toFixed(2).padStart(8)}`;
     for (const [i, [t, r]] of rows.entries())
       console.log(`${(i === 0 ? `qcow2 ${kind}` : "").padEnd(17)} ${line(t, r)}`);
+    console.log(
+      `${"".padEnd(17)} ${line("qimg 1c", q1)}   (one connection)${same1 ? "" : "  (OUTPUT DIFFERS!)"}`,
+    );
     console.log(
       `${"".padEnd(17)} ${line("qimg", q)}   ${(q.secs / ref).toFixed(2)} / ${(q.secs / refSynced).toFixed(2)}${same ? "" : "  (OUTPUT DIFFERS!)"}`,
     );

@@ -35,6 +35,12 @@ export declare class NativeImage {
   writeCompressed(offset: number, buf: Buffer, level?: number | undefined | null): Promise<void>
   /** Make a guest range read as zeros (`mayUnmap` lets the driver free space). */
   writeZeroes(offset: number, length: number, mayUnmap?: boolean | undefined | null): Promise<void>
+  /**
+   * Make a raw image covering its whole storage read as zeros if the storage can do that
+   * fast (an NBD export with `FAST_ZERO`): true when done, false when not (nothing changed
+   * that a later write depends on), as qemu-img convert's pre-zeroing of a target.
+   */
+  makeZeroFast(): Promise<boolean>
   /** Discard a guest range. */
   discard(offset: number, length: number): Promise<void>
   /** Block status of a guest range through the backing chain (a prefix may be returned). */
@@ -476,6 +482,8 @@ export interface NbdTarget {
   export?: string
   /** TLS (`tls-creds` / `tls-hostname`); required when present. */
   tls?: NbdTls
+  /** Connections to open when the server advertises multi-conn (`multi-conn`, default 4). */
+  connections?: number
 }
 
 /** The TLS credentials object an NBD target names (`--object tls-creds-psk|tls-creds-x509`). */

@@ -58,6 +58,8 @@ pub struct NbdTarget {
     pub export: Option<String>,
     /// TLS (`tls-creds` / `tls-hostname`); required when present.
     pub tls: Option<crate::nbd::NbdTls>,
+    /// Connections to open when the server advertises multi-conn (`multi-conn`, default 4).
+    pub connections: Option<u32>,
 }
 
 /// The storage an image opens on: an NBD export, or the host file.
@@ -86,6 +88,9 @@ fn open_storage(
     let o = qimg_core::nbd::ConnectOptions {
         read_only: opts.read_only,
         tls: crate::nbd::tls_config(&n.tls)?,
+        connections: n
+            .connections
+            .map_or(qimg_core::nbd::DEFAULT_CONNECTIONS, |c| c as usize),
         ..Default::default()
     };
     Ok(Arc::new(qimg_core::nbd::NbdStorage::connect_with(
@@ -323,6 +328,20 @@ impl NativeImage {
                 to_u64(length, "length")?,
                 may_unmap.unwrap_or(false),
             )
+        })
+    }
+
+    /// Make a raw image covering its whole storage read as zeros if the storage can do that
+    /// fast (an NBD export with `FAST_ZERO`): true when done, false when not (nothing changed
+    /// that a later write depends on), as qemu-img convert's pre-zeroing of a target.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn make_zero_fast(&self) -> AsyncTask<Work<bool>> {
+        self.run(|d| {
+            let s = d.storage();
+            if d.format_name() != "raw" || s.size()? != d.virtual_size() {
+                return Ok(false);
+            }
+            s.make_zero_fast()
         })
     }
 

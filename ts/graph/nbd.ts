@@ -4,7 +4,9 @@
  * `nbd:unix:PATH[:exportname=NAME]`, and the options form (`file.driver=nbd`,
  * `file.server.type=inet|unix`, `file.server.host`, `file.server.port`, `file.server.path`,
  * `file.export`), with TLS named by `tls-creds` / `tls-hostname` (options, or as a qimg extension
- * the URI query: qemu-img 10 rejects URIs with a query other than `socket`).
+ * the URI query: qemu-img 10 rejects URIs with a query other than `socket`). `multi-conn=N`
+ * (options or URI query; a qimg extension, QEMU's NBD client has no such option) sets how many
+ * connections to open when the server advertises multi-conn (default 4, 1 for one).
  */
 import { QimgError } from "../errors.js";
 
@@ -24,6 +26,25 @@ export interface NbdTarget {
   tlsCreds?: string;
   /** Name the server's certificate must carry (x509). */
   tlsHostname?: string;
+  /** Connections when the server allows several (`multi-conn`, 1..16; default 4). */
+  multiConn?: number;
+}
+
+/** Most connections `multi-conn` may ask for. */
+export const MAX_MULTI_CONN = 16;
+
+function withMultiConn(t: NbdTarget, v: unknown): NbdTarget {
+  if (v === undefined || v === null) return t;
+  const s = String(v);
+  const n = Number(s);
+  if (!/^\d+$/.test(s) || n < 1 || n > MAX_MULTI_CONN) {
+    throw new QimgError(
+      "ERR_QIMG_INVALID_ARGUMENT",
+      `Parameter 'multi-conn' expects an integer between 1 and ${MAX_MULTI_CONN}, got '${s}'`,
+    );
+  }
+  t.multiConn = n;
+  return t;
 }
 
 function withTls(t: NbdTarget, creds: string | null | undefined, host: string | null | undefined): NbdTarget {
@@ -59,20 +80,28 @@ export function parseNbdString(spec: string): NbdTarget {
     const exportName = decodeURIComponent((uri[3] ?? "").replace(/^\//, ""));
     const query = new URLSearchParams(uri[4] ?? "");
     for (const k of query.keys()) {
-      if (!["socket", "tls-creds", "tls-hostname"].includes(k)) bad(spec, `unknown parameter '${k}'`);
+      if (!["socket", "tls-creds", "tls-hostname", "multi-conn"].includes(k))
+        bad(spec, `unknown parameter '${k}'`);
     }
     const tc = query.get("tls-creds");
     const th = query.get("tls-hostname");
+    const mc = query.get("multi-conn");
     if (scheme === "nbd+unix") {
       if (authority !== "") bad(spec, "a unix URI has no host");
       const socket = query.get("socket");
       if (!socket) bad(spec, "missing 'socket' parameter");
-      return withTls({ serverType: "unix", path: socket as string, export: exportName }, tc, th);
+      return withMultiConn(
+        withTls({ serverType: "unix", path: socket as string, export: exportName }, tc, th),
+        mc,
+      );
     }
     if (query.has("socket")) bad(spec, "'socket' is only for nbd+unix");
     const m = /^(\[[^\]]+\]|[^:]*)(?::(.*))?$/.exec(authority) as RegExpExecArray;
     const host = m[1].replace(/^\[|\]$/g, "") || "localhost";
-    return withTls({ serverType: "inet", host, port: port(spec, m[2]), export: exportName }, tc, th);
+    return withMultiConn(
+      withTls({ serverType: "inet", host, port: port(spec, m[2]), export: exportName }, tc, th),
+      mc,
+    );
   }
   // Legacy: nbd:unix:PATH[:exportname=NAME] or nbd:HOST:PORT[:exportname=NAME].
   const rest = spec.replace(/^nbd:/i, "");
@@ -105,23 +134,30 @@ export function parseNbdOptions(file: Record<string, unknown>): NbdTarget {
   const exportName = str(file.export) ?? "";
   const tc = str(file["tls-creds"]);
   const th = str(file["tls-hostname"]);
+  const mc = file["multi-conn"];
   if (type === "unix") {
     const path = str(server.path) ?? str(file.path);
     if (!path) bad("file.server.path", "missing socket path");
-    return withTls({ serverType: "unix", path: path as string, export: exportName }, tc, th);
+    return withMultiConn(
+      withTls({ serverType: "unix", path: path as string, export: exportName }, tc, th),
+      mc,
+    );
   }
   if (type !== "inet") bad(`file.server.type=${type}`, "server type must be inet or unix");
   const host = str(server.host) ?? str(file.host);
   if (!host) bad("file.server.host", "missing host");
-  return withTls(
-    {
-      serverType: "inet",
-      host: host as string,
-      port: port("file.server.port", str(server.port) ?? str(file.port)),
-      export: exportName,
-    },
-    tc,
-    th,
+  return withMultiConn(
+    withTls(
+      {
+        serverType: "inet",
+        host: host as string,
+        port: port("file.server.port", str(server.port) ?? str(file.port)),
+        export: exportName,
+      },
+      tc,
+      th,
+    ),
+    mc,
   );
 }
 

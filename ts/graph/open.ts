@@ -65,6 +65,7 @@ async function openNode(
         port: node.nbd.port,
         path: node.nbd.path,
         export: node.nbd.export,
+        connections: node.nbd.multiConn,
         tls:
           node.nbd.tlsCreds === undefined ? undefined : resolveTls(node.nbd.tlsCreds, node.nbd.tlsHostname),
       }

@@ -185,10 +185,16 @@ async function runConvert(
       });
     }
     // A new luks payload decrypts to noise, not zeros (QEMU's crypto driver has no zero init).
-    const targetZeroed = (!opts.noCreate && targetFormat !== "luks") || !!opts.targetIsZero;
+    let targetZeroed = (!opts.noCreate && targetFormat !== "luks") || !!opts.targetIsZero;
     const topOnly = opts.backingFile !== undefined;
     if (topOnly && opts.noCreate) {
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Use of -B and -n together is not supported");
+    }
+    // As qemu-img: a target without zero init or backing is zeroed up front when that is fast
+    // (NBD `WRITE_ZEROES` + `FAST_ZERO` over the whole export); zero ranges are then skipped.
+    if (!targetZeroed && !topOnly) {
+      const d0 = dst;
+      targetZeroed = await callNative(() => d0.native.makeZeroFast());
     }
     const result: ConvertResult = { totalBytes: total, bytesRead: 0, bytesWritten: 0, bytesZero: 0 };
     const chunk = opts.chunkSize ?? 4 << 20;

@@ -48,4 +48,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Start writing dirty data back without waiting (a hint; bulk writers call it per chunk so
     /// the final flush has little left to do).
     fn start_writeback(&self) {}
+    /// Make the whole store read as zeros, but only if that is fast (NBD `WRITE_ZEROES` with
+    /// `FAST_ZERO`, as qemu-img convert pre-zeroes a target): `Ok(false)` when it cannot, and
+    /// nothing is promised then. Default: `Ok(false)`.
+    fn make_zero_fast(&self) -> Result<bool> {
+        Ok(false)
+    }
 }

@@ -47,7 +47,7 @@ impl Server {
         let child = Command::new("qemu-nbd")
             .args([
                 "--persistent",
-                "--shared=4",
+                "--shared=8",
                 "-k",
                 &sock,
                 "-f",

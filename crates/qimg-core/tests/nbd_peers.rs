@@ -50,6 +50,9 @@ fn nbdkit_tls_psk_required_and_refused_without() {
     );
     let s = NbdStorage::connect_with(&srv.addr, "", "tls", &psk(&keys, None)).unwrap();
     assert_eq!(s.export().size, 16 << 20);
+    // nbdkit's memory plugin allows multi-conn: every connection negotiates TLS.
+    s.wait_for_connections(Duration::from_secs(10));
+    assert_eq!(s.requests_per_connection().len(), 4);
     roundtrip(&s);
     // Several threads sharing the TLS connection.
     std::thread::scope(|sc| {

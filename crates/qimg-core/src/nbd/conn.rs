@@ -1,16 +1,23 @@
-//! Several NBD requests in flight on one connection. Callers (any thread) send a request under a
-//! send lock, register it by cookie, and wait for it; one reader thread parses replies
-//! ([`super::reply`]) and completes requests in whatever order the server answers them.
+//! Several NBD requests in flight on one connection. A caller (any thread) submits a request
+//! under a send lock and gets a [`Ticket`]; it may submit more before waiting for any, so one
+//! thread can keep many requests outstanding. One reader thread parses replies
+//! ([`super::reply`]) and completes requests in whatever order the server answers them; read
+//! data goes straight into the caller's memory when the request was submitted with one
+//! ([`Pending::with_dest`]).
 //!
 //! A caller waits at most the connection's timeout: past it, or on any protocol or I/O error seen
 //! by the reader, the connection is declared dead, its socket shut down, and every waiting and
-//! later request fails with that error. At most [`MAX_IN_FLIGHT`] requests are outstanding, which
-//! bounds the memory buffered for reads.
+//! later request fails with that error. A request whose reply the reader has started to parse is
+//! completed only by the reader (which stops promptly once the socket is shut down), so memory a
+//! read writes into is never released while the reader may still write to it; a [`Ticket`]
+//! dropped without [`Ticket::wait`] waits for the same reason. At most [`MAX_IN_FLIGHT`] requests
+//! are outstanding per connection.
 use super::reply::{self, Pending};
 use super::transport::{Channel, ChannelReader};
 use super::wire::*;
 use crate::error::{Error, ErrorCode, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,8 +25,9 @@ use std::time::{Duration, Instant};
 /// Most requests outstanding on one connection.
 pub const MAX_IN_FLIGHT: usize = 16;
 
-/// Most bytes of read buffers kept for reuse per connection.
-pub const POOL_BYTES: usize = 32 << 20;
+/// Bytes the reader thread buffers from the socket (reply headers and small chunks come in one
+/// system call; larger payloads are read straight into their destination).
+const READ_BUFFER: usize = 32 << 10;
 
 /// Where a caller waits for its request.
 #[derive(Default)]
@@ -42,11 +50,11 @@ impl Slot {
 struct Shared {
     /// Sent requests the reader has not seen a reply for yet.
     inbox: HashMap<u64, (Pending, Arc<Slot>)>,
-    /// Requests the reader has taken over (reply started).
+    /// Requests the reader has taken over (reply started): only the reader completes them.
     taken: HashMap<u64, Arc<Slot>>,
     /// Set once the connection is unusable.
     dead: Option<Error>,
-    /// Requests outstanding.
+    /// Requests submitted and not completed yet.
     in_flight: usize,
     /// The owner is closing the connection.
     closing: bool,
@@ -60,31 +68,65 @@ pub struct Conn {
     send: Mutex<u64>,
     reader: Mutex<Option<JoinHandle<()>>>,
     timeout: Duration,
-    /// Read buffers to reuse (at most [`POOL_BYTES`] in all).
-    bufs: Mutex<Vec<Vec<u8>>>,
+    /// Requests sent over this connection so far.
+    sent: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Fail every request registered or taken over, and mark the connection dead.
-fn kill(sh: &mut Shared, e: Error) {
+/// Mark the connection dead and fail every request not under the reader's control (and, from
+/// the reader itself, `taken` ones too).
+fn kill(sh: &mut Shared, e: Error, with_taken: bool) {
     if sh.dead.is_none() {
         sh.dead = Some(e.clone());
     }
     let e = sh.dead.clone().unwrap_or(e);
     for (_, (_, slot)) in sh.inbox.drain() {
+        sh.in_flight -= 1;
         slot.complete(Err(e.clone()));
     }
-    for (_, slot) in sh.taken.drain() {
-        slot.complete(Err(e.clone()));
+    if with_taken {
+        for (_, slot) in sh.taken.drain() {
+            sh.in_flight -= 1;
+            slot.complete(Err(e.clone()));
+        }
+    }
+}
+
+/// A submitted request. [`Ticket::wait`] returns its reply; dropping the ticket waits too.
+pub struct Ticket {
+    conn: Arc<Conn>,
+    slot: Option<Arc<Slot>>,
+    what: &'static str,
+    offset: u64,
+    deadline: Instant,
+}
+
+impl Ticket {
+    /// Wait for the reply (at most the connection's timeout): the request with its data, or the
+    /// server's error for it, or the connection's.
+    pub fn wait(mut self) -> Result<Pending> {
+        let slot = self.slot.take().expect("waited once");
+        self.conn
+            .wait_slot(&slot, self.what, self.offset, self.deadline)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let _ = self
+                .conn
+                .wait_slot(&slot, self.what, self.offset, self.deadline);
+        }
     }
 }
 
 impl Conn {
     /// Start the transmission phase on a negotiated channel.
-    pub fn start(chan: Channel, structured: bool, timeout: Duration) -> Conn {
+    pub fn start(chan: Channel, structured: bool, timeout: Duration) -> Arc<Conn> {
         let chan = Arc::new(chan);
         let shared: Arc<(Mutex<Shared>, Condvar)> = Arc::default();
         let (c2, s2) = (chan.clone(), shared.clone());
@@ -92,14 +134,14 @@ impl Conn {
             .name("qimg-nbd-reader".into())
             .spawn(move || reader_loop(&c2, &s2, structured))
             .ok();
-        let conn = Conn {
+        let conn = Arc::new(Conn {
             chan,
             shared,
             send: Mutex::new(0),
             reader: Mutex::new(reader),
             timeout,
-            bufs: Mutex::new(Vec::new()),
-        };
+            sent: AtomicU64::new(0),
+        });
         if lock(&conn.reader).is_none() {
             conn.fail(Error::new(
                 ErrorCode::Internal,
@@ -112,22 +154,44 @@ impl Conn {
     /// Declare the connection dead with `e` and wake everyone.
     pub fn fail(&self, e: Error) {
         let (m, cv) = &*self.shared;
-        kill(&mut lock(m), e);
+        kill(&mut lock(m), e, false);
         cv.notify_all();
         self.chan.shutdown();
     }
 
+    /// Requests outstanding now.
+    pub fn load(&self) -> usize {
+        lock(&self.shared.0).in_flight
+    }
+
+    /// Requests sent over this connection so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// True once the connection is unusable.
+    pub fn is_dead(&self) -> bool {
+        lock(&self.shared.0).dead.is_some()
+    }
+
     /// Send a request and wait for its reply. `data` is the payload of a write.
     pub fn call(
-        &self,
+        self: &Arc<Self>,
         ty: u16,
         flags: u16,
         offset: u64,
         length: u32,
         data: &[u8],
     ) -> Result<Pending> {
+        self.submit(flags, Pending::new(ty, offset, length), data)?
+            .wait()
+    }
+
+    /// Send request `p` (with `flags`, and `data` as a write's payload) without waiting for its
+    /// reply; waits while [`MAX_IN_FLIGHT`] requests are outstanding.
+    pub fn submit(self: &Arc<Self>, flags: u16, p: Pending, data: &[u8]) -> Result<Ticket> {
+        let (ty, offset, length) = (p.ty, p.offset, p.length);
         let what = reply::command_name(ty);
-        let slot = Arc::new(Slot::default());
         let deadline = Instant::now() + self.timeout;
         {
             let (m, cv) = &*self.shared;
@@ -146,13 +210,44 @@ impl Conn {
             if let Some(e) = &sh.dead {
                 return Err(e.clone());
             }
-            sh.in_flight += 1;
         }
-        let r = self.send_and_wait(ty, flags, offset, length, data, &slot, deadline);
-        let (m, cv) = &*self.shared;
-        lock(m).in_flight -= 1;
-        cv.notify_one();
-        r
+        let slot = Arc::new(Slot::default());
+        let mut cookie = lock(&self.send);
+        *cookie = cookie.wrapping_add(1);
+        let c = *cookie;
+        {
+            let mut sh = lock(&self.shared.0);
+            if let Some(e) = &sh.dead {
+                return Err(e.clone());
+            }
+            sh.in_flight += 1;
+            sh.inbox.insert(c, (p, slot.clone()));
+        }
+        let ticket = Ticket {
+            conn: self.clone(),
+            slot: Some(slot),
+            what,
+            offset,
+            deadline,
+        };
+        let hdr = request(flags, ty, c, offset, length);
+        let sent = self.chan.write_all(&hdr).and_then(|_| {
+            if data.is_empty() {
+                Ok(())
+            } else {
+                self.chan.write_all(data)
+            }
+        });
+        drop(cookie);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = sent {
+            let err = Error::io(format!("NBD: sending {what}"), &e);
+            self.fail(err.clone());
+            // The ticket's drop waits until the request is out of the reader's hands.
+            drop(ticket);
+            return Err(err);
+        }
+        Ok(ticket)
     }
 
     fn timed_out(&self, what: &str, offset: u64) -> Error {
@@ -168,80 +263,45 @@ impl Conn {
         e
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn send_and_wait(
+    /// Wait for `slot` until `deadline`; past it the connection is failed, and the wait goes
+    /// on (without a deadline) until the reader has let go of the request.
+    fn wait_slot(
         &self,
-        ty: u16,
-        flags: u16,
+        slot: &Slot,
+        what: &str,
         offset: u64,
-        length: u32,
-        data: &[u8],
-        slot: &Arc<Slot>,
         deadline: Instant,
     ) -> Result<Pending> {
-        let what = reply::command_name(ty);
-        {
-            let mut cookie = lock(&self.send);
-            *cookie = cookie.wrapping_add(1);
-            let c = *cookie;
-            {
-                let mut sh = lock(&self.shared.0);
-                if let Some(e) = &sh.dead {
-                    return Err(e.clone());
-                }
-                let buf = if ty == CMD_READ {
-                    lock(&self.bufs).pop().unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                sh.inbox.insert(
-                    c,
-                    (Pending::with_buffer(ty, offset, length, buf), slot.clone()),
-                );
-            }
-            let hdr = request(flags, ty, c, offset, length);
-            let sent = self.chan.write_all(&hdr).and_then(|_| {
-                if data.is_empty() {
-                    Ok(())
-                } else {
-                    self.chan.write_all(data)
-                }
-            });
-            if let Err(e) = sent {
-                let err = Error::io(format!("NBD: sending {what}"), &e);
-                self.fail(err.clone());
-                return Err(err);
-            }
-        }
         let mut g = lock(&slot.done);
+        let mut timeout: Option<Error> = None;
         loop {
             if let Some(r) = g.take() {
+                if let Some(e) = timeout {
+                    return Err(e);
+                }
                 return r.and_then(|p| match p.error {
                     Some(e) => Err(e),
                     None => Ok(p),
                 });
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() && timeout.is_none() {
                 drop(g);
-                let e = self.timed_out(what, offset);
-                // The reader may have completed the slot meanwhile; the timeout wins anyway.
-                return Err(e);
+                timeout = Some(self.timed_out(what, offset));
+                g = lock(&slot.done);
+                continue;
             }
+            // After the timeout: the reader stops promptly (its socket is shut down).
+            let step = if timeout.is_some() {
+                Duration::from_millis(100)
+            } else {
+                left
+            };
             g = slot
                 .cv
-                .wait_timeout(g, left)
+                .wait_timeout(g, step)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
-    }
-
-    /// Give a read buffer back for later requests (the pool keeps at most [`POOL_BYTES`]).
-    pub fn recycle(&self, buf: Vec<u8>) {
-        let mut b = lock(&self.bufs);
-        let held: usize = b.iter().map(Vec::capacity).sum();
-        if buf.capacity() > 0 && held + buf.capacity() <= POOL_BYTES {
-            b.push(buf);
         }
     }
 
@@ -258,7 +318,9 @@ impl Conn {
         }
         self.fail(Error::new(ErrorCode::Io, "NBD connection closed"));
         if let Some(h) = lock(&self.reader).take() {
-            let _ = h.join();
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 }
@@ -269,8 +331,26 @@ impl Drop for Conn {
     }
 }
 
+/// Fails every request still in the reader's hands when the reader stops, even by a panic.
+struct ReaderExit<'a>(&'a (Mutex<Shared>, Condvar), &'a Channel);
+
+impl Drop for ReaderExit<'_> {
+    fn drop(&mut self) {
+        let mut sh = lock(&self.0 .0);
+        let e = sh
+            .dead
+            .clone()
+            .unwrap_or_else(|| Error::new(ErrorCode::Io, "NBD connection closed"));
+        kill(&mut sh, e, true);
+        drop(sh);
+        self.0 .1.notify_all();
+        self.1.shutdown();
+    }
+}
+
 fn reader_loop(chan: &Channel, shared: &(Mutex<Shared>, Condvar), structured: bool) {
-    let mut rd = ChannelReader(chan);
+    let _exit = ReaderExit(shared, chan);
+    let mut rd = std::io::BufReader::with_capacity(READ_BUFFER, ChannelReader(chan));
     let mut local: HashMap<u64, Pending> = HashMap::new();
     loop {
         let r = {
@@ -284,7 +364,15 @@ fn reader_loop(chan: &Channel, shared: &(Mutex<Shared>, Condvar), structured: bo
         };
         match r {
             Ok(Some((cookie, p))) => {
-                let slot = lock(&shared.0).taken.remove(&cookie);
+                let slot = {
+                    let mut sh = lock(&shared.0);
+                    let s = sh.taken.remove(&cookie);
+                    if s.is_some() {
+                        sh.in_flight -= 1;
+                    }
+                    s
+                };
+                shared.1.notify_one();
                 if let Some(slot) = slot {
                     slot.complete(Ok(p));
                 }
@@ -297,10 +385,8 @@ fn reader_loop(chan: &Channel, shared: &(Mutex<Shared>, Condvar), structured: bo
                 } else {
                     e
                 };
-                kill(&mut sh, e);
-                drop(sh);
-                shared.1.notify_all();
-                chan.shutdown();
+                // Nothing of `local` is written to any more: its requests may complete.
+                kill(&mut sh, e, true);
                 return;
             }
         }

@@ -4,23 +4,31 @@
 //! [`handshake`] negotiates (fixed newstyle, [`tls`] via STARTTLS, structured replies,
 //! `base:allocation` and `qemu:allocation-depth`, `OPT_GO`, `OPT_LIST`); [`conn`] runs the
 //! transmission phase with several requests in flight per connection (a reader thread matches
-//! replies to requests by cookie, so the threads of a parallel convert share one connection);
-//! [`reply`] parses replies, bounding everything before it is buffered. Requests are split at the
-//! server's maximum block size; flush, FUA writes, trim, write zeroes (`NO_HOLE` unless unmapping
-//! is allowed, `FAST_ZERO` on request) and block status are supported. A server that stops
-//! answering hits the timeout, and a malformed or out-of-range reply is an error, never data.
+//! replies to requests by cookie and reads data straight into the caller's buffer); [`pool`]
+//! opens several connections when the server allows it (multi-conn) and spreads requests over
+//! them; [`reply`] parses replies, bounding everything before it is buffered. A read or write is
+//! cut into requests of at most [`REQUEST_SIZE`] (and the server's maximum block size) that are
+//! all in flight at once; flush (on every connection), FUA writes, trim, write zeroes (`NO_HOLE`
+//! unless unmapping is allowed, `FAST_ZERO` on request) and block status are supported. A server
+//! that stops answering hits the timeout, and a malformed or out-of-range reply is an error,
+//! never data.
 mod align;
 pub mod conn;
 pub mod handshake;
+pub mod pool;
 pub mod reply;
+mod status;
 pub mod tls;
 pub mod transport;
 pub mod wire;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::storage::{DataRun, Storage};
-use conn::Conn;
+use conn::{Conn, Ticket};
 pub use handshake::{Export, ExportEntry};
+use pool::Pool;
+pub use pool::{DEFAULT_CONNECTIONS, MAX_CONNECTIONS};
+use std::sync::Arc;
 use std::time::Duration;
 pub use tls::{TlsConfig, TlsCreds};
 use transport::{Channel, Sock};
@@ -44,6 +52,9 @@ pub struct ConnectOptions {
     pub tls: Option<TlsConfig>,
     /// Longest wait for connecting, for each negotiation step and for each request's reply.
     pub timeout: Duration,
+    /// Connections to open when the server advertises multi-conn (`multi-conn=N`, default
+    /// [`DEFAULT_CONNECTIONS`]; 1 for a single connection; at most [`MAX_CONNECTIONS`]).
+    pub connections: usize,
 }
 
 impl Default for ConnectOptions {
@@ -52,6 +63,7 @@ impl Default for ConnectOptions {
             read_only: false,
             tls: None,
             timeout: IO_TIMEOUT,
+            connections: DEFAULT_CONNECTIONS,
         }
     }
 }
@@ -61,7 +73,9 @@ pub struct NbdStorage {
     name: String,
     export: Export,
     read_only: bool,
-    conn: Conn,
+    conns: Arc<Pool>,
+    /// Block status windows fetched ahead (read-only opens; see [`status`]).
+    status_cache: std::sync::Mutex<Vec<status::Window>>,
     /// Serialises read-modify-write of partial blocks (servers with a minimum block size).
     rmw: std::sync::Mutex<()>,
 }
@@ -78,9 +92,20 @@ impl std::fmt::Debug for NbdStorage {
 /// How long a request may wait for its reply (default).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Connect, greet, and start TLS when configured: the stream ready for options.
-fn open_stream(addr: &Address, tls: Option<&TlsConfig>, timeout: Duration) -> Result<Stream> {
+/// Largest request a read or write is cut into (several are in flight at once, spread over the
+/// connections; the server's maximum block size may lower it).
+pub const REQUEST_SIZE: u64 = 1 << 20;
+
+/// Connect, greet, and start TLS when configured: the stream ready for options. `keep` sees the
+/// socket first (to keep a handle that can shut it down).
+fn open_stream(
+    addr: &Address,
+    tls: Option<&TlsConfig>,
+    timeout: Duration,
+    keep: &dyn Fn(&Sock),
+) -> Result<Stream> {
     let mut sock = Sock::connect(addr, timeout)?;
+    keep(&sock);
     handshake::greet(&mut sock)?;
     let Some(cfg) = tls else {
         return Ok(Stream::Plain(sock));
@@ -122,6 +147,27 @@ fn open_stream(addr: &Address, tls: Option<&TlsConfig>, timeout: Duration) -> Re
     Ok(Stream::Tls(Box::new(ssl)))
 }
 
+/// Open a connection to `export` and negotiate it: the stream ready for transmission.
+fn negotiate_stream(
+    addr: &Address,
+    export: &str,
+    o: &ConnectOptions,
+    keep: &dyn Fn(&Sock),
+) -> Result<(Stream, Export)> {
+    let mut s = open_stream(addr, o.tls.as_ref(), o.timeout, keep)?;
+    let e = handshake::negotiate(&mut s, export)?;
+    Ok((s, e))
+}
+
+/// Start the transmission phase on a negotiated stream.
+fn start_conn(s: Stream, e: Export, o: &ConnectOptions) -> Result<Arc<Conn>> {
+    let chan = match s {
+        Stream::Plain(sock) => Channel::plain(sock, o.timeout),
+        Stream::Tls(ssl) => Channel::tls(*ssl, o.timeout)?,
+    };
+    Ok(Conn::start(chan, e.structured, o.timeout))
+}
+
 /// The negotiation stream, plain or TLS.
 enum Stream {
     Plain(Sock),
@@ -158,7 +204,7 @@ pub fn list_exports(
     tls: Option<&TlsConfig>,
     timeout: Duration,
 ) -> Result<Vec<ExportEntry>> {
-    let mut s = open_stream(addr, tls, timeout)?;
+    let mut s = open_stream(addr, tls, timeout, &|_| {})?;
     handshake::list(&mut s)
 }
 
@@ -180,8 +226,8 @@ impl NbdStorage {
         name: &str,
         o: &ConnectOptions,
     ) -> Result<Self> {
-        let mut s = open_stream(addr, o.tls.as_ref(), o.timeout).map_err(|e| e.with_path(name))?;
-        let export_info = handshake::negotiate(&mut s, export).map_err(|e| e.with_path(name))?;
+        let (s, export_info) =
+            negotiate_stream(addr, export, o, &|_| {}).map_err(|e| e.with_path(name))?;
         if !o.read_only && export_info.flags & TF_READ_ONLY != 0 {
             return Err(Error::new(
                 ErrorCode::ReadOnly,
@@ -189,17 +235,30 @@ impl NbdStorage {
             )
             .with_path(name));
         }
-        let chan = match s {
-            Stream::Plain(sock) => Channel::plain(sock, o.timeout),
-            Stream::Tls(ssl) => Channel::tls(*ssl, o.timeout)?,
-        };
+        let conns = Pool::new(start_conn(s, export_info, o).map_err(|e| e.with_path(name))?);
+        let n = o.connections.clamp(1, MAX_CONNECTIONS);
+        if n > 1 && export_info.flags & TF_CAN_MULTI_CONN != 0 {
+            conns.open_extra(n - 1, addr, export, o, export_info);
+            conns.wait_ready(pool::READY_WAIT);
+        }
         Ok(NbdStorage {
             name: name.to_string(),
             export: export_info,
             read_only: o.read_only,
-            conn: Conn::start(chan, export_info.structured, o.timeout),
+            conns,
+            status_cache: std::sync::Mutex::new(Vec::new()),
             rmw: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Wait (at most `max`) until the extra connections still negotiating have joined or failed.
+    pub fn wait_for_connections(&self, max: Duration) {
+        self.conns.wait_ready(max);
+    }
+
+    /// Requests sent on each open connection so far (one entry per connection).
+    pub fn requests_per_connection(&self) -> Vec<u64> {
+        self.conns.all().iter().map(|c| c.requests_sent()).collect()
     }
 
     /// What negotiation settled (size, flags, block sizes, contexts).
@@ -225,45 +284,80 @@ impl NbdStorage {
         length: u32,
         data: &[u8],
     ) -> Result<reply::Pending> {
-        self.conn
+        self.conns
+            .pick()
             .call(ty, flags, offset, length, data)
             .map_err(|e| e.with_path(&self.name))
     }
 
-    /// Run `f(part_offset, part_len)` for every piece of `[offset, offset+len)` split at `step`,
-    /// several at once (they share the connection, so their requests overlap on the wire).
-    fn parallel<F>(&self, offset: u64, len: u64, step: u64, f: F) -> Result<()>
-    where
-        F: Fn(u64, u64) -> Result<()> + Sync,
-    {
-        let parts = len.div_ceil(step.max(1));
-        if parts <= 1 {
-            return if len == 0 { Ok(()) } else { f(offset, len) };
+    /// Wait for every ticket (all of them, even after a failure): the first error, if any.
+    fn wait_all(&self, tickets: Vec<Ticket>) -> Result<()> {
+        let mut first = None;
+        for t in tickets {
+            if let Err(e) = t.wait() {
+                first.get_or_insert(e);
+            }
         }
-        let next = std::sync::atomic::AtomicU64::new(0);
-        let workers = (parts as usize).clamp(1, conn::MAX_IN_FLIGHT / 2);
-        let results: Vec<Result<()>> = std::thread::scope(|sc| {
-            let hs: Vec<_> = (0..workers)
-                .map(|_| {
-                    sc.spawn(|| loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if i >= parts {
-                            return Ok(());
-                        }
-                        let at = i * step;
-                        f(offset + at, (len - at).min(step))?;
-                    })
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::new(ErrorCode::Internal, "NBD worker panicked"))
-                    })
-                })
-                .collect()
-        });
-        results.into_iter().collect()
+        first.map_or(Ok(()), |e| Err(e.with_path(&self.name)))
+    }
+
+    /// The size the aligned range `[offset, offset+len)` is cut into: [`REQUEST_SIZE`] or the
+    /// server's maximum, and small enough that every connection gets a piece.
+    fn part_size(&self, len: u64) -> u64 {
+        let a = (self.export.min_block as u64).max(1);
+        let spread = len.div_ceil(self.conns.all().len() as u64).div_ceil(a) * a;
+        let p = self
+            .max_request()
+            .min(REQUEST_SIZE)
+            .min(spread.max(256 << 10));
+        (p / a * a).max(a)
+    }
+
+    /// Write requests for an aligned range (all in flight at once).
+    fn write_aligned(&self, buf: &[u8], offset: u64, flags: u16) -> Result<()> {
+        let step = self.part_size(buf.len() as u64);
+        let mut tickets = Vec::with_capacity(buf.len().div_ceil(step as usize));
+        let mut at = 0usize;
+        while at < buf.len() {
+            let n = (buf.len() - at).min(step as usize);
+            let p = reply::Pending::new(CMD_WRITE, offset + at as u64, n as u32);
+            match self.conns.pick().submit(flags, p, &buf[at..at + n]) {
+                Ok(t) => tickets.push(t),
+                Err(e) => {
+                    drop(tickets);
+                    return Err(e.with_path(&self.name));
+                }
+            }
+            at += n;
+        }
+        self.wait_all(tickets)
+    }
+
+    /// Read requests for an aligned range inside the export, all in flight at once, each reply
+    /// read straight into its part of `buf`.
+    fn read_aligned(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let step = self.part_size(buf.len() as u64) as usize;
+        let len = buf.len();
+        let base = buf.as_mut_ptr();
+        let mut tickets = Vec::with_capacity(len.div_ceil(step));
+        let mut at = 0usize;
+        while at < len {
+            let n = (len - at).min(step);
+            // SAFETY: `base + at .. + n` lies inside `buf`, parts do not overlap, and `buf` is
+            // borrowed mutably until every ticket has been waited for (below, or by the
+            // tickets' drop on an early return), so nothing else touches the memory meanwhile.
+            let p =
+                unsafe { reply::Pending::with_dest(offset + at as u64, n as u32, base.add(at), n) };
+            match self.conns.pick().submit(0, p, &[]) {
+                Ok(t) => tickets.push(t),
+                Err(e) => {
+                    drop(tickets);
+                    return Err(e.with_path(&self.name));
+                }
+            }
+            at += n;
+        }
+        self.wait_all(tickets)
     }
 
     /// Write with FUA when `fua` (durable when it returns; a flush when the server has no FUA).
@@ -289,31 +383,6 @@ impl NbdStorage {
             self.flush()?;
         }
         Ok(())
-    }
-
-    /// Write requests for an aligned range (split at the maximum request size).
-    fn write_aligned(&self, buf: &[u8], offset: u64, flags: u16) -> Result<()> {
-        let step = self.max_request();
-        self.parallel(offset, buf.len() as u64, step, |at, n| {
-            let s = (at - offset) as usize;
-            self.call(CMD_WRITE, flags, at, n as u32, &buf[s..s + n as usize])
-                .map(|_| ())
-        })
-    }
-
-    /// Read requests for an aligned range inside the export.
-    fn read_aligned(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let step = self.max_request();
-        let len = buf.len() as u64;
-        let out = std::sync::Mutex::new(buf);
-        self.parallel(offset, len, step, |at, n| {
-            let p = self.call(CMD_READ, 0, at, n as u32, &[])?;
-            let s = (at - offset) as usize;
-            out.lock().unwrap_or_else(|p| p.into_inner())[s..s + n as usize]
-                .copy_from_slice(&p.data);
-            self.conn.recycle(p.data);
-            Ok(())
-        })
     }
 
     /// Trim (`NBD_CMD_TRIM`): a hint; the range may not read as zeros afterwards. Does nothing
@@ -362,23 +431,6 @@ impl NbdStorage {
         Ok(())
     }
 
-    /// Block status of the run at `offset` in context `ctx`: (length, flags) of the first extent.
-    fn block_status(&self, ctx: u32, offset: u64, length: u64) -> Result<Option<(u64, u32)>> {
-        let n = length
-            .min(self.export.size.saturating_sub(offset))
-            .min(1 << 30);
-        if n == 0 {
-            return Ok(None);
-        }
-        let p = self.call(CMD_BLOCK_STATUS, CMDF_REQ_ONE, offset, n as u32, &[])?;
-        match p.status.iter().find(|d| d.0 == ctx) {
-            Some(&(_, len, flags)) => Ok(Some(((len as u64).min(n), flags))),
-            None => Err(
-                Error::corrupt("NBD block status reply without a descriptor").with_path(&self.name),
-            ),
-        }
-    }
-
     /// `qemu:allocation-depth` of the run at `offset`: (length, depth) where depth 0 means
     /// unallocated in the whole chain behind the export, 1 the top layer, and so on. `None`
     /// when the server does not offer the context.
@@ -389,9 +441,9 @@ impl NbdStorage {
         }
     }
 
-    /// Close the connection now (`NBD_CMD_DISC`); later calls fail.
+    /// Close the connections now (`NBD_CMD_DISC`); later calls fail.
     pub fn close(&self) {
-        self.conn.close();
+        self.conns.close();
     }
 
     /// Requests are split at the server's maximum (at most 8 MiB, which bounds the memory of
@@ -415,6 +467,13 @@ impl NbdStorage {
             return Ok(());
         }
         self.zero_any(offset, length, if may_unmap { 0 } else { CMDF_NO_HOLE })
+    }
+}
+
+impl Drop for NbdStorage {
+    fn drop(&mut self) {
+        // Also stops extra connections still negotiating (their threads hold the pool).
+        self.conns.close();
     }
 }
 
@@ -449,7 +508,20 @@ impl Storage for NbdStorage {
         if self.read_only || self.export.flags & TF_SEND_FLUSH == 0 {
             return Ok(());
         }
-        self.call(CMD_FLUSH, 0, 0, 0, &[]).map(|_| ())
+        // Every write has had its reply before this is called; one flush would cover all
+        // connections (multi-conn), but each gets one, as nbdcopy does.
+        let mut tickets = Vec::new();
+        for c in self.conns.all() {
+            let p = reply::Pending::new(CMD_FLUSH, 0, 0);
+            match c.submit(0, p, &[]) {
+                Ok(t) => tickets.push(t),
+                Err(e) => {
+                    drop(tickets);
+                    return Err(e.with_path(&self.name));
+                }
+            }
+        }
+        self.wait_all(tickets)
     }
 
     fn discard(&self, offset: u64, length: u64) -> Result<()> {
@@ -463,6 +535,13 @@ impl Storage for NbdStorage {
 
     fn trim(&self, offset: u64, length: u64) -> Result<()> {
         NbdStorage::trim(self, offset, length)
+    }
+
+    fn make_zero_fast(&self) -> Result<bool> {
+        if self.read_only {
+            return Ok(false);
+        }
+        self.write_zeroes_fast(0, self.export.size, true)
     }
 
     fn allocate(&self, _offset: u64, _length: u64) -> Result<()> {

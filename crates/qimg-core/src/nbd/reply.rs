@@ -21,6 +21,18 @@ use std::io::Read;
 /// Most block status descriptors kept for one request.
 const MAX_DESCRIPTORS: usize = 1 << 20;
 
+/// A caller's memory a read reply is written into directly (no intermediate buffer).
+#[derive(Debug, Clone, Copy)]
+pub struct RawDest {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a `RawDest` is only dereferenced by the connection's reader thread while the request
+// is outstanding; its creator (see [`Pending::with_dest`]) keeps the memory alive and untouched
+// until the request completes, so moving the pointer to that thread is sound.
+unsafe impl Send for RawDest {}
+
 /// A request waiting for (the rest of) its reply.
 #[derive(Debug)]
 pub struct Pending {
@@ -30,9 +42,10 @@ pub struct Pending {
     pub offset: u64,
     /// Request length.
     pub length: u32,
-    /// Read data (`length` bytes; a recycled buffer holds stale bytes until data and hole chunks
-    /// cover it); empty for other commands.
+    /// Read data (`length` bytes); empty for other commands and for reads into a caller's memory ([`Self::with_dest`]).
     pub data: Vec<u8>,
+    /// Where read data goes instead of `data`, when set.
+    dest: Option<RawDest>,
     /// Bytes of a read covered by data or hole chunks so far.
     pub covered: u64,
     /// Block status descriptors: (context id, length, flags).
@@ -53,26 +66,41 @@ impl Pending {
             } else {
                 Vec::new()
             },
+            dest: None,
             covered: 0,
             status: Vec::new(),
             error: None,
         }
     }
 
-    /// A pending request whose read data goes into `buf` (reused; resized to the request).
-    pub fn with_buffer(ty: u16, offset: u64, length: u32, mut buf: Vec<u8>) -> Pending {
-        if ty != CMD_READ {
-            return Pending::new(ty, offset, length);
-        }
-        buf.resize(length as usize, 0);
+    /// A pending read whose data goes straight into `len` bytes at `ptr` (`len` must equal
+    /// `length`).
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must be valid for writes, and neither read nor written by anyone else,
+    /// until the reply parser has dropped or returned this `Pending` (the connection guarantees
+    /// this by completing the request only when its reader is done with it).
+    pub unsafe fn with_dest(offset: u64, length: u32, ptr: *mut u8, len: usize) -> Pending {
+        debug_assert_eq!(len, length as usize);
         Pending {
-            ty,
+            ty: CMD_READ,
             offset,
             length,
-            data: buf,
+            data: Vec::new(),
+            dest: Some(RawDest { ptr, len }),
             covered: 0,
             status: Vec::new(),
             error: None,
+        }
+    }
+
+    /// The bytes read data goes into.
+    pub fn buf(&mut self) -> &mut [u8] {
+        match self.dest {
+            // SAFETY: `with_dest`'s contract: the memory is valid and exclusively ours while
+            // the request is pending.
+            Some(d) => unsafe { std::slice::from_raw_parts_mut(d.ptr, d.len) },
+            None => &mut self.data,
         }
     }
 }
@@ -153,7 +181,7 @@ pub fn read_message(
                         "NBD server sent a simple reply with data after agreeing to structured replies",
                     ));
                 }
-                read_exact(r, &mut p.data, "read data")?;
+                read_exact(r, p.buf(), "read data")?;
                 p.covered = p.length as u64;
             }
             finish(local, cookie)
@@ -182,7 +210,7 @@ pub fn read_message(
                         return Err(Error::corrupt("NBD read data chunk outside the request"));
                     }
                     let s = (at - p.offset) as usize;
-                    read_exact(r, &mut p.data[s..s + n as usize], "read data")?;
+                    read_exact(r, &mut p.buf()[s..s + n as usize], "read data")?;
                     p.covered += n;
                 }
                 _ => {
@@ -230,10 +258,11 @@ fn apply_chunk(p: &mut Pending, ty: u16, b: &[u8]) -> Result<()> {
             if n == 0 || at < p.offset || at.checked_add(n).is_none_or(|e| e > end) {
                 return Err(Error::corrupt("NBD hole chunk outside the request"));
             }
-            // Read buffers are recycled: zero the hole explicitly (the coverage check makes
-            // sure every byte of a successful read was written by a data or hole chunk).
+            // Reads land in the caller's memory, which holds stale bytes: zero the hole
+            // explicitly (the coverage check makes sure every byte of a successful read was
+            // written by a data or hole chunk).
             let s = (at - p.offset) as usize;
-            p.data[s..s + n as usize].fill(0);
+            p.buf()[s..s + n as usize].fill(0);
             p.covered += n;
         }
         REPLY_BLOCK_STATUS => {
