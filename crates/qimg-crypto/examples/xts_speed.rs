@@ -36,7 +36,11 @@ fn main() {
         ivgen_hash: None,
     };
     let key: Vec<u8> = (0..64u8).collect();
-    let c = SectorCipher::new(spec, &key, 512).expect("cipher");
+    let generic = std::env::args().any(|a| a == "--generic");
+    let mut c = SectorCipher::new(spec, &key, 512).expect("cipher");
+    if generic {
+        c = c.generic_path();
+    }
     let mut buf = vec![0x5au8; buf_len];
     let mut rate = |enc: bool| {
         let start = Instant::now();
