@@ -2,7 +2,8 @@
 //! throughput of [`qimg_crypto::SectorCipher`] on one thread, over a buffer of `--buf` bytes
 //! (default 4 MiB, like one convert chunk) for about `--seconds` each. Prints one JSON line with
 //! rates per wall-clock second and per CPU second of this thread (`openssl speed` divides by CPU
-//! time, so on a shared machine the CPU-time rate is the one to compare).
+//! time, so on a shared machine the CPU-time rate is the one to compare). `--generic` forces the
+//! generic three-pass XTS path (for comparison with the fused/VAES one).
 use qimg_crypto::{CipherAlg, CipherMode, CipherSpec, IvGenAlg, SectorCipher};
 use std::time::Instant;
 
@@ -63,8 +64,9 @@ fn main() {
     let (e, ec) = rate(true);
     let (d, dc) = rate(false);
     println!(
-        "{{\"encrypt_mb_s\":{e:.1},\"decrypt_mb_s\":{d:.1},\"encrypt_cpu_mb_s\":{ec:.1},\"decrypt_cpu_mb_s\":{dc:.1},\"aesni\":{},\"vaes\":{}}}",
+        "{{\"encrypt_mb_s\":{e:.1},\"decrypt_mb_s\":{d:.1},\"encrypt_cpu_mb_s\":{ec:.1},\"decrypt_cpu_mb_s\":{dc:.1},\"aesni\":{},\"vaes\":{},\"avx512f\":{},\"generic\":{generic},\"buf\":{buf_len}}}",
         std::arch::is_x86_feature_detected!("aes"),
-        std::arch::is_x86_feature_detected!("vaes")
+        std::arch::is_x86_feature_detected!("vaes"),
+        std::arch::is_x86_feature_detected!("avx512f")
     );
 }
