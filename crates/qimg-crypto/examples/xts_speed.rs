@@ -3,7 +3,8 @@
 //! (default 4 MiB, like one convert chunk) for about `--seconds` each. Prints one JSON line with
 //! rates per wall-clock second and per CPU second of this thread (`openssl speed` divides by CPU
 //! time, so on a shared machine the CPU-time rate is the one to compare). `--generic` forces the
-//! generic three-pass XTS path (for comparison with the fused/VAES one).
+//! generic three-pass XTS path, `--no-vaes` the fused loop over the `aes` crate (what CPUs
+//! without VAES-512 run), for comparison with the VAES-512 kernel.
 use qimg_crypto::{CipherAlg, CipherMode, CipherSpec, IvGenAlg, SectorCipher};
 use std::time::Instant;
 
@@ -41,6 +42,9 @@ fn main() {
     let mut c = SectorCipher::new(spec, &key, 512).expect("cipher");
     if generic {
         c = c.generic_path();
+    }
+    if std::env::args().any(|a| a == "--no-vaes") {
+        c = c.without_vaes();
     }
     let mut buf = vec![0x5au8; buf_len];
     let mut rate = |enc: bool| {

@@ -233,6 +233,17 @@ impl SectorCipher {
         self
     }
 
+    /// The same cipher without the VAES-512 XTS kernel (the fused loop over the `aes` crate,
+    /// as on CPUs without VAES): for tests and benchmarks. Results are identical.
+    #[doc(hidden)]
+    pub fn without_vaes(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.vaes = None;
+        }
+        self
+    }
+
     /// The spec this cipher was made for.
     pub fn spec(&self) -> &CipherSpec {
         &self.spec
