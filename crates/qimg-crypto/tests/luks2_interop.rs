@@ -290,3 +290,73 @@ fn luks2_secondary_header_fallback() {
     let e = Luks2Header::read(&io, bytes.len() as u64).unwrap_err();
     assert_eq!(e.code.as_str(), "ERR_QIMG_CORRUPT", "{}", e.message);
 }
+
+/// Argon2 cannot be interrupted from inside; a cancel during it must still return promptly.
+/// A cryptsetup LUKS2 image's Argon2id slot is patched (JSON rewritten, checksum recomputed) to
+/// 128 MiB × 64 passes — seconds of work — and the cancel flag is set 200 ms in.
+#[test]
+fn argon2_unlock_is_cancellable() {
+    if !have("cryptsetup", "cryptsetup-bin") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, b"hunter2").unwrap();
+    let key = key.to_str().unwrap();
+    let img = dir.path().join("a2.img");
+    std::fs::write(&img, vec![0u8; 18 << 20]).unwrap();
+    let img = img.to_str().unwrap();
+    let o = run(
+        "cryptsetup",
+        &[
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--batch-mode",
+            "--key-file",
+            key,
+            "--pbkdf",
+            "argon2id",
+            "--pbkdf-memory",
+            "1024",
+            "--pbkdf-force-iterations",
+            "4",
+            img,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut b = std::fs::read(img).unwrap();
+    let hdr = u64::from_be_bytes(b[8..16].try_into().unwrap()) as usize;
+    let end = 4096 + b[4096..hdr].iter().position(|&c| c == 0).unwrap();
+    let mut j: serde_json::Value = serde_json::from_slice(&b[4096..end]).unwrap();
+    for (_, ks) in j["keyslots"].as_object_mut().unwrap() {
+        ks["kdf"]["memory"] = serde_json::json!(128 * 1024);
+        ks["kdf"]["time"] = serde_json::json!(64);
+    }
+    let text = serde_json::to_vec(&j).unwrap();
+    b[4096..hdr].fill(0);
+    b[4096..4096 + text.len()].copy_from_slice(&text);
+    b[448..512].fill(0);
+    let sum = qimg_crypto::HashAlg::Sha256.digest(&[&b[..hdr]]);
+    b[448..480].copy_from_slice(&sum);
+    let io = MemIo(RefCell::new(b.clone()));
+    let h = Luks2Header::read(&io, b.len() as u64).unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let limits = WorkLimits {
+        cancel: Some(flag.clone()),
+        ..WorkLimits::default()
+    };
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let started = std::time::Instant::now();
+    let e = h.unlock(&io, b"hunter2", &limits).unwrap_err();
+    let elapsed = started.elapsed();
+    setter.join().unwrap();
+    assert_eq!(e.code.as_str(), "ERR_QIMG_ABORTED", "{}", e.message);
+    assert!(
+        elapsed < std::time::Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
+}
