@@ -28,6 +28,17 @@ unsafe impl Send for VaesXts {}
 // SAFETY: as above; shared access only reads the round keys.
 unsafe impl Sync for VaesXts {}
 
+impl Drop for VaesXts {
+    fn drop(&mut self) {
+        // SAFETY: `self.ek` / `self.dk` are valid, exclusive places of their type; volatile
+        // writes keep the wipe of the round keys from being optimized away.
+        unsafe {
+            std::ptr::write_volatile(&mut self.ek, [_mm_setzero_si128(); 15]);
+            std::ptr::write_volatile(&mut self.dk, [_mm_setzero_si128(); 15]);
+        }
+    }
+}
+
 /// `x ^ x<<32 ^ x<<64 ^ x<<96`: the word-prefix XOR of the key schedule.
 #[inline]
 #[target_feature(enable = "sse2")]
