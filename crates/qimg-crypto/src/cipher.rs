@@ -162,7 +162,7 @@ pub struct SectorCipher {
     tweak: Option<Box<dyn Blocks>>,
     /// ESSIV: the IV cipher keyed by hash(key).
     essiv: Option<Box<dyn Blocks>>,
-    /// XTS with AES-128/256 on a CPU with VAES-512: the register-resident kernel.
+    /// XTS with AES-128/256 on a CPU with VAES: the register-resident kernel.
     #[cfg(target_arch = "x86_64")]
     vaes: Option<crate::xts_vaes::VaesXts>,
     /// Use the cipher's fused XTS path where it has one (AES); false only in tests/benches.
@@ -233,7 +233,33 @@ impl SectorCipher {
         self
     }
 
-    /// The same cipher without the VAES-512 XTS kernel (the fused loop over the `aes` crate,
+    /// The same cipher on the 256-bit (AVX2) VAES XTS kernel even where AVX-512F is present:
+    /// for tests and benchmarks. Results are identical.
+    #[doc(hidden)]
+    pub fn vaes256(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v) = &mut self.vaes {
+            v.narrow();
+        }
+        self
+    }
+
+    /// The XTS kernel in use: `"VAES-512"`, `"VAES-256"`, or `"aes-crate"` (other modes: the
+    /// same label; it names the XTS path only). For benchmarks and diagnostics.
+    #[doc(hidden)]
+    pub fn xts_kernel(&self) -> &'static str {
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Some(v)) = (self.fused, &self.vaes) {
+            return v.kernel();
+        }
+        if self.fused {
+            "aes-crate"
+        } else {
+            "generic"
+        }
+    }
+
+    /// The same cipher without the VAES XTS kernels (the fused loop over the `aes` crate,
     /// as on CPUs without VAES): for tests and benchmarks. Results are identical.
     #[doc(hidden)]
     pub fn without_vaes(mut self) -> Self {

@@ -1,12 +1,13 @@
-//! AES-XTS with VAES-512 on x86-64: 32 blocks (one 512-byte sector) per step in eight ZMM
-//! registers, the tweaks advanced four blocks at a time in ZMM registers (T·α⁴ per 128-bit lane),
-//! so data is loaded once, XORed, run through the rounds, XORed and stored once.
+//! AES-XTS with VAES on x86-64: with AVX-512F, 32 blocks (one 512-byte sector) per step in eight
+//! ZMM registers, the tweaks advanced four blocks at a time (T·α⁴ per 128-bit lane); with AVX2
+//! only (e.g. Zen 3), 16 blocks per step in eight YMM registers (T·α²). Data is loaded once,
+//! XORed, run through the rounds, XORed and stored once.
 //!
 //! Why not only the `aes` crate: its VAES-512 backend is used for everything else, but its batch
 //! load goes through a non-inlined `Array::from_fn` and a copy, which costs about a quarter of the
 //! throughput on XTS's short runs; here the round keys are expanded with AES-NI's
 //! `aeskeygenassist` (the standard AES-128/AES-256 schedule) and kept broadcast in registers.
-//! AES-192 and CPUs without VAES-512 use [`crate::xts_fused`] over the `aes` crate.
+//! AES-192 and CPUs without VAES use [`crate::xts_fused`] over the `aes` crate.
 //! Checked against the `aes` crate path and RustCrypto's `xts-mode` in the tests.
 #![cfg(target_arch = "x86_64")]
 
@@ -21,6 +22,8 @@ pub(crate) struct VaesXts {
     dk: [__m128i; 15],
     /// 10 or 14.
     rounds: usize,
+    /// AVX-512F present: 512-bit registers (4 blocks each); else AVX2 with VAES (2 blocks each).
+    wide: bool,
 }
 
 // SAFETY: the struct holds plain 128-bit values (round keys), no pointers.
@@ -105,7 +108,12 @@ fn expand(key: &[u8]) -> VaesXts {
         dk[i] = _mm_aesimc_si128(ek[rounds - i]);
     }
     dk[rounds] = ek[0];
-    VaesXts { ek, dk, rounds }
+    VaesXts {
+        ek,
+        dk,
+        rounds,
+        wide: false,
+    }
 }
 
 /// Multiply each 128-bit lane by α⁴ in GF(2^128) (IEEE 1619: little-endian, x^128 = x^7+x^2+x+1).
@@ -125,6 +133,21 @@ fn mul_a4(t: __m512i) -> __m512i {
     _mm512_xor_si512(_mm512_xor_si512(shifted, up), red)
 }
 
+/// Multiply each 128-bit lane by α² (as [`mul_a4`], on 256-bit registers).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_a2(t: __m256i) -> __m256i {
+    let carries = _mm256_srli_epi64(t, 62);
+    let shifted = _mm256_slli_epi64(t, 2);
+    let up = _mm256_unpacklo_epi64(_mm256_setzero_si256(), carries);
+    let c = _mm256_unpackhi_epi64(carries, _mm256_setzero_si256());
+    let red = _mm256_xor_si256(
+        _mm256_xor_si256(c, _mm256_slli_epi64(c, 1)),
+        _mm256_xor_si256(_mm256_slli_epi64(c, 2), _mm256_slli_epi64(c, 7)),
+    );
+    _mm256_xor_si256(_mm256_xor_si256(shifted, up), red)
+}
+
 /// Multiply by α (one doubling), on a scalar tweak.
 #[inline(always)]
 fn double(t: u128) -> u128 {
@@ -132,18 +155,37 @@ fn double(t: u128) -> u128 {
 }
 
 impl VaesXts {
-    /// Expanded keys for a 16- or 32-byte AES key, if this CPU has VAES, AVX-512F and AES-NI;
-    /// `None` otherwise (or for AES-192), and the caller uses the `aes` crate path.
+    /// Expanded keys for a 16- or 32-byte AES key, if this CPU has AES-NI, VAES and AVX-512F
+    /// or AVX2; `None` otherwise (or for AES-192), and the caller uses the `aes` crate path.
     pub(crate) fn new(key: &[u8]) -> Option<Self> {
         if !(key.len() == 16 || key.len() == 32)
             || !std::arch::is_x86_feature_detected!("aes")
-            || !std::arch::is_x86_feature_detected!("avx512f")
             || !std::arch::is_x86_feature_detected!("vaes")
         {
             return None;
         }
-        // SAFETY: AES-NI and SSE2 were detected above.
-        Some(unsafe { expand(key) })
+        let wide = std::arch::is_x86_feature_detected!("avx512f");
+        if !wide && !std::arch::is_x86_feature_detected!("avx2") {
+            return None;
+        }
+        // SAFETY: AES-NI (and SSE2, baseline on x86-64) were detected above.
+        let mut x = unsafe { expand(key) };
+        x.wide = wide;
+        Some(x)
+    }
+
+    /// Use the 256-bit (AVX2) kernel even where AVX-512F is present: for tests and benchmarks.
+    pub(crate) fn narrow(&mut self) {
+        self.wide = false;
+    }
+
+    /// Which kernel runs: `"VAES-512"` or `"VAES-256"`.
+    pub(crate) fn kernel(&self) -> &'static str {
+        if self.wide {
+            "VAES-512"
+        } else {
+            "VAES-256"
+        }
     }
 
     /// XTS over whole sectors of `data` (`bps` blocks each, a multiple of 32), in place; `t0`
@@ -153,9 +195,70 @@ impl VaesXts {
         if bps == 0 || !bps.is_multiple_of(32) || data.len() != t0.len() * bps {
             return false;
         }
-        // SAFETY: `new` only returns a value when AES-NI, AVX-512F and VAES were detected.
-        unsafe { self.xts_inner(t0, data, bps, encrypt) };
+        if self.wide {
+            // SAFETY: `wide` is only set when AES-NI, AVX-512F and VAES were detected.
+            unsafe { self.xts_inner(t0, data, bps, encrypt) };
+        } else {
+            // SAFETY: `new` only returns a value when AES-NI, VAES and (AVX-512F or) AVX2 were
+            // detected; AVX-512F implies AVX2.
+            unsafe { self.xts_inner256(t0, data, bps, encrypt) };
+        }
         true
+    }
+
+    /// The AVX2 variant: 256-bit registers of 2 blocks, 8 of them (16 blocks) per step, the
+    /// round keys read from a broadcast table in L1 (AVX2 has 16 vector registers).
+    #[target_feature(enable = "aes,avx2,vaes")]
+    fn xts_inner256(&self, t0: &[u8], data: &mut [u8], bps: usize, encrypt: bool) {
+        let keys = if encrypt { &self.ek } else { &self.dk };
+        let mut k = [_mm256_setzero_si256(); 15];
+        for (b, &x) in k.iter_mut().zip(keys.iter()).take(self.rounds + 1) {
+            *b = _mm256_broadcastsi128_si256(x);
+        }
+        let r = self.rounds;
+        for (sector, t) in data.chunks_exact_mut(16 * bps).zip(t0.chunks_exact(16)) {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(t);
+            let t1 = u128::from_le_bytes(a);
+            let first = [t1, double(t1)];
+            // SAFETY: `first` is 32 readable bytes.
+            let mut tw = unsafe { _mm256_loadu_si256(first.as_ptr().cast()) };
+            for run in sector.chunks_exact_mut(256) {
+                let p = run.as_mut_ptr().cast::<__m256i>();
+                let mut tws = [_mm256_setzero_si256(); 8];
+                let mut x = [_mm256_setzero_si256(); 8];
+                for i in 0..8 {
+                    tws[i] = tw;
+                    tw = mul_a2(tw);
+                    // SAFETY: `run` is 256 bytes, so the 8 unaligned 32-byte loads stay inside.
+                    let d = unsafe { _mm256_loadu_si256(p.add(i)) };
+                    x[i] = _mm256_xor_si256(_mm256_xor_si256(d, tws[i]), k[0]);
+                }
+                if encrypt {
+                    for key in &k[1..r] {
+                        for v in x.iter_mut() {
+                            *v = _mm256_aesenc_epi128(*v, *key);
+                        }
+                    }
+                    for v in x.iter_mut() {
+                        *v = _mm256_aesenclast_epi128(*v, k[r]);
+                    }
+                } else {
+                    for key in &k[1..r] {
+                        for v in x.iter_mut() {
+                            *v = _mm256_aesdec_epi128(*v, *key);
+                        }
+                    }
+                    for v in x.iter_mut() {
+                        *v = _mm256_aesdeclast_epi128(*v, k[r]);
+                    }
+                }
+                for i in 0..8 {
+                    // SAFETY: as for the loads: 8 unaligned 32-byte stores inside `run`.
+                    unsafe { _mm256_storeu_si256(p.add(i), _mm256_xor_si256(x[i], tws[i])) };
+                }
+            }
+        }
     }
 
     #[target_feature(enable = "aes,avx512f,vaes")]

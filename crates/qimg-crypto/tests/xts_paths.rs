@@ -1,5 +1,5 @@
-//! XTS: the fast paths (the VAES-512 kernel where the CPU has it, and the fused `aes`-crate
-//! loop used without it) against the generic three-pass path, against one-sector-at-a-time calls and against
+//! XTS: the fast paths (the VAES-512 kernel where the CPU has it, the VAES-256 one, and the
+//! fused `aes`-crate loop used without VAES) against the generic three-pass path, against one-sector-at-a-time calls and against
 //! RustCrypto's `xts-mode`, on pseudo-random data, keys and sector numbers, for every AES key
 //! size, several sector sizes and sector counts that end runs, windows and batches mid-way.
 //! Then against OpenSSL (through Python's `cryptography`, an independent implementation).
@@ -77,6 +77,7 @@ fn fast_generic_single_sector_and_xts_mode_agree() {
                 let fused = SectorCipher::new(spec(alg), &key, ss)
                     .unwrap()
                     .without_vaes();
+                let narrow = SectorCipher::new(spec(alg), &key, ss).unwrap().vaes256();
 
                 let mut a = plain.clone();
                 fast.encrypt(first, &mut a).unwrap();
@@ -93,6 +94,11 @@ fn fast_generic_single_sector_and_xts_mode_agree() {
                 assert!(a == x, "{what}: fast != fused aes-crate loop (encrypt)");
                 fused.decrypt(first, &mut x).unwrap();
                 assert!(x == plain, "{what}: fused aes-crate loop decrypt");
+                let mut y = plain.clone();
+                narrow.encrypt(first, &mut y).unwrap();
+                assert!(a == y, "{what}: fast != {} (encrypt)", narrow.xts_kernel());
+                narrow.decrypt(first, &mut y).unwrap();
+                assert!(y == plain, "{what}: {} decrypt", narrow.xts_kernel());
                 assert!(a != plain, "{what}: not encrypted");
                 assert!(a == b, "{what}: fast != generic (encrypt)");
                 assert!(a == c, "{what}: whole buffer != sector by sector (encrypt)");
