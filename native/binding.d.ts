@@ -9,6 +9,16 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A cancel flag shared with native work. */
+export declare class CancelFlag {
+  /** A flag not yet set. */
+  constructor()
+  /** Set the flag: work polling it stops at its next check. */
+  cancel(): void
+  /** Whether `cancel()` was called. */
+  get cancelled(): boolean
+}
+
 /** An opened image. Close it explicitly: closing flushes and releases the image locks. */
 export declare class NativeImage {
   /** The image's persistent bitmaps, in directory order. */
@@ -550,8 +560,11 @@ export interface NvmeTarget {
   namespace?: number
 }
 
-/** Open an image: the file protocol, then the format driver on top. */
-export declare function openImage(opts: OpenImageOptions): Promise<NativeImage>
+/**
+ * Open an image: the file protocol, then the format driver on top. `cancel`, when given and
+ * set, stops key derivation (`ERR_QIMG_ABORTED`).
+ */
+export declare function openImage(opts: OpenImageOptions, cancel?: CancelFlag | undefined | null): Promise<NativeImage>
 
 /** How to open an image (already validated and normalized by TypeScript). */
 export interface OpenImageOptions {

@@ -219,9 +219,14 @@ fn parse_locking(s: Option<&str>) -> qimg_core::Result<LockMode> {
     }
 }
 
-/// Open an image: the file protocol, then the format driver on top.
+/// Open an image: the file protocol, then the format driver on top. `cancel`, when given and
+/// set, stops key derivation (`ERR_QIMG_ABORTED`).
 #[napi(ts_return_type = "Promise<NativeImage>")]
-pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
+pub fn open_image(
+    opts: OpenImageOptions,
+    cancel: Option<&crate::cancel::CancelFlag>,
+) -> AsyncTask<Work<NativeImage>> {
+    let cancel = cancel.map(|c| c.shared());
     spawn(None, move || {
         let force_share = opts.force_share.unwrap_or(false);
         let fo = FileOptions {
@@ -250,6 +255,7 @@ pub fn open_image(opts: OpenImageOptions) -> AsyncTask<Work<NativeImage>> {
                 .map(|k| qimg_formats::EncryptionKey::new(k.to_vec())),
             encrypt_format: opts.encrypt_format.clone(),
             metadata_only: opts.purpose.as_deref() == Some("info"),
+            cancel,
         };
         let driver = qimg_formats::open_driver(&opts.format, storage, &fo)
             .map_err(|e| e.with_path(&opts.filename))?;

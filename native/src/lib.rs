@@ -4,6 +4,7 @@
 //! creation, and whole-range jobs (copy, compare) that run on libuv's thread pool. Errors cross as
 //! data (see [`error`]) and are unwrapped in one TypeScript function (`ts/native.ts`).
 pub mod bitmap;
+pub mod cancel;
 pub mod chain_ops;
 pub mod create;
 pub mod error;

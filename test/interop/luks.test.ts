@@ -280,4 +280,37 @@ describe.skipIf(!existsSync(`${SAMPLES}/key.txt`))("LUKS2 (beyond QEMU)", () => 
     expect(info["format-specific"].data.version).toBe(2);
     expect(readFileSync(out).length).toBe(info["virtual-size"]);
   });
+
+  it("falls back to the secondary LUKS2 header when the primary is corrupt, as cryptsetup", () => {
+    const img = `${SAMPLES}/cryptsetup-luks2-negative.img`;
+    const convert = (from: string, to: string) =>
+      qimg([
+        "convert",
+        "--object",
+        `secret,id=sec0,file=${SAMPLES}/key.txt`,
+        "--image-opts",
+        imageOpts(from),
+        "-O",
+        "raw",
+        to,
+      ]);
+    const good = t.path("l2-good.raw");
+    expect(convert(img, good).status).toBe(0);
+    const b = readFileSync(img);
+    const hdr = Number(b.readBigUInt64BE(8));
+    b[4096 + 100] ^= 0x55; // primary JSON: its checksum fails
+    const bad = t.path("l2-bad-primary.img");
+    writeFileSync(bad, b);
+    const out = t.path("l2-bad.raw");
+    const r = convert(bad, out);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(sha256(readFileSync(out))).toBe(sha256(readFileSync(good)));
+    // Both copies corrupt: refused with the checksum error, exit 1.
+    b[hdr + 4096 + 100] ^= 0x55;
+    writeFileSync(bad, b);
+    const e = convert(bad, t.path("l2-none.raw"));
+    expect(e.status).toBe(1);
+    expect(e.stderr).toContain("checksum");
+  });
 });

@@ -22,6 +22,7 @@ import { resizeCommand } from "../commands/resize.js";
 import { serveCommand } from "../commands/serve.js";
 import { snapshotCommand } from "../commands/snapshot.js";
 import { QimgError } from "../errors.js";
+import { setDefaultSignal } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import { defineObjects } from "../graph/tls.js";
 import { listNbdExports } from "../jobs/nbd-list.js";
@@ -303,6 +304,8 @@ function fail(c: never): never {
 const argv = process.argv.slice(2);
 const ac = new AbortController();
 process.once("SIGINT", () => ac.abort());
+// Opens too (key derivation of an encrypted image can run for seconds): SIGINT stops them.
+setDefaultSignal(ac.signal);
 Promise.resolve()
   .then(() => {
     if (argv.length === 0) {

@@ -42,6 +42,23 @@ export interface OpenOptions {
   objects?: readonly QomObject[];
   /** Secret id for the top image's encryption when its spec names none (convert's target). */
   keySecret?: string;
+  /**
+   * Abort the open: key derivation of an encrypted image (PBKDF2/Argon2, up to a minute on a
+   * hostile header) stops and the open rejects with `ERR_QIMG_ABORTED`. Default: the signal set
+   * by {@link setDefaultSignal} (the CLI's SIGINT), if any.
+   */
+  signal?: AbortSignal;
+}
+
+let defaultSignal: AbortSignal | undefined;
+
+/** The signal used by opens that pass none (the CLI sets its SIGINT signal here). */
+export function setDefaultSignal(signal: AbortSignal | undefined): void {
+  defaultSignal = signal;
+}
+
+function aborted(signal: AbortSignal): QimgError {
+  return new QimgError("ERR_QIMG_ABORTED", "The operation was aborted", { cause: signal.reason });
 }
 
 const parseJson = (s: string) => parseJsonFilename(s) as ImageOptions;
@@ -109,29 +126,39 @@ async function openNode(
   }
   getFormat(format);
   let encryptionKey: Buffer | undefined;
+  const signal = opts.signal ?? defaultSignal;
+  if (signal?.aborted) throw aborted(signal);
+  // Only encrypted opens derive keys (seconds of work): they get a native cancel flag.
+  const cancel = signal && node.keySecret !== undefined ? new native.CancelFlag() : undefined;
+  const onAbort = () => cancel?.cancel();
+  if (cancel) signal?.addEventListener("abort", onAbort, { once: true });
   try {
     if (node.keySecret !== undefined) encryptionKey = resolveKeySecret(opts.objects, node.keySecret);
     // As QEMU: only `info` (its no-I/O open) may open a luks image without its secret.
     else if (format === "luks" && opts.purpose !== "info")
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "Parameter 'key-secret' is required for cipher");
     return await callNative(() =>
-      native.openImage({
-        filename: node.filename,
-        format: format as string,
-        readOnly,
-        locking: node.locking ?? opts.locking,
-        forceShare: node.forceShare ?? opts.forceShare ?? false,
-        purpose: opts.purpose,
-        nbd,
-        nvme,
-        encryptionKey,
-        encryptFormat: node.encryptFormat,
-      }),
+      native.openImage(
+        {
+          filename: node.filename,
+          format: format as string,
+          readOnly,
+          locking: node.locking ?? opts.locking,
+          forceShare: node.forceShare ?? opts.forceShare ?? false,
+          purpose: opts.purpose,
+          nbd,
+          nvme,
+          encryptionKey,
+          encryptFormat: node.encryptFormat,
+        },
+        cancel,
+      ),
     );
   } catch (e) {
     throw openError(e, node.filename);
   } finally {
     encryptionKey?.fill(0);
+    if (cancel) signal?.removeEventListener("abort", onAbort);
   }
 }
 

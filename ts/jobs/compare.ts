@@ -40,6 +40,7 @@ export function compare(
       readOnly: true,
       forceShare: opts.forceShare,
       locking: opts.locking,
+      signal: opts.signal,
     });
     try {
       const ib = await open(b, {
@@ -47,6 +48,7 @@ export function compare(
         readOnly: true,
         forceShare: opts.forceShare,
         locking: opts.locking,
+        signal: opts.signal,
       });
       try {
         const sa = ia.virtualSize;

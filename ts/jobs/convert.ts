@@ -136,7 +136,14 @@ async function runConvert(
   let out: ConvertResult | undefined;
   try {
     for (const s of specs) {
-      sources.push(await open(s, { format: opts.sourceFormat, readOnly: true, forceShare: opts.forceShare }));
+      sources.push(
+        await open(s, {
+          format: opts.sourceFormat,
+          readOnly: true,
+          forceShare: opts.forceShare,
+          signal: opts.signal,
+        }),
+      );
     }
     if (opts.snapshot !== undefined) {
       if (sources.length !== 1) {
@@ -172,6 +179,7 @@ async function runConvert(
       format: targetFormat,
       readOnly: false,
       keySecret: targetKeySecret(targetFormat, opts.targetOptions),
+      signal: opts.signal,
     });
     if (opts.compress && (await callNative(() => (dst as Image).chain[0].info())).encrypted) {
       throw new QimgError(

@@ -2,7 +2,9 @@
 //! throughput of [`qimg_crypto::SectorCipher`] on one thread, over a buffer of `--buf` bytes
 //! (default 4 MiB, like one convert chunk) for about `--seconds` each. Prints one JSON line with
 //! rates per wall-clock second and per CPU second of this thread (`openssl speed` divides by CPU
-//! time, so on a shared machine the CPU-time rate is the one to compare).
+//! time, so on a shared machine the CPU-time rate is the one to compare). `--generic` forces the
+//! generic three-pass XTS path, `--no-vaes` the fused loop over the `aes` crate (what CPUs
+//! without VAES run), `--vaes256` the AVX2 VAES kernel, for comparison with the VAES-512 one.
 use qimg_crypto::{CipherAlg, CipherMode, CipherSpec, IvGenAlg, SectorCipher};
 use std::time::Instant;
 
@@ -36,7 +38,17 @@ fn main() {
         ivgen_hash: None,
     };
     let key: Vec<u8> = (0..64u8).collect();
-    let c = SectorCipher::new(spec, &key, 512).expect("cipher");
+    let generic = std::env::args().any(|a| a == "--generic");
+    let mut c = SectorCipher::new(spec, &key, 512).expect("cipher");
+    if generic {
+        c = c.generic_path();
+    }
+    if std::env::args().any(|a| a == "--no-vaes") {
+        c = c.without_vaes();
+    }
+    if std::env::args().any(|a| a == "--vaes256") {
+        c = c.vaes256();
+    }
     let mut buf = vec![0x5au8; buf_len];
     let mut rate = |enc: bool| {
         let start = Instant::now();
@@ -59,8 +71,10 @@ fn main() {
     let (e, ec) = rate(true);
     let (d, dc) = rate(false);
     println!(
-        "{{\"encrypt_mb_s\":{e:.1},\"decrypt_mb_s\":{d:.1},\"encrypt_cpu_mb_s\":{ec:.1},\"decrypt_cpu_mb_s\":{dc:.1},\"aesni\":{},\"vaes\":{}}}",
+        "{{\"encrypt_mb_s\":{e:.1},\"decrypt_mb_s\":{d:.1},\"encrypt_cpu_mb_s\":{ec:.1},\"decrypt_cpu_mb_s\":{dc:.1},\"aesni\":{},\"vaes\":{},\"avx512f\":{},\"generic\":{generic},\"buf\":{buf_len},\"kernel\":\"{}\"}}",
         std::arch::is_x86_feature_detected!("aes"),
-        std::arch::is_x86_feature_detected!("vaes")
+        std::arch::is_x86_feature_detected!("vaes"),
+        std::arch::is_x86_feature_detected!("avx512f"),
+        c.xts_kernel()
     );
 }

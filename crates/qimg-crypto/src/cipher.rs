@@ -8,6 +8,7 @@
 //! blocks), the tweak being the IV encrypted with the second half of the key.
 use crate::hash::HashAlg;
 use crate::spec::{CipherAlg, CipherMode, CipherSpec, IvGenAlg};
+use crate::xts_fused::{XtsDec, XtsEnc, XtsPass};
 use cipher::generic_array::GenericArray;
 use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use qimg_core::{Error, Result};
@@ -17,6 +18,16 @@ trait Blocks: Send + Sync {
     fn block_len(&self) -> usize;
     fn encrypt(&self, data: &mut [u8]);
     fn decrypt(&self, data: &mut [u8]);
+    /// Fused XTS with this cipher as the data key (see [`crate::xts_fused`]): `t0` holds the
+    /// encrypted first tweak of each sector of `data`. Returns false when this cipher has no
+    /// fused path (the caller then runs the generic one).
+    fn xts(&self, _t0: &[u8], _data: &mut [u8], _sector_size: usize, _encrypt: bool) -> bool {
+        false
+    }
+    /// Whether [`Blocks::xts`] is implemented.
+    fn has_xts(&self) -> bool {
+        false
+    }
 }
 
 struct Typed<C>(C);
@@ -75,6 +86,22 @@ where
     }
     fn decrypt(&self, data: &mut [u8]) {
         self.0.decrypt_blocks(as_blocks16(data));
+    }
+    fn has_xts(&self) -> bool {
+        true
+    }
+    fn xts(&self, t0: &[u8], data: &mut [u8], sector_size: usize, encrypt: bool) -> bool {
+        let pass = XtsPass {
+            data,
+            t0,
+            blocks_per_sector: sector_size / 16,
+        };
+        if encrypt {
+            self.0.encrypt_with_backend(XtsEnc(pass));
+        } else {
+            self.0.decrypt_with_backend(XtsDec(pass));
+        }
+        true
     }
 }
 
@@ -135,6 +162,11 @@ pub struct SectorCipher {
     tweak: Option<Box<dyn Blocks>>,
     /// ESSIV: the IV cipher keyed by hash(key).
     essiv: Option<Box<dyn Blocks>>,
+    /// XTS with AES-128/256 on a CPU with VAES: the register-resident kernel.
+    #[cfg(target_arch = "x86_64")]
+    vaes: Option<crate::xts_vaes::VaesXts>,
+    /// Use the cipher's fused XTS path where it has one (AES); false only in tests/benches.
+    fused: bool,
 }
 
 impl std::fmt::Debug for SectorCipher {
@@ -165,8 +197,14 @@ impl SectorCipher {
                 key.len()
             )));
         }
+        #[cfg(target_arch = "x86_64")]
+        let mut vaes = None;
         let (main, tweak) = if spec.mode == CipherMode::Xts {
             let (k1, k2) = key.split_at(key.len() / 2);
+            #[cfg(target_arch = "x86_64")]
+            if matches!(spec.alg, CipherAlg::Aes128 | CipherAlg::Aes256) {
+                vaes = crate::xts_vaes::VaesXts::new(k1);
+            }
             (new_blocks(spec.alg, k1)?, Some(new_blocks(spec.alg, k2)?))
         } else {
             (new_blocks(spec.alg, key)?, None)
@@ -178,10 +216,58 @@ impl SectorCipher {
         Ok(Self {
             spec,
             sector_size,
-            main,
             tweak,
             essiv,
+            #[cfg(target_arch = "x86_64")]
+            vaes,
+            fused: main.has_xts(),
+            main,
         })
+    }
+
+    /// The same cipher forced onto the generic (unfused, three-pass) XTS path: for tests and
+    /// benchmarks comparing the two. Results are identical.
+    #[doc(hidden)]
+    pub fn generic_path(mut self) -> Self {
+        self.fused = false;
+        self
+    }
+
+    /// The same cipher on the 256-bit (AVX2) VAES XTS kernel even where AVX-512F is present:
+    /// for tests and benchmarks. Results are identical.
+    #[doc(hidden)]
+    pub fn vaes256(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v) = &mut self.vaes {
+            v.narrow();
+        }
+        self
+    }
+
+    /// The XTS kernel in use: `"VAES-512"`, `"VAES-256"`, or `"aes-crate"` (other modes: the
+    /// same label; it names the XTS path only). For benchmarks and diagnostics.
+    #[doc(hidden)]
+    pub fn xts_kernel(&self) -> &'static str {
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Some(v)) = (self.fused, &self.vaes) {
+            return v.kernel();
+        }
+        if self.fused {
+            "aes-crate"
+        } else {
+            "generic"
+        }
+    }
+
+    /// The same cipher without the VAES XTS kernels (the fused loop over the `aes` crate,
+    /// as on CPUs without VAES): for tests and benchmarks. Results are identical.
+    #[doc(hidden)]
+    pub fn without_vaes(mut self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.vaes = None;
+        }
+        self
     }
 
     /// The spec this cipher was made for.
@@ -220,14 +306,28 @@ impl SectorCipher {
     fn run(&self, first_sector: u64, buf: &mut [u8], encrypt: bool) -> Result<()> {
         self.check(buf)?;
         let batch = BATCH.max(self.sector_size);
-        let mut scratch = vec![0u8; batch.min(buf.len())];
-        let mut ivs = vec![0u8; 16 * (batch / self.sector_size)];
+        // The fused XTS path and ECB need no scratch: skip its allocation and zeroing.
+        let needs_scratch = match self.spec.mode {
+            CipherMode::Ecb => false,
+            CipherMode::Cbc => !encrypt,
+            CipherMode::Ctr => true,
+            CipherMode::Xts => !self.fused,
+        };
+        let mut scratch = vec![
+            0u8;
+            if needs_scratch {
+                batch.min(buf.len())
+            } else {
+                0
+            }
+        ];
+        let mut ivs = [0u8; 16 * (BATCH / 512)];
         let mut sector = first_sector;
         for chunk in buf.chunks_mut(batch) {
             let n = chunk.len() / self.sector_size;
             let ivs = &mut ivs[..16 * n];
             self.ivs(sector, ivs);
-            let scratch = &mut scratch[..chunk.len()];
+            let scratch = &mut scratch[..if needs_scratch { chunk.len() } else { 0 }];
             match (self.spec.mode, encrypt) {
                 (CipherMode::Ecb, true) => self.main.encrypt(chunk),
                 (CipherMode::Ecb, false) => self.main.decrypt(chunk),
@@ -327,6 +427,15 @@ impl SectorCipher {
     fn xts(&self, ivs: &mut [u8], data: &mut [u8], scratch: &mut [u8], encrypt: bool) {
         if let Some(tw) = &self.tweak {
             tw.encrypt(ivs);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Some(v)) = (self.fused, &self.vaes) {
+            if v.xts(ivs, data, self.sector_size / 16, encrypt) {
+                return;
+            }
+        }
+        if self.fused && self.main.xts(ivs, data, self.sector_size, encrypt) {
+            return;
         }
         // Tweaks of every block into `scratch` (a short serial chain per sector), then one
         // vectorized XOR pass before and one after the bulk cipher call.

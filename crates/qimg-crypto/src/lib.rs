@@ -16,6 +16,8 @@ pub mod pbkdf2;
 pub mod random;
 pub mod spec;
 pub mod work;
+mod xts_fused;
+mod xts_vaes;
 
 pub use cipher::SectorCipher;
 pub use hash::HashAlg;

@@ -175,21 +175,30 @@ fn hostile_luks2_headers() {
         Luks2Header::read(&io, len)
     };
     parse(good.clone()).unwrap();
-    // A flipped JSON byte breaks the checksum.
+    let hdr = u64::from_be_bytes(good[8..16].try_into().unwrap()) as usize;
+    let uuid = parse(good.clone()).unwrap().bin.uuid.clone();
+    // The secondary header (at hdr_size) wiped: every primary fault below is then fatal.
+    let no_secondary = |mut b: Vec<u8>| {
+        b[hdr..hdr + 4096].fill(0);
+        b
+    };
+    // A flipped JSON byte breaks the primary's checksum: the secondary is used (as cryptsetup
+    // does); without it the checksum error stands.
     let mut b = good.clone();
     b[4096 + 10] ^= 1;
-    let e = parse(b).unwrap_err();
+    assert_eq!(parse(b.clone()).unwrap().bin.uuid, uuid);
+    let e = parse(no_secondary(b)).unwrap_err();
     assert_eq!(e.code.as_str(), "ERR_QIMG_CORRUPT");
     assert!(e.message.contains("checksum"), "{}", e.message);
-    // hdr_size not a power of two / huge.
+    // hdr_size not a power of two / huge: the secondary is found by scanning the possible sizes.
     for size in [12345u64, 1 << 40, 0] {
         let mut b = good.clone();
         b[8..16].copy_from_slice(&size.to_be_bytes());
-        let e = parse(b).unwrap_err();
+        assert_eq!(parse(b.clone()).unwrap().bin.uuid, uuid, "{size}");
+        let e = parse(no_secondary(b)).unwrap_err();
         assert_eq!(e.code.as_str(), "ERR_QIMG_CORRUPT", "{size}");
     }
-    // Bad JSON with a valid checksum, and hostile numbers.
-    let hdr = u64::from_be_bytes(good[8..16].try_into().unwrap()) as usize;
+    // Bad JSON with a valid checksum (so the primary is taken), and hostile numbers.
     for json in [
         &b"{not json"[..],
         br#"{"keyslots":{"0":{"type":"luks2","key_size":1000000}},"segments":{},"digests":{}}"#,
@@ -205,4 +214,149 @@ fn hostile_luks2_headers() {
         let e = parse(b).unwrap_err();
         assert_eq!(e.code.as_str(), "ERR_QIMG_CORRUPT", "{}", String::from_utf8_lossy(json));
     }
+}
+
+/// cryptsetup falls back to the secondary header when the primary's checksum fails; so does
+/// qimg. The image is made by cryptsetup, its primary JSON corrupted; `cryptsetup open
+/// --test-passphrase` (on a copy: cryptsetup may repair what it opens) still accepts it, and qimg
+/// unlocks the corrupted image to the master key cryptsetup dumped before the damage.
+#[test]
+fn luks2_secondary_header_fallback() {
+    if !have("cryptsetup", "cryptsetup-bin") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, b"hunter2").unwrap();
+    let key = key.to_str().unwrap();
+    let img = dir.path().join("l2.img");
+    std::fs::write(&img, vec![0u8; 18 << 20]).unwrap();
+    let img = img.to_str().unwrap();
+    let o = run(
+        "cryptsetup",
+        &[
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--batch-mode",
+            "--key-file",
+            key,
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            img,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mk = dump_key(img, key);
+    let mut bytes = std::fs::read(img).unwrap();
+    // Corrupt the primary's JSON area (its checksum then fails) and, separately, its magic.
+    for (what, at) in [("JSON", 4096 + 100), ("magic", 0)] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x55;
+        let bad = dir.path().join(format!("bad-{what}.img"));
+        std::fs::write(&bad, &b).unwrap();
+        let copy = dir.path().join(format!("copy-{what}.img"));
+        std::fs::write(&copy, &b).unwrap();
+        let o = run(
+            "cryptsetup",
+            &[
+                "open",
+                "--test-passphrase",
+                "--key-file",
+                key,
+                copy.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "cryptsetup refused the image with a corrupt primary {what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let io = MemIo(RefCell::new(b.clone()));
+        let h = Luks2Header::read(&io, b.len() as u64).unwrap();
+        assert_eq!(
+            h.unlock(&io, b"hunter2", &WorkLimits::default()).unwrap(),
+            mk,
+            "{what}"
+        );
+    }
+    // Both headers corrupt: refused.
+    let hdr = u64::from_be_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    bytes[4096 + 100] ^= 0x55;
+    bytes[hdr + 4096 + 100] ^= 0x55;
+    let io = MemIo(RefCell::new(bytes.clone()));
+    let e = Luks2Header::read(&io, bytes.len() as u64).unwrap_err();
+    assert_eq!(e.code.as_str(), "ERR_QIMG_CORRUPT", "{}", e.message);
+}
+
+/// Argon2 cannot be interrupted from inside; a cancel during it must still return promptly.
+/// A cryptsetup LUKS2 image's Argon2id slot is patched (JSON rewritten, checksum recomputed) to
+/// 128 MiB × 64 passes — seconds of work — and the cancel flag is set 200 ms in.
+#[test]
+fn argon2_unlock_is_cancellable() {
+    if !have("cryptsetup", "cryptsetup-bin") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, b"hunter2").unwrap();
+    let key = key.to_str().unwrap();
+    let img = dir.path().join("a2.img");
+    std::fs::write(&img, vec![0u8; 18 << 20]).unwrap();
+    let img = img.to_str().unwrap();
+    let o = run(
+        "cryptsetup",
+        &[
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--batch-mode",
+            "--key-file",
+            key,
+            "--pbkdf",
+            "argon2id",
+            "--pbkdf-memory",
+            "1024",
+            "--pbkdf-force-iterations",
+            "4",
+            img,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut b = std::fs::read(img).unwrap();
+    let hdr = u64::from_be_bytes(b[8..16].try_into().unwrap()) as usize;
+    let end = 4096 + b[4096..hdr].iter().position(|&c| c == 0).unwrap();
+    let mut j: serde_json::Value = serde_json::from_slice(&b[4096..end]).unwrap();
+    for (_, ks) in j["keyslots"].as_object_mut().unwrap() {
+        ks["kdf"]["memory"] = serde_json::json!(128 * 1024);
+        ks["kdf"]["time"] = serde_json::json!(64);
+    }
+    let text = serde_json::to_vec(&j).unwrap();
+    b[4096..hdr].fill(0);
+    b[4096..4096 + text.len()].copy_from_slice(&text);
+    b[448..512].fill(0);
+    let sum = qimg_crypto::HashAlg::Sha256.digest(&[&b[..hdr]]);
+    b[448..480].copy_from_slice(&sum);
+    let io = MemIo(RefCell::new(b.clone()));
+    let h = Luks2Header::read(&io, b.len() as u64).unwrap();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let limits = WorkLimits {
+        cancel: Some(flag.clone()),
+        ..WorkLimits::default()
+    };
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let started = std::time::Instant::now();
+    let e = h.unlock(&io, b"hunter2", &limits).unwrap_err();
+    let elapsed = started.elapsed();
+    setter.join().unwrap();
+    assert_eq!(e.code.as_str(), "ERR_QIMG_ABORTED", "{}", e.message);
+    assert!(
+        elapsed < std::time::Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
 }

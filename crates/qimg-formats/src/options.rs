@@ -71,9 +71,21 @@ pub struct OpenOptions {
     /// Metadata only (`info`, QEMU's `BDRV_O_NO_IO`): an encrypted image opens without its key,
     /// and its data cannot be read.
     pub metadata_only: bool,
+    /// Set (e.g. by a JavaScript `AbortSignal`) to stop key derivation: the open then fails with
+    /// `ERR_QIMG_ABORTED` within milliseconds.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl OpenOptions {
+    /// The key-derivation limits for an untrusted image: the default caps and time budget, and
+    /// this open's cancel flag.
+    pub fn work_limits(&self) -> qimg_crypto::WorkLimits {
+        qimg_crypto::WorkLimits {
+            cancel: self.cancel.clone(),
+            ..Default::default()
+        }
+    }
+
     /// QEMU's checks of `encrypt.format` against the header (`header` = the image's format, None
     /// when unencrypted), then the key: returns the key when the data will be read.
     pub fn encryption_key_for(

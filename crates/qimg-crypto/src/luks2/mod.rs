@@ -225,6 +225,48 @@ fn parse_keyslot(id: &str, v: &Value, file_len: u64) -> Result<Option<Keyslot>> 
     }))
 }
 
+/// Argon2 cannot be interrupted from inside: it runs on its own thread while this one polls
+/// `limits` every 10 ms, so a cancel or the deadline returns `ERR_QIMG_ABORTED` at once (the
+/// abandoned hash finishes in the background, within the caps on its cost, and is discarded).
+fn argon2_cancellable(
+    alg: argon2::Algorithm,
+    params: argon2::Params,
+    pass: &[u8],
+    salt: &[u8],
+    mut out: Vec<u8>,
+    limits: &WorkLimits,
+) -> Result<Vec<u8>> {
+    let (pass, salt) = (zeroize::Zeroizing::new(pass.to_vec()), salt.to_vec());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("qimg-argon2".into())
+        .spawn(move || {
+            let r = argon2::Argon2::new(alg, argon2::Version::V0x13, params)
+                .hash_password_into(&pass, &salt, &mut out)
+                .map(|()| out);
+            // The receiver may be gone (cancelled): nothing to do then.
+            let _ = tx.send(r);
+        })
+        .map_err(|e| {
+            Error::new(
+                qimg_core::ErrorCode::Internal,
+                format!("Argon2 thread: {e}"),
+            )
+        })?;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(10)) {
+            Ok(r) => return r.map_err(|e| corrupt(format!("Argon2: {e}"))),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => limits.poll()?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::new(
+                    qimg_core::ErrorCode::Internal,
+                    "Argon2 thread ended without a result",
+                ))
+            }
+        }
+    }
+}
+
 impl Luks2Header {
     /// Read and validate the header of an image of `file_len` bytes.
     pub fn read(io: &dyn HeaderIo, file_len: u64) -> Result<Self> {
@@ -339,9 +381,7 @@ impl Luks2Header {
                 } else {
                     argon2::Algorithm::Argon2i
                 };
-                argon2::Argon2::new(alg, argon2::Version::V0x13, params)
-                    .hash_password_into(pass, salt, &mut out)
-                    .map_err(|e| corrupt(format!("Argon2: {e}")))?;
+                out = argon2_cancellable(alg, params, pass, salt, out, limits)?;
             }
         }
         Ok(out)

@@ -9,7 +9,7 @@ use qimg_core::{
 };
 use qimg_crypto::luks1::header::HEADER_LEN as HEADER_LEN_BYTES;
 use qimg_crypto::luks1::Luks1Header;
-use qimg_crypto::{SectorCipher, WorkLimits};
+use qimg_crypto::SectorCipher;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Bytes of zeros encrypted per write when zeroing a range.
@@ -51,7 +51,8 @@ pub fn key_required() -> Error {
 
 impl LuksDriver {
     /// Open `storage` as LUKS. With `opts.encryption_key` the master key is unlocked (every
-    /// active slot tried, PBKDF work capped by [`WorkLimits::default`]); without it the image
+    /// active slot tried, PBKDF work capped by [`OpenOptions::work_limits`]: default caps, and
+    /// cancellable through `opts.cancel`); without it the image
     /// opens for `info` only and I/O fails.
     pub fn open(storage: Arc<dyn Storage>, opts: &OpenOptions) -> Result<Self> {
         let file_len = storage.size()?;
@@ -69,7 +70,7 @@ impl LuksDriver {
                     storage: &*storage,
                     base: 0,
                 };
-                let u = h.unlock(&io, key.as_bytes(), &WorkLimits::default())?;
+                let u = h.unlock(&io, key.as_bytes(), &opts.work_limits())?;
                 (Some(h.payload_cipher(&u.master_key)?), Some(u.master_key))
             }
             None => (None, None),
@@ -100,7 +101,7 @@ impl LuksDriver {
         } & !(seg.sector_size as u64 - 1);
         let cipher = match &opts.encryption_key {
             Some(key) => {
-                let mk = h.unlock(&io, key.as_bytes(), &WorkLimits::default())?;
+                let mk = h.unlock(&io, key.as_bytes(), &opts.work_limits())?;
                 Some(h.payload_cipher(&mk)?)
             }
             None => None,

@@ -11,7 +11,7 @@ use crate::legacy_aes::SectorCipher;
 use crate::options::{EncryptionCreateOptions, OpenOptions};
 use qimg_core::{Error, Result, Storage};
 use qimg_crypto::luks1::{self, HeaderIo, Luks1Header, Luks1Params};
-use qimg_crypto::{CipherAlg, CipherMode, CipherSpec, HashAlg, IvGenAlg, WorkLimits};
+use qimg_crypto::{CipherAlg, CipherMode, CipherSpec, HashAlg, IvGenAlg};
 use std::sync::Arc;
 
 /// Largest embedded LUKS header area accepted: 8 slots of 4000 stripes × 128-byte keys fit in
@@ -115,7 +115,7 @@ pub(super) fn open(
     let Some(key) = opts.encryption_key_for(Some("luks"))? else {
         return Ok((None, info, None));
     };
-    let unlocked = h.unlock(&io, key.as_bytes(), &WorkLimits::default())?;
+    let unlocked = h.unlock(&io, key.as_bytes(), &opts.work_limits())?;
     let cipher = h.payload_cipher(&unlocked.master_key)?;
     Ok((
         Some(Arc::new(LuksCipher(cipher))),
