@@ -131,6 +131,20 @@ export declare class NvmeNamespace {
   /** Write `buf` at `offset` (both multiples of the block size). */
   write(offset: number, buf: Buffer): Promise<void>
   /**
+   * Read `buf.length` bytes at `offset` into `buf` on the calling (JavaScript) thread: the
+   * command is submitted and its completion polled here, without the thread-pool hop of
+   * `read` — the lowest latency at queue depth 1, but it blocks the event loop meanwhile.
+   */
+  readSync(offset: number, buf: Buffer): void
+  /** Write `buf` at `offset` on the calling thread (see `readSync`). */
+  writeSync(offset: number, buf: Buffer): void
+  /**
+   * qemu-img bench's loop run natively on one queue (see `NvmeBenchOptions`); resolves with
+   * what it measured, or `null` when the parameters need the generic path (unaligned sizes
+   * or offsets, a request larger than one command, a first request beyond the end).
+   */
+  bench(o: NvmeBenchOptions): Promise<NvmeBenchResult | null>
+  /**
    * Read into each `bufs[i]` at `offsets[i]` (block aligned) with every command in flight at
    * once on one queue: a whole queue depth in one call.
    */
@@ -490,6 +504,36 @@ export interface NbdTls {
   verifyPeer?: boolean
   /** `tls-hostname`: the name the server certificate must carry. */
   hostname?: string
+}
+
+/** Parameters of `NvmeNamespace.bench` (qemu-img bench's). */
+export interface NvmeBenchOptions {
+  /** Requests to send. */
+  count: number
+  /** Requests in flight (capped at one queue's slots). */
+  depth: number
+  /** Offset of the first request. */
+  offset: number
+  /** Bytes per request. */
+  bufferSize: number
+  /** Offset increment. */
+  stepSize: number
+  /** Write instead of read. */
+  write: boolean
+  /** Byte written by write runs. */
+  pattern: number
+  /** Flush (after draining) every this many requests; 0 = never. */
+  flushInterval: number
+}
+
+/** What `NvmeNamespace.bench` measured. */
+export interface NvmeBenchResult {
+  /** Requests completed. */
+  requests: number
+  /** Seconds from the first request to the last completion (and flush). */
+  seconds: number
+  /** Requests kept in flight. */
+  depth: number
 }
 
 /** Identify Controller fields. */

@@ -52,6 +52,38 @@ pub struct NvmeStats {
     pub bounce_commands: f64,
 }
 
+/// Parameters of `NvmeNamespace.bench` (qemu-img bench's).
+#[napi(object)]
+pub struct NvmeBenchOptions {
+    /// Requests to send.
+    pub count: f64,
+    /// Requests in flight (capped at one queue's slots).
+    pub depth: u32,
+    /// Offset of the first request.
+    pub offset: f64,
+    /// Bytes per request.
+    pub buffer_size: u32,
+    /// Offset increment.
+    pub step_size: f64,
+    /// Write instead of read.
+    pub write: bool,
+    /// Byte written by write runs.
+    pub pattern: u32,
+    /// Flush (after draining) every this many requests; 0 = never.
+    pub flush_interval: f64,
+}
+
+/// What `NvmeNamespace.bench` measured.
+#[napi(object)]
+pub struct NvmeBenchResult {
+    /// Requests completed.
+    pub requests: f64,
+    /// Seconds from the first request to the last completion (and flush).
+    pub seconds: f64,
+    /// Requests kept in flight.
+    pub depth: u32,
+}
+
 /// An NVMe controller bound to vfio-pci, driven from userspace. Close it explicitly (it is also
 /// shut down when garbage-collected and at process exit).
 #[napi]
@@ -214,6 +246,55 @@ impl NvmeNamespace {
         let ns = self.ns.clone();
         spawn(None, move || {
             ns.write(to_u64(offset, "offset")?, buf.as_ref())
+        })
+    }
+
+    /// Read `buf.length` bytes at `offset` into `buf` on the calling (JavaScript) thread: the
+    /// command is submitted and its completion polled here, without the thread-pool hop of
+    /// `read` — the lowest latency at queue depth 1, but it blocks the event loop meanwhile.
+    #[napi]
+    pub fn read_sync(&self, offset: f64, mut buf: Buffer) -> Result<()> {
+        let off = to_u64(offset, "offset").map_err(crate::error::to_napi)?;
+        self.ns
+            .read(off, buf.as_mut())
+            .map_err(crate::error::to_napi)
+    }
+
+    /// Write `buf` at `offset` on the calling thread (see `readSync`).
+    #[napi]
+    pub fn write_sync(&self, offset: f64, buf: Buffer) -> Result<()> {
+        let off = to_u64(offset, "offset").map_err(crate::error::to_napi)?;
+        self.ns
+            .write(off, buf.as_ref())
+            .map_err(crate::error::to_napi)
+    }
+
+    /// qemu-img bench's loop run natively on one queue (see `NvmeBenchOptions`); resolves with
+    /// what it measured, or `null` when the parameters need the generic path (unaligned sizes
+    /// or offsets, a request over 64 MiB, a first request beyond the end).
+    #[napi(ts_return_type = "Promise<NvmeBenchResult | null>")]
+    pub fn bench(&self, o: NvmeBenchOptions) -> AsyncTask<Work<Option<NvmeBenchResult>>> {
+        let ns = self.ns.clone();
+        spawn(None, move || {
+            let p = qimg_nvme::bench::BenchParams {
+                count: to_u64(o.count, "count")?,
+                depth: o.depth.max(1) as usize,
+                offset: to_u64(o.offset, "offset")?,
+                buffer_size: o.buffer_size as usize,
+                step: to_u64(o.step_size, "step size")?,
+                write: o.write,
+                pattern: o.pattern as u8,
+                flush_interval: to_u64(o.flush_interval, "flush interval")?,
+            };
+            if !ns.bench_supported(&p) {
+                return Ok(None);
+            }
+            let r = ns.bench(&p)?;
+            Ok(Some(NvmeBenchResult {
+                requests: r.requests as f64,
+                seconds: r.seconds,
+                depth: r.depth as u32,
+            }))
         })
     }
 

@@ -13,9 +13,17 @@
  */
 import type * as Binding from "../../native/binding.js";
 import { QimgError } from "../errors.js";
-import { callNative, type NvmeIdentify, type NvmeStats, native, unwrapNativeError } from "../native.js";
+import {
+  callNative,
+  type NvmeBenchOptions,
+  type NvmeBenchResult,
+  type NvmeIdentify,
+  type NvmeStats,
+  native,
+  unwrapNativeError,
+} from "../native.js";
 
-export type { NvmeIdentify, NvmeStats };
+export type { NvmeBenchOptions, NvmeBenchResult, NvmeIdentify, NvmeStats };
 
 /** One namespace: offsets and lengths are multiples of {@link NvmeNamespace.blockSize}. */
 export class NvmeNamespace {
@@ -51,6 +59,36 @@ export class NvmeNamespace {
     }
     await callNative(() => this.#n.read(offset, buf.subarray(0, length)));
     return buf.subarray(0, length);
+  }
+  /**
+   * Read `buffer.length` bytes at `offset` into `buffer` synchronously, on the calling thread: the
+   * command is submitted and its completion awaited here, with no thread-pool hop — the lowest
+   * latency at queue depth 1, but the event loop is blocked meanwhile (as with `fs.readSync`).
+   */
+  readSync(offset: number, buffer: Buffer): void {
+    try {
+      this.#n.readSync(offset, buffer);
+    } catch (e) {
+      throw unwrapNativeError(e);
+    }
+  }
+  /** Write `data` at `offset` synchronously, on the calling thread (see {@link readSync}). */
+  writeSync(offset: number, data: Uint8Array): void {
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    try {
+      this.#n.writeSync(offset, buf);
+    } catch (e) {
+      throw unwrapNativeError(e);
+    }
+  }
+  /**
+   * qemu-img bench's loop run natively on one queue (no JavaScript or thread hop per request);
+   * `null` when the parameters need the generic path (unaligned sizes or offsets, requests over
+   * 64 MiB, a first request beyond the end). `depth` is capped at one queue's command slots (a
+   * request larger than MDTS takes several); the result says how many were kept in flight.
+   */
+  async bench(o: NvmeBenchOptions): Promise<NvmeBenchResult | null> {
+    return callNative(() => this.#n.bench(o));
   }
   /** Write `data` at `offset`. */
   async write(offset: number, data: Uint8Array): Promise<void> {

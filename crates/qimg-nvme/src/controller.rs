@@ -29,12 +29,17 @@ const ADMIN_DEPTH: u16 = 32;
 const WANT_IO_QUEUES: usize = 4;
 /// Commands in flight per I/O queue (one data buffer each).
 const SLOTS_PER_QUEUE: usize = 32;
-/// Largest transfer per command (further capped by MDTS).
+/// Largest transfer per command through the bounce buffers (further capped by MDTS).
 const MAX_CHUNK: usize = 128 * 1024;
+/// Largest transfer per command from a caller's DMA buffer (further capped by MDTS): one PRP
+/// list page holds 512 entries, enough for 2 MiB at any dword-aligned start.
+const MAX_DIRECT_CHUNK: usize = 2 << 20;
 
 /// One command slot of an I/O queue: its bounce buffer and its PRP list page.
 #[derive(Debug)]
 pub struct Slot {
+    /// Index in its queue's slots (the command identifier).
+    pub id: usize,
     /// Data buffer (`Controller::chunk_bytes` long).
     pub buf: DmaBuffer,
     /// One page for a PRP list.
@@ -71,8 +76,11 @@ pub struct Controller {
     pub(crate) next_queue: AtomicUsize,
     /// Identify Controller.
     pub info: ControllerInfo,
-    /// Bytes per command (min of MDTS and 128 KiB).
+    /// Bytes per command through the bounce buffers (min of MDTS and 128 KiB).
     pub chunk_bytes: usize,
+    /// Bytes per command from a caller's DMA buffer (min of MDTS and 2 MiB): fewer, larger
+    /// commands for zero-copy I/O, as the kernel driver sends up to MDTS.
+    pub direct_chunk: usize,
     closed: AtomicBool,
     _irqs: Vec<Arc<OwnedFd>>,
     iovas: Mutex<IovaAllocator>,
@@ -228,6 +236,7 @@ impl Controller {
             next_queue: AtomicUsize::new(0),
             info: ControllerInfo::parse(&[0u8; 4096]),
             chunk_bytes: MAX_CHUNK,
+            direct_chunk: MAX_DIRECT_CHUNK,
             closed: AtomicBool::new(false),
             _irqs: irqs.clone(),
             iovas,
@@ -245,6 +254,7 @@ impl Controller {
         if ctrl.info.mdts != 0 {
             let mdts = (cap.mps_min as u64) << ctrl.info.mdts.min(20);
             ctrl.chunk_bytes = (mdts as usize).min(MAX_CHUNK);
+            ctrl.direct_chunk = (mdts as usize).min(MAX_DIRECT_CHUNK);
         }
 
         // Queue counts: ask for WANT, take what is granted (and what we have vectors for).
@@ -281,8 +291,9 @@ impl Controller {
                 "Create I/O Submission Queue",
             )?;
             let slots = (0..depth as usize - 1)
-                .map(|_| {
+                .map(|id| {
                     Ok(Slot {
+                        id,
                         buf: DmaBuffer::new(&dev, &ctrl.iovas, ctrl.chunk_bytes)?,
                         prp: DmaBuffer::new(&dev, &ctrl.iovas, PAGE)?,
                     })

@@ -7,7 +7,9 @@
 //! - [`controller`]: reset/enable, admin commands, Identify, queue creation, shutdown.
 //! - [`identify`]: the Identify Controller / Namespace structures.
 //! - [`io`]: read, write, flush, write zeroes, deallocate on a namespace.
+//! - [`bench`]: qemu-img bench's loop run natively on one queue.
 //! - [`storage`]: the `nvme` protocol node (a `qimg_core::Storage` over a namespace).
+pub mod bench;
 pub mod controller;
 pub mod dma;
 pub mod err;

@@ -92,6 +92,43 @@ out.zeroCopy = {
 };
 out.errors.bufferTooBig = await codeOf(async () => c.allocBuffer(128 << 20));
 
+// Synchronous I/O on the JavaScript thread (readSync/writeSync): plain and DMA buffers.
+{
+  const [so, sl] = REGIONS.syncIo;
+  const data = pattern(600, sl);
+  ns.writeSync(so, data.subarray(0, 4096));
+  const dmaData = c.allocBuffer(sl - 4096);
+  data.copy(dmaData, 0, 4096);
+  ns.writeSync(so + 4096, dmaData);
+  const dma = c.allocBuffer(sl);
+  ns.readSync(so, dma);
+  const small = Buffer.alloc(1024);
+  ns.readSync(so + 512, small);
+  out.syncEqual = Buffer.compare(dma, data) === 0 && Buffer.compare(small, data.subarray(512, 1536)) === 0;
+  out.errors.syncOutOfRange = await codeOf(async () => ns.readSync(ns.size, Buffer.alloc(512)));
+  out.errors.syncUnaligned = await codeOf(async () => ns.writeSync(100, Buffer.alloc(512)));
+}
+
+// qemu-img bench's loop natively on one queue: 32 writes of 64 KiB fill the bench region with
+// the pattern byte (a flush every 16); reads deeper than a queue; unaligned → null (generic).
+{
+  const [bo, bl] = REGIONS.bench;
+  const base = { stepSize: 65536, pattern: 0, flushInterval: 0, write: false };
+  const w = await ns.bench({
+    ...base,
+    count: bl / 65536,
+    depth: 8,
+    offset: bo,
+    bufferSize: 65536,
+    write: true,
+    pattern: 0x3c,
+    flushInterval: 16,
+  });
+  const r = await ns.bench({ ...base, count: 100, depth: 64, offset: 0, bufferSize: 4096, stepSize: 4096 });
+  const unaligned = await ns.bench({ ...base, count: 4, depth: 1, offset: 0, bufferSize: 1000 });
+  out.bench = { write: w, read: r, unaligned };
+}
+
 out.errors.outOfRange = await codeOf(() => ns.read(ns.size, 512));
 out.errors.unaligned = await codeOf(() => ns.read(100, 512));
 out.errors.inactiveNamespace = await codeOf(() => c.namespace(2));
