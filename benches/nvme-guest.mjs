@@ -5,11 +5,14 @@
 // writeSync (no thread-pool hop), `_batch` keeps the 4 sequential 1 MiB requests in flight as one
 // readMany/writeMany call instead of 4 JS workers. Then `qimg bench` (the CLI: its loop runs
 // natively on one NVMe queue) on the same namespace, `bench_*` rows, timed by its own "Run
-// completed in" line. Prints one JSON object.
+// completed in" line. Prints one JSON object. A third argument (comma-separated row names) runs
+// only those rows.
 import { execFileSync } from "node:child_process";
 
-const [repo, secsArg] = process.argv.slice(2);
+const [repo, secsArg, onlyArg] = process.argv.slice(2);
 const secs = Number(secsArg);
+const only = onlyArg ? new Set(onlyArg.split(",")) : undefined;
+const want = (name) => !only || only.has(name);
 const { NvmeController } = await import(`${repo}/dist/index.js`);
 const BDF = "0000:00:10.0";
 const c = await NvmeController.open(BDF);
@@ -27,8 +30,12 @@ async function job(kind, bs, qd, sequential, { zeroCopy = true, mode = "async" }
   let next = 0;
   const offset = () =>
     sequential ? (next++ * bs) % (ns.size - (ns.size % bs)) : (rand() % ((ns.size / bs) | 0)) * bs;
+  // The zero-copy buffers of all workers: slices of one DMA buffer (2 MiB and up: huge pages).
+  const pool = zeroCopy ? c.allocBuffer(qd * bs).fill(0x5a) : undefined;
+  let lanes = 0;
   const worker = async () => {
-    const buf = zeroCopy ? c.allocBuffer(bs).fill(0x5a) : Buffer.alloc(bs, 0x5a);
+    const lane = lanes++;
+    const buf = pool ? pool.subarray(lane * bs, (lane + 1) * bs) : Buffer.alloc(bs, 0x5a);
     while (Date.now() < end) {
       const off = offset();
       if (kind === "read") await ns.read(off, bs, buf);
@@ -47,7 +54,7 @@ async function job(kind, bs, qd, sequential, { zeroCopy = true, mode = "async" }
   };
   // One call keeps `qd` commands in flight (readMany/writeMany).
   const batcher = async () => {
-    const bufs = Array.from({ length: qd }, () => c.allocBuffer(bs).fill(0x5a));
+    const bufs = Array.from({ length: qd }, (_, i) => pool.subarray(i * bs, (i + 1) * bs));
     while (Date.now() < end) {
       const offs = bufs.map(() => offset());
       if (kind === "read") await ns.readMany(bufs.map((buffer, i) => ({ offset: offs[i], buffer })));
@@ -63,28 +70,31 @@ async function job(kind, bs, qd, sequential, { zeroCopy = true, mode = "async" }
   return { iops: ops / s, mbps: (ops * bs) / s / 1e6 };
 }
 
-const out = {
-  queues: c.identify().ioQueues,
-  transfer: c.identify().maxTransfer,
-  randread_qd1: await job("read", 4096, 1, false),
-  randread_qd1_sync: await job("read", 4096, 1, false, { mode: "sync" }),
-  randread_qd32: await job("read", 4096, 32, false, { mode: "batch" }),
-  randwrite_qd1: await job("write", 4096, 1, false),
-  randwrite_qd1_sync: await job("write", 4096, 1, false, { mode: "sync" }),
-  randwrite_qd32: await job("write", 4096, 32, false, { mode: "batch" }),
-  seqread_1m: await job("read", 1 << 20, 4, true),
-  seqread_1m_batch: await job("read", 1 << 20, 4, true, { mode: "batch" }),
-  seqwrite_1m: await job("write", 1 << 20, 4, true),
-  seqwrite_1m_batch: await job("write", 1 << 20, 4, true, { mode: "batch" }),
-  seqread_1m_bounce: await job("read", 1 << 20, 4, true, { zeroCopy: false }),
-};
+const out = { queues: c.identify().ioQueues, transfer: c.identify().maxTransfer };
+const apiRows = [
+  ["randread_qd1", "read", 4096, 1, false, {}],
+  ["randread_qd1_sync", "read", 4096, 1, false, { mode: "sync" }],
+  ["randread_qd32", "read", 4096, 32, false, { mode: "batch" }],
+  ["randwrite_qd1", "write", 4096, 1, false, {}],
+  ["randwrite_qd1_sync", "write", 4096, 1, false, { mode: "sync" }],
+  ["randwrite_qd32", "write", 4096, 32, false, { mode: "batch" }],
+  ["seqread_1m", "read", 1 << 20, 4, true, {}],
+  ["seqread_1m_batch", "read", 1 << 20, 4, true, { mode: "batch" }],
+  ["seqwrite_1m", "write", 1 << 20, 4, true, {}],
+  ["seqwrite_1m_batch", "write", 1 << 20, 4, true, { mode: "batch" }],
+  ["seqread_1m_bounce", "read", 1 << 20, 4, true, { zeroCopy: false }],
+];
+for (const [name, kind, bs, qd, seq, o] of apiRows) {
+  if (want(name)) out[name] = await job(kind, bs, qd, seq, o);
+}
 await c.close();
 
 // `qimg bench` (qemu-img's sequential loop: offset advancing by the buffer size), sized so each
 // run takes about `secs` seconds at the rate the API reached.
 const cli = `${repo}/dist/cli/main.js`;
 function qimgBench(name, api, bs, qd, write) {
-  const count = Math.max(200, Math.round(api.iops * secs));
+  if (!want(name)) return;
+  const count = Math.max(200, Math.round((api?.iops ?? 1000) * secs));
   const args = [cli, "bench", "-f", "raw", "-c", String(count), "-d", String(qd), "-s", String(bs)];
   if (write) args.push("-w", "--pattern=0x5a");
   args.push(`nvme://${BDF}/1`);

@@ -141,7 +141,7 @@ export declare class NvmeNamespace {
   /**
    * qemu-img bench's loop run natively on one queue (see `NvmeBenchOptions`); resolves with
    * what it measured, or `null` when the parameters need the generic path (unaligned sizes
-   * or offsets, a request larger than one command, a first request beyond the end).
+   * or offsets, a request over 64 MiB, a first request beyond the end).
    */
   bench(o: NvmeBenchOptions): Promise<NvmeBenchResult | null>
   /**
