@@ -131,6 +131,16 @@ export declare class NvmeNamespace {
   /** Write `buf` at `offset` (both multiples of the block size). */
   write(offset: number, buf: Buffer): Promise<void>
   /**
+   * The low-latency path of a lone request: submit a read into (or write from) `buf` at
+   * `offset` as one command on a free queue from this thread and poll its completion briefly
+   * (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo` when
+   * still in flight (`buf` is kept until then), or -1 when not taken (no free queue, more than
+   * one command, invalid: use `read`/`write`).
+   */
+  startIo(write: boolean, offset: number, buf: Buffer): number
+  /** Wait (off the JavaScript thread) for a command `startIo` left in flight. */
+  finishIo(token: number): Promise<void>
+  /**
    * Read `buf.length` bytes at `offset` into `buf` on the calling (JavaScript) thread: the
    * command is submitted and its completion polled here, without the thread-pool hop of
    * `read` — the lowest latency at queue depth 1, but it blocks the event loop meanwhile.

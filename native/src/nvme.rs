@@ -5,7 +5,10 @@ use crate::error::{invalid, to_u64};
 use crate::work::{spawn, Work};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use qimg_nvme::fast::{InFlight, Start};
 use qimg_nvme::{Controller, Namespace};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Identify Controller fields.
@@ -186,6 +189,8 @@ impl NvmeController {
         spawn(None, move || {
             Ok(NvmeNamespace {
                 ns: Namespace::open(&c?, nsid)?,
+                pending: Arc::new(Mutex::new(HashMap::new())),
+                next_token: AtomicU32::new(1),
             })
         })
     }
@@ -206,6 +211,9 @@ impl NvmeController {
 #[napi]
 pub struct NvmeNamespace {
     ns: Namespace,
+    /// Commands `startIo` left in flight, with the Buffer they use, by token.
+    pending: Arc<Mutex<HashMap<u32, (InFlight, Buffer)>>>,
+    next_token: AtomicU32,
 }
 
 #[napi]
@@ -246,6 +254,51 @@ impl NvmeNamespace {
         let ns = self.ns.clone();
         spawn(None, move || {
             ns.write(to_u64(offset, "offset")?, buf.as_ref())
+        })
+    }
+
+    /// The low-latency path of a lone request: submit a read into (or write from) `buf` at
+    /// `offset` as one command on a free queue from this thread and poll its completion briefly
+    /// (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo` when
+    /// still in flight (`buf` is kept until then), or -1 when not taken (no free queue, more than
+    /// one command, invalid: use `read`/`write`).
+    #[napi]
+    pub fn start_io(&self, write: bool, offset: f64, mut buf: Buffer) -> Result<i32> {
+        let off = to_u64(offset, "offset").map_err(crate::error::to_napi)?;
+        let len = buf.len();
+        let ptr = buf.as_mut().as_mut_ptr();
+        let budget = qimg_nvme::queue::spin_budget();
+        // SAFETY: `buf` stays alive (moved into `pending`) until the command is finished; its
+        // backing store does not move.
+        match unsafe { self.ns.start(write, off, ptr, len, budget) } {
+            Ok(Start::Done) => Ok(0),
+            Ok(Start::NotTaken) => Ok(-1),
+            Ok(Start::Pending(f)) => {
+                let t = self.next_token.fetch_add(1, Ordering::Relaxed) & 0x3fff_ffff;
+                let t = t.max(1);
+                self.pending
+                    .lock()
+                    .map_err(|_| crate::error::to_napi(invalid("lock poisoned")))?
+                    .insert(t, (f, buf));
+                Ok(t as i32)
+            }
+            Err(e) => Err(crate::error::to_napi(e)),
+        }
+    }
+
+    /// Wait (off the JavaScript thread) for a command `startIo` left in flight.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn finish_io(&self, token: u32) -> AsyncTask<Work<()>> {
+        let pending = self.pending.clone();
+        spawn(None, move || {
+            let (f, mut buf) = pending
+                .lock()
+                .map_err(|_| invalid("lock poisoned"))?
+                .remove(&token)
+                .ok_or_else(|| invalid("no such NVMe request in flight"))?;
+            let len = buf.len();
+            // SAFETY: the same Buffer (alive, owned here) and length given to `start`.
+            unsafe { f.finish(buf.as_mut().as_mut_ptr(), len) }
         })
     }
 

@@ -57,8 +57,9 @@ export class NvmeNamespace {
     if (buf.length < length) {
       throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", "buffer is shorter than the length to read");
     }
-    await callNative(() => this.#n.read(offset, buf.subarray(0, length)));
-    return buf.subarray(0, length);
+    const view = buf.subarray(0, length);
+    await this.#io(false, offset, view, () => this.#n.read(offset, view));
+    return view;
   }
   /**
    * Read `buffer.length` bytes at `offset` into `buffer` synchronously, on the calling thread: the
@@ -93,7 +94,42 @@ export class NvmeNamespace {
   /** Write `data` at `offset`. */
   async write(offset: number, data: Uint8Array): Promise<void> {
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    await callNative(() => this.#n.write(offset, buf));
+    await this.#io(true, offset, buf, () => this.#n.write(offset, buf));
+  }
+
+  /** Requests of this namespace in flight (from `read`/`write`). */
+  #inflight = 0;
+
+  /**
+   * A lone request (nothing else in flight here) is submitted from this thread and its
+   * completion polled briefly (`QIMG_NVME_SPIN_US`): no thread-pool hop when it completes
+   * within that time; otherwise it is awaited off the thread. Others take the thread pool.
+   */
+  async #io(write: boolean, offset: number, buf: Buffer, slow: () => Promise<void>): Promise<void> {
+    if (this.#inflight === 0) {
+      let token: number;
+      try {
+        token = this.#n.startIo(write, offset, buf);
+      } catch (e) {
+        throw unwrapNativeError(e);
+      }
+      if (token === 0) return;
+      if (token > 0) {
+        this.#inflight++;
+        try {
+          await callNative(() => this.#n.finishIo(token));
+        } finally {
+          this.#inflight--;
+        }
+        return;
+      }
+    }
+    this.#inflight++;
+    try {
+      await callNative(slow);
+    } finally {
+      this.#inflight--;
+    }
   }
   /**
    * Read several ranges with all their commands in flight at once (one native call for a whole

@@ -127,10 +127,9 @@ impl Namespace {
                 q.run(bar, 1, "Flush", |_, _| Sqe::new(OP_FLUSH, nsid), |_, _| {})?;
             }
         }
-        self.ctrl.direct_ops.fetch_add(
-            done as usize * per,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.ctrl
+            .direct_ops
+            .fetch_add(done as usize * per, std::sync::atomic::Ordering::Relaxed);
         Ok(BenchReport {
             requests: done,
             seconds: t0.elapsed().as_secs_f64(),

@@ -74,6 +74,9 @@ pub struct Controller {
     admin: Mutex<Option<Admin>>,
     pub(crate) io: Vec<Mutex<Option<IoQueue>>>,
     pub(crate) next_queue: AtomicUsize,
+    /// Per I/O queue: taken out of its slot by [`Controller::take_queue`] (its `Option` is then
+    /// `None` without the controller being closed).
+    pub(crate) checked_out: Vec<AtomicBool>,
     /// Identify Controller.
     pub info: ControllerInfo,
     /// Bytes per command through the bounce buffers (min of MDTS and 128 KiB).
@@ -234,6 +237,7 @@ impl Controller {
             admin: Mutex::new(Some(admin)),
             io: Vec::new(),
             next_queue: AtomicUsize::new(0),
+            checked_out: Vec::new(),
             info: ControllerInfo::parse(&[0u8; 4096]),
             chunk_bytes: MAX_CHUNK,
             direct_chunk: MAX_DIRECT_CHUNK,
@@ -299,6 +303,7 @@ impl Controller {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            ctrl.checked_out.push(AtomicBool::new(false));
             ctrl.io.push(Mutex::new(Some(IoQueue {
                 qp: QueuePair::new(qid, depth, sq, cq, &cap, irqs[vector as usize].clone()),
                 slots,
@@ -429,9 +434,28 @@ impl Controller {
                 }
             }
         }
+        // Wait on a queue that is not checked out (one is always back within a command's time).
+        let mut waited = 0u32;
+        let start = loop {
+            if let Some(j) = (0..n)
+                .map(|i| (start + i) % n)
+                .find(|&j| !self.checked_out[j].load(Ordering::Acquire))
+            {
+                break j;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(closed());
+            }
+            waited += 1;
+            std::thread::sleep(Duration::from_micros(if waited < 100 { 20 } else { 1000 }));
+        };
         let g = self.io[start]
             .lock()
             .map_err(|_| Error::invalid("NVMe queue lock poisoned"))?;
+        if g.is_none() && self.checked_out[start].load(Ordering::Acquire) {
+            drop(g);
+            return self.queue();
+        }
         match g.as_ref() {
             None => Err(closed()),
             Some(q) if q.broken => Err(Error::new(
@@ -440,6 +464,36 @@ impl Controller {
             )),
             Some(_) => Ok(QueueGuard(g)),
         }
+    }
+
+    /// Take a free, usable I/O queue out of the pool without waiting (for a command submitted
+    /// and completed on the caller's thread); give it back with [`Controller::put_queue`].
+    pub(crate) fn take_queue(&self) -> Option<(usize, IoQueue)> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let n = self.io.len();
+        let start = self.next_queue.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            let j = (start + i) % n;
+            if let Ok(mut g) = self.io[j].try_lock() {
+                if g.as_ref().is_some_and(|q| !q.broken) {
+                    self.checked_out[j].store(true, Ordering::Release);
+                    return g.take().map(|q| (j, q));
+                }
+            }
+        }
+        None
+    }
+
+    /// Return a queue from [`Controller::take_queue`] (dropped when the controller closed since).
+    pub(crate) fn put_queue(&self, idx: usize, q: IoQueue) {
+        if let Ok(mut g) = self.io[idx].lock() {
+            if !self.closed.load(Ordering::Acquire) {
+                *g = Some(q);
+            }
+        }
+        self.checked_out[idx].store(false, Ordering::Release);
     }
 
     /// Register-level shutdown: CC.SHN = normal, wait for SHST complete, then disable.

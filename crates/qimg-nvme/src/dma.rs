@@ -172,7 +172,11 @@ impl DmaBuffer {
         } else {
             len.max(PAGE).next_multiple_of(PAGE)
         };
-        let p = if huge { map_huge(len)? } else { map_small(len)? };
+        let p = if huge {
+            map_huge(len)?
+        } else {
+            map_small(len)?
+        };
         let align = if huge { HUGE } else { PAGE } as u64;
         let iova = match iovas
             .lock()

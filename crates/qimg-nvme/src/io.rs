@@ -21,7 +21,7 @@ const OP_WRITE_ZEROES: u8 = 0x08;
 const OP_DSM: u8 = 0x09;
 
 /// PRP1/PRP2 for `len` bytes at the start of `slot.buf` (writing a PRP list when needed).
-fn prps(slot: &mut Slot, len: usize) -> (u64, u64) {
+pub(crate) fn prps(slot: &mut Slot, len: usize) -> (u64, u64) {
     let base = slot.buf.iova(0);
     let pages = len.div_ceil(PAGE);
     match pages {
@@ -164,7 +164,7 @@ impl Namespace {
         self.info.lba_size as usize
     }
 
-    fn check(&self, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn check(&self, offset: u64, len: u64) -> Result<()> {
         let bs = self.info.lba_size as u64;
         if !offset.is_multiple_of(bs) || !len.is_multiple_of(bs) {
             return Err(Error::invalid(format!(
@@ -194,7 +194,7 @@ impl Namespace {
         }
     }
 
-    fn count_ops(&self, direct: bool, n: usize) {
+    pub(crate) fn count_ops(&self, direct: bool, n: usize) {
         let c = if direct {
             &self.ctrl.direct_ops
         } else {

@@ -100,15 +100,23 @@ pub fn new_eventfd() -> Result<Arc<OwnedFd>> {
 /// How long any single command may take before the controller counts as hung.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`spin_budget`]: most single commands complete within it (in the emulated test
+/// guest, polling instead of sleeping on the interrupt more than doubled queue-depth-1 rates).
+const DEFAULT_SPIN_US: u64 = 200;
+
 /// How long [`QueuePair::wait`] polls the phase bit (yielding the CPU between polls) before it
-/// sleeps on the MSI-X eventfd: `QIMG_NVME_SPIN_US` microseconds (default 0: 64 spins only).
+/// sleeps on the MSI-X eventfd, and how long a lone request polls on the caller's thread
+/// (`crate::fast`): `QIMG_NVME_SPIN_US` microseconds (default 200; 0: 64 spins only, and no
+/// polling on the caller's thread).
 pub fn spin_budget() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
         std::env::var("QIMG_NVME_SPIN_US")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
-            .map_or(Duration::ZERO, |us| Duration::from_micros(us.min(100_000)))
+            .map_or(Duration::from_micros(DEFAULT_SPIN_US), |us| {
+                Duration::from_micros(us.min(100_000))
+            })
     })
 }
 
