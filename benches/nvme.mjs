@@ -5,8 +5,11 @@
  * one run: two boots, one with the controller on vfio-pci driven by benches/nvme-guest.mjs, one
  * with `--kernel-nvme` measured by fio (libaio, O_DIRECT) on /dev/nvme0n1. Prints IOPS and MB/s
  * for 4 KiB random read/write at QD1 and QD32 and 1 MiB sequential read/write, and the ratio
- * qimg/kernel (target ≥ 1.0). Not a test: nothing is asserted. Under TCG the absolute figures
- * are the emulator's; the ratio is what matters.
+ * qimg/kernel (target ≥ 1.0). qimg's rows: the Node API (async `read`/`write`, `_sync` for
+ * readSync/writeSync, `_batch` for readMany/writeMany, `_bounce` through plain Buffers) and
+ * `qimg bench` (`bench_*`: its loop runs natively on one queue; sequential offsets, as
+ * qemu-img bench's). Not a test: nothing is asserted. Under TCG the absolute figures are the
+ * emulator's; the ratio is what matters.
  *
  * Usage: node benches/nvme.mjs [--size 256M] [--secs 5] [--dir benches/work]
  */

@@ -207,12 +207,15 @@ impl NvmeController {
     }
 }
 
+/// Commands left in flight by `startIo` with the Buffer each uses, by token.
+type PendingMap = HashMap<u32, (Box<InFlight>, Buffer)>;
+
 /// One namespace: block-aligned async I/O.
 #[napi]
 pub struct NvmeNamespace {
     ns: Namespace,
     /// Commands `startIo` left in flight, with the Buffer they use, by token.
-    pending: Arc<Mutex<HashMap<u32, (InFlight, Buffer)>>>,
+    pending: Arc<Mutex<PendingMap>>,
     next_token: AtomicU32,
 }
 

@@ -24,7 +24,7 @@ pub enum Start {
     /// Completed (successfully) within the budget; for a read the data is in the buffer.
     Done,
     /// Submitted and still in flight: finish it (the buffer must stay alive and untouched).
-    Pending(InFlight),
+    Pending(Box<InFlight>),
     /// Not taken: no free queue, or a request that needs several commands, or invalid (the
     /// regular path runs it and reports any error).
     NotTaken,
@@ -89,7 +89,7 @@ impl Namespace {
                 return r.map(|_| Start::Done);
             }
             if t0.elapsed() >= budget {
-                return Ok(Start::Pending(f));
+                return Ok(Start::Pending(Box::new(f)));
             }
             std::hint::spin_loop();
         }
