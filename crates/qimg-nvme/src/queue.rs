@@ -23,6 +23,7 @@ use crate::err::{os_err, Error, ErrorCode, Result};
 use crate::pci::Bar0;
 use crate::regs::{Cap, CSTS, CSTS_CFS, CSTS_RDY};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,25 @@ pub fn spin_budget() -> Duration {
                 Duration::from_micros(us.min(100_000))
             })
     })
+}
+
+/// Threads in [`QueuePair::wait`] right now (any controller).
+static WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts this thread in [`WAITERS`] while alive.
+struct Waiting;
+
+impl Waiting {
+    fn enter() -> Self {
+        WAITERS.fetch_add(1, Ordering::Relaxed);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITERS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One SQ/CQ pair with its doorbells and an eventfd its MSI-X vector signals.
@@ -222,6 +242,7 @@ impl QueuePair {
     /// ready (reset underneath: a function-level reset, or another agent clearing CC.EN).
     pub fn wait(&mut self, bar: &Bar0) -> Result<Cqe> {
         let start = Instant::now();
+        let _waiting = Waiting::enter();
         let budget = spin_budget();
         let mut spins = 0u32;
         loop {
@@ -233,7 +254,10 @@ impl QueuePair {
                 std::hint::spin_loop();
                 continue;
             }
-            if !budget.is_zero() && start.elapsed() < budget {
+            // Poll only as the process's sole waiter: several threads polling at once would
+            // take the CPU from each other (and from the submitters).
+            if !budget.is_zero() && start.elapsed() < budget && WAITERS.load(Ordering::Relaxed) == 1
+            {
                 std::thread::yield_now();
                 spins = 64;
                 continue;
