@@ -131,13 +131,13 @@ export declare class NvmeNamespace {
   /** Write `buf` at `offset` (both multiples of the block size). */
   write(offset: number, buf: Buffer): Promise<void>
   /**
-   * The low-latency path of a lone request: submit a read into (or write from) `buf` at
-   * `offset` as one command on a free queue from this thread and poll its completion briefly
-   * (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo` when
-   * still in flight (`buf` is kept until then), or -1 when not taken (no free queue, more than
-   * one command, invalid: use `read`/`write`).
+   * The low-latency path: submit a read into (or write from) `buf` at `offset` as commands on
+   * a free queue from this thread and, when `poll` (a lone request), poll the completions
+   * briefly (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo`
+   * when still in flight (`buf` is kept until then), or -1 when not taken (no free queue,
+   * more commands than a queue's slots, invalid: use `read`/`write`).
    */
-  startIo(write: boolean, offset: number, buf: Buffer): number
+  startIo(write: boolean, offset: number, buf: Buffer, poll: boolean): number
   /** Wait (off the JavaScript thread) for a command `startIo` left in flight. */
   finishIo(token: number): Promise<void>
   /**

@@ -260,17 +260,21 @@ impl NvmeNamespace {
         })
     }
 
-    /// The low-latency path of a lone request: submit a read into (or write from) `buf` at
-    /// `offset` as one command on a free queue from this thread and poll its completion briefly
-    /// (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo` when
-    /// still in flight (`buf` is kept until then), or -1 when not taken (no free queue, more than
-    /// one command, invalid: use `read`/`write`).
+    /// The low-latency path: submit a read into (or write from) `buf` at `offset` as commands on
+    /// a free queue from this thread and, when `poll` (a lone request), poll the completions
+    /// briefly (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo`
+    /// when still in flight (`buf` is kept until then), or -1 when not taken (no free queue,
+    /// more commands than a queue's slots, invalid: use `read`/`write`).
     #[napi]
-    pub fn start_io(&self, write: bool, offset: f64, mut buf: Buffer) -> Result<i32> {
+    pub fn start_io(&self, write: bool, offset: f64, mut buf: Buffer, poll: bool) -> Result<i32> {
         let off = to_u64(offset, "offset").map_err(crate::error::to_napi)?;
         let len = buf.len();
         let ptr = buf.as_mut().as_mut_ptr();
-        let budget = qimg_nvme::queue::spin_budget();
+        let budget = if poll {
+            qimg_nvme::queue::spin_budget()
+        } else {
+            std::time::Duration::ZERO
+        };
         // SAFETY: `buf` stays alive (moved into `pending`) until the command is finished; its
         // backing store does not move.
         match unsafe { self.ns.start(write, off, ptr, len, budget) } {

@@ -101,28 +101,27 @@ export class NvmeNamespace {
   #inflight = 0;
 
   /**
-   * A lone request (nothing else in flight here) is submitted from this thread and its
-   * completion polled briefly (`QIMG_NVME_SPIN_US`): no thread-pool hop when it completes
-   * within that time; otherwise it is awaited off the thread. Others take the thread pool.
+   * Every request is submitted from this thread on a free queue (the device starts on it at
+   * once); a lone one (nothing else in flight here) also polls its completion briefly
+   * (`QIMG_NVME_SPIN_US`) and needs no thread-pool hop when it completes within that time.
+   * The rest is awaited off the thread; with no free queue, the thread pool runs the request.
    */
   async #io(write: boolean, offset: number, buf: Buffer, slow: () => Promise<void>): Promise<void> {
-    if (this.#inflight === 0) {
-      let token: number;
+    let token: number;
+    try {
+      token = this.#n.startIo(write, offset, buf, this.#inflight === 0);
+    } catch (e) {
+      throw unwrapNativeError(e);
+    }
+    if (token === 0) return;
+    if (token > 0) {
+      this.#inflight++;
       try {
-        token = this.#n.startIo(write, offset, buf);
-      } catch (e) {
-        throw unwrapNativeError(e);
+        await callNative(() => this.#n.finishIo(token));
+      } finally {
+        this.#inflight--;
       }
-      if (token === 0) return;
-      if (token > 0) {
-        this.#inflight++;
-        try {
-          await callNative(() => this.#n.finishIo(token));
-        } finally {
-          this.#inflight--;
-        }
-        return;
-      }
+      return;
     }
     this.#inflight++;
     try {

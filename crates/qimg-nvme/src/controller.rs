@@ -77,6 +77,10 @@ pub struct Controller {
     /// Per I/O queue: taken out of its slot by [`Controller::take_queue`] (its `Option` is then
     /// `None` without the controller being closed).
     pub(crate) checked_out: Vec<AtomicBool>,
+    /// Queues checked out now: always fewer than all, so a pool user waiting for a queue waits
+    /// on one another pool user holds (and releases), never on a checked-out one whose owner
+    /// may wait behind it in the same thread pool.
+    taken: AtomicUsize,
     /// Identify Controller.
     pub info: ControllerInfo,
     /// Bytes per command through the bounce buffers (min of MDTS and 128 KiB).
@@ -238,6 +242,7 @@ impl Controller {
             io: Vec::new(),
             next_queue: AtomicUsize::new(0),
             checked_out: Vec::new(),
+            taken: AtomicUsize::new(0),
             info: ControllerInfo::parse(&[0u8; 4096]),
             chunk_bytes: MAX_CHUNK,
             direct_chunk: MAX_DIRECT_CHUNK,
@@ -473,6 +478,16 @@ impl Controller {
             return None;
         }
         let n = self.io.len();
+        // Reserve a checkout, leaving at least one queue to the pool.
+        if self
+            .taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (t + 1 < n).then_some(t + 1)
+            })
+            .is_err()
+        {
+            return None;
+        }
         let start = self.next_queue.fetch_add(1, Ordering::Relaxed) % n;
         for i in 0..n {
             let j = (start + i) % n;
@@ -483,6 +498,7 @@ impl Controller {
                 }
             }
         }
+        self.taken.fetch_sub(1, Ordering::AcqRel);
         None
     }
 
@@ -494,6 +510,7 @@ impl Controller {
             }
         }
         self.checked_out[idx].store(false, Ordering::Release);
+        self.taken.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Register-level shutdown: CC.SHN = normal, wait for SHST complete, then disable.
