@@ -168,6 +168,10 @@ describe.skipIf(skip !== undefined)("userspace NVMe driver in a guest", () => {
     });
   });
 
+  it("closes with requests in flight: they complete, close succeeds", () => {
+    expect(res.closeInFlight).toEqual(["ok", "ok", "ok"]);
+  });
+
   it("reports a controller reset mid-run clearly and recovers by reopening", () => {
     expect(res.reset.code).toBe("ERR_QIMG_IO");
     expect(res.reset.message).toMatch(/reset/);

@@ -474,18 +474,20 @@ impl Controller {
     /// Take a free, usable I/O queue out of the pool without waiting (for a command submitted
     /// and completed on the caller's thread); give it back with [`Controller::put_queue`].
     pub(crate) fn take_queue(&self) -> Option<(usize, IoQueue)> {
-        if self.closed.load(Ordering::Acquire) {
-            return None;
-        }
         let n = self.io.len();
-        // Reserve a checkout, leaving at least one queue to the pool.
+        // Reserve a checkout, leaving at least one queue to the pool; then check `closed` (close
+        // sets it before waiting for `taken` to drop to zero: one of the two sees the other).
         if self
             .taken
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
                 (t + 1 < n).then_some(t + 1)
             })
             .is_err()
         {
+            return None;
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            self.taken.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
         let start = self.next_queue.fetch_add(1, Ordering::Relaxed) % n;
@@ -502,12 +504,10 @@ impl Controller {
         None
     }
 
-    /// Return a queue from [`Controller::take_queue`] (dropped when the controller closed since).
+    /// Return a queue from [`Controller::take_queue`] ([`Controller::close`] waits for it).
     pub(crate) fn put_queue(&self, idx: usize, q: IoQueue) {
         if let Ok(mut g) = self.io[idx].lock() {
-            if !self.closed.load(Ordering::Acquire) {
-                *g = Some(q);
-            }
+            *g = Some(q);
         }
         self.checked_out[idx].store(false, Ordering::Release);
         self.taken.fetch_sub(1, Ordering::AcqRel);
@@ -536,10 +536,19 @@ impl Controller {
     /// Delete the I/O queues, shut the controller down (CC.SHN) and disable it. Waits for
     /// requests in flight; later calls fail with "closed". Idempotent.
     pub fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
         let mut result = Ok(());
+        // Queues taken out for requests submitted on a caller's thread come back once those
+        // complete (or time out): wait, so their queues are deleted and no one is still polling
+        // the registers when the BAR is unmapped.
+        let t0 = Instant::now();
+        while self.taken.load(Ordering::SeqCst) > 0
+            && t0.elapsed() < crate::queue::COMMAND_TIMEOUT + Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let mut guards: Vec<_> = self.io.iter().filter_map(|q| q.lock().ok()).collect();
         for g in guards.iter().rev() {
             let Some(g) = g.as_ref() else { continue };

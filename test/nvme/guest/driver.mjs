@@ -154,6 +154,17 @@ await img.close();
 const c2 = await NvmeController.open(BDF);
 out.reopenSerial = c2.identify().serial;
 await c2.close();
+// close() while requests submitted on this thread are still in flight: everything settles (the
+// requests complete first), and the controller opens again afterwards (the reset test below).
+{
+  const c5 = await NvmeController.open(BDF);
+  const ns5 = await c5.namespace(1);
+  const reads = [ns5.read(0, 2 << 20, c5.allocBuffer(2 << 20)), ns5.read(4 << 20, 1 << 20)];
+  const settled = await Promise.allSettled([...reads, c5.close()]);
+  out.closeInFlight = settled.map((r) =>
+    r.status === "fulfilled" ? "ok" : (r.reason.code ?? String(r.reason)),
+  );
+}
 // A function-level reset of the controller in the middle of a run: the request in flight fails
 // with a clear error (no hang); closing and reopening recovers, and the data is still there.
 {
