@@ -5,8 +5,11 @@
  * one run: two boots, one with the controller on vfio-pci driven by benches/nvme-guest.mjs, one
  * with `--kernel-nvme` measured by fio (libaio, O_DIRECT) on /dev/nvme0n1. Prints IOPS and MB/s
  * for 4 KiB random read/write at QD1 and QD32 and 1 MiB sequential read/write, and the ratio
- * qimg/kernel (target ≥ 1.0). Not a test: nothing is asserted. Under TCG the absolute figures
- * are the emulator's; the ratio is what matters.
+ * qimg/kernel (target ≥ 1.0). qimg's rows: the Node API (async `read`/`write`, `_sync` for
+ * readSync/writeSync, `_batch` for readMany/writeMany, `_bounce` through plain Buffers) and
+ * `qimg bench` (`bench_*`: its loop runs natively on one queue; sequential offsets, as
+ * qemu-img bench's). Not a test: nothing is asserted. Under TCG the absolute figures are the
+ * emulator's; the ratio is what matters.
  *
  * Usage: node benches/nvme.mjs [--size 256M] [--secs 5] [--dir benches/work]
  */
@@ -37,7 +40,7 @@ function boot(script, kernel, translate = false) {
   const xfer = join(work, tag);
   const path = join(work, `${tag}.sh`);
   writeFileSync(path, script);
-  const args = [join(repo, "test/vm/run.sh"), "--timeout", String(120 + secs * 20), "--nvme", disk];
+  const args = [join(repo, "test/vm/run.sh"), "--timeout", String(180 + secs * 30), "--nvme", disk];
   if (kernel) args.push("--kernel-nvme");
   if (translate) args.push("--iommu-translate");
   args.push(path, xfer);
@@ -58,6 +61,7 @@ function boot(script, kernel, translate = false) {
 const qimgOut = boot(`UV_THREADPOOL_SIZE=32 node ${repo}/benches/nvme-guest.mjs ${repo} ${secs}\n`, false);
 const q = JSON.parse(qimgOut.trim().split("\n").pop() || "{}");
 
+// fio jobs in the kernel-driver boots.
 const jobs = [
   ["randread_qd1", "randread", "4k", 1],
   ["randread_qd32", "randread", "4k", 32],
@@ -65,19 +69,38 @@ const jobs = [
   ["randwrite_qd32", "randwrite", "4k", 32],
   ["seqread_1m", "read", "1M", 4],
   ["seqwrite_1m", "write", "1M", 4],
-  ["seqread_1m_bounce", "read", "1M", 4],
+];
+// qimg rows (benches/nvme-guest.mjs) and the fio job each is compared with: the Node API (async
+// per request, `_sync` on the JS thread, `_batch` one call per queue depth, `_bounce` through a
+// JS Buffer) and `qimg bench` (`bench_*`, its loop native; sequential offsets as qemu-img's).
+const rows = [
+  ["randread_qd1", "randread_qd1"],
+  ["randread_qd1_sync", "randread_qd1"],
+  ["bench_read_qd1", "randread_qd1"],
+  ["randread_qd32", "randread_qd32"],
+  ["bench_read_qd32", "randread_qd32"],
+  ["randwrite_qd1", "randwrite_qd1"],
+  ["randwrite_qd1_sync", "randwrite_qd1"],
+  ["bench_write_qd1", "randwrite_qd1"],
+  ["randwrite_qd32", "randwrite_qd32"],
+  ["bench_write_qd32", "randwrite_qd32"],
+  ["seqread_1m", "seqread_1m"],
+  ["seqread_1m_batch", "seqread_1m"],
+  ["bench_seqread_1m", "seqread_1m"],
+  ["seqwrite_1m", "seqwrite_1m"],
+  ["seqwrite_1m_batch", "seqwrite_1m"],
+  ["bench_seqwrite_1m", "seqwrite_1m"],
+  ["seqread_1m_bounce", "seqread_1m"],
 ];
 /** fio in a kernel-driver boot: per job IOPS and MB/s (`translate`: DMA through the vIOMMU). */
 function kernelRun(translate) {
   const k = {};
   if (!fio) return k;
-  const lines = jobs
-    .slice(0, 6)
-    .map(
-      ([name, rw, bs, qd]) =>
-        `fio --name=${name} --filename=/dev/nvme0n1 --rw=${rw} --bs=${bs} --iodepth=${qd} --ioengine=libaio ` +
-        `--direct=1 --time_based --runtime=${secs} --randrepeat=0 --output-format=json > /xfer/${name}.json`,
-    );
+  const lines = jobs.map(
+    ([name, rw, bs, qd]) =>
+      `fio --name=${name} --filename=/dev/nvme0n1 --rw=${rw} --bs=${bs} --iodepth=${qd} --ioengine=libaio ` +
+      `--direct=1 --time_based --runtime=${secs} --randrepeat=0 --output-format=json > /xfer/${name}.json`,
+  );
   boot(
     `for i in $(seq 50); do [ -b /dev/nvme0n1 ] && break; sleep 0.2; done\n${lines.join("\n")}\n`,
     true,
@@ -107,14 +130,13 @@ console.log(
 );
 for (const [label, k] of kernels) {
   console.log(`\nagainst the ${label}`);
-  console.log("job              qimg IOPS   qimg MB/s   kernel IOPS  kernel MB/s   ratio");
-  for (const [name] of jobs) {
+  console.log("job                  qimg IOPS   qimg MB/s   kernel IOPS  kernel MB/s   ratio");
+  for (const [name, refName] of rows) {
     const a = q[name];
-    const b = k[name];
-    const ref = b ?? (name.endsWith("_bounce") ? k.seqread_1m : undefined);
-    const ratio = a && ref ? (a.iops / ref.iops).toFixed(2) : "-";
+    const b = k[refName];
+    const ratio = a && b ? (a.iops / b.iops).toFixed(2) : "-";
     console.log(
-      `${name.padEnd(16)} ${f(a?.iops).padStart(9)}  ${f(a?.mbps).padStart(10)}  ${f(b?.iops).padStart(11)}  ${f(b?.mbps).padStart(11)}  ${ratio.padStart(6)}`,
+      `${name.padEnd(20)} ${f(a?.iops).padStart(9)}  ${f(a?.mbps).padStart(10)}  ${f(b?.iops).padStart(11)}  ${f(b?.mbps).padStart(11)}  ${ratio.padStart(6)}`,
     );
   }
 }

@@ -147,6 +147,30 @@ export declare class NvmeNamespace {
   /** Write `buf` at `offset` (both multiples of the block size). */
   write(offset: number, buf: Buffer): Promise<void>
   /**
+   * The low-latency path: submit a read into (or write from) `buf` at `offset` as commands on
+   * a free queue from this thread and, when `poll` (a lone request), poll the completions
+   * briefly (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo`
+   * when still in flight (`buf` is kept until then), or -1 when not taken (no free queue,
+   * more commands than a queue's slots, invalid: use `read`/`write`).
+   */
+  startIo(write: boolean, offset: number, buf: Buffer, poll: boolean): number
+  /** Wait (off the JavaScript thread) for a command `startIo` left in flight. */
+  finishIo(token: number): Promise<void>
+  /**
+   * Read `buf.length` bytes at `offset` into `buf` on the calling (JavaScript) thread: the
+   * command is submitted and its completion polled here, without the thread-pool hop of
+   * `read` — the lowest latency at queue depth 1, but it blocks the event loop meanwhile.
+   */
+  readSync(offset: number, buf: Buffer): void
+  /** Write `buf` at `offset` on the calling thread (see `readSync`). */
+  writeSync(offset: number, buf: Buffer): void
+  /**
+   * qemu-img bench's loop run natively on one queue (see `NvmeBenchOptions`); resolves with
+   * what it measured, or `null` when the parameters need the generic path (unaligned sizes
+   * or offsets, a request over 64 MiB, a first request beyond the end).
+   */
+  bench(o: NvmeBenchOptions): Promise<NvmeBenchResult | null>
+  /**
    * Read into each `bufs[i]` at `offsets[i]` (block aligned) with every command in flight at
    * once on one queue: a whole queue depth in one call.
    */
@@ -508,6 +532,36 @@ export interface NbdTls {
   verifyPeer?: boolean
   /** `tls-hostname`: the name the server certificate must carry. */
   hostname?: string
+}
+
+/** Parameters of `NvmeNamespace.bench` (qemu-img bench's). */
+export interface NvmeBenchOptions {
+  /** Requests to send. */
+  count: number
+  /** Requests in flight (capped at one queue's slots). */
+  depth: number
+  /** Offset of the first request. */
+  offset: number
+  /** Bytes per request. */
+  bufferSize: number
+  /** Offset increment. */
+  stepSize: number
+  /** Write instead of read. */
+  write: boolean
+  /** Byte written by write runs. */
+  pattern: number
+  /** Flush (after draining) every this many requests; 0 = never. */
+  flushInterval: number
+}
+
+/** What `NvmeNamespace.bench` measured. */
+export interface NvmeBenchResult {
+  /** Requests completed. */
+  requests: number
+  /** Seconds from the first request to the last completion (and flush). */
+  seconds: number
+  /** Requests kept in flight. */
+  depth: number
 }
 
 /** Identify Controller fields. */

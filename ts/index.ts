@@ -41,7 +41,14 @@ export { type RebaseOptions, type RebaseResult, rebase } from "./jobs/rebase.js"
 export { type ResizeOptions, resize } from "./jobs/resize.js";
 export { NbdServer, type ServeOptions, type ServeTls, serve } from "./jobs/serve.js";
 export { type SnapshotAction, type SnapshotOptions, snapshot } from "./jobs/snapshot.js";
-export { NvmeController, type NvmeIdentify, NvmeNamespace, type NvmeStats } from "./nvme/controller.js";
+export {
+  type NvmeBenchOptions,
+  type NvmeBenchResult,
+  NvmeController,
+  type NvmeIdentify,
+  NvmeNamespace,
+  type NvmeStats,
+} from "./nvme/controller.js";
 export { parseObject, parseObjects, type QomObject } from "./options/object.js";
 export { resolveSecret } from "./options/secrets.js";
 export { formatNames } from "./registry/index.js";

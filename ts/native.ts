@@ -24,6 +24,8 @@ export type {
   NativeInfo,
   NativeServer,
   NativeSnapshot,
+  NvmeBenchOptions,
+  NvmeBenchResult,
   NvmeIdentify,
   NvmeStats,
 } from "../native/binding.js";

@@ -5,7 +5,10 @@ use crate::error::{invalid, to_u64};
 use crate::work::{spawn, Work};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use qimg_nvme::fast::{InFlight, Start};
 use qimg_nvme::{Controller, Namespace};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Identify Controller fields.
@@ -50,6 +53,38 @@ pub struct NvmeStats {
     pub direct_commands: f64,
     /// Read/write commands copied through bounce buffers.
     pub bounce_commands: f64,
+}
+
+/// Parameters of `NvmeNamespace.bench` (qemu-img bench's).
+#[napi(object)]
+pub struct NvmeBenchOptions {
+    /// Requests to send.
+    pub count: f64,
+    /// Requests in flight (capped at one queue's slots).
+    pub depth: u32,
+    /// Offset of the first request.
+    pub offset: f64,
+    /// Bytes per request.
+    pub buffer_size: u32,
+    /// Offset increment.
+    pub step_size: f64,
+    /// Write instead of read.
+    pub write: bool,
+    /// Byte written by write runs.
+    pub pattern: u32,
+    /// Flush (after draining) every this many requests; 0 = never.
+    pub flush_interval: f64,
+}
+
+/// What `NvmeNamespace.bench` measured.
+#[napi(object)]
+pub struct NvmeBenchResult {
+    /// Requests completed.
+    pub requests: f64,
+    /// Seconds from the first request to the last completion (and flush).
+    pub seconds: f64,
+    /// Requests kept in flight.
+    pub depth: u32,
 }
 
 /// An NVMe controller bound to vfio-pci, driven from userspace. Close it explicitly (it is also
@@ -154,6 +189,8 @@ impl NvmeController {
         spawn(None, move || {
             Ok(NvmeNamespace {
                 ns: Namespace::open(&c?, nsid)?,
+                pending: Arc::new(Mutex::new(HashMap::new())),
+                next_token: AtomicU32::new(1),
             })
         })
     }
@@ -170,10 +207,16 @@ impl NvmeController {
     }
 }
 
+/// Commands left in flight by `startIo` with the Buffer each uses, by token.
+type PendingMap = HashMap<u32, (Box<InFlight>, Buffer)>;
+
 /// One namespace: block-aligned async I/O.
 #[napi]
 pub struct NvmeNamespace {
     ns: Namespace,
+    /// Commands `startIo` left in flight, with the Buffer they use, by token.
+    pending: Arc<Mutex<PendingMap>>,
+    next_token: AtomicU32,
 }
 
 #[napi]
@@ -214,6 +257,104 @@ impl NvmeNamespace {
         let ns = self.ns.clone();
         spawn(None, move || {
             ns.write(to_u64(offset, "offset")?, buf.as_ref())
+        })
+    }
+
+    /// The low-latency path: submit a read into (or write from) `buf` at `offset` as commands on
+    /// a free queue from this thread and, when `poll` (a lone request), poll the completions
+    /// briefly (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo`
+    /// when still in flight (`buf` is kept until then), or -1 when not taken (no free queue,
+    /// more commands than a queue's slots, invalid: use `read`/`write`).
+    #[napi]
+    pub fn start_io(&self, write: bool, offset: f64, mut buf: Buffer, poll: bool) -> Result<i32> {
+        let off = to_u64(offset, "offset").map_err(crate::error::to_napi)?;
+        let len = buf.len();
+        let ptr = buf.as_mut().as_mut_ptr();
+        let budget = if poll {
+            qimg_nvme::queue::spin_budget()
+        } else {
+            std::time::Duration::ZERO
+        };
+        // SAFETY: `buf` stays alive (moved into `pending`) until the command is finished; its
+        // backing store does not move.
+        match unsafe { self.ns.start(write, off, ptr, len, budget) } {
+            Ok(Start::Done) => Ok(0),
+            Ok(Start::NotTaken) => Ok(-1),
+            Ok(Start::Pending(f)) => {
+                let t = self.next_token.fetch_add(1, Ordering::Relaxed) & 0x3fff_ffff;
+                let t = t.max(1);
+                self.pending
+                    .lock()
+                    .map_err(|_| crate::error::to_napi(invalid("lock poisoned")))?
+                    .insert(t, (f, buf));
+                Ok(t as i32)
+            }
+            Err(e) => Err(crate::error::to_napi(e)),
+        }
+    }
+
+    /// Wait (off the JavaScript thread) for a command `startIo` left in flight.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn finish_io(&self, token: u32) -> AsyncTask<Work<()>> {
+        let pending = self.pending.clone();
+        spawn(None, move || {
+            let (f, mut buf) = pending
+                .lock()
+                .map_err(|_| invalid("lock poisoned"))?
+                .remove(&token)
+                .ok_or_else(|| invalid("no such NVMe request in flight"))?;
+            let len = buf.len();
+            // SAFETY: the same Buffer (alive, owned here) and length given to `start`.
+            unsafe { f.finish(buf.as_mut().as_mut_ptr(), len) }
+        })
+    }
+
+    /// Read `buf.length` bytes at `offset` into `buf` on the calling (JavaScript) thread: the
+    /// command is submitted and its completion polled here, without the thread-pool hop of
+    /// `read` — the lowest latency at queue depth 1, but it blocks the event loop meanwhile.
+    #[napi]
+    pub fn read_sync(&self, offset: f64, mut buf: Buffer) -> Result<()> {
+        let off = to_u64(offset, "offset").map_err(crate::error::to_napi)?;
+        self.ns
+            .read(off, buf.as_mut())
+            .map_err(crate::error::to_napi)
+    }
+
+    /// Write `buf` at `offset` on the calling thread (see `readSync`).
+    #[napi]
+    pub fn write_sync(&self, offset: f64, buf: Buffer) -> Result<()> {
+        let off = to_u64(offset, "offset").map_err(crate::error::to_napi)?;
+        self.ns
+            .write(off, buf.as_ref())
+            .map_err(crate::error::to_napi)
+    }
+
+    /// qemu-img bench's loop run natively on one queue (see `NvmeBenchOptions`); resolves with
+    /// what it measured, or `null` when the parameters need the generic path (unaligned sizes
+    /// or offsets, a request over 64 MiB, a first request beyond the end).
+    #[napi(ts_return_type = "Promise<NvmeBenchResult | null>")]
+    pub fn bench(&self, o: NvmeBenchOptions) -> AsyncTask<Work<Option<NvmeBenchResult>>> {
+        let ns = self.ns.clone();
+        spawn(None, move || {
+            let p = qimg_nvme::bench::BenchParams {
+                count: to_u64(o.count, "count")?,
+                depth: o.depth.max(1) as usize,
+                offset: to_u64(o.offset, "offset")?,
+                buffer_size: o.buffer_size as usize,
+                step: to_u64(o.step_size, "step size")?,
+                write: o.write,
+                pattern: o.pattern as u8,
+                flush_interval: to_u64(o.flush_interval, "flush interval")?,
+            };
+            if !ns.bench_supported(&p) {
+                return Ok(None);
+            }
+            let r = ns.bench(&p)?;
+            Ok(Some(NvmeBenchResult {
+                requests: r.requests as f64,
+                seconds: r.seconds,
+                depth: r.depth as u32,
+            }))
         })
     }
 

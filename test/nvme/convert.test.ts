@@ -4,12 +4,13 @@
  * must be written as zeros over the garbage the host left there), inspected with `qimg info`
  * (URI and `json:` options forms), and converted back to qcow2. On the host after the VM exits:
  * `qemu-img compare` of the source with the backing file and with the round trip, `qemu-img check`.
- * A second controller takes a `qimg bench -w` run; its backing file must hold the pattern after.
+ * A second controller takes `qimg bench -w` runs (the native loop, and the generic one for
+ * unaligned requests); its backing file must hold the patterns after.
  */
 import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hasPeer, run, runOk, tempDir } from "../helpers/peers.js";
-import { type GuestRun, REPO, runGuest, vmSkipReason } from "./vm.js";
+import { type GuestRun, harnessFailure, REPO, runGuest, vmSkipReason } from "./vm.js";
 
 const reason = vmSkipReason() ?? (hasPeer("qemu-io") ? undefined : "qemu-io missing");
 if (reason) console.warn(`SKIP: NVMe convert tests: ${reason}`);
@@ -60,11 +61,26 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
         `${qimg} convert -f raw -O qcow2 nvme://${BDF}/1 /xfer/back.qcow2 && echo CONVERT2=ok >> /xfer/status`,
         `${qimg} info nvme://${BDF}/9 2> /xfer/badns.txt; echo "BADNS=$?" >> /xfer/status`,
         `${qimg} bench -w -c 127 -d 16 -s 64k --pattern=0x42 -f raw nvme://0000:00:11.0/1 > /xfer/bench.txt && echo BENCH=ok >> /xfer/status`,
+        // Unaligned requests: not the native loop, the generic path (read-modify-write).
+        `${qimg} bench -w -c 3 -d 2 -s 1000 -o 7340032 --pattern=0x24 -f raw nvme://0000:00:11.0/1 > /xfer/bench2.txt && echo BENCH2=ok >> /xfer/status`,
+        // Deeper than one queue's slots, and 512 KiB requests (one command each at QEMU's MDTS).
+        `${qimg} bench -c 300 -d 64 -s 512k -f raw nvme://0000:00:11.0/1 > /xfer/bench3.txt && echo BENCH3=ok >> /xfer/status`,
         "",
       ].join("\n"),
       t.dir,
     );
-    for (const f of ["status", "info.json", "info2.json", "info3.json", "badns.txt", "bench.txt"]) {
+    const why = harnessFailure(g);
+    if (why) throw new Error(why);
+    for (const f of [
+      "status",
+      "info.json",
+      "info2.json",
+      "info3.json",
+      "badns.txt",
+      "bench.txt",
+      "bench2.txt",
+      "bench3.txt",
+    ]) {
       try {
         out[f] = readFileSync(t.path(f), "utf8");
       } catch {
@@ -105,9 +121,23 @@ describe.skipIf(reason !== undefined)("qimg convert to and from nvme://", () => 
     );
     const data = readFileSync(disk2);
     expect(data.length).toBe(8 * MiB);
-    // 127 requests of 64 KiB from offset 0: all but the last 64 KiB of the namespace.
-    const bad = data.findIndex((b, i) => b !== (i < 127 * 65536 ? 0x42 : 0));
+    // 127 requests of 64 KiB from offset 0: all but the last 64 KiB of the namespace; then the
+    // unaligned run's 3 × 1000 bytes of 0x24 at 7 MiB.
+    const want = (i: number) => (i >= 7 * MiB && i < 7 * MiB + 3000 ? 0x24 : i < 127 * 65536 ? 0x42 : 0);
+    const bad = data.findIndex((b, i) => b !== want(i));
     expect(bad, `first unexpected byte: ${bad} (${data[bad]})`).toBe(-1);
+  });
+
+  it("qimg bench falls back to the generic loop for unaligned requests", () => {
+    expect(out.status, out["bench2.txt"]).toContain("BENCH2=ok");
+    expect(out["bench2.txt"]).toContain("Sending 3 write requests, 1000 bytes each, 2 in parallel");
+  });
+
+  it("qimg bench reads with more requests in flight than a queue has slots", () => {
+    expect(out.status, out["bench3.txt"]).toContain("BENCH3=ok");
+    expect(out["bench3.txt"]).toMatch(
+      /^Sending 300 read requests, 524288 bytes each, 64 in parallel \(starting at offset 0, step size 524288\)\nRun completed in [0-9.]+ seconds\.\n$/,
+    );
   });
 
   it("fails cleanly on a namespace that does not exist", () => {

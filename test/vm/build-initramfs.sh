@@ -19,6 +19,11 @@ busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q static || busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "vm: no static busybox (install busybox-static)" >&2; exit 3; }
 
+# One build at a time (test files and benches may boot guests in parallel): the others wait
+# here, then find the stamp current.
+exec 9> "$out/.build.lock"
+flock 9
+
 stamp="$out/initramfs.stamp"
 want="$kver $(sha256sum test/vm/init test/vm/build-initramfs.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$out/initramfs.cpio.gz" ]; then
@@ -57,7 +62,8 @@ for m in "${order[@]}"; do
   echo "$base" >> "$root/lib/modules/order"
 done
 
-(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$out/initramfs.cpio.gz.tmp"
-mv "$out/initramfs.cpio.gz.tmp" "$out/initramfs.cpio.gz"
-cp "/boot/vmlinuz-$kver" "$out/vmlinuz"
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 > "$out/initramfs.cpio.gz.$$"
+mv "$out/initramfs.cpio.gz.$$" "$out/initramfs.cpio.gz"
+cp "/boot/vmlinuz-$kver" "$out/vmlinuz.$$"
+mv "$out/vmlinuz.$$" "$out/vmlinuz"
 echo "$want" > "$stamp"

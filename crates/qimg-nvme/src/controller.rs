@@ -29,12 +29,17 @@ const ADMIN_DEPTH: u16 = 32;
 const WANT_IO_QUEUES: usize = 4;
 /// Commands in flight per I/O queue (one data buffer each).
 const SLOTS_PER_QUEUE: usize = 32;
-/// Largest transfer per command (further capped by MDTS).
+/// Largest transfer per command through the bounce buffers (further capped by MDTS).
 const MAX_CHUNK: usize = 128 * 1024;
+/// Largest transfer per command from a caller's DMA buffer (further capped by MDTS): one PRP
+/// list page holds 512 entries, enough for 2 MiB at any dword-aligned start.
+const MAX_DIRECT_CHUNK: usize = 2 << 20;
 
 /// One command slot of an I/O queue: its bounce buffer and its PRP list page.
 #[derive(Debug)]
 pub struct Slot {
+    /// Index in its queue's slots (the command identifier).
+    pub id: usize,
     /// Data buffer (`Controller::chunk_bytes` long).
     pub buf: DmaBuffer,
     /// One page for a PRP list.
@@ -69,10 +74,20 @@ pub struct Controller {
     admin: Mutex<Option<Admin>>,
     pub(crate) io: Vec<Mutex<Option<IoQueue>>>,
     pub(crate) next_queue: AtomicUsize,
+    /// Per I/O queue: taken out of its slot by [`Controller::take_queue`] (its `Option` is then
+    /// `None` without the controller being closed).
+    pub(crate) checked_out: Vec<AtomicBool>,
+    /// Queues checked out now: always fewer than all, so a pool user waiting for a queue waits
+    /// on one another pool user holds (and releases), never on a checked-out one whose owner
+    /// may wait behind it in the same thread pool.
+    taken: AtomicUsize,
     /// Identify Controller.
     pub info: ControllerInfo,
-    /// Bytes per command (min of MDTS and 128 KiB).
+    /// Bytes per command through the bounce buffers (min of MDTS and 128 KiB).
     pub chunk_bytes: usize,
+    /// Bytes per command from a caller's DMA buffer (min of MDTS and 2 MiB): fewer, larger
+    /// commands for zero-copy I/O, as the kernel driver sends up to MDTS.
+    pub direct_chunk: usize,
     closed: AtomicBool,
     _irqs: Vec<Arc<OwnedFd>>,
     iovas: Mutex<IovaAllocator>,
@@ -226,8 +241,11 @@ impl Controller {
             admin: Mutex::new(Some(admin)),
             io: Vec::new(),
             next_queue: AtomicUsize::new(0),
+            checked_out: Vec::new(),
+            taken: AtomicUsize::new(0),
             info: ControllerInfo::parse(&[0u8; 4096]),
             chunk_bytes: MAX_CHUNK,
+            direct_chunk: MAX_DIRECT_CHUNK,
             closed: AtomicBool::new(false),
             _irqs: irqs.clone(),
             iovas,
@@ -245,6 +263,7 @@ impl Controller {
         if ctrl.info.mdts != 0 {
             let mdts = (cap.mps_min as u64) << ctrl.info.mdts.min(20);
             ctrl.chunk_bytes = (mdts as usize).min(MAX_CHUNK);
+            ctrl.direct_chunk = (mdts as usize).min(MAX_DIRECT_CHUNK);
         }
 
         // Queue counts: ask for WANT, take what is granted (and what we have vectors for).
@@ -281,13 +300,15 @@ impl Controller {
                 "Create I/O Submission Queue",
             )?;
             let slots = (0..depth as usize - 1)
-                .map(|_| {
+                .map(|id| {
                     Ok(Slot {
+                        id,
                         buf: DmaBuffer::new(&dev, &ctrl.iovas, ctrl.chunk_bytes)?,
                         prp: DmaBuffer::new(&dev, &ctrl.iovas, PAGE)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            ctrl.checked_out.push(AtomicBool::new(false));
             ctrl.io.push(Mutex::new(Some(IoQueue {
                 qp: QueuePair::new(qid, depth, sq, cq, &cap, irqs[vector as usize].clone()),
                 slots,
@@ -418,9 +439,28 @@ impl Controller {
                 }
             }
         }
+        // Wait on a queue that is not checked out (one is always back within a command's time).
+        let mut waited = 0u32;
+        let start = loop {
+            if let Some(j) = (0..n)
+                .map(|i| (start + i) % n)
+                .find(|&j| !self.checked_out[j].load(Ordering::Acquire))
+            {
+                break j;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(closed());
+            }
+            waited += 1;
+            std::thread::sleep(Duration::from_micros(if waited < 100 { 20 } else { 1000 }));
+        };
         let g = self.io[start]
             .lock()
             .map_err(|_| Error::invalid("NVMe queue lock poisoned"))?;
+        if g.is_none() && self.checked_out[start].load(Ordering::Acquire) {
+            drop(g);
+            return self.queue();
+        }
         match g.as_ref() {
             None => Err(closed()),
             Some(q) if q.broken => Err(Error::new(
@@ -429,6 +469,48 @@ impl Controller {
             )),
             Some(_) => Ok(QueueGuard(g)),
         }
+    }
+
+    /// Take a free, usable I/O queue out of the pool without waiting (for a command submitted
+    /// and completed on the caller's thread); give it back with [`Controller::put_queue`].
+    pub(crate) fn take_queue(&self) -> Option<(usize, IoQueue)> {
+        let n = self.io.len();
+        // Reserve a checkout, leaving at least one queue to the pool; then check `closed` (close
+        // sets it before waiting for `taken` to drop to zero: one of the two sees the other).
+        if self
+            .taken
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                (t + 1 < n).then_some(t + 1)
+            })
+            .is_err()
+        {
+            return None;
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            self.taken.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let start = self.next_queue.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            let j = (start + i) % n;
+            if let Ok(mut g) = self.io[j].try_lock() {
+                if g.as_ref().is_some_and(|q| !q.broken) {
+                    self.checked_out[j].store(true, Ordering::Release);
+                    return g.take().map(|q| (j, q));
+                }
+            }
+        }
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+        None
+    }
+
+    /// Return a queue from [`Controller::take_queue`] ([`Controller::close`] waits for it).
+    pub(crate) fn put_queue(&self, idx: usize, q: IoQueue) {
+        if let Ok(mut g) = self.io[idx].lock() {
+            *g = Some(q);
+        }
+        self.checked_out[idx].store(false, Ordering::Release);
+        self.taken.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Register-level shutdown: CC.SHN = normal, wait for SHST complete, then disable.
@@ -454,10 +536,19 @@ impl Controller {
     /// Delete the I/O queues, shut the controller down (CC.SHN) and disable it. Waits for
     /// requests in flight; later calls fail with "closed". Idempotent.
     pub fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
         let mut result = Ok(());
+        // Queues taken out for requests submitted on a caller's thread come back once those
+        // complete (or time out): wait, so their queues are deleted and no one is still polling
+        // the registers when the BAR is unmapped.
+        let t0 = Instant::now();
+        while self.taken.load(Ordering::SeqCst) > 0
+            && t0.elapsed() < crate::queue::COMMAND_TIMEOUT + Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let mut guards: Vec<_> = self.io.iter().filter_map(|q| q.lock().ok()).collect();
         for g in guards.iter().rev() {
             let Some(g) = g.as_ref() else { continue };

@@ -14,14 +14,14 @@ use crate::pci::Bar0;
 use crate::queue::Sqe;
 use std::sync::Arc;
 
-const OP_FLUSH: u8 = 0x00;
-const OP_WRITE: u8 = 0x01;
-const OP_READ: u8 = 0x02;
+pub(crate) const OP_FLUSH: u8 = 0x00;
+pub(crate) const OP_WRITE: u8 = 0x01;
+pub(crate) const OP_READ: u8 = 0x02;
 const OP_WRITE_ZEROES: u8 = 0x08;
 const OP_DSM: u8 = 0x09;
 
 /// PRP1/PRP2 for `len` bytes at the start of `slot.buf` (writing a PRP list when needed).
-fn prps(slot: &mut Slot, len: usize) -> (u64, u64) {
+pub(crate) fn prps(slot: &mut Slot, len: usize) -> (u64, u64) {
     let base = slot.buf.iova(0);
     let pages = len.div_ceil(PAGE);
     match pages {
@@ -40,7 +40,7 @@ fn prps(slot: &mut Slot, len: usize) -> (u64, u64) {
 /// PRP1/PRP2 for `len` bytes at device address `iova` (dword aligned, any page offset) in a
 /// caller's DMA buffer; pages after the first are page aligned, listed in `slot.prp` when more
 /// than two.
-fn prps_direct(slot: &mut Slot, iova: u64, len: usize) -> (u64, u64) {
+pub(crate) fn prps_direct(slot: &mut Slot, iova: u64, len: usize) -> (u64, u64) {
     let page = PAGE as u64;
     let base = iova - iova % page;
     let pages = ((iova % page) as usize + len).div_ceil(PAGE);
@@ -66,16 +66,31 @@ impl IoQueue {
         bar: &Bar0,
         count: usize,
         what: &str,
+        prep: impl FnMut(usize, &mut Slot) -> Sqe,
+        done: impl FnMut(usize, &Slot),
+    ) -> Result<()> {
+        let limit = self.slots.len();
+        self.run_limited(bar, count, limit, what, prep, done)
+    }
+
+    /// [`IoQueue::run`] with at most `limit` commands in flight: only slots `0..limit` are used.
+    pub fn run_limited(
+        &mut self,
+        bar: &Bar0,
+        count: usize,
+        limit: usize,
+        what: &str,
         mut prep: impl FnMut(usize, &mut Slot) -> Sqe,
         mut done: impl FnMut(usize, &Slot),
     ) -> Result<()> {
+        let limit = limit.clamp(1, self.slots.len());
         let mut inflight: Vec<Option<usize>> = vec![None; self.slots.len()];
         let mut free: Vec<usize> = (0..self.slots.len()).rev().collect();
         let mut next = 0;
         let mut active = 0;
         let mut first_err: Option<Error> = None;
         loop {
-            while next < count && first_err.is_none() && self.qp.has_room() {
+            while next < count && first_err.is_none() && active < limit && self.qp.has_room() {
                 let Some(s) = free.pop() else { break };
                 let sqe = prep(next, &mut self.slots[s]);
                 self.qp.submit(bar, sqe, s as u16);
@@ -149,7 +164,7 @@ impl Namespace {
         self.info.lba_size as usize
     }
 
-    fn check(&self, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn check(&self, offset: u64, len: u64) -> Result<()> {
         let bs = self.info.lba_size as u64;
         if !offset.is_multiple_of(bs) || !len.is_multiple_of(bs) {
             return Err(Error::invalid(format!(
@@ -169,7 +184,17 @@ impl Namespace {
         Ok(())
     }
 
-    fn count_ops(&self, direct: bool, n: usize) {
+    /// Bytes per command: up to MDTS (at most 2 MiB) straight from a caller's DMA buffer, the
+    /// bounce buffers' size otherwise.
+    fn chunk_for(&self, direct: bool) -> usize {
+        if direct {
+            self.ctrl.direct_chunk
+        } else {
+            self.ctrl.chunk_bytes
+        }
+    }
+
+    pub(crate) fn count_ops(&self, direct: bool, n: usize) {
         let c = if direct {
             &self.ctrl.direct_ops
         } else {
@@ -178,7 +203,7 @@ impl Namespace {
         c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn rw_sqe(&self, op: u8, lba: u64, bytes: usize, p: (u64, u64)) -> Sqe {
+    pub(crate) fn rw_sqe(&self, op: u8, lba: u64, bytes: usize, p: (u64, u64)) -> Sqe {
         let nlb = (bytes / self.info.lba_size as usize) as u32 - 1;
         Sqe::new(op, self.info.nsid)
             .prps(p.0, p.1)
@@ -193,11 +218,11 @@ impl Namespace {
         if buf.is_empty() {
             return Ok(());
         }
-        let chunk = self.ctrl.chunk_bytes;
         let bs = self.info.lba_size as u64;
-        let count = buf.len().div_ceil(chunk);
         let total = buf.len();
         let direct = self.ctrl.dma_iova(buf.as_ptr(), total);
+        let chunk = self.chunk_for(direct.is_some());
+        let count = buf.len().div_ceil(chunk);
         self.count_ops(direct.is_some(), count);
         let mut q = self.ctrl.queue()?;
         if let Some(iova) = direct {
@@ -238,10 +263,10 @@ impl Namespace {
         if buf.is_empty() {
             return Ok(());
         }
-        let chunk = self.ctrl.chunk_bytes;
         let bs = self.info.lba_size as u64;
-        let count = buf.len().div_ceil(chunk);
         let direct = self.ctrl.dma_iova(buf.as_ptr(), buf.len());
+        let chunk = self.chunk_for(direct.is_some());
+        let count = buf.len().div_ceil(chunk);
         self.count_ops(direct.is_some(), count);
         let mut q = self.ctrl.queue()?;
         if let Some(iova) = direct {
@@ -279,12 +304,12 @@ impl Namespace {
     /// Chunks of a batch: (request, byte offset in the request, length), and each request's
     /// device address when its buffer is a caller's DMA buffer.
     fn plan(&self, reqs: &[(u64, *const u8, usize)]) -> Result<BatchPlan> {
-        let chunk = self.ctrl.chunk_bytes;
         let mut chunks = Vec::new();
         let mut direct = Vec::with_capacity(reqs.len());
         for (r, &(off, ptr, len)) in reqs.iter().enumerate() {
             self.check(off, len as u64)?;
             let d = self.ctrl.dma_iova(ptr, len);
+            let chunk = self.chunk_for(d.is_some());
             let n = len.div_ceil(chunk);
             self.count_ops(d.is_some(), n);
             direct.push(d);

@@ -7,10 +7,14 @@
 //! - [`controller`]: reset/enable, admin commands, Identify, queue creation, shutdown.
 //! - [`identify`]: the Identify Controller / Namespace structures.
 //! - [`io`]: read, write, flush, write zeroes, deallocate on a namespace.
+//! - [`bench`]: qemu-img bench's loop run natively on one queue.
+//! - [`fast`]: a lone request submitted and polled on the caller's thread.
 //! - [`storage`]: the `nvme` protocol node (a `qimg_core::Storage` over a namespace).
+pub mod bench;
 pub mod controller;
 pub mod dma;
 pub mod err;
+pub mod fast;
 pub mod identify;
 pub mod io;
 pub mod pci;

@@ -92,6 +92,43 @@ out.zeroCopy = {
 };
 out.errors.bufferTooBig = await codeOf(async () => c.allocBuffer(128 << 20));
 
+// Synchronous I/O on the JavaScript thread (readSync/writeSync): plain and DMA buffers.
+{
+  const [so, sl] = REGIONS.syncIo;
+  const data = pattern(600, sl);
+  ns.writeSync(so, data.subarray(0, 4096));
+  const dmaData = c.allocBuffer(sl - 4096);
+  data.copy(dmaData, 0, 4096);
+  ns.writeSync(so + 4096, dmaData);
+  const dma = c.allocBuffer(sl);
+  ns.readSync(so, dma);
+  const small = Buffer.alloc(1024);
+  ns.readSync(so + 512, small);
+  out.syncEqual = Buffer.compare(dma, data) === 0 && Buffer.compare(small, data.subarray(512, 1536)) === 0;
+  out.errors.syncOutOfRange = await codeOf(async () => ns.readSync(ns.size, Buffer.alloc(512)));
+  out.errors.syncUnaligned = await codeOf(async () => ns.writeSync(100, Buffer.alloc(512)));
+}
+
+// qemu-img bench's loop natively on one queue: 32 writes of 64 KiB fill the bench region with
+// the pattern byte (a flush every 16); reads deeper than a queue; unaligned → null (generic).
+{
+  const [bo, bl] = REGIONS.bench;
+  const base = { stepSize: 65536, pattern: 0, flushInterval: 0, write: false };
+  const w = await ns.bench({
+    ...base,
+    count: bl / 65536,
+    depth: 8,
+    offset: bo,
+    bufferSize: 65536,
+    write: true,
+    pattern: 0x3c,
+    flushInterval: 16,
+  });
+  const r = await ns.bench({ ...base, count: 100, depth: 64, offset: 0, bufferSize: 4096, stepSize: 4096 });
+  const unaligned = await ns.bench({ ...base, count: 4, depth: 1, offset: 0, bufferSize: 1000 });
+  out.bench = { write: w, read: r, unaligned };
+}
+
 out.errors.outOfRange = await codeOf(() => ns.read(ns.size, 512));
 out.errors.unaligned = await codeOf(() => ns.read(100, 512));
 out.errors.inactiveNamespace = await codeOf(() => c.namespace(2));
@@ -117,6 +154,17 @@ await img.close();
 const c2 = await NvmeController.open(BDF);
 out.reopenSerial = c2.identify().serial;
 await c2.close();
+// close() while requests submitted on this thread are still in flight: everything settles (the
+// requests complete first), and the controller opens again afterwards (the reset test below).
+{
+  const c5 = await NvmeController.open(BDF);
+  const ns5 = await c5.namespace(1);
+  const reads = [ns5.read(0, 2 << 20, c5.allocBuffer(2 << 20)), ns5.read(4 << 20, 1 << 20)];
+  const settled = await Promise.allSettled([...reads, c5.close()]);
+  out.closeInFlight = settled.map((r) =>
+    r.status === "fulfilled" ? "ok" : (r.reason.code ?? String(r.reason)),
+  );
+}
 // A function-level reset of the controller in the middle of a run: the request in flight fails
 // with a clear error (no hang); closing and reopening recovers, and the data is still there.
 {

@@ -67,4 +67,6 @@ export const REGIONS = {
   storageWrite: [52 * MiB + 7, 300000],
   zeroCopy: [56 * MiB, 2 * MiB],
   batchBase: 62 * MiB,
+  syncIo: [24 * MiB, MiB],
+  bench: [28 * MiB, 2 * MiB],
 };
