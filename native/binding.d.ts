@@ -36,8 +36,11 @@ export declare class NativeImage {
   get virtualSize(): number
   /** Read `buf.length` guest bytes at `offset` into `buf`. */
   read(offset: number, buf: Buffer): Promise<void>
-  /** Write all of `buf` at guest `offset`. */
-  write(offset: number, buf: Buffer): Promise<void>
+  /**
+   * Write all of `buf` at guest `offset`; with `fua`, durable before the promise resolves
+   * (NBD: `NBD_CMD_FLAG_FUA`; elsewhere the write and a flush).
+   */
+  write(offset: number, buf: Buffer, fua?: boolean | undefined | null): Promise<void>
   /**
    * Write one whole cluster at guest `offset` compressed (qcow2; the image's last cluster may
    * be shorter), at `level` or the format's default.

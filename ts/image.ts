@@ -154,10 +154,14 @@ export class Image implements AsyncDisposable {
     await callNative(() => this.native.read(offset, toBuffer(buf)));
   }
 
-  /** Write `data` at guest `offset`. */
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Write `data` at guest `offset`. With `fua` ("force unit access") the data is durable when
+   * the promise resolves: over NBD the write carries `NBD_CMD_FLAG_FUA` (or is followed by a
+   * flush when the server has no FUA); elsewhere it is followed by a flush of the image.
+   */
+  async write(offset: number, data: Uint8Array, opts: { fua?: boolean } = {}): Promise<void> {
     this.#range(offset, data.byteLength);
-    await callNative(() => this.native.write(offset, toBuffer(data)));
+    await callNative(() => this.native.write(offset, toBuffer(data), opts.fua === true));
   }
 
   /**

@@ -302,10 +302,18 @@ impl NativeImage {
         self.run(move |d| d.read(to_u64(offset, "offset")?, buf.as_mut()))
     }
 
-    /// Write all of `buf` at guest `offset`.
+    /// Write all of `buf` at guest `offset`; with `fua`, durable before the promise resolves
+    /// (NBD: `NBD_CMD_FLAG_FUA`; elsewhere the write and a flush).
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn write(&self, offset: f64, buf: Buffer) -> AsyncTask<Work<()>> {
-        self.run(move |d| d.write(to_u64(offset, "offset")?, buf.as_ref()))
+    pub fn write(&self, offset: f64, buf: Buffer, fua: Option<bool>) -> AsyncTask<Work<()>> {
+        self.run(move |d| {
+            let offset = to_u64(offset, "offset")?;
+            if fua == Some(true) {
+                d.write_fua(offset, buf.as_ref())
+            } else {
+                d.write(offset, buf.as_ref())
+            }
+        })
     }
 
     /// Write one whole cluster at guest `offset` compressed (qcow2; the image's last cluster may

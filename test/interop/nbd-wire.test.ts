@@ -180,6 +180,37 @@ describe.skipIf(!haveNbdkit)("NBD commands on the wire (nbdkit log filter)", () 
     expect(ops.filter((r) => r.op === "Write")).toHaveLength(1);
   });
 
+  it("write with fua carries NBD_CMD_FLAG_FUA, or is followed by a flush when the server has no FUA", async () => {
+    // nbdkit's fua filter (default fuamode=none) hides FUA from the client.
+    for (const [name, filters, native] of [
+      ["fua", [], true],
+      ["nofua", ["--filter=fua"], false],
+    ] as const) {
+      const { uri, log } = await logged(name, "1M", [...filters]);
+      const img = await open(uri, { format: "raw" });
+      const flushes = () =>
+        readFileSync(log, "utf8")
+          .split("\n")
+          .filter((l) => / Flush id=/.test(l)).length;
+      try {
+        await img.write(0, Buffer.alloc(4096, 1), { fua: true });
+        const afterFua = flushes();
+        await img.write(4096, Buffer.alloc(4096, 2));
+        expect(flushes()).toBe(afterFua); // a plain write is not flushed
+        const writes = requests(log).filter((r) => r.op === "Write");
+        expect(writes.map((w) => [w.offset, w.flags])).toEqual([
+          [0, native ? "fua=1 " : "fua=0 "],
+          [4096, "fua=0 "],
+        ]);
+        // Without FUA on the wire the write was made durable by a flush before it resolved.
+        if (native) expect(afterFua).toBe(0);
+        else expect(afterFua).toBeGreaterThan(0);
+      } finally {
+        await img.close();
+      }
+    }
+  });
+
   it("convert -n sends zero ranges as WRITE_ZEROES and writes only data", async () => {
     // A server without fast zero: no up-front zeroing (see nbd-multiconn.test.ts for that).
     const { uri, log } = await logged("conv", "4M", [

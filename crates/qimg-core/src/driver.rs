@@ -118,6 +118,13 @@ pub trait BlockDriver: Send + Sync {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
     /// Write guest bytes.
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()>;
+    /// Write guest bytes and make them durable before returning (FUA). Default, as QEMU
+    /// emulates FUA for formats: the write, then a flush of this image; raw passes FUA down
+    /// to its storage (on NBD, a write with `NBD_CMD_FLAG_FUA`).
+    fn write_fua(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.write(offset, buf)?;
+        self.flush()
+    }
     /// Make a guest range read as zeros. With `may_unmap`, space may be freed.
     fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()>;
     /// Discard a guest range (its contents become unspecified-but-stable; qimg makes them read

@@ -54,4 +54,11 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn make_zero_fast(&self) -> Result<bool> {
         Ok(false)
     }
+    /// Write `buf` at `offset` and make it durable before returning ("force unit access").
+    /// Default: the write, then a flush; NBD sends the write with `NBD_CMD_FLAG_FUA` when the
+    /// server offers it.
+    fn write_at_fua(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.write_at(buf, offset)?;
+        self.flush()
+    }
 }

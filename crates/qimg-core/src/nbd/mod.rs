@@ -493,6 +493,10 @@ impl Storage for NbdStorage {
         self.write_fua(buf, offset, false)
     }
 
+    fn write_at_fua(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.write_fua(buf, offset, true)
+    }
+
     fn size(&self) -> Result<u64> {
         Ok(self.export.size)
     }

@@ -73,6 +73,12 @@ impl BlockDriver for RawDriver {
         self.storage.write_at(buf, offset)
     }
 
+    fn write_fua(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.writable()?;
+        self.bounds(offset, buf.len() as u64)?;
+        self.storage.write_at_fua(buf, offset)
+    }
+
     fn write_zeroes(&self, offset: u64, length: u64, may_unmap: bool) -> Result<()> {
         self.writable()?;
         self.bounds(offset, length)?;
