@@ -268,12 +268,7 @@ fn copy_data(
 /// `n` bytes of `buf` starting on a 4 KiB boundary, so O_DIRECT files (`cache=none`) take them
 /// without a bounce copy.
 fn aligned_window(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
-    const ALIGN: usize = 4096;
-    if buf.len() < n + ALIGN {
-        buf.resize(n + ALIGN, 0);
-    }
-    let off = buf.as_ptr().align_offset(ALIGN);
-    &mut buf[off..off + n]
+    crate::direct::aligned_slice(buf, n, 4096)
 }
 
 /// Write `data` at `pos`, leaving out zero runs of whole `sparse_size` granules (aligned to

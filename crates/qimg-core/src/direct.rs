@@ -101,6 +101,16 @@ impl AlignedBuf {
     }
 }
 
+/// The first `n` bytes of `buf` that start on an `align` boundary (a power of two), growing `buf`
+/// as needed: a reusable scratch buffer that O_DIRECT files take without a bounce copy.
+pub fn aligned_slice(buf: &mut Vec<u8>, n: usize, align: usize) -> &mut [u8] {
+    if buf.len() < n + align {
+        buf.resize(n + align, 0);
+    }
+    let off = buf.as_ptr().align_offset(align);
+    &mut buf[off..off + n]
+}
+
 /// O_DIRECT transfers on one file, with the alignment it needs.
 #[derive(Debug)]
 pub struct DirectIo {
