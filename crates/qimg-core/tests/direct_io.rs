@@ -36,12 +36,22 @@ fn cache_modes_parse_as_qemu() {
     assert_eq!(CacheMode::parse("none").unwrap(), CacheMode::None);
     assert_eq!(CacheMode::parse("off").unwrap(), CacheMode::None);
     assert_eq!(CacheMode::parse("writeback").unwrap(), CacheMode::Writeback);
-    assert_eq!(CacheMode::parse("writethrough").unwrap(), CacheMode::Writethrough);
-    assert_eq!(CacheMode::parse("directsync").unwrap(), CacheMode::Directsync);
+    assert_eq!(
+        CacheMode::parse("writethrough").unwrap(),
+        CacheMode::Writethrough
+    );
+    assert_eq!(
+        CacheMode::parse("directsync").unwrap(),
+        CacheMode::Directsync
+    );
     assert_eq!(CacheMode::parse("unsafe").unwrap(), CacheMode::Unsafe);
     let e = CacheMode::parse("bogus").unwrap_err();
     assert_eq!(e.code, qimg_core::ErrorCode::InvalidArgument);
-    assert!(e.message.contains("Invalid cache option: bogus"), "{}", e.message);
+    assert!(
+        e.message.contains("Invalid cache option: bogus"),
+        "{}",
+        e.message
+    );
     assert!(CacheMode::Directsync.direct() && CacheMode::Directsync.write_through());
     assert!(CacheMode::None.direct() && !CacheMode::None.write_through());
     assert!(!CacheMode::Writethrough.direct() && CacheMode::Writethrough.write_through());
@@ -81,7 +91,11 @@ fn unaligned_io_matches_a_model() {
                 model.resize(end, 0);
             }
             model[off as usize..end].copy_from_slice(&data);
-            assert_eq!(s.size().unwrap(), model.len() as u64, "size after write {i}");
+            assert_eq!(
+                s.size().unwrap(),
+                model.len() as u64,
+                "size after write {i}"
+            );
         }
         // Whole-file and odd-range reads agree with the model (zeros past EOF).
         let mut all = vec![0u8; model.len() + 100];

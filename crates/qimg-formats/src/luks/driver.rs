@@ -49,7 +49,6 @@ pub fn key_required() -> Error {
     Error::invalid("Parameter 'key-secret' is required for cipher")
 }
 
-
 /// Largest scratch buffer a thread keeps for encrypting writes.
 const SCRATCH_MAX: usize = 4 << 20;
 
