@@ -197,6 +197,16 @@ impl FileStorage {
         }
     }
 
+    /// fdatasync, whatever the cache mode (nothing to do on a read-only open).
+    fn sync(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| self.ioerr("fdatasync", e, 0))
+    }
+
     fn fallocate(
         &self,
         mode: nix::fcntl::FallocateFlags,
@@ -273,16 +283,16 @@ impl Storage for FileStorage {
         if self.cache.no_flush() {
             return Ok(());
         }
-        self.flush_durable()
+        self.sync()
     }
 
     fn flush_durable(&self) -> Result<()> {
-        if self.read_only {
-            return Ok(());
+        if self.cache.no_flush() {
+            self.sync()
+        } else {
+            // `flush` did the work already.
+            Ok(())
         }
-        self.file
-            .sync_data()
-            .map_err(|e| self.ioerr("fdatasync", e, 0))
     }
 
     fn discard(&self, offset: u64, length: u64) -> Result<()> {
