@@ -9,9 +9,10 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
+import { hasPeer, QIMG, qimg, run, runOk, tempDir } from "../helpers/peers.js";
 
 const have = hasPeer("qemu-img");
+const haveStrace = hasPeer("strace");
 const t = tempDir("qimg-cache-");
 afterAll(() => t.cleanup());
 const MODES = ["none", "off", "writeback", "writethrough", "directsync", "unsafe"];
@@ -144,6 +145,60 @@ describe.skipIf(!have)("cache modes against qemu-img", () => {
       expect(m.status).toBe(1);
       expect(m.stderr.replace(/^qimg:/, "qemu-img:")).toBe(q.stderr);
     }
+  });
+
+  it.skipIf(!haveStrace)("opens with QEMU's flags; unsafe drops flushes but close still flushes", () => {
+    const src = t.path("s-src.raw");
+    writeFileSync(src, payload(1 << 20, 5));
+    const dst = t.path("s-dst.qcow2");
+    runOk("qemu-img", ["create", "-q", "-f", "qcow2", dst, "1M"]);
+    const traced = (m: string) => {
+      const log = t.path(`strace-${m}.txt`);
+      const r = run("strace", [
+        "-f",
+        "-e",
+        "trace=openat,fdatasync,fsync",
+        "-o",
+        log,
+        process.execPath,
+        QIMG,
+        "convert",
+        "-n",
+        "-t",
+        m,
+        "-T",
+        m,
+        "-O",
+        "qcow2",
+        src,
+        dst,
+      ]);
+      ok(r);
+      const lines = readFileSync(log, "utf8").split("\n");
+      const opens = lines.filter((l) => l.includes("openat(") && l.includes(dst) && l.includes("O_RDWR"));
+      const srcOpens = lines.filter((l) => l.includes("openat(") && l.includes(`"${src}"`));
+      const syncs = lines.filter((l) => /\b(fdatasync|fsync)\(/.test(l)).length;
+      expect(opens.length).toBe(1);
+      return { flags: opens[0], srcFlags: srcOpens[srcOpens.length - 1], syncs };
+    };
+    const wb = traced("writeback");
+    expect(wb.flags).not.toMatch(/O_DIRECT|O_DSYNC/);
+    expect(wb.syncs).toBeGreaterThanOrEqual(2);
+    const none = traced("none");
+    expect(none.flags).toMatch(/O_DIRECT/);
+    expect(none.flags).not.toMatch(/O_DSYNC/);
+    expect(none.srcFlags).toMatch(/O_DIRECT/);
+    const wt = traced("writethrough");
+    expect(wt.flags).toMatch(/O_DSYNC/);
+    expect(wt.flags).not.toMatch(/O_DIRECT/);
+    const ds = traced("directsync");
+    expect(ds.flags).toMatch(/O_DSYNC/);
+    expect(ds.flags).toMatch(/O_DIRECT/);
+    // unsafe: the drivers' flushes are dropped; the one at close remains (qimg's exit rule).
+    const un = traced("unsafe");
+    expect(un.flags).not.toMatch(/O_DIRECT|O_DSYNC/);
+    expect(un.syncs).toBe(1);
+    expect(run("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", src, dst]).status).toBe(0);
   });
 
   it("O_DIRECT where the file system refuses it fails as qemu-img does (no silent fallback)", () => {
