@@ -201,6 +201,19 @@ describe.skipIf(!have)("cache modes against qemu-img", () => {
     expect(run("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", src, dst]).status).toBe(0);
   });
 
+  it("bench -t none -w with unaligned requests leaves what qemu-img bench leaves", () => {
+    const a = t.path("bench-q.raw");
+    const b = t.path("bench-m.raw");
+    writeFileSync(a, payload((1 << 20) + 3, 3));
+    writeFileSync(b, payload((1 << 20) + 3, 3));
+    const args = ["bench", "-f", "raw", "-t", "none", "-w", "-c", "300", "-d", "8", "-s", "1000", "-o", "7"];
+    const q = run("qemu-img", [...args, "--pattern", "0x5a", a]);
+    expect(q.status).toBe(0);
+    ok(qimg([...args, "--pattern", "0x5a", b]));
+    expect(statSync(b).size).toBe(statSync(a).size);
+    expect(readFileSync(b).equals(readFileSync(a))).toBe(true);
+  });
+
   it("O_DIRECT where the file system refuses it fails as qemu-img does (no silent fallback)", () => {
     let shm: string;
     try {
