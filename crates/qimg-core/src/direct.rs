@@ -155,7 +155,8 @@ impl DirectIo {
             let want = (buf.len() - done).min(BOUNCE_MAX - 2 * self.align);
             let end = (pos + want as u64).div_ceil(a) * a;
             let n = (end - start) as usize;
-            let b = bounce.get_or_insert_with(|| AlignedBuf::new(BOUNCE_MAX, self.align));
+            let cap = BOUNCE_MAX.min(buf.len() + 2 * self.align);
+            let b = bounce.get_or_insert_with(|| AlignedBuf::new(cap, self.align));
             read_full(file, &mut b.as_mut_slice()[..n], start)?;
             let skip = (pos - start) as usize;
             buf[done..done + want].copy_from_slice(&b.as_slice()[skip..skip + want]);
