@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Side-by-side convert benchmark: qimg vs qemu-img on the same generated workload, in one run.
- * Paths: raw→qcow2, qcow2→raw, qcow2→qcow2. Prints seconds, MB/s, peak RSS and the ratio
+ * Paths: raw→qcow2, qcow2→raw, qcow2→qcow2, raw→raw; qimg also with `-t none` (O_DIRECT target).
+ * Prints seconds, MB/s, peak RSS and the ratio
  * qimg/qemu-img for each path (target ≤ 1.0, RSS ≤ 256 MiB). Not a test: nothing is asserted.
  *
  * qimg flushes its target before exiting (a job exits 0 only after its output is durable);
@@ -26,6 +27,7 @@ convertTable(
     { name: "raw→qcow2", f: "raw", O: "qcow2", in: src },
     { name: "qcow2→raw", f: "qcow2", O: "raw", in: qref },
     { name: "qcow2→qcow2", f: "qcow2", O: "qcow2", in: qref },
+    { name: "raw→raw", f: "raw", O: "raw", in: src },
   ],
-  { src, dir, size, runs },
+  { src, dir, size, runs, variants: [{ label: "qimg -t none", args: ["-t", "none"] }] },
 );

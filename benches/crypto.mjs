@@ -202,10 +202,17 @@ for (const p of paths) {
   const m = best([...qimgCli, ...p.args("", p.out).slice(1)], p.out);
   const cmp = spawnSync("qemu-img", p.cmp(p.out));
   const row = (t, r) =>
-    `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${r.synced.toFixed(2).padStart(8)}`;
+    `${t.padEnd(12)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${r.synced.toFixed(2).padStart(8)}`;
   console.log(`${p.name.padEnd(11)} ${row("qemu-img", q)}`);
   console.log(
     `${"".padEnd(11)} ${row("qimg", m)}   ${(m.secs / q.secs).toFixed(2)} / ${(m.secs / q.synced).toFixed(2)}${cmp.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}${m.err ? ` ${m.err}` : ""}`,
+  );
+  // The same with the target written O_DIRECT (`-t none`): no page cache, no writeback at exit.
+  const argsN = p.args("", p.out).slice(1);
+  const n = best([...qimgCli, argsN[0], "-t", "none", ...argsN.slice(1)], p.out);
+  const cmpN = spawnSync("qemu-img", p.cmp(p.out));
+  console.log(
+    `${"".padEnd(11)} ${row("qimg -t none", n)}   ${(n.secs / q.secs).toFixed(2)} / ${(n.secs / q.synced).toFixed(2)}${cmpN.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}${n.err ? ` ${n.err}` : ""}`,
   );
   // The disk floor: the output's bytes written durably (dd oflag=direct conv=fsync from a warm
   // cache into a new file: the disk's own pace, where buffered dd would defer all writeback to

@@ -126,9 +126,10 @@ export function best(argv, out, runs = 1) {
  * output format, source file) and print one table: seconds, MB/s over `size`, peak RSS, seconds
  * with a trailing `sync`, and the ratio qimg/qemu-img against qemu-img's plain and synced times
  * (qimg's jobs end durable; qemu-img convert issues no flush). Each output is checked with
- * `qemu-img compare` and flagged when it differs.
+ * `qemu-img compare` and flagged when it differs. `variants` (`{ label, args }`) add qimg rows
+ * with extra convert arguments (e.g. `-t none`).
  */
-export function convertTable(paths, { src, dir, size, runs = 1 }) {
+export function convertTable(paths, { src, dir, size, runs = 1, variants = [] }) {
   const mb = size / 1e6;
   const w = Math.max(11, ...paths.map((p) => p.name.length)) + 1;
   console.log(`workload: ${src} (${(size / 1024 ** 3).toFixed(2)} GiB), best of ${runs}`);
@@ -136,7 +137,7 @@ export function convertTable(paths, { src, dir, size, runs = 1 }) {
     `${"path".padEnd(w)} tool      seconds   MB/s  peak RSS MiB  +sync s   ratio vs qemu-img / vs qemu-img+sync`,
   );
   const row = (t, r) =>
-    `${t.padEnd(9)} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(12)} ${r.synced.toFixed(2).padStart(8)}`;
+    `${t.padEnd(Math.max(9, ...variants.map((v) => v.label.length)))} ${r.secs.toFixed(2).padStart(7)} ${(mb / r.secs).toFixed(0).padStart(6)} ${(r.rss / 1024).toFixed(0).padStart(12)} ${r.synced.toFixed(2).padStart(8)}`;
   for (const p of paths) {
     const out = join(dir, `out.${p.O}`);
     const q = best(["qemu-img", "convert", "-f", p.f, "-O", p.O, p.in, out], out, runs);
@@ -147,6 +148,12 @@ export function convertTable(paths, { src, dir, size, runs = 1 }) {
     console.log(
       `${"".padEnd(w)} ${row("qimg", m)}   ${ratio}${cmp.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}`,
     );
+    for (const v of variants) {
+      const n = best([...qimgCli, "convert", ...v.args, "-f", p.f, "-O", p.O, p.in, out], out, runs);
+      const c = spawnSync("qemu-img", ["compare", "-f", p.f, "-F", p.O, p.in, out]);
+      const r = `${(n.secs / q.secs).toFixed(2)} / ${(n.secs / q.synced).toFixed(2)}`;
+      console.log(`${"".padEnd(w)} ${row(v.label, n)}   ${r}${c.status === 0 ? "" : "  (OUTPUT DIFFERS!)"}`);
+    }
     rmSync(out, { force: true });
   }
 }

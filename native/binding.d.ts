@@ -75,7 +75,10 @@ export declare class NativeImage {
   check(repair: string): Promise<NativeCheck>
   /** Attach the backing image (opened by the graph builder), or detach with `null`. */
   setBacking(backing?: NativeImage | undefined | null): void
-  /** Flush, clear dirty marks and release locks. Further calls fail; closing twice is a no-op. */
+  /**
+   * Flush, clear dirty marks and release locks. Further calls fail; closing twice is a no-op.
+   * The host file is flushed even with `cache=unsafe`.
+   */
   close(): Promise<void>
   /** The image's internal snapshots (empty for formats without them). */
   snapshots(): Promise<Array<NativeSnapshot>>
@@ -645,6 +648,11 @@ export interface OpenImageOptions {
   encryptFormat?: string
   /** The `nvme` protocol (a namespace of a controller bound to vfio-pci) instead of a file. */
   nvme?: NvmeTarget
+  /**
+   * Cache mode of the host file (`-t`/`-T`): `writeback` (default), `none`/`off`,
+   * `writethrough`, `directsync`, `unsafe`.
+   */
+  cache?: string
 }
 
 /**

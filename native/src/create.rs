@@ -152,6 +152,7 @@ pub fn create_image(opts: NativeCreateOptions) -> AsyncTask<Work<()>> {
                 create: true,
                 locking: LockMode::Auto,
                 force_share: false,
+                ..Default::default()
             },
         )?;
         if co.nocow {

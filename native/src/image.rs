@@ -32,6 +32,9 @@ pub struct OpenImageOptions {
     pub encrypt_format: Option<String>,
     /// The `nvme` protocol (a namespace of a controller bound to vfio-pci) instead of a file.
     pub nvme: Option<NvmeTarget>,
+    /// Cache mode of the host file (`-t`/`-T`): `writeback` (default), `none`/`off`,
+    /// `writethrough`, `directsync`, `unsafe`.
+    pub cache: Option<String>,
 }
 
 /// An NVMe namespace to open (QEMU's `file.driver=nvme` options).
@@ -234,6 +237,10 @@ pub fn open_image(
             create: false,
             locking: parse_locking(opts.locking.as_deref())?,
             force_share,
+            cache: match opts.cache.as_deref() {
+                Some(c) => qimg_core::direct::CacheMode::parse(c)?,
+                None => Default::default(),
+            },
         };
         let perms = if opts.purpose.as_deref() == Some("info") && opts.read_only {
             // What qemu-img info takes: no consistent-read byte (it reads only metadata), and on
@@ -468,6 +475,7 @@ impl NativeImage {
     }
 
     /// Flush, clear dirty marks and release locks. Further calls fail; closing twice is a no-op.
+    /// The host file is flushed even with `cache=unsafe`.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn close(&self) -> AsyncTask<Work<()>> {
         let slot = self.slot.clone();
@@ -477,7 +485,15 @@ impl NativeImage {
                 .map_err(|_| invalid("image lock poisoned"))?
                 .take();
             match d {
-                Some(d) => d.close(),
+                Some(d) => {
+                    d.close()?;
+                    // `cache=unsafe` drops the drivers' flushes; what a command wrote is still
+                    // durable once it closes the image (qimg's rule for a successful exit).
+                    if !d.storage().read_only() {
+                        d.storage().flush_durable()?;
+                    }
+                    Ok(())
+                }
                 None => Ok(()),
             }
         })

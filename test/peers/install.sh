@@ -37,6 +37,8 @@ command -v cryptsetup >/dev/null 2>&1 || need+=(cryptsetup-bin)
 /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
 # encrypted secrets (keyid=): openssl enc makes the AES-256-CBC ciphertext.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# cache modes: strace shows the open flags (O_DIRECT, O_DSYNC) and counts the fdatasyncs.
+command -v strace >/dev/null 2>&1 || need+=(strace)
 q72=target/peers/qemu-7.2
 if [ "$(id -u)" -ne 0 ]; then
   need+=("${vm_need[@]}")

@@ -191,6 +191,7 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           progress: c.progress,
           quiet: c.quiet,
           force: c.force,
+          cache: c.cache,
         },
         io,
       );
@@ -210,6 +211,8 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           parallel: c.parallel,
           outOfOrder: c.outOfOrder,
           forceShare: c.forceShare,
+          sourceCache: c.srcCache,
+          targetCache: c.targetCache,
           snapshot:
             c.snapshot &&
             (c.snapshot.idOrName ? c.snapshot.name : { id: c.snapshot.id, name: c.snapshot.name }),
@@ -234,6 +237,7 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           base: c.base,
           drop: c.drop,
           rateLimit: c.rateLimit,
+          cache: c.cache,
           progress: c.progress,
           quiet: c.quiet,
           signal,
@@ -250,6 +254,8 @@ async function run(c: Command, signal: AbortSignal): Promise<number> {
           unsafe: c.unsafe,
           compress: c.compress,
           forceShare: c.forceShare,
+          cache: c.cache,
+          sourceCache: c.srcCache,
           progress: c.progress,
           quiet: c.quiet,
           signal,

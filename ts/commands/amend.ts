@@ -22,6 +22,8 @@ export interface AmendArgs {
   quiet: boolean;
   /** `--force`. */
   force?: boolean;
+  /** `-t`. */
+  cache?: string;
 }
 
 /** Run `amend`; returns the exit code. */
@@ -41,6 +43,7 @@ export async function amendCommand(a: AmendArgs, io: Io): Promise<number> {
   await amend(a.image, a.options, {
     format: a.format,
     force: a.force === true,
+    cache: a.cache,
     onWarning: (m) => io.err(`WARNING: ${m}\n`),
   });
   // qemu-img reports the end twice (the amend callback, then the final update) before the newline.

@@ -23,6 +23,7 @@ export async function benchCommand(c: BenchCommand, io: Io): Promise<number> {
     noDrain: c.noDrain,
     forceShare: c.forceShare,
     objects: c.objects,
+    cache: c.cache,
   });
   io.out(`Run completed in ${r.seconds.toFixed(3)} seconds.\n`);
   return 0;

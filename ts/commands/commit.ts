@@ -16,6 +16,8 @@ export interface CommitArgs {
   drop: boolean;
   /** `-r`. */
   rateLimit?: number;
+  /** `-t`. */
+  cache?: string;
   /** `-p`. */
   progress: boolean;
   /** `-q`. */
@@ -31,6 +33,7 @@ export async function commitCommand(a: CommitArgs, io: Io): Promise<number> {
     base: a.base,
     keepTop: a.drop,
     rateLimit: a.rateLimit,
+    cache: a.cache,
     signal: a.signal,
   });
   if (a.progress && !a.quiet) progressBar(job, io);

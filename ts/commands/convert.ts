@@ -45,6 +45,10 @@ export interface ConvertArgs {
   skipBrokenBitmaps?: boolean;
   /** `-U`. */
   forceShare: boolean;
+  /** `-T`: source cache mode. */
+  sourceCache?: string;
+  /** `-t`: target cache mode. */
+  targetCache?: string;
   /** `-l`: convert this internal snapshot of the source. */
   snapshot?: SnapshotSelector;
   /** `-p`. */
@@ -67,6 +71,8 @@ export async function convertCommand(a: ConvertArgs, io: Io): Promise<number> {
     parallel: a.parallel,
     outOfOrder: a.outOfOrder,
     forceShare: a.forceShare,
+    sourceCache: a.sourceCache,
+    targetCache: a.targetCache,
     snapshot: a.snapshot,
     backingFile: a.backingFile,
     backingFormat: a.backingFormat,

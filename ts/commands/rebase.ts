@@ -20,6 +20,10 @@ export interface RebaseArgs {
   compress: boolean;
   /** `-U`. */
   forceShare: boolean;
+  /** `-t`. */
+  cache?: string;
+  /** `-T`. */
+  sourceCache?: string;
   /** `-p`. */
   progress: boolean;
   /** `-q`. */
@@ -37,6 +41,8 @@ export async function rebaseCommand(a: RebaseArgs, io: Io): Promise<number> {
     unsafe: a.unsafe,
     compress: a.compress,
     forceShare: a.forceShare,
+    cache: a.cache,
+    sourceCache: a.sourceCache,
     signal: a.signal,
   });
   if (a.progress && !a.quiet) progressBar(job, io);

@@ -25,6 +25,12 @@ export interface OpenOptions {
   forceShare?: boolean;
   /** `file.locking` for every layer. */
   locking?: "on" | "off" | "auto";
+  /**
+   * Cache mode of every layer's host file (`-t`/`-T`): `writeback` (default), `none`/`off`
+   * (O_DIRECT), `writethrough` (O_DSYNC), `directsync` (both), `unsafe` (drivers' flushes
+   * dropped; closing still flushes).
+   */
+  cache?: string;
   /** Do not open the backing chain (`backing: null`). */
   noBacking?: boolean;
   /** Which implicit references to follow (default `files`; `none` for untrusted images). */
@@ -146,6 +152,7 @@ async function openNode(
           locking: node.locking ?? opts.locking,
           forceShare: node.forceShare ?? opts.forceShare ?? false,
           purpose: opts.purpose,
+          cache: nbd || nvme ? undefined : opts.cache,
           nbd,
           nvme,
           encryptionKey,
@@ -198,6 +205,7 @@ async function attachDataFile(
       readOnly,
       locking: opts.locking,
       forceShare: opts.forceShare ?? false,
+      cache: opts.cache,
     }),
   );
   attached.push(data);

@@ -17,6 +17,8 @@ import type { QomObject } from "../options/object.js";
 export interface BenchOptions {
   /** Format (`-f`); probed when absent. */
   format?: string;
+  /** `-t`: cache mode of the host file (`none`/`directsync`: O_DIRECT), as `open`'s `cache`. */
+  cache?: string;
   /** Requests to send (default 75000). */
   count?: number;
   /** Requests in flight (default 64). */
@@ -107,6 +109,7 @@ export async function bench(spec: string | ImageOptions, o: BenchOptions = {}): 
       readOnly: !write,
       forceShare: o.forceShare,
       objects: o.objects,
+      cache: o.cache,
     });
   let img = await openIt();
   const nvme = toNodeSpec(spec).nvme;

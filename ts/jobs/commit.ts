@@ -23,6 +23,8 @@ export interface CommitOptions {
   keepTop?: boolean;
   /** `-r`: bytes per second at most. */
   rateLimit?: number;
+  /** `-t`: cache mode of the chain's host files (`none`, `writeback`, ... as `open`). */
+  cache?: string;
   /** Cancellation between chunks. */
   signal?: AbortSignal;
 }
@@ -76,6 +78,7 @@ export function commit(image: string | ImageOptions, opts: CommitOptions = {}): 
       format: opts.format,
       readOnly: !emptyTop,
       writableLayers: [baseDepth],
+      cache: opts.cache,
     });
     let failure: unknown;
     const totalBytes = img.virtualSize;

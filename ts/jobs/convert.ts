@@ -60,6 +60,17 @@ export interface ConvertOptions {
   snapshot?: SnapshotSelector;
   /** `-U` for the sources. */
   forceShare?: boolean;
+  /**
+   * `-T`: cache mode of the sources' host files (`writeback` default; `none` reads with O_DIRECT).
+   * As `open`'s `cache` option.
+   */
+  sourceCache?: string;
+  /**
+   * `-t`: cache mode of the target's host file (`writeback` default; `none`/`directsync` write
+   * with O_DIRECT, `writethrough`/`directsync` with O_DSYNC). `unsafe` drops intermediate flushes
+   * but, unlike qemu-img, the target is still flushed before the job resolves.
+   */
+  targetCache?: string;
   /** Cancellation. */
   signal?: AbortSignal;
   /** Chunk size in bytes (default 4 MiB). */
@@ -141,6 +152,7 @@ async function runConvert(
           format: opts.sourceFormat,
           readOnly: true,
           forceShare: opts.forceShare,
+          cache: opts.sourceCache,
           signal: opts.signal,
         }),
       );
@@ -179,6 +191,7 @@ async function runConvert(
       format: targetFormat,
       readOnly: false,
       keySecret: targetKeySecret(targetFormat, opts.targetOptions),
+      cache: opts.targetCache,
       signal: opts.signal,
     });
     if (opts.compress && (await callNative(() => (dst as Image).chain[0].info())).encrypted) {

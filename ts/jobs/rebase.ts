@@ -27,6 +27,10 @@ export interface RebaseOptions {
   compress?: boolean;
   /** `-U`: open the backing files with force-share. */
   forceShare?: boolean;
+  /** `-t`: cache mode of the image (and its current chain). */
+  cache?: string;
+  /** `-T`: cache mode of the new backing file. */
+  sourceCache?: string;
   /** Cancellation between chunks. */
   signal?: AbortSignal;
 }
@@ -60,7 +64,12 @@ export function rebase(image: string | ImageOptions, opts: RebaseOptions): Job<R
         );
       }
     };
-    const img = await open(image, { format: opts.format, readOnly: false, noBacking: opts.unsafe });
+    const img = await open(image, {
+      format: opts.format,
+      readOnly: false,
+      noBacking: opts.unsafe,
+      cache: opts.cache,
+    });
     let newBase: Image | undefined;
     let failure: unknown;
     try {
@@ -71,6 +80,7 @@ export function rebase(image: string | ImageOptions, opts: RebaseOptions): Job<R
               format: opts.backingFormat,
               readOnly: true,
               forceShare: opts.forceShare,
+              cache: opts.sourceCache,
             });
           } catch (e) {
             const msg = e instanceof Error ? e.message : String(e);

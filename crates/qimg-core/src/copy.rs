@@ -251,18 +251,24 @@ fn copy_data(
     let end = start + len;
     while pos < end {
         let n = (end - pos).min(MAX_IO);
-        buf.resize(n as usize, 0);
-        src.read(pos, &mut buf[..n as usize])?;
+        let b = aligned_window(buf, n as usize);
+        src.read(pos, b)?;
         stats.bytes_read += n;
         if opts.sparse_size == 0 {
-            dst.write(pos, &buf[..n as usize])?;
+            dst.write(pos, b)?;
             stats.bytes_written += n;
         } else {
-            write_sparse(dst, pos, &buf[..n as usize], opts, stats)?;
+            write_sparse(dst, pos, b, opts, stats)?;
         }
         pos += n;
     }
     Ok(())
+}
+
+/// `n` bytes of `buf` starting on a 4 KiB boundary, so O_DIRECT files (`cache=none`) take them
+/// without a bounce copy.
+fn aligned_window(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    crate::direct::aligned_slice(buf, n, 4096)
 }
 
 /// Write `data` at `pos`, leaving out zero runs of whole `sparse_size` granules (aligned to

@@ -4,6 +4,7 @@
 //! [`PermSet::for_open`] picks from `read_only` and `force_share`; [`FileStorage::open_with_perms`]
 //! takes another set (e.g. [`PermSet::INFO`] for an open that reads no data) and
 //! [`FileStorage::set_perms`] changes it later, as QEMU does when a node's users change.
+use crate::direct::{CacheMode, DirectIo};
 use crate::error::{Error, Result};
 use crate::lock::{LockState, PermSet};
 use crate::storage::{DataRun, Storage};
@@ -24,6 +25,8 @@ pub struct FileOptions {
     pub locking: crate::lock::LockMode,
     /// Share all permissions with other users (`-U` / force-share; read-only opens only).
     pub force_share: bool,
+    /// Cache mode (`-t`/`-T`, `cache.direct`/`cache.no-flush`): see [`crate::direct`].
+    pub cache: CacheMode,
 }
 
 impl Default for FileOptions {
@@ -33,6 +36,7 @@ impl Default for FileOptions {
             create: false,
             locking: crate::lock::LockMode::Auto,
             force_share: false,
+            cache: CacheMode::Writeback,
         }
     }
 }
@@ -45,6 +49,9 @@ pub struct FileStorage {
     name: String,
     read_only: bool,
     lock: Mutex<LockState>,
+    /// O_DIRECT alignment handling (`cache=none`/`directsync`).
+    direct: Option<DirectIo>,
+    cache: CacheMode,
 }
 
 impl FileStorage {
@@ -68,7 +75,16 @@ impl FileStorage {
                     .with_path(path),
             );
         }
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut flags = 0;
+        if opts.cache.direct() {
+            flags |= libc::O_DIRECT;
+        }
+        if opts.cache.write_through() && !opts.read_only {
+            flags |= libc::O_DSYNC;
+        }
         let file = OpenOptions::new()
+            .custom_flags(flags)
             .read(true)
             .write(!opts.read_only)
             .create(opts.create && !opts.read_only)
@@ -88,10 +104,12 @@ impl FileStorage {
             })?;
         }
         Ok(FileStorage {
-            file,
             name: path.to_string(),
             read_only: opts.read_only,
             lock: Mutex::new(lock),
+            direct: opts.cache.direct().then(|| DirectIo::probe(&file)),
+            cache: opts.cache,
+            file,
         })
     }
 
@@ -146,6 +164,16 @@ impl FileStorage {
         }
     }
 
+    /// The cache mode the file was opened with.
+    pub fn cache(&self) -> CacheMode {
+        self.cache
+    }
+
+    /// The O_DIRECT alignment, when the file is open with O_DIRECT.
+    pub fn direct_align(&self) -> Option<usize> {
+        self.direct.as_ref().map(DirectIo::align)
+    }
+
     /// The underlying file.
     pub fn file(&self) -> &File {
         &self.file
@@ -169,6 +197,16 @@ impl FileStorage {
         }
     }
 
+    /// fdatasync, whatever the cache mode (nothing to do on a read-only open).
+    fn sync(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| self.ioerr("fdatasync", e, 0))
+    }
+
     fn fallocate(
         &self,
         mode: nix::fcntl::FallocateFlags,
@@ -190,6 +228,11 @@ impl Storage for FileStorage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if let Some(d) = &self.direct {
+            return d
+                .read_at(&self.file, buf, offset)
+                .map_err(|e| self.ioerr("read", e, offset));
+        }
         let mut done = 0usize;
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
@@ -207,6 +250,11 @@ impl Storage for FileStorage {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.ro_check()?;
+        if let Some(d) = &self.direct {
+            return d
+                .write_at(&self.file, buf, offset)
+                .map_err(|e| self.ioerr("write", e, offset));
+        }
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| self.ioerr("write", e, offset))
@@ -232,12 +280,19 @@ impl Storage for FileStorage {
     }
 
     fn flush(&self) -> Result<()> {
-        if self.read_only {
+        if self.cache.no_flush() {
             return Ok(());
         }
-        self.file
-            .sync_data()
-            .map_err(|e| self.ioerr("fdatasync", e, 0))
+        self.sync()
+    }
+
+    fn flush_durable(&self) -> Result<()> {
+        if self.cache.no_flush() {
+            self.sync()
+        } else {
+            // `flush` did the work already.
+            Ok(())
+        }
     }
 
     fn discard(&self, offset: u64, length: u64) -> Result<()> {
@@ -358,7 +413,8 @@ impl Storage for FileStorage {
     }
 
     fn start_writeback(&self) {
-        if !self.read_only {
+        // Nothing is dirty in the page cache with O_DIRECT or O_DSYNC.
+        if !self.read_only && !self.cache.direct() && !self.cache.write_through() {
             let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
             // SAFETY: sync_file_range only reads its integer arguments; fd is open. Errors are
             // ignored: this is a hint, the flush that follows reports real failures.

@@ -13,6 +13,7 @@
 pub mod bitmap;
 pub mod chain;
 pub mod copy;
+pub mod direct;
 pub mod driver;
 pub mod error;
 pub mod file;

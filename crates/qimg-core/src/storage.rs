@@ -48,6 +48,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Start writing dirty data back without waiting (a hint; bulk writers call it per chunk so
     /// the final flush has little left to do).
     fn start_writeback(&self) {}
+    /// Call after [`Storage::flush`] where the output must be durable whatever the cache mode:
+    /// completes the flush a mode that drops flushes (`cache=unsafe`) skipped. Closing an image
+    /// calls it. Default: nothing to do.
+    fn flush_durable(&self) -> Result<()> {
+        Ok(())
+    }
     /// Make the whole store read as zeros, but only if that is fast (NBD `WRITE_ZEROES` with
     /// `FAST_ZERO`, as qemu-img convert pre-zeroes a target): `Ok(false)` when it cannot, and
     /// nothing is promised then. Default: `Ok(false)`.

@@ -66,6 +66,7 @@ fn try_open(
             create: false,
             locking,
             force_share,
+            ..Default::default()
         },
     )
 }

@@ -81,7 +81,7 @@ export interface BenchCommand {
   flushInterval: number;
   /** `--no-drain`: flush without waiting for the requests in flight. */
   noDrain: boolean;
-  /** `-t`: cache mode (accepted and checked; qimg always goes through the page cache). */
+  /** `-t`: cache mode of the host file. */
   cache?: string;
   /** `-i`: AIO backend (accepted and checked). */
   aio?: string;

@@ -132,6 +132,7 @@ fn create_file(path: &str) -> Result<Arc<dyn Storage>> {
             create: true,
             locking: LockMode::Auto,
             force_share: false,
+            ..Default::default()
         },
     )?))
 }
@@ -179,6 +180,7 @@ pub fn create(storage: Arc<dyn Storage>, opts: &CreateOptions) -> Result<()> {
                 create: false,
                 locking: LockMode::Off,
                 force_share: true,
+                ..Default::default()
             },
         )?);
         let d = VmdkDriver::open(
