@@ -94,6 +94,7 @@ fn open_storage(
         connections: n
             .connections
             .map_or(qimg_core::nbd::DEFAULT_CONNECTIONS, |c| c as usize),
+        write_through: fo.cache.write_through(),
         ..Default::default()
     };
     Ok(Arc::new(qimg_core::nbd::NbdStorage::connect_with(

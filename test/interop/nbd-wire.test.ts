@@ -211,6 +211,20 @@ describe.skipIf(!haveNbdkit)("NBD commands on the wire (nbdkit log filter)", () 
     }
   });
 
+  it("convert -t writethrough|directsync into an export sends every write with FUA", async () => {
+    const src = t.path("wt-src.raw");
+    writeFileSync(src, Buffer.alloc(1 << 20, 9));
+    for (const mode of ["writethrough", "directsync", "writeback"]) {
+      const { uri, log } = await logged(`wt-${mode}`, "1M");
+      const r = qimg(["convert", "-n", "-t", mode, "-f", "raw", "-O", "raw", src, uri]);
+      expect(r.status, r.stderr).toBe(0);
+      const writes = requests(log).filter((o) => o.op === "Write");
+      expect(writes.length).toBeGreaterThan(0);
+      const fua = mode === "writeback" ? "fua=0 " : "fua=1 ";
+      for (const w of writes) expect([mode, w.flags]).toEqual([mode, fua]);
+    }
+  });
+
   it("convert -n sends zero ranges as WRITE_ZEROES and writes only data", async () => {
     // A server without fast zero: no up-front zeroing (see nbd-multiconn.test.ts for that).
     const { uri, log } = await logged("conv", "4M", [

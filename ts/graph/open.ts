@@ -152,7 +152,7 @@ async function openNode(
           locking: node.locking ?? opts.locking,
           forceShare: node.forceShare ?? opts.forceShare ?? false,
           purpose: opts.purpose,
-          cache: nbd || nvme ? undefined : opts.cache,
+          cache: nvme ? undefined : opts.cache,
           nbd,
           nvme,
           encryptionKey,

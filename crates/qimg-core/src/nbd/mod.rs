@@ -55,6 +55,10 @@ pub struct ConnectOptions {
     /// Connections to open when the server advertises multi-conn (`multi-conn=N`, default
     /// [`DEFAULT_CONNECTIONS`]; 1 for a single connection; at most [`MAX_CONNECTIONS`]).
     pub connections: usize,
+    /// Send every write with `NBD_CMD_FLAG_FUA` (or follow it with a flush when the server has
+    /// no FUA): the `writethrough` and `directsync` cache modes, as QEMU's block layer sets FUA
+    /// on writes when the write cache is off.
+    pub write_through: bool,
 }
 
 impl Default for ConnectOptions {
@@ -64,6 +68,7 @@ impl Default for ConnectOptions {
             tls: None,
             timeout: IO_TIMEOUT,
             connections: DEFAULT_CONNECTIONS,
+            write_through: false,
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct NbdStorage {
     status_cache: std::sync::Mutex<Vec<status::Window>>,
     /// Serialises read-modify-write of partial blocks (servers with a minimum block size).
     rmw: std::sync::Mutex<()>,
+    /// Every write with FUA ([`ConnectOptions::write_through`]).
+    write_through: bool,
 }
 
 impl std::fmt::Debug for NbdStorage {
@@ -248,6 +255,7 @@ impl NbdStorage {
             conns,
             status_cache: std::sync::Mutex::new(Vec::new()),
             rmw: std::sync::Mutex::new(()),
+            write_through: o.write_through,
         })
     }
 
@@ -490,7 +498,7 @@ impl Storage for NbdStorage {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.write_fua(buf, offset, false)
+        self.write_fua(buf, offset, self.write_through)
     }
 
     fn write_at_fua(&self, buf: &[u8], offset: u64) -> Result<()> {
