@@ -255,7 +255,9 @@ export async function open(spec: string | ImageOptions, opts: OpenOptions = {}):
           path: node.filename,
         });
       }
+      const extra: NodeSpec | undefined = node.backingOptions;
       node = filename.startsWith("json:") ? toNodeSpec(filename) : { filename };
+      if (extra) node = { ...extra, ...node, format: extra.format ?? node.format };
       if (info.backingFormat && !node.format) node.format = info.backingFormat;
     }
   } catch (e) {

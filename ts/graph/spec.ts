@@ -38,6 +38,11 @@ export interface NodeSpec {
   forceShare?: boolean;
   /** `undefined`: use the image's own backing file; `null`: none; otherwise this spec. */
   backing?: NodeSpec | null;
+  /**
+   * Options for the image's own backing file when `backing` names no file (QEMU's
+   * `backing.encrypt.key-secret=…`, `backing.driver=…`): merged into the node the header names.
+   */
+  backingOptions?: NodeSpec;
   /** The `nbd` protocol node (`filename` then names it in messages). */
   nbd?: NbdTarget;
   /** The `nvme` protocol node (`filename` then names it in messages). */
@@ -64,6 +69,21 @@ function boolOpt(v: unknown, name: string): boolean | undefined {
   if (v === true || v === "on" || v === "true") return true;
   if (v === false || v === "off" || v === "false") return false;
   throw new QimgError("ERR_QIMG_INVALID_ARGUMENT", `Parameter '${name}' expects 'on' or 'off'`);
+}
+
+/** True for a backing spec that names no file: options for the header's own backing file. */
+function optionsOnly(b: ImageOptions | string): boolean {
+  if (typeof b === "string") return false;
+  return b.file === undefined && b.filename === undefined && b.driver !== "nbd";
+}
+
+/** Normalize a spec's `backing`: `null`, a whole node, or options for the header's backing file. */
+function backingOf(node: NodeSpec, spec: ImageOptions, parseJson: (s: string) => ImageOptions): void {
+  if (spec.backing === null) node.backing = null;
+  else if (spec.backing !== undefined && optionsOnly(spec.backing)) {
+    node.backingOptions = normalizeSpec({ ...(spec.backing as ImageOptions), filename: "-" }, parseJson);
+    node.backingOptions.filename = "";
+  } else if (spec.backing !== undefined) node.backing = normalizeSpec(spec.backing, parseJson);
 }
 
 /** Normalize a spec string or object. `parseJson` turns a `json:` string into options. */
@@ -125,8 +145,7 @@ export function normalizeSpec(spec: string | ImageOptions, parseJson: (s: string
   if (keySecret !== undefined) node.keySecret = String(keySecret);
   const encFormat = encryptOpt(spec, "format");
   if (encFormat !== undefined) node.encryptFormat = encFormat;
-  if (spec.backing === null) node.backing = null;
-  else if (spec.backing !== undefined) node.backing = normalizeSpec(spec.backing, parseJson);
+  backingOf(node, spec, parseJson);
   return node;
 }
 
@@ -140,7 +159,6 @@ function topNbd(spec: ImageOptions, parseJson: (s: string) => ImageOptions): Nod
   if (ro !== undefined) node.readOnly = ro;
   const fs = boolOpt(spec["force-share"], "force-share");
   if (fs !== undefined) node.forceShare = fs;
-  if (spec.backing === null) node.backing = null;
-  else if (spec.backing !== undefined) node.backing = normalizeSpec(spec.backing, parseJson);
+  backingOf(node, spec, parseJson);
   return node;
 }

@@ -61,7 +61,7 @@ export function commit(image: string | ImageOptions, opts: CommitOptions = {}): 
     const name = typeof image === "string" ? image : String(image.filename ?? "");
     // First a read-only look at the chain, to find the base; then the real open with the base
     // (and the image itself, if it is to be emptied) writable.
-    const probe = await open(image, { format: opts.format, readOnly: true });
+    const probe = await open(image, { format: opts.format, readOnly: true, signal: opts.signal });
     let baseDepth: number;
     try {
       if (probe.chainFilenames.length < 2) {
@@ -79,6 +79,7 @@ export function commit(image: string | ImageOptions, opts: CommitOptions = {}): 
       readOnly: !emptyTop,
       writableLayers: [baseDepth],
       cache: opts.cache,
+      signal: opts.signal,
     });
     let failure: unknown;
     const totalBytes = img.virtualSize;

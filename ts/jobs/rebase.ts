@@ -69,6 +69,7 @@ export function rebase(image: string | ImageOptions, opts: RebaseOptions): Job<R
       readOnly: false,
       noBacking: opts.unsafe,
       cache: opts.cache,
+      signal: opts.signal,
     });
     let newBase: Image | undefined;
     let failure: unknown;
@@ -81,6 +82,7 @@ export function rebase(image: string | ImageOptions, opts: RebaseOptions): Job<R
               readOnly: true,
               forceShare: opts.forceShare,
               cache: opts.sourceCache,
+              signal: opts.signal,
             });
           } catch (e) {
             const msg = e instanceof Error ? e.message : String(e);
