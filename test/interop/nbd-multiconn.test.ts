@@ -96,6 +96,19 @@ describe.skipIf(!haveNbdkit)("multi-conn on the wire (nbdkit)", () => {
     }
   });
 
+  it("info and the format probe use one connection each (no wait for extra connections)", async () => {
+    const sock = t.path("info.sock");
+    const log = t.path("info.log");
+    await start("nbdkit", ["-f", "-U", sock, "--filter=log", "memory", "1M", `logfile=${log}`], sock);
+    const r = qimg(["info", `nbd+unix:///?socket=${sock}`]);
+    expect(r.status, r.stderr).toBe(0);
+    const connects = readFileSync(log, "utf8")
+      .split("\n")
+      .filter((l) => / Connect export=/.test(l));
+    // The probe's connection, then info's own: both single.
+    expect(connects.length).toBe(2);
+  });
+
   it("an EIO on one of the connections fails convert (exit 1), never zeros", async () => {
     const sock = t.path("eio.sock");
     const log = t.path("eio.log");

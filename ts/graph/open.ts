@@ -88,7 +88,8 @@ async function openNode(
         port: node.nbd.port,
         path: node.nbd.path,
         export: node.nbd.export,
-        connections: node.nbd.multiConn,
+        // `info` reads a few headers: one connection, unless multi-conn was asked for.
+        connections: node.nbd.multiConn ?? (opts.purpose === "info" ? 1 : undefined),
         tls:
           node.nbd.tlsCreds === undefined ? undefined : resolveTls(node.nbd.tlsCreds, node.nbd.tlsHostname),
       }
@@ -108,7 +109,14 @@ async function openNode(
   if (!format && (nbd || nvme)) {
     // Probe over the protocol: the export's first bytes through a raw node.
     const raw = await callNative(() =>
-      native.openImage({ filename: node.filename, format: "raw", readOnly: true, nbd, nvme }),
+      // One connection is enough to read the first bytes.
+      native.openImage({
+        filename: node.filename,
+        format: "raw",
+        readOnly: true,
+        nbd: nbd && { ...nbd, connections: 1 },
+        nvme,
+      }),
     );
     try {
       const head = Buffer.alloc(Math.min(PROBE_BYTES, raw.virtualSize));
