@@ -8,7 +8,7 @@
 import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
-import { open, parseObjects } from "../../ts/index.js";
+import { amend, commit, open, parseObjects } from "../../ts/index.js";
 import { QIMG, qimg, tempDir } from "../helpers/peers.js";
 
 const t = tempDir("qimg-luks-abort-");
@@ -96,6 +96,26 @@ describe("AbortSignal stops key derivation", () => {
       expect(elapsed).toBeLessThan(200 + PROMPT_MS);
     });
   }
+
+  it("commit and amend pass their signal to the open: abort after 200 ms rejects promptly", async () => {
+    const objs = Array.isArray(objects) ? objects : [];
+    for (const run of [
+      (signal: AbortSignal) => commit(specs.qcow2, { objects: objs, signal }),
+      (signal: AbortSignal) =>
+        amend(specs.luks, { state: "active", "new-secret": "sec0" }, { objects: objs, signal }),
+    ]) {
+      const ac = new AbortController();
+      const started = Date.now();
+      setTimeout(() => ac.abort(), 200);
+      const err = await Promise.resolve(run(ac.signal)).then(
+        () => null,
+        (e: unknown) => e as { code?: string; message?: string },
+      );
+      expect(err, "must fail").not.toBeNull();
+      expect(err?.code, String(err?.message)).toBe("ERR_QIMG_ABORTED");
+      expect(Date.now() - started).toBeLessThan(200 + PROMPT_MS);
+    }
+  });
 
   it("an already-aborted signal rejects before any work", async () => {
     const ac = new AbortController();

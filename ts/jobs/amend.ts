@@ -13,7 +13,9 @@ import { LUKS_AMEND_OPTIONS, planLuksAmend } from "./amend-luks.js";
 import { formatOrProbe } from "./probe-raw.js";
 
 /** Options of {@link amend}. */
-export interface AmendOptions extends Pick<OpenOptions, "format" | "locking" | "cache"> {
+/** `signal` stops the open's key derivation (`ERR_QIMG_ABORTED`), as for {@link open}. */
+export interface AmendOptions
+  extends Pick<OpenOptions, "format" | "locking" | "cache" | "signal" | "objects"> {
   /** `--force`: let LUKS key slot changes erase the last slot or overwrite an active one. */
   force?: boolean;
   /** Called with qemu-img's warnings (probing guessed raw). */
@@ -148,7 +150,14 @@ export async function amend(
   const format = await formatOrProbe(spec, opts.format, opts.onWarning);
   if (format === "raw")
     throw new QimgError("ERR_QIMG_UNSUPPORTED", "Format driver 'raw' does not support option amendment");
-  const img = await open(spec, { format, locking: opts.locking, noBacking: true, cache: opts.cache });
+  const img = await open(spec, {
+    format,
+    locking: opts.locking,
+    noBacking: true,
+    cache: opts.cache,
+    signal: opts.signal,
+    objects: opts.objects,
+  });
   try {
     if (img.format === "luks") {
       const pairs = planLuksAmend(options, "", opts.force === true);

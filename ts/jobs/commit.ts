@@ -4,12 +4,14 @@
  * emptied afterwards (unless `drop` is false, `-d`); with `base` (deeper in the chain) the image is
  * left as it is, since the layers between would no longer be consistent with it.
  */
+
 import { isAbsolute, resolve } from "node:path";
 import { QimgError } from "../errors.js";
 import { open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import type { Image } from "../image.js";
 import { callNative, native } from "../native.js";
+import type { QomObject } from "../options/object.js";
 import { forEachChunk } from "./chunks.js";
 import { Job } from "./job.js";
 
@@ -27,6 +29,8 @@ export interface CommitOptions {
   cache?: string;
   /** Cancellation between chunks. */
   signal?: AbortSignal;
+  /** Secret objects for encrypted layers (default: the CLI's `--object`s, as for `open`). */
+  objects?: readonly QomObject[];
 }
 
 /** What a finished commit did. */
@@ -61,7 +65,12 @@ export function commit(image: string | ImageOptions, opts: CommitOptions = {}): 
     const name = typeof image === "string" ? image : String(image.filename ?? "");
     // First a read-only look at the chain, to find the base; then the real open with the base
     // (and the image itself, if it is to be emptied) writable.
-    const probe = await open(image, { format: opts.format, readOnly: true, signal: opts.signal });
+    const probe = await open(image, {
+      format: opts.format,
+      readOnly: true,
+      signal: opts.signal,
+      objects: opts.objects,
+    });
     let baseDepth: number;
     try {
       if (probe.chainFilenames.length < 2) {
@@ -80,6 +89,7 @@ export function commit(image: string | ImageOptions, opts: CommitOptions = {}): 
       writableLayers: [baseDepth],
       cache: opts.cache,
       signal: opts.signal,
+      objects: opts.objects,
     });
     let failure: unknown;
     const totalBytes = img.virtualSize;

@@ -4,12 +4,14 @@
  * through the new backing file, and where they differ the old contents are copied into the image
  * first, so the guest sees the same disk afterwards. `unsafe` (`-u`) only rewrites the reference.
  */
+
 import { dirname, isAbsolute, resolve } from "node:path";
 import { QimgError } from "../errors.js";
 import { open } from "../graph/open.js";
 import type { ImageOptions } from "../graph/spec.js";
 import type { Image } from "../image.js";
 import { callNative, native } from "../native.js";
+import type { QomObject } from "../options/object.js";
 import { forEachChunk } from "./chunks.js";
 import { Job } from "./job.js";
 
@@ -33,6 +35,8 @@ export interface RebaseOptions {
   sourceCache?: string;
   /** Cancellation between chunks. */
   signal?: AbortSignal;
+  /** Secret objects for encrypted layers (default: the CLI's `--object`s, as for `open`). */
+  objects?: readonly QomObject[];
 }
 
 /** What a finished rebase did. */
@@ -70,6 +74,7 @@ export function rebase(image: string | ImageOptions, opts: RebaseOptions): Job<R
       noBacking: opts.unsafe,
       cache: opts.cache,
       signal: opts.signal,
+      objects: opts.objects,
     });
     let newBase: Image | undefined;
     let failure: unknown;
@@ -83,6 +88,7 @@ export function rebase(image: string | ImageOptions, opts: RebaseOptions): Job<R
               forceShare: opts.forceShare,
               cache: opts.sourceCache,
               signal: opts.signal,
+              objects: opts.objects,
             });
           } catch (e) {
             const msg = e instanceof Error ? e.message : String(e);
