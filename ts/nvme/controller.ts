@@ -97,38 +97,27 @@ export class NvmeNamespace {
     await this.#io(true, offset, buf, () => this.#n.write(offset, buf));
   }
 
-  /** Requests of this namespace in flight (from `read`/`write`). */
-  #inflight = 0;
-
   /**
    * Every request is submitted from this thread on a free queue (the device starts on it at
-   * once); a lone one (nothing else in flight here) also polls its completion briefly
-   * (`QIMG_NVME_SPIN_US`) and needs no thread-pool hop when it completes within that time.
-   * The rest is awaited off the thread; with no free queue, the thread pool runs the request.
+   * once) and its completion polled here briefly (`QIMG_NVME_SPIN_US`, 200 µs by default): one
+   * that completes within that time needs no thread-pool hop, even with other requests in flight
+   * (measured in the TCG guest: about twice the rate of 4 KiB reads from 8 or 32 concurrent
+   * `read` calls, and faster 1 MiB sequential reads from 4, than polling only lone requests). The
+   * rest is awaited off the thread; with no free queue, the thread pool runs the request.
    */
   async #io(write: boolean, offset: number, buf: Buffer, slow: () => Promise<void>): Promise<void> {
     let token: number;
     try {
-      token = this.#n.startIo(write, offset, buf, this.#inflight === 0);
+      token = this.#n.startIo(write, offset, buf, true);
     } catch (e) {
       throw unwrapNativeError(e);
     }
     if (token === 0) return;
     if (token > 0) {
-      this.#inflight++;
-      try {
-        await callNative(() => this.#n.finishIo(token));
-      } finally {
-        this.#inflight--;
-      }
+      await callNative(() => this.#n.finishIo(token));
       return;
     }
-    this.#inflight++;
-    try {
-      await callNative(slow);
-    } finally {
-      this.#inflight--;
-    }
+    await callNative(slow);
   }
   /**
    * Read several ranges with all their commands in flight at once (one native call for a whole
