@@ -154,7 +154,7 @@ export declare class NvmeNamespace {
   write(offset: number, buf: Buffer): Promise<void>
   /**
    * The low-latency path: submit a read into (or write from) `buf` at `offset` as commands on
-   * a free queue from this thread and, when `poll` (a lone request), poll the completions
+   * a free queue from this thread and, when `poll` (the TS layer always asks), poll the completions
    * briefly (QIMG_NVME_SPIN_US). Returns 0 when done, a positive token to pass to `finishIo`
    * when still in flight (`buf` is kept until then), or -1 when not taken (no free queue,
    * more commands than a queue's slots, invalid: use `read`/`write`).

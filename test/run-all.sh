@@ -23,7 +23,7 @@ step "clippy" cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "biome" npx biome check ts test benches
 
 echo "=== cargo test"
-cargo test --workspace --exclude qimg-native 2>&1 | tee target/cargo-test.log
+cargo test --workspace --exclude qimg-native --no-fail-fast 2>&1 | tee target/cargo-test.log
 cp=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' target/cargo-test.log)
 cf=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' target/cargo-test.log)
 if ! grep -q '^test result:' target/cargo-test.log || grep -qE '^error(\[|:)' target/cargo-test.log; then
