@@ -323,13 +323,31 @@ impl NbdStorage {
 
     /// Write requests for an aligned range (all in flight at once).
     fn write_aligned(&self, buf: &[u8], offset: u64, flags: u16) -> Result<()> {
-        let step = self.part_size(buf.len() as u64);
-        let mut tickets = Vec::with_capacity(buf.len().div_ceil(step as usize));
+        let step = self.part_size(buf.len() as u64) as usize;
+        self.submit_parts(buf.len(), step, flags, |at, n| {
+            (
+                reply::Pending::new(CMD_WRITE, offset + at as u64, n as u32),
+                &buf[at..at + n],
+            )
+        })
+    }
+
+    /// Submit one request per `step`-sized part of a `len`-byte range (`part(at, n)` gives each
+    /// part's request and payload), all in flight at once, then wait for every reply. On a
+    /// failed submission the tickets already taken are waited for by their drop.
+    fn submit_parts<'a>(
+        &self,
+        len: usize,
+        step: usize,
+        flags: u16,
+        mut part: impl FnMut(usize, usize) -> (reply::Pending, &'a [u8]),
+    ) -> Result<()> {
+        let mut tickets = Vec::with_capacity(len.div_ceil(step));
         let mut at = 0usize;
-        while at < buf.len() {
-            let n = (buf.len() - at).min(step as usize);
-            let p = reply::Pending::new(CMD_WRITE, offset + at as u64, n as u32);
-            match self.conns.pick().submit(flags, p, &buf[at..at + n]) {
+        while at < len {
+            let n = (len - at).min(step);
+            let (p, data) = part(at, n);
+            match self.conns.pick().submit(flags, p, data) {
                 Ok(t) => tickets.push(t),
                 Err(e) => {
                     drop(tickets);
@@ -345,27 +363,15 @@ impl NbdStorage {
     /// read straight into its part of `buf`.
     fn read_aligned(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let step = self.part_size(buf.len() as u64) as usize;
-        let len = buf.len();
         let base = buf.as_mut_ptr();
-        let mut tickets = Vec::with_capacity(len.div_ceil(step));
-        let mut at = 0usize;
-        while at < len {
-            let n = (len - at).min(step);
+        self.submit_parts(buf.len(), step, 0, |at, n| {
             // SAFETY: `base + at .. + n` lies inside `buf`, parts do not overlap, and `buf` is
-            // borrowed mutably until every ticket has been waited for (below, or by the
-            // tickets' drop on an early return), so nothing else touches the memory meanwhile.
+            // borrowed mutably until every ticket has been waited for (in `submit_parts`, or by
+            // the tickets' drop on an early return), so nothing else touches the memory meanwhile.
             let p =
                 unsafe { reply::Pending::with_dest(offset + at as u64, n as u32, base.add(at), n) };
-            match self.conns.pick().submit(0, p, &[]) {
-                Ok(t) => tickets.push(t),
-                Err(e) => {
-                    drop(tickets);
-                    return Err(e.with_path(&self.name));
-                }
-            }
-            at += n;
-        }
-        self.wait_all(tickets)
+            (p, &[])
+        })
     }
 
     /// Write with FUA when `fua` (durable when it returns; a flush when the server has no FUA).
