@@ -2,9 +2,9 @@
  * Test helpers for the real peers (qemu-img, qemu-io, qemu-nbd): presence checks that print a
  * reason when a peer is missing, runners, and temporary directories.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -124,4 +124,24 @@ export function readerSha256(tool: "7zz" | "pyqcow", image: string): string {
     "import hashlib,sys,pyqcow\nf=pyqcow.file();f.open(sys.argv[1])\nh=hashlib.sha256();n=f.get_media_size();o=0\n" +
     "while o<n:\n  b=f.read_buffer(min(1<<20,n-o));h.update(b);o+=len(b)\nprint(h.hexdigest())";
   return runOk("/usr/bin/python3", ["-c", py, image]).trim();
+}
+
+/**
+ * Start a server that listens on the Unix socket `sock` and wait (at most 10 s) until the socket
+ * exists; the process is added to `servers` so the test file can kill it afterwards.
+ */
+export async function startOnSocket(
+  cmd: string,
+  args: string[],
+  sock: string,
+  servers: ChildProcess[],
+): Promise<ChildProcess> {
+  const p = spawn(cmd, args, { stdio: "ignore" });
+  servers.push(p);
+  const t0 = Date.now();
+  while (!existsSync(sock)) {
+    if (Date.now() - t0 > 10_000) throw new Error(`${cmd} did not start`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return p;
 }

@@ -8,11 +8,11 @@
  * whole export, as qemu-img) and then writes only data; without fast zero, or when the server
  * answers ENOTSUP (nbdkit `nozero` filter), it falls back to zeroing each zero range.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseNbdOptions, parseNbdString } from "../../ts/graph/nbd.js";
-import { hasPeer, qimg, runOk, tempDir } from "../helpers/peers.js";
+import { hasPeer, qimg, runOk, startOnSocket, tempDir } from "../helpers/peers.js";
 
 const haveNbdkit = hasPeer("nbdkit");
 const haveQemu = hasPeer("qemu-img") && hasPeer("qemu-nbd");
@@ -23,16 +23,7 @@ afterAll(() => {
   t.cleanup();
 });
 
-async function start(cmd: string, args: string[], sock: string): Promise<ChildProcess> {
-  const p = spawn(cmd, args, { stdio: "ignore" });
-  servers.push(p);
-  const t0 = Date.now();
-  while (!existsSync(sock)) {
-    if (Date.now() - t0 > 10_000) throw new Error(`${cmd} did not start`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return p;
-}
+const start = (cmd: string, args: string[], sock: string) => startOnSocket(cmd, args, sock, servers);
 
 /** Connection ids of an nbdkit log that carried at least one request of `op`. */
 function connectionsWith(log: string, op: string): Set<number> {

@@ -5,12 +5,12 @@
  * `NBD_CMD_TRIM`, write zeroes is `NBD_CMD_WRITE_ZEROES` (never data writes), and convert sends
  * zero ranges as write-zeroes.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { toNodeSpec } from "../../ts/graph/open.js";
 import { open } from "../../ts/index.js";
-import { hasPeer, qimg, run, runOk, tempDir } from "../helpers/peers.js";
+import { hasPeer, qimg, run, runOk, startOnSocket, tempDir } from "../helpers/peers.js";
 
 const haveQemu = hasPeer("qemu-img") && hasPeer("qemu-nbd") && hasPeer("qemu-io");
 const haveNbdkit = hasPeer("nbdkit");
@@ -21,16 +21,7 @@ afterAll(() => {
   t.cleanup();
 });
 
-async function start(cmd: string, args: string[], sock: string): Promise<ChildProcess> {
-  const p = spawn(cmd, args, { stdio: "ignore" });
-  servers.push(p);
-  const t0 = Date.now();
-  while (!existsSync(sock)) {
-    if (Date.now() - t0 > 10_000) throw new Error(`${cmd} did not start`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return p;
-}
+const start = (cmd: string, args: string[], sock: string) => startOnSocket(cmd, args, sock, servers);
 
 /** One request as nbdkit's log filter records it. */
 interface Logged {
