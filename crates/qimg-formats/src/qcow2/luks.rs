@@ -94,14 +94,7 @@ pub(super) fn open(
             "qcow2 LUKS header area {offset:#x}+{length:#x} lies outside the file"
         )));
     }
-    let io = HeaderArea {
-        storage: storage.clone(),
-        offset,
-        length,
-    };
-    let mut raw = vec![0u8; luks1::header::HEADER_LEN];
-    io.read_at(0, &mut raw)?;
-    let h = Luks1Header::parse(&raw)?;
+    let (io, h) = read_area(storage, offset, length)?;
     // Every slot's key material must lie inside the area.
     for s in h.slots.iter() {
         let end = (s.key_offset as u64 + s.material_sectors(h.key_bytes)) * luks1::header::SECTOR;
@@ -141,14 +134,7 @@ pub(super) fn amend(
     options: &[(String, String)],
 ) -> Result<()> {
     let (offset, length) = area;
-    let io = HeaderArea {
-        storage: storage.clone(),
-        offset,
-        length,
-    };
-    let mut raw = vec![0u8; luks1::header::HEADER_LEN];
-    io.read_at(0, &mut raw)?;
-    let mut h = Luks1Header::parse(&raw)?;
+    let (io, mut h) = read_area(storage, offset, length)?;
     crate::luks::amend::amend_luks1(&mut h, &io, master_key, options)
 }
 
@@ -234,4 +220,21 @@ pub(super) fn create(
         length,
     };
     luks1::create(p, passphrase, &io).map(|_| ())
+}
+
+/// The LUKS1 header area at `offset` (`length` bytes) of the image file, and its parsed header.
+fn read_area(
+    storage: &Arc<dyn Storage>,
+    offset: u64,
+    length: u64,
+) -> Result<(HeaderArea, Luks1Header)> {
+    let io = HeaderArea {
+        storage: storage.clone(),
+        offset,
+        length,
+    };
+    let mut raw = vec![0u8; luks1::header::HEADER_LEN];
+    io.read_at(0, &mut raw)?;
+    let h = Luks1Header::parse(&raw)?;
+    Ok((io, h))
 }
